@@ -1,0 +1,184 @@
+"""Dynamic batching for the classifier (/sentiment, /attention): the batching loop.
+
+Every text becomes one row in a bounded asyncio queue. One loop per model takes what
+is queued (waiting at most ``max_wait_ms`` for a batch to fill once it holds fewer
+than ``max_batch_size`` rows), sorts the rows by length and cuts them into length
+buckets so little padding is computed, and runs each bucket as one ONNX Runtime
+call in the model's own worker thread (off the event loop). Each row's result goes
+back to its own future.
+
+Answers do not depend on batching: the graph is batch-invariant (ONNX ``LSTM`` with
+``sequence_lens``), each row reads only its own outputs, and rows are cut to their
+own length.
+
+Backpressure: ``submit`` raises ``Overloaded`` at once when the queue is full, and
+rows that waited longer than ``queue_timeout_s`` are answered 503 without running.
+An ONNX Runtime error fails only the rows of that call (``ModelFailure``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app import metrics
+from app.errors import ModelFailure, Overloaded
+from app.registry import SentimentModel
+
+log = logging.getLogger("seqserve.batching")
+
+
+@dataclass
+class RowResult:
+    probability: float
+    attention: np.ndarray  # [len(ids)]
+    queue_s: float
+    inference_s: float
+
+
+@dataclass
+class _Row:
+    ids: list[int]
+    future: asyncio.Future
+    arrived: float
+    queued: float = field(default_factory=time.perf_counter)
+
+
+def length_buckets(lengths: list[int], max_batch: int, min_split_len: int = 32,
+                   ratio: float = 1.5) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most ``max_batch`` rows;
+    a new batch also starts when a row is ``ratio`` times longer than the batch's
+    shortest (and long enough for padding to matter)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and (len(cur) >= max_batch or (
+                lengths[i] >= min_split_len and lengths[i] > ratio * lengths[cur[0]])):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
+class ClassificationBatcher:
+    def __init__(self, model: SentimentModel, *, max_batch_size: int, max_wait_ms: float,
+                 max_queue: int, queue_timeout_s: float, batching: bool = True):
+        self.model = model
+        self.max_batch = max_batch_size if batching else 1
+        self.max_wait = max_wait_ms / 1000 if batching else 0.0
+        self.queue_timeout_s = queue_timeout_s
+        self.queue: asyncio.Queue[_Row] = asyncio.Queue(maxsize=max_queue)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{model.name}")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        while not self.queue.empty():
+            row = self.queue.get_nowait()
+            if not row.future.done():
+                row.future.set_exception(Overloaded("server is shutting down", 5,
+                                                    "shutting_down"))
+        self.executor.shutdown(wait=True)
+
+    def submit(self, ids: list[int], arrived: float) -> asyncio.Future:
+        """Queue one row; raises ``Overloaded`` at once if the queue is full."""
+        fut = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait(_Row(ids, fut, arrived))
+        except asyncio.QueueFull:
+            metrics.REJECTED.labels("queue_full").inc()
+            raise Overloaded("classification queue is full; retry shortly") from None
+        return fut
+
+    async def _collect(self) -> list[_Row]:
+        rows = [await self.queue.get()]
+        deadline = time.perf_counter() + self.max_wait
+        while len(rows) < self.max_batch:
+            try:
+                rows.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                rows.append(await asyncio.wait_for(self.queue.get(), remaining))
+            except TimeoutError:
+                break
+        return rows
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            rows = await self._collect()
+            now = time.perf_counter()
+            live = []
+            for r in rows:
+                if r.future.done():  # client went away (cancelled) before we ran it
+                    continue
+                if now - r.arrived > self.queue_timeout_s:
+                    metrics.REJECTED.labels("queue_timeout").inc()
+                    r.future.set_exception(Overloaded("waited too long in the queue", 1,
+                                                      "queue_timeout"))
+                    continue
+                live.append(r)
+            if not live:
+                continue
+            try:
+                results = await loop.run_in_executor(self.executor, self._run, live)
+            except Exception as e:  # one failed ORT call fails only its own rows
+                error_id = uuid.uuid4().hex[:12]
+                log.error("inference error %s on %d rows: %s", error_id, len(live), e)
+                for r in live:
+                    if not r.future.done():
+                        r.future.set_exception(ModelFailure(error_id))
+                continue
+            for r, res in zip(live, results, strict=True):
+                if not r.future.done():
+                    r.future.set_result(res)
+
+    def _run(self, rows: list[_Row]) -> list[RowResult]:
+        """Runs in the model's worker thread."""
+        name = self.model.name
+        start = time.perf_counter()
+        out: list[RowResult | None] = [None] * len(rows)
+        lengths = [max(1, len(r.ids)) for r in rows]
+        for bucket in length_buckets(lengths, self.max_batch):
+            T = max(lengths[i] for i in bucket)
+            ids = np.zeros((len(bucket), T), dtype=np.int64)
+            lens = np.empty(len(bucket), dtype=np.int64)
+            for k, i in enumerate(bucket):
+                row_ids = rows[i].ids or [self.model.tokenizer.unk_id]  # type: ignore[union-attr]
+                ids[k, : len(row_ids)] = row_ids
+                lens[k] = len(row_ids)
+            t0 = time.perf_counter()
+            probs, attn = self.model.run(ids, lens)
+            dt = time.perf_counter() - t0
+            metrics.INFERENCE.labels(name, "classify").observe(dt)
+            metrics.BATCH_SIZE.labels(name, "classify").observe(len(bucket))
+            real = int(lens.sum())
+            metrics.REAL_TOKENS.labels(name).inc(real)
+            metrics.PADDING.labels(name).inc(ids.size - real)
+            for k, i in enumerate(bucket):
+                q = start - rows[i].arrived
+                metrics.QUEUE_WAIT.labels(name).observe(max(q, 0.0))
+                out[i] = RowResult(float(probs[k]), attn[k, : lens[k]].copy(), q, dt)
+        return out  # type: ignore[return-value]

@@ -1,0 +1,62 @@
+"""Service settings: environment variables with the ``SEQSERVE_`` prefix.
+
+Every setting and its default is listed in the README ("Configuration"); this class
+is the one source of truth and the README table is checked against it by a test.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEQSERVE_", extra="ignore",
+                                      protected_namespaces=())
+
+    # where and how models run
+    models_dir: Path = Field(Path("models"), description="folder scanned for model folders")
+    device: Device = Field(Device.auto, description="auto | cpu | cuda")
+    intra_op_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads per model")
+    allow_spinning: bool = Field(False, description="let ORT worker threads spin-wait")
+    warmup: bool = Field(True, description="run each model once before reporting ready")
+
+    # classification batching (/sentiment, /attention)
+    batching: bool = Field(True, description="gather concurrent requests into one ORT call")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="rows per ORT call")
+    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill")
+    max_queue: int = Field(512, ge=1, description="queued rows before 503")
+    queue_timeout_s: float = Field(10.0, gt=0, description="queue wait deadline (then 503)")
+
+    # generation (/generate)
+    gen_batching: bool = Field(True, description="one ORT step call for all active streams")
+    gen_max_streams: int = Field(64, ge=1, le=1024, description="streams stepped together")
+    gen_max_queue: int = Field(256, ge=1, description="streams waiting to start before 503")
+    gen_timeout_s: float = Field(120.0, gt=0, description="wall-clock limit of one generation")
+
+    # request limits
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="larger bodies get 413")
+    max_text_chars: int = Field(50_000, ge=1, description="characters per text")
+    max_texts: int = Field(64, ge=1, description="texts per /sentiment batch request")
+    max_prompt_chars: int = Field(8_000, ge=1, description="characters per prompt")
+    max_new_chars: int = Field(2_000, ge=1, description="upper bound of max_new_chars")
+    max_stop: int = Field(4, ge=0, description="stop sequences per request")
+    max_stop_chars: int = Field(32, ge=1, description="characters per stop sequence")
+
+    # security and operations
+    api_key: SecretStr | None = Field(None, description="if set, Bearer key for inference routes")
+    cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins")
+    shutdown_grace_s: float = Field(20.0, ge=0, description="time to finish in-flight work")
+    log_level: str = Field("info", description="debug | info | warning | error")
+    host: str = Field("127.0.0.1", description="bind address of `python -m app`")
+    port: int = Field(8000, ge=1, le=65535, description="port of `python -m app`")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")

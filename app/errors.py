@@ -1,0 +1,136 @@
+"""The one JSON error shape, and the mapping of every failure onto it.
+
+    {"error": {"code": "validation_error", "message": "texts: at most 64 items",
+               "status": 422, "request_id": "...", "details": [...]}}
+
+Client mistakes are logged at INFO without a traceback; only server faults are
+logged at ERROR, with an ``error_id`` that is also returned to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.context import request_id_var
+
+log = logging.getLogger("seqserve.errors")
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a stable code and a message for the caller."""
+
+    def __init__(self, status: int, code: str, message: str, *,
+                 details: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.details, self.headers = details, headers
+
+
+class Overloaded(ApiError):
+    def __init__(self, message: str, retry_after_s: int = 1, reason: str = "queue_full"):
+        super().__init__(503, "overloaded", message, headers={"Retry-After": str(retry_after_s)})
+        self.reason = reason
+
+
+class ModelFailure(ApiError):
+    """ONNX Runtime failed on a batch; only that batch's requests see it."""
+
+    def __init__(self, error_id: str):
+        super().__init__(500, "inference_error",
+                         f"inference failed; quote error_id {error_id} when reporting")
+        self.error_id = error_id
+
+
+def invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, "validation_error", f"{field}: {message}",
+                    details=[{"field": field, "message": message}])
+
+
+def error_body(status: int, code: str, message: str, details: Any = None,
+               **extra: Any) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message, "status": status,
+                           "request_id": request_id_var.get()}
+    if details:
+        err["details"] = details
+    err.update(extra)
+    return {"error": err}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse(error_body(status, code, message, details, **extra), status_code=status,
+                        headers=headers)
+
+
+def _field(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    details = []
+    for e in exc.errors():
+        field = _field(e.get("loc", ()))
+        typ = e.get("type", "")
+        msg = str(e.get("msg", "invalid"))
+        if typ == "json_invalid":
+            field, msg = "body", "invalid JSON: " + str(e.get("ctx", {}).get("error", msg))
+        elif typ == "extra_forbidden":
+            msg = "unknown field (not part of this endpoint's schema)"
+        elif typ == "missing":
+            msg = "field required"
+        details.append({"field": field, "message": msg, "type": typ})
+    first = details[0] if details else {"field": "body", "message": "invalid request"}
+    summary = f"{first['field']}: {first['message']}"
+    if len(details) > 1:
+        summary += f" (and {len(details) - 1} more)"
+    return summary, details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        extra = {"error_id": exc.error_id} if isinstance(exc, ModelFailure) else {}
+        if exc.status >= 500 and not isinstance(exc, Overloaded):
+            log.error("%s: %s", exc.code, exc.message)
+        else:
+            log.info("%s %s -> %d %s", request.method, request.url.path, exc.status, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        summary, details = _describe_validation(exc)
+        if details and all(d["type"] == "json_invalid" for d in details):
+            # the body is not JSON at all: same status as other unparseable bodies
+            log.info("%s %s -> 400 %s", request.method, request.url.path, summary)
+            return error_response(400, "invalid_json", summary, details)
+        log.info("%s %s -> 422 %s", request.method, request.url.path, summary)
+        return error_response(422, "validation_error", summary, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {400: "bad_request", 401: "unauthorized", 404: "not_found",
+                405: "method_not_allowed", 413: "payload_too_large",
+                415: "unsupported_media_type"}.get(exc.status_code, "http_error")
+        msg = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 400 and "parsing the body" in msg:
+            code = "invalid_json"
+            msg = "body: not parseable as JSON (malformed, too deeply nested, or not UTF-8)"
+        log.info("%s %s -> %d %s", request.method, request.url.path, exc.status_code, msg)
+        return error_response(exc.status_code, code, msg, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("unhandled error %s on %s %s", error_id, request.method, request.url.path,
+                  exc_info=exc)
+        return error_response(500, "internal_error",
+                              f"internal error; quote error_id {error_id}", error_id=error_id)

@@ -1,0 +1,280 @@
+"""Continuous batching for the character generator: the generation loop.
+
+One engine thread per generator model owns every active stream. Each iteration it
+(1) admits waiting streams (up to ``max_streams`` active) and prefills their prompts
+in one ONNX Runtime call (rows of different lengths, ``sequence_lens``), sampling
+each new stream's first character from the prefill logits; (2) advances EVERY active
+stream by one character with one step call ([N, 1] ids, the stacked LSTM states);
+(3) drops finished or cancelled streams at once. A stream's cost per character is
+one row of one step call: O(1) in prompt and output length, the context is never
+re-run.
+
+Each stream keeps its own LSTM state, sampling parameters and seeded random
+generator (one draw per character), so its text does not depend on what else runs.
+With ``batching=False`` (the naive baseline) every stream gets its own ORT calls.
+
+Output goes back to the event loop once per iteration (one ``call_soon_threadsafe``
+for all streams) as text chunks on each stream's asyncio queue, then a ``Finish``.
+Stop sequences: text is held back while it could still be the start of a stop
+sequence, so a stop sequence never reaches the caller, streamed or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app import metrics
+from app.errors import ApiError, ModelFailure, Overloaded
+from app.registry import CharModel
+from app.sampling import SamplingParams, sample
+
+log = logging.getLogger("seqserve.generation")
+
+
+@dataclass
+class Finish:
+    reason: str  # "length" | "stop"
+    generated_chars: int
+    queue_s: float
+    ttfc_s: float
+    per_char_s: float
+
+
+@dataclass
+class Stream:
+    prompt_ids: list[int]
+    params: SamplingParams
+    seed: int
+    max_new: int
+    stop: list[str]
+    arrived: float
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+    # engine-side state
+    rng: np.random.Generator | None = None
+    h: np.ndarray | None = None
+    c: np.ndarray | None = None
+    last_id: int = 0
+    text: str = ""
+    emitted: int = 0
+    n: int = 0
+    started: float = 0.0
+    first_char_at: float = 0.0
+    finished: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _holdback(text: str, stops: list[str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
+class GenerationEngine:
+    def __init__(self, model: CharModel, *, max_streams: int, max_queue: int,
+                 queue_timeout_s: float, batching: bool = True):
+        self.model = model
+        self.max_streams = max_streams
+        self.batching = batching
+        self.max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s
+        self.pending: queue.Queue[Stream] = queue.Queue()
+        self.active: list[Stream] = []
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._banned = (model.vocab.unk_id,) if model.vocab else ()  # never emit <unk>
+
+    # -- event-loop side -------------------------------------------------------------
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name=f"gen-{self.model.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._running = False
+        if self._thread:
+            self._thread.join(timeout)
+        for s in self.active + self._drain_pending():
+            self._fail(s, Overloaded("server is shutting down", 5, "shutting_down"))
+
+    def submit(self, stream: Stream) -> None:
+        if self.pending.qsize() >= self.max_queue:
+            metrics.REJECTED.labels("queue_full").inc()
+            raise Overloaded("generation queue is full; retry shortly")
+        self.pending.put(stream)
+
+    @property
+    def load(self) -> tuple[int, int]:
+        return len(self.active), self.pending.qsize()
+
+    # -- engine thread ----------------------------------------------------------------
+    def _drain_pending(self) -> list[Stream]:
+        out = []
+        while True:
+            try:
+                out.append(self.pending.get_nowait())
+            except queue.Empty:
+                return out
+
+    def _deliver(self, items: list[tuple[Stream, object]]) -> None:
+        if not items:
+            return
+        loop = items[0][0].loop
+
+        def put_all() -> None:
+            for s, item in items:
+                s.out.put_nowait(item)
+
+        try:
+            loop.call_soon_threadsafe(put_all)
+        except RuntimeError:  # event loop closed during shutdown
+            pass
+
+    def _fail(self, s: Stream, exc: ApiError) -> None:
+        s.finished = True
+        self._deliver([(s, exc)])
+
+    def _run(self) -> None:
+        name = self.model.name
+        gauge = metrics.ACTIVE_STREAMS.labels(name)
+        while self._running:
+            new: list[Stream] = []
+            if not self.active:
+                try:
+                    new.append(self.pending.get(timeout=0.05))
+                except queue.Empty:
+                    continue
+            while len(self.active) + len(new) < self.max_streams:
+                try:
+                    new.append(self.pending.get_nowait())
+                except queue.Empty:
+                    break
+            out: list[tuple[Stream, object]] = []
+            now = time.perf_counter()
+            admitted = []
+            for s in new:
+                if s.cancelled:
+                    continue
+                if now - s.arrived > self.queue_timeout_s:
+                    metrics.REJECTED.labels("queue_timeout").inc()
+                    self._fail(s, Overloaded("waited too long for a generation slot", 1,
+                                             "queue_timeout"))
+                    continue
+                admitted.append(s)
+            if admitted:
+                groups = [admitted] if self.batching else [[s] for s in admitted]
+                for g in groups:
+                    self._prefill(g, out)
+                self.active += [s for s in admitted if not s.finished]
+            self.active = [s for s in self.active if not (s.finished or s.cancelled)]
+            gauge.set(len(self.active))
+            if self.active:
+                groups = [self.active] if self.batching else [[s] for s in self.active]
+                for g in groups:
+                    self._step(g, out)
+                self.active = [s for s in self.active if not (s.finished or s.cancelled)]
+            self._deliver(out)
+        gauge.set(0)
+
+    def _prefill(self, streams: list[Stream], out: list) -> None:
+        name = self.model.name
+        B = len(streams)
+        lens = np.array([len(s.prompt_ids) for s in streams], dtype=np.int64)
+        ids = np.zeros((B, max(1, int(lens.max()))), dtype=np.int64)
+        for k, s in enumerate(streams):
+            ids[k, : len(s.prompt_ids)] = s.prompt_ids
+        h, c = self.model.zero_state(B)
+        t0 = time.perf_counter()
+        try:
+            logits, hn, cn = self.model.run(ids, lens, h, c)
+        except Exception as e:
+            self._fail_all(streams, e)
+            return
+        dt = time.perf_counter() - t0
+        metrics.INFERENCE.labels(name, "prefill").observe(dt)
+        metrics.BATCH_SIZE.labels(name, "prefill").observe(B)
+        metrics.PADDING.labels(name).inc(ids.size - int(lens.sum()))
+        metrics.REAL_TOKENS.labels(name).inc(int(lens.sum()))
+        for k, s in enumerate(streams):
+            s.started = t0
+            metrics.QUEUE_WAIT.labels(name).observe(max(t0 - s.arrived, 0.0))
+            s.rng = np.random.default_rng(s.seed)
+            s.h, s.c = hn[:, k], cn[:, k]
+            self._advance(s, logits[k], out)
+
+    def _step(self, streams: list[Stream], out: list) -> None:
+        name = self.model.name
+        B = len(streams)
+        ids = np.array([[s.last_id] for s in streams], dtype=np.int64)
+        h = np.stack([s.h for s in streams], axis=1)
+        c = np.stack([s.c for s in streams], axis=1)
+        t0 = time.perf_counter()
+        try:
+            logits, hn, cn = self.model.run(ids, np.ones(B, dtype=np.int64), h, c)
+        except Exception as e:
+            self._fail_all(streams, e)
+            return
+        dt = time.perf_counter() - t0
+        metrics.INFERENCE.labels(name, "step").observe(dt)
+        metrics.BATCH_SIZE.labels(name, "step").observe(B)
+        metrics.REAL_TOKENS.labels(name).inc(B)
+        for k, s in enumerate(streams):
+            s.h, s.c = hn[:, k], cn[:, k]
+            self._advance(s, logits[k], out)
+
+    def _fail_all(self, streams: list[Stream], e: Exception) -> None:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("generation inference error %s on %d streams: %s", error_id, len(streams), e)
+        for s in streams:
+            self._fail(s, ModelFailure(error_id))
+
+    def _advance(self, s: Stream, logits: np.ndarray, out: list) -> None:
+        """Sample one character for ``s`` and queue whatever text can be released."""
+        assert s.rng is not None
+        now = time.perf_counter()
+        idx = sample(logits, s.params, s.rng, self._banned)
+        s.last_id = idx
+        s.text += self.model.vocab.chars[idx]  # type: ignore[union-attr]
+        s.n += 1
+        name = self.model.name
+        metrics.GENERATED_CHARS.labels(name).inc()
+        if s.n == 1:
+            s.first_char_at = now
+            metrics.TTFC.labels(name).observe(now - s.arrived)
+        reason = None
+        cut = len(s.text)
+        for stop in s.stop:
+            if s.text.endswith(stop):
+                reason, cut = "stop", len(s.text) - len(stop)
+                break
+        if reason is None and s.n >= s.max_new:
+            reason = "length"
+        release = cut if reason else len(s.text) - _holdback(s.text, s.stop)
+        if release > s.emitted:
+            out.append((s, s.text[s.emitted : release]))
+            s.emitted = release
+        if reason:
+            s.finished = True
+            s.text = s.text[:cut]
+            per_char = (now - s.first_char_at) / (s.n - 1) if s.n > 1 else 0.0
+            if s.n > 1:
+                metrics.TIME_PER_CHAR.labels(name).observe(per_char)
+            out.append((s, Finish(reason, len(s.text), s.started - s.arrived,
+                                  s.first_char_at - s.arrived, per_char)))

@@ -1,0 +1,103 @@
+"""The FastAPI application: wiring of settings, models, loops, middleware and routes.
+
+``create_app(settings)`` builds an app; the lifespan loads every model folder, warms
+each session up, starts one batching loop per classifier and one generation engine
+per generator, and only then reports ready. On shutdown (SIGTERM: uvicorn stops
+accepting and lets in-flight requests finish within SEQSERVE_SHUTDOWN_GRACE_S) the
+app turns not-ready and stops its loops after the last request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app import __version__, metrics
+from app.batching import ClassificationBatcher
+from app.config import Settings
+from app.context import configure_logging
+from app.errors import install_error_handlers
+from app.generation import GenerationEngine
+from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.registry import CharModel, Registry, SentimentModel
+from app.routes import classify, generate, health
+from app.state import AppState
+
+log = logging.getLogger("seqserve")
+
+
+def start_loops(state: AppState) -> None:
+    s = state.settings
+    assert state.registry is not None
+    for m in state.registry.models.values():
+        metrics.MODEL_INFO.labels(m.name, m.version, m.task, m.provider).set(1)
+        if isinstance(m, SentimentModel):
+            b = ClassificationBatcher(m, max_batch_size=s.max_batch_size,
+                                      max_wait_ms=s.max_wait_ms, max_queue=s.max_queue,
+                                      queue_timeout_s=s.queue_timeout_s, batching=s.batching)
+            b.start()
+            state.batchers[m.name] = b
+        elif isinstance(m, CharModel):
+            e = GenerationEngine(m, max_streams=s.gen_max_streams, max_queue=s.gen_max_queue,
+                                 queue_timeout_s=s.queue_timeout_s, batching=s.gen_batching)
+            e.start()
+            state.engines[m.name] = e
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    state = AppState(settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics.READY.set(0)
+        state.registry = registry or Registry.load(settings)
+        if settings.warmup:
+            state.registry.warmup()
+        else:
+            for m in state.registry.models.values():
+                m.warm = True
+        start_loops(state)
+        state.ready = True
+        metrics.READY.set(1)
+        providers = {m.name: m.provider for m in state.registry.models.values()}
+        log.info("ready: models %s, providers %s, batching=%s gen_batching=%s",
+                 sorted(state.registry.models), providers, settings.batching,
+                 settings.gen_batching)
+        try:
+            yield
+        finally:
+            state.ready = False
+            state.not_ready_reason = "shutting down"
+            metrics.READY.set(0)
+            for b in state.batchers.values():
+                await b.stop()
+            for e in state.engines.values():
+                e.stop()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="seqserve",
+        version=__version__,
+        description="Recurrent sequence models on ONNX Runtime: IMDB sentiment with "
+                    "attention, and a character-level text generator.",
+        lifespan=lifespan,
+    )
+    app.state.seqserve = state
+    install_error_handlers(app)
+    app.include_router(classify.router)
+    app.include_router(generate.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["*"],
+                           expose_headers=["X-Request-ID", "Server-Timing"])
+    known = {r.path for r in app.routes if hasattr(r, "path")}
+    app.add_middleware(RequestContextMiddleware, known_paths=known)
+    return app

@@ -1,0 +1,140 @@
+"""Pure-ASGI middleware (no BaseHTTPMiddleware, so streams and disconnects pass through).
+
+``RequestContextMiddleware`` (outermost): request id (``X-Request-ID`` accepted when
+sane, else generated; echoed and logged), in-flight gauge, and the request-duration
+histogram and counter by route template, method and status, timed from arrival to
+the last byte of the response.
+
+``BodyLimitMiddleware``: for requests with a body, rejects a declared
+``Content-Length`` over the limit at once (413), rejects non-JSON content types
+(415), and reads at most ``max_body_bytes + 1`` bytes before giving up (413), so a
+50 MB body is never held in memory. The body it read is replayed to the app.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import metrics
+from app.context import request_id_var
+from app.errors import error_body
+
+log = logging.getLogger("seqserve.http")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+async def send_error(send: Send, status: int, code: str, message: str,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(error_body(status, code, message)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, known_paths: set[str] | frozenset[str] = frozenset()):
+        self.app = app
+        self.known_paths = known_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        arrived = time.perf_counter()
+        scope.setdefault("state", {})["arrived"] = arrived
+        rid = ""
+        for k, v in scope.get("headers", []):
+            if k == b"x-request-id":
+                rid = v.decode("latin-1")
+                break
+        if not _SAFE_ID.match(rid):
+            rid = uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        status = 500
+        metrics.IN_FLIGHT.inc()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            route = scope.get("route")
+            path = getattr(route, "path", None) or (
+                scope["path"] if scope["path"] in self.known_paths else "unmatched")
+            dt = time.perf_counter() - arrived
+            labels = (path, scope["method"], str(status))
+            metrics.REQUEST_DURATION.labels(*labels).observe(dt)
+            metrics.REQUESTS.labels(*labels).inc()
+            if path not in ("/metrics", "/healthz", "/readyz"):
+                log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, dt * 1000)
+            request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.limit
+            except ValueError:
+                await send_error(send, 400, "bad_request", "Content-Length is not a number")
+                return
+            if too_big:
+                metrics.REJECTED.labels("body_too_large").inc()
+                await send_error(send, 413, "payload_too_large",
+                                 f"body: {int(declared)} bytes is over the limit of {self.limit}")
+                return
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if ctype != b"application/json":
+            metrics.REJECTED.labels("unsupported_media_type").inc()
+            await send_error(send, 415, "unsupported_media_type",
+                             "body: Content-Type must be application/json")
+            return
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return  # client gone: nothing to answer
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                metrics.REJECTED.labels("body_too_large").inc()
+                await send_error(send, 413, "payload_too_large",
+                                 f"body: over the limit of {self.limit} bytes")
+                return
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

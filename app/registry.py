@@ -1,0 +1,219 @@
+"""Model discovery and ONNX Runtime sessions: the one place that reads model folders.
+
+A model folder is ``<models_dir>/<name>/`` with ``manifest.json``, ``model.onnx`` and
+``vocab.json`` (see training/manifest.py). Every folder with a manifest is loaded at
+start-up; a missing or corrupt file raises ``ModelLoadError`` naming the file and the
+problem, and the process exits non-zero (we do not start degraded: a replica that
+cannot serve should fail its deployment, not sit behind a load balancer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from app.config import Device, Settings
+from app.tokenizer import CharVocab, WordTokenizer
+
+log = logging.getLogger("seqserve.registry")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+SENTIMENT_INPUTS = {"input_ids", "lengths"}
+SENTIMENT_OUTPUTS = ["probability", "attention"]
+CHAR_INPUTS = {"input_ids", "lengths", "h0", "c0"}
+CHAR_OUTPUTS = ["logits", "hN", "cN"]
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    task: str
+    folder: Path
+    manifest: dict[str, Any]
+    session: ort.InferenceSession
+    provider: str
+    load_seconds: float = 0.0
+    warm: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        m = self.manifest
+        return {"name": self.name, "version": self.version, "task": self.task,
+                "provider": self.provider, "ready": self.warm,
+                "architecture": m.get("architecture"), "parameters": m.get("parameters"),
+                "metrics": m.get("metrics", {}), "export_checks": m.get("export_checks", {}),
+                "created_at": m.get("created_at"), "model_sha256": m.get("model_sha256")}
+
+
+@dataclass
+class SentimentModel(LoadedModel):
+    tokenizer: WordTokenizer | None = None
+
+    def run(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p, a = self.session.run(SENTIMENT_OUTPUTS, {"input_ids": ids, "lengths": lengths})
+        return p, a
+
+    def warmup(self) -> None:
+        tok = self.tokenizer
+        assert tok is not None
+        for B, T in ((1, 8), (4, tok.max_len)):
+            ids = np.full((B, T), tok.unk_id, dtype=np.int64)
+            self.run(ids, np.full(B, T, dtype=np.int64))
+
+
+@dataclass
+class CharModel(LoadedModel):
+    vocab: CharVocab | None = None
+    layers: int = 0
+    hidden: int = 0
+
+    def zero_state(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        h = np.zeros((self.layers, batch, self.hidden), dtype=np.float32)
+        return h, h.copy()
+
+    def run(self, ids: np.ndarray, lengths: np.ndarray, h: np.ndarray, c: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo, hn, cn = self.session.run(CHAR_OUTPUTS, {"input_ids": ids, "lengths": lengths,
+                                                     "h0": h, "c0": c})
+        return lo, hn, cn
+
+    def warmup(self) -> None:
+        for B, T in ((1, 1), (1, 64), (8, 1)):
+            h, c = self.zero_state(B)
+            self.run(np.ones((B, T), dtype=np.int64), np.full(B, T, dtype=np.int64), h, c)
+
+
+def choose_providers(device: Device) -> list[str]:
+    available = ort.get_available_providers()
+    if device == Device.cpu:
+        return [CPU]
+    if device == Device.cuda:
+        if CUDA not in available:
+            raise ModelLoadError(
+                f"SEQSERVE_DEVICE=cuda but this onnxruntime has no CUDA provider "
+                f"(available: {available}); install the gpu extra (onnxruntime-gpu)")
+        return [CUDA, CPU]
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def _session(path: Path, settings: Settings, providers: list[str]) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = settings.intra_op_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning",
+                                "1" if settings.allow_spinning else "0")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        sess = ort.InferenceSession(str(path), so, providers=providers)
+    except Exception as e:  # ORT raises several private exception types
+        raise ModelLoadError(f"{path}: ONNX Runtime cannot load the model ({e})") from None
+    return sess
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: file is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_model(folder: Path, settings: Settings) -> LoadedModel:
+    t0 = time.perf_counter()
+    manifest = _read_json(folder / "manifest.json")
+    files = manifest.get("files", {"model": "model.onnx", "vocab": "vocab.json"})
+    task = manifest.get("task")
+    model_path = folder / files.get("model", "model.onnx")
+    vocab_path = folder / files.get("vocab", "vocab.json")
+    if not model_path.is_file():
+        raise ModelLoadError(f"{model_path}: file is missing")
+    vocab_json = _read_json(vocab_path)
+    providers = choose_providers(settings.device)
+    sess = _session(model_path, settings, providers)
+    active = sess.get_providers()[0]
+    if settings.device == Device.cuda and active != CUDA:
+        raise ModelLoadError(
+            f"{model_path}: SEQSERVE_DEVICE=cuda but ONNX Runtime fell back to {active} "
+            "(CUDA 13 / cuDNN 9 libraries missing?)")
+    inputs = {i.name for i in sess.get_inputs()}
+    outputs = {o.name for o in sess.get_outputs()}
+    common = dict(name=manifest.get("name", folder.name), version=str(manifest.get("version", "0")),
+                  task=str(task), folder=folder, manifest=manifest, session=sess, provider=active)
+    try:
+        if task == "text-classification":
+            if inputs != SENTIMENT_INPUTS or not set(SENTIMENT_OUTPUTS) <= outputs:
+                raise ModelLoadError(f"{model_path}: expected inputs {sorted(SENTIMENT_INPUTS)} "
+                                     f"and outputs {SENTIMENT_OUTPUTS}, found {sorted(inputs)} "
+                                     f"-> {sorted(outputs)}")
+            model: LoadedModel = SentimentModel(**common,
+                                                tokenizer=WordTokenizer.from_json(vocab_json))
+        elif task == "text-generation":
+            if inputs != CHAR_INPUTS or not set(CHAR_OUTPUTS) <= outputs:
+                raise ModelLoadError(f"{model_path}: expected inputs {sorted(CHAR_INPUTS)} and "
+                                     f"outputs {CHAR_OUTPUTS}, found {sorted(inputs)}")
+            st = manifest.get("state") or {}
+            model = CharModel(**common, vocab=CharVocab.from_json(vocab_json),
+                              layers=int(st["layers"]), hidden=int(st["hidden"]))
+        else:
+            raise ModelLoadError(f"{folder / 'manifest.json'}: unknown task {task!r}")
+    except (KeyError, ValueError, TypeError) as e:
+        raise ModelLoadError(f"{vocab_path} or manifest: malformed ({e!r})") from None
+    model.load_seconds = time.perf_counter() - t0
+    return model
+
+
+class Registry:
+    """The loaded models, by name. Requests may only name models in this set."""
+
+    def __init__(self, models: list[LoadedModel]):
+        self.models = {m.name: m for m in models}
+
+    @classmethod
+    def load(cls, settings: Settings) -> Registry:
+        root = Path(settings.models_dir)
+        if not root.is_dir():
+            raise ModelLoadError(f"{root}: models folder is missing (SEQSERVE_MODELS_DIR)")
+        folders = sorted(p for p in root.iterdir() if (p / "manifest.json").exists())
+        if not folders:
+            raise ModelLoadError(f"{root}: no model folders (each needs a manifest.json)")
+        models = [load_model(f, settings) for f in folders]
+        for m in models:
+            log.info("loaded model %s version %s task %s on %s in %.2fs", m.name, m.version,
+                     m.task, m.provider, m.load_seconds)
+        return cls(models)
+
+    def warmup(self) -> None:
+        for m in self.models.values():
+            t0 = time.perf_counter()
+            m.warmup()  # type: ignore[attr-defined]
+            m.warm = True
+            log.info("warmed up %s in %.3fs", m.name, time.perf_counter() - t0)
+
+    def by_task(self, task: str, name: str | None = None) -> LoadedModel | None:
+        if name is not None:
+            m = self.models.get(name)
+            return m if m is not None and m.task == task else None
+        return next((m for m in self.models.values() if m.task == task), None)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.models) and all(m.warm for m in self.models.values())

@@ -1,0 +1,101 @@
+"""POST /sentiment and POST /attention: the classifier, through the batching loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from app.errors import ApiError
+from app.registry import SentimentModel
+from app.routes.common import ERROR_RESPONSES, timing_headers
+from app.schemas import (
+    AttentionRequest,
+    AttentionResponse,
+    AttentionToken,
+    Probabilities,
+    SentimentBatchResponse,
+    SentimentRequest,
+    SentimentResult,
+)
+from app.state import AppState, get_state, require_api_key
+from app.tokenizer import Encoded
+from app.validation import check_text, check_texts
+
+router = APIRouter(dependencies=[Depends(require_api_key)], tags=["inference"])
+
+
+def _model(state: AppState, name: str | None) -> SentimentModel:
+    assert state.registry is not None
+    m = state.registry.by_task("text-classification", name)
+    if m is None:
+        names = [k for k, v in state.registry.models.items() if v.task == "text-classification"]
+        raise ApiError(404, "model_not_found",
+                       f"model: no classification model named {name!r}; loaded: {names}")
+    return m  # type: ignore[return-value]
+
+
+async def classify(request: Request, state: AppState, model: SentimentModel,
+                   encoded: list[Encoded]):
+    arrived = request.scope.get("state", {}).get("arrived", time.perf_counter())
+    batcher = state.batchers[model.name]
+    futures = []
+    try:
+        for e in encoded:
+            futures.append(batcher.submit(e.ids, arrived))
+        timeout = state.settings.queue_timeout_s + 30.0
+        return await asyncio.wait_for(asyncio.gather(*futures), timeout)
+    except TimeoutError:
+        raise ApiError(504, "timeout", "the model did not answer in time") from None
+    finally:
+        for f in futures:  # rows of a failed or abandoned request do not run
+            if not f.done():
+                f.cancel()
+
+
+def _result(model: SentimentModel, p: float, e: Encoded) -> SentimentResult:
+    label = "positive" if p >= 0.5 else "negative"
+    return SentimentResult(
+        label=label, score=p if label == "positive" else 1.0 - p,
+        probabilities=Probabilities(negative=1.0 - p, positive=p),
+        model=model.name, model_version=model.version,
+        tokens_read=len(e.ids), truncated=e.truncated)
+
+
+@router.post("/sentiment", response_model=SentimentResult | SentimentBatchResponse,
+             responses=ERROR_RESPONSES,
+             summary="Classify one text ({text}) or several ({texts}) as positive/negative")
+async def sentiment(body: SentimentRequest, request: Request, response: Response,
+                    state: AppState = Depends(get_state)):
+    s = state.settings
+    texts = [body.text] if body.text is not None else body.texts
+    assert texts is not None
+    if body.text is not None:
+        check_text("text", body.text, s.max_text_chars)
+    else:
+        check_texts(texts, s)
+    model = _model(state, body.model)
+    encoded = [model.tokenizer.encode(t) for t in texts]  # type: ignore[union-attr]
+    rows = await classify(request, state, model, encoded)
+    response.headers.update(timing_headers(max(r.queue_s for r in rows),
+                                           max(r.inference_s for r in rows)))
+    results = [_result(model, r.probability, e) for r, e in zip(rows, encoded, strict=True)]
+    if body.text is not None:
+        return results[0]
+    return SentimentBatchResponse(results=results, model=model.name, model_version=model.version)
+
+
+@router.post("/attention", response_model=AttentionResponse, responses=ERROR_RESPONSES,
+             summary="Classify a text and return the attention weight of every token read")
+async def attention(body: AttentionRequest, request: Request, response: Response,
+                    state: AppState = Depends(get_state)) -> AttentionResponse:
+    check_text("text", body.text, state.settings.max_text_chars)
+    model = _model(state, body.model)
+    e = model.tokenizer.encode(body.text)  # type: ignore[union-attr]
+    (row,) = await classify(request, state, model, [e])
+    response.headers.update(timing_headers(row.queue_s, row.inference_s))
+    # A text without a single token was read as one <unk>; it has no token to show.
+    tokens = [AttentionToken(text=t.text, start=t.start, end=t.end, weight=float(w))
+              for t, w in zip(e.tokens, row.attention, strict=False)]
+    return AttentionResponse(**_result(model, row.probability, e).model_dump(), tokens=tokens)

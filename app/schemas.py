@@ -1,0 +1,129 @@
+"""Request and response models: the contract other services code against.
+
+Unknown fields are REJECTED (422), so a typo such as ``max_new_char`` fails loudly
+instead of being silently ignored. Limits that depend on settings (text length,
+batch size, max_new_chars, ...) are checked in ``app/validation.py`` with the same
+error shape; the static bounds here are absolute caps.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class SentimentRequest(BaseModel):
+    """Exactly one of ``text`` or ``texts``."""
+
+    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [
+        {"text": "A moving, beautifully acted film. I loved it."},
+        {"texts": ["Dull and far too long.", "An instant classic!"]},
+    ]})
+    text: str | None = Field(None, description="one text to classify")
+    texts: list[str] | None = Field(None, description="several texts (1..SEQSERVE_MAX_TEXTS)")
+    model: str | None = Field(None, description="model name (default: the loaded classifier)")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SentimentRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' or 'texts'")
+        return self
+
+
+class AttentionRequest(BaseModel):
+    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [
+        {"text": "The plot was thin, but the acting was superb."}]})
+    text: str = Field(..., description="the text to classify and explain")
+    model: str | None = Field(None, description="model name (default: the loaded classifier)")
+
+
+class Probabilities(BaseModel):
+    negative: float
+    positive: float
+
+
+class SentimentResult(BaseModel):
+    label: Literal["positive", "negative"]
+    score: float = Field(..., description="probability of the predicted label")
+    probabilities: Probabilities
+    model: str
+    model_version: str
+    tokens_read: int = Field(..., description="tokens the model read")
+    truncated: bool = Field(..., description="the text was longer than the model reads")
+
+
+class SentimentBatchResponse(BaseModel):
+    results: list[SentimentResult]
+    model: str
+    model_version: str
+
+
+class AttentionToken(BaseModel):
+    text: str = Field(..., description="the token as the model read it (lowercased)")
+    start: int = Field(..., description="offset of the token in the input text")
+    end: int = Field(..., description="input_text[start:end] is the token as written")
+    weight: float = Field(..., description="attention weight (all weights sum to 1)")
+
+
+class AttentionResponse(SentimentResult):
+    tokens: list[AttentionToken]
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [
+        {"prompt": "the free spirit ", "max_new_chars": 200, "temperature": 0.7,
+         "top_k": None, "top_p": 0.95, "seed": 42, "stop": ["\n\n"], "stream": False}]})
+    prompt: str = Field(..., description="text to continue (lowercased by the model)")
+    max_new_chars: int = Field(200, ge=1, description="characters to generate at most")
+    temperature: float = Field(1.0, ge=0.0, le=10.0,
+                               description="p_i ~ exp(log p_i / T); 0 = greedy")
+    top_k: int | None = Field(None, ge=1, description="sample among the k likeliest only")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="nucleus sampling mass")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1,
+                             description="random seed (same seed, same text); drawn if absent")
+    stop: list[str] = Field(default_factory=list,
+                            description="stop sequences; the text ends before the first one")
+    stream: bool = Field(False, description="Server-Sent Events, one event per chunk")
+    model: str | None = Field(None, description="model name (default: the loaded generator)")
+
+
+class GenerateResponse(BaseModel):
+    text: str = Field(..., description="the continuation only")
+    finish_reason: Literal["length", "stop"]
+    generated_chars: int
+    seed: int
+    prompt_chars: int
+    unknown_prompt_chars: int = Field(
+        ..., description="prompt characters outside the model's vocabulary (read as <unk>)")
+    model: str
+    model_version: str
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    version: str
+    task: str
+    provider: str
+    ready: bool
+    metrics: dict
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    status: int
+    request_id: str
+    details: list[dict] | None = None
+    error_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,48 @@
+"""The application's shared state and the dependencies that hand it to routes."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from app import metrics
+from app.batching import ClassificationBatcher
+from app.config import Settings
+from app.errors import ApiError
+from app.generation import GenerationEngine
+from app.registry import Registry
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    registry: Registry | None = None
+    batchers: dict[str, ClassificationBatcher] = field(default_factory=dict)
+    engines: dict[str, GenerationEngine] = field(default_factory=dict)
+    ready: bool = False
+    not_ready_reason: str = "starting: models not loaded yet"
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.seqserve
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.seqserve.settings
+
+
+def require_api_key(request: Request) -> None:
+    """Inference routes only. Constant-time comparison; the key is never logged."""
+    key = request.app.state.seqserve.settings.api_key
+    if key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, supplied = header.partition(" ")
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(
+        supplied.strip().encode(), key.get_secret_value().encode())
+    if not ok:
+        metrics.REJECTED.labels("unauthorized").inc()
+        raise ApiError(401, "unauthorized", "missing or wrong API key: send "
+                       "'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"})

@@ -1,0 +1,282 @@
+"""Export the torch models as batch-invariant ONNX graphs built with ``onnx.helper``.
+
+Both graphs use the ONNX ``LSTM`` operator with ``sequence_lens``, so a row's outputs
+do not depend on padding or on the other rows of its batch (Y_h is each row's last
+*valid* state, for the reverse direction too). Building the graph by hand, rather
+than tracing, keeps the names, dynamic axes and dtypes exactly as the service expects
+(ORT wants int32 ``sequence_lens`` and rejects ``layout=1``).
+
+Sentiment graph:
+    input_ids int64 [B, T], lengths int64 [B]  ->  probability float [B], attention float [B, T]
+Char step graph (prefill a prompt and step one character with the same graph):
+    input_ids int64 [B, T], lengths int64 [B], h0, c0 float [L, B, H]
+    ->  logits float [B, V] (at each row's last real position), hN, cN float [L, B, H]
+A row with length 0 passes its state through unchanged (ORT alone would zero it).
+
+``check_*`` run the export checks and raise ``ExportCheckError`` if they fail:
+parity with torch on a padded batch of mixed lengths (<= 1e-4) and batch invariance
+in ONNX Runtime (row alone vs. row in the batch, <= 1e-5).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from training.models import MASK_VALUE, CharLSTM, SentimentLSTM
+
+OPSET = 17
+PARITY_TOL = 1e-4
+INVARIANCE_TOL = 1e-5
+
+
+class ExportCheckError(RuntimeError):
+    pass
+
+
+def _gates_torch_to_onnx(w: torch.Tensor) -> np.ndarray:
+    """torch stacks gates i,f,g,o; ONNX wants i,o,f,c along the first axis."""
+    i, f, g, o = w.detach().float().cpu().numpy().reshape(4, -1, *w.shape[1:])
+    return np.concatenate([i, o, f, g], axis=0)
+
+
+def _lstm_weights(lstm: torch.nn.LSTM, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    W = _gates_torch_to_onnx(getattr(lstm, f"weight_ih_l{layer}"))
+    R = _gates_torch_to_onnx(getattr(lstm, f"weight_hh_l{layer}"))
+    B = np.concatenate([_gates_torch_to_onnx(getattr(lstm, f"bias_ih_l{layer}")),
+                        _gates_torch_to_onnx(getattr(lstm, f"bias_hh_l{layer}"))])
+    return W, R, B
+
+
+def _init(name: str, arr: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.ascontiguousarray(arr), name)
+
+
+def _const_i64(name: str, values: list[int]) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+
+
+def build_sentiment_graph(model: SentimentLSTM) -> onnx.ModelProto:
+    cfg = model.cfg
+    H = cfg.hidden
+    Wf, Rf, Bf = _lstm_weights(model.lstm_fwd, 0)
+    Wb, Rb, Bb = _lstm_weights(model.lstm_bwd, 0)
+    inits = [
+        _init("emb", model.embedding.weight.detach().numpy()),
+        _init("W", np.stack([Wf, Wb])), _init("R", np.stack([Rf, Rb])),
+        _init("B", np.stack([Bf, Bb])),
+        _init("Wc_T", model.attn_combine.weight.detach().numpy().T),
+        _init("bc", model.attn_combine.bias.detach().numpy()),
+        _init("Wo_T", model.out.weight.detach().numpy().T),
+        _init("bo", model.out.bias.detach().numpy()),
+        _const_i64("perm_shape", [0, 0, -1]), _const_i64("flat2", [0, -1]),
+        _const_i64("axis0", [0]), _const_i64("axis1", [1]), _const_i64("axis2", [2]),
+        _const_i64("axis_last", [-1]),
+        numpy_helper.from_array(np.array(MASK_VALUE, dtype=np.float32), "mask_value"),
+        numpy_helper.from_array(np.array(0, dtype=np.int64), "zero"),
+        numpy_helper.from_array(np.array(1, dtype=np.int64), "one"),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Cast", ["lengths"], ["seq_lens"], to=TensorProto.INT32),
+        n("Gather", ["emb", "input_ids"], ["x_bte"]),  # [B,T,E]
+        n("Transpose", ["x_bte"], ["x"], perm=[1, 0, 2]),  # [T,B,E]
+        n("LSTM", ["x", "W", "R", "B", "seq_lens"], ["Y", "Y_h"],
+          hidden_size=H, direction="bidirectional"),  # Y [T,2,B,H], Y_h [2,B,H]
+        # query s = [final forward; final backward]  [B,2H]
+        n("Transpose", ["Y_h"], ["Y_h_b"], perm=[1, 0, 2]),
+        n("Reshape", ["Y_h_b", "flat2"], ["s"]),  # [B,2H]
+        # keys/values h [B,T,2H]; the ONNX LSTM already zeroes Y past each row's length
+        n("Transpose", ["Y"], ["Y_bt"], perm=[2, 0, 1, 3]),  # [B,T,2,H]
+        n("Reshape", ["Y_bt", "perm_shape"], ["h"]),
+        n("Unsqueeze", ["s", "axis2"], ["s_col"]),  # [B,2H,1]
+        n("MatMul", ["h", "s_col"], ["e3"]),
+        n("Squeeze", ["e3", "axis2"], ["e"]),  # [B,T]
+        # mask: t < lengths[b]
+        n("Shape", ["input_ids"], ["ids_shape"]),
+        n("Gather", ["ids_shape", "one"], ["T"], axis=0),
+        n("Range", ["zero", "T", "one"], ["t"]),
+        n("Unsqueeze", ["t", "axis0"], ["t_row"]),  # [1,T]
+        n("Unsqueeze", ["lengths", "axis1"], ["len_col"]),  # [B,1]
+        n("Less", ["t_row", "len_col"], ["mask"]),  # [B,T]
+        n("Where", ["mask", "e", "mask_value"], ["e_masked"]),
+        n("Softmax", ["e_masked"], ["attention"], axis=-1),
+        n("Unsqueeze", ["attention", "axis1"], ["a_row"]),  # [B,1,T]
+        n("MatMul", ["a_row", "h"], ["c3"]),
+        n("Squeeze", ["c3", "axis1"], ["c"]),  # [B,2H]
+        n("Concat", ["c", "s"], ["cs"], axis=-1),
+        n("MatMul", ["cs", "Wc_T"], ["cs_W"]),
+        n("Add", ["cs_W", "bc"], ["cs_Wb"]),
+        n("Tanh", ["cs_Wb"], ["s_hat"]),
+        n("MatMul", ["s_hat", "Wo_T"], ["logit2"]),
+        n("Add", ["logit2", "bo"], ["logit2b"]),
+        n("Squeeze", ["logit2b", "axis_last"], ["logit"]),
+        n("Sigmoid", ["logit"], ["probability"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "sentiment_lstm_attention",
+        inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "time"]),
+                helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])],
+        outputs=[helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch"]),
+                 helper.make_tensor_value_info("attention", TensorProto.FLOAT,
+                                               ["batch", "time"])],
+        initializer=inits,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                          producer_name="seqserve")
+    m.ir_version = 9
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def build_char_graph(model: CharLSTM) -> onnx.ModelProto:
+    cfg = model.cfg
+    H, L = cfg.hidden, cfg.layers
+    n = helper.make_node
+    inits = [
+        _init("emb", model.embedding.weight.detach().numpy()),
+        _init("Wo_T", model.head.weight.detach().numpy().T),
+        _init("bo", model.head.bias.detach().numpy()),
+        _const_i64("axis0", [0]), _const_i64("axis1", [1]),
+        numpy_helper.from_array(np.array(0, dtype=np.int64), "zero_i64"),
+    ]
+    nodes = [
+        n("Cast", ["lengths"], ["seq_lens"], to=TensorProto.INT32),
+        n("Gather", ["emb", "input_ids"], ["x_bte"]),
+        n("Transpose", ["x_bte"], ["x0"], perm=[1, 0, 2]),  # [T,B,E]
+        # keep[1,B,1]: rows with length 0 pass their state through (ORT would zero it)
+        n("Greater", ["lengths", "zero_i64"], ["has_len"]),
+        n("Unsqueeze", ["has_len", "axis0"], ["has_len_1b"]),
+        n("Unsqueeze", ["has_len_1b", "axis_2"], ["keep"]),
+    ]
+    inits.append(_const_i64("axis_2", [2]))
+    hs, cs = [], []
+    x = "x0"
+    for layer in range(L):
+        W, R, B = _lstm_weights(model.lstm, layer)
+        inits += [_init(f"W{layer}", W[None]), _init(f"R{layer}", R[None]),
+                  _init(f"B{layer}", B[None]),
+                  _const_i64(f"sl{layer}_start", [layer]),
+                  _const_i64(f"sl{layer}_end", [layer + 1])]
+        nodes += [
+            n("Slice", ["h0", f"sl{layer}_start", f"sl{layer}_end", "axis0"], [f"h0_{layer}"]),
+            n("Slice", ["c0", f"sl{layer}_start", f"sl{layer}_end", "axis0"], [f"c0_{layer}"]),
+            n("LSTM", [x, f"W{layer}", f"R{layer}", f"B{layer}", "seq_lens",
+                       f"h0_{layer}", f"c0_{layer}"],
+              [f"Y{layer}", f"Yh{layer}_raw", f"Yc{layer}_raw"], hidden_size=H),
+            n("Where", ["keep", f"Yh{layer}_raw", f"h0_{layer}"], [f"Yh{layer}"]),
+            n("Where", ["keep", f"Yc{layer}_raw", f"c0_{layer}"], [f"Yc{layer}"]),
+            n("Squeeze", [f"Y{layer}", "axis1"], [f"x{layer + 1}"]),  # [T,B,H]
+        ]
+        hs.append(f"Yh{layer}")
+        cs.append(f"Yc{layer}")
+        x = f"x{layer + 1}"
+    nodes += [
+        n("Concat", hs, ["hN"], axis=0),
+        n("Concat", cs, ["cN"], axis=0),
+        n("Squeeze", [hs[-1], "axis0"], ["top"]),  # [B,H]
+        n("MatMul", ["top", "Wo_T"], ["logits_nb"]),
+        n("Add", ["logits_nb", "bo"], ["logits"]),
+    ]
+    state = ["layers", "batch", "hidden"]
+    graph = helper.make_graph(
+        nodes, "char_lstm_step",
+        inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "time"]),
+                helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+                helper.make_tensor_value_info("h0", TensorProto.FLOAT, state),
+                helper.make_tensor_value_info("c0", TensorProto.FLOAT, state)],
+        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "vocab"]),
+                 helper.make_tensor_value_info("hN", TensorProto.FLOAT, state),
+                 helper.make_tensor_value_info("cN", TensorProto.FLOAT, state)],
+        initializer=inits,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                          producer_name="seqserve")
+    m.ir_version = 9
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def _session(m: onnx.ModelProto):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _padded_batch(lengths: list[int], vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    T = max(lengths)
+    ids = np.zeros((len(lengths), T), dtype=np.int64)
+    for b, n_ in enumerate(lengths):
+        ids[b, :n_] = rng.integers(1, vocab, n_)
+    return ids, np.array(lengths, dtype=np.int64)
+
+
+def check_sentiment(model: SentimentLSTM, m: onnx.ModelProto,
+                    lengths: tuple[int, ...] = (7, 1, 23, 64, 3, 40)) -> dict:
+    model.eval()
+    sess = _session(m)
+    ids, lens = _padded_batch(list(lengths), model.cfg.vocab_size, 0)
+    with torch.no_grad():
+        logit, attn = model(torch.from_numpy(ids), torch.from_numpy(lens))
+    p_t, a_t = torch.sigmoid(logit).numpy(), attn.numpy()
+    p_o, a_o = sess.run(None, {"input_ids": ids, "lengths": lens})
+    parity = float(max(np.abs(p_t - p_o).max(), np.abs(a_t - a_o).max()))
+    invariance = 0.0
+    for b, n_ in enumerate(lens):
+        p1, a1 = sess.run(None, {"input_ids": ids[b:b + 1, :n_], "lengths": lens[b:b + 1]})
+        invariance = max(invariance, float(abs(p1[0] - p_o[b])),
+                         float(np.abs(a1[0] - a_o[b, :n_]).max()),
+                         float(np.abs(a_o[b, n_:]).max(initial=0.0)))
+    res = {"torch_vs_onnx_max_abs_diff": parity, "row_alone_vs_batch_max_abs_diff": invariance,
+           "batch_lengths": list(lengths)}
+    if parity > PARITY_TOL or invariance > INVARIANCE_TOL:
+        raise ExportCheckError(f"sentiment export check failed: {res}")
+    return res
+
+
+def check_char(model: CharLSTM, m: onnx.ModelProto,
+               lengths: tuple[int, ...] = (5, 1, 17, 0, 40, 9)) -> dict:
+    model.eval()
+    cfg = model.cfg
+    sess = _session(m)
+    ids, lens = _padded_batch(list(lengths), cfg.vocab_size, 1)
+    rng = np.random.default_rng(2)
+    B = len(lengths)
+    h0 = rng.standard_normal((cfg.layers, B, cfg.hidden)).astype(np.float32) * 0.5
+    c0 = rng.standard_normal((cfg.layers, B, cfg.hidden)).astype(np.float32) * 0.5
+    lo, ho, co = sess.run(None, {"input_ids": ids, "lengths": lens, "h0": h0, "c0": c0})
+    parity = 0.0
+    with torch.no_grad():
+        for b, n_ in enumerate(lens):
+            hb = torch.from_numpy(h0[:, b:b + 1].copy())
+            cb = torch.from_numpy(c0[:, b:b + 1].copy())
+            if n_ == 0:  # zero-length guard: state passes through, logits from h0's top layer
+                ref_h, ref_c = hb, cb
+                ref_l = model.head(hb[-1])[0]
+            else:
+                y, (ref_h, ref_c) = model.lstm(model.embedding(torch.from_numpy(ids[b:b + 1, :n_])),
+                                               (hb, cb))
+                ref_l = model.head(y[0, -1])
+            parity = max(parity, float((ref_l - torch.from_numpy(lo[b])).abs().max()),
+                         float((ref_h[:, 0] - torch.from_numpy(ho[:, b])).abs().max()),
+                         float((ref_c[:, 0] - torch.from_numpy(co[:, b])).abs().max()))
+    invariance = 0.0
+    for b, n_ in enumerate(lens):
+        l1, h1, c1 = sess.run(None, {"input_ids": ids[b:b + 1, :max(n_, 1)],
+                                     "lengths": lens[b:b + 1],
+                                     "h0": h0[:, b:b + 1], "c0": c0[:, b:b + 1]})
+        invariance = max(invariance, float(np.abs(l1[0] - lo[b]).max()),
+                         float(np.abs(h1[:, 0] - ho[:, b]).max()),
+                         float(np.abs(c1[:, 0] - co[:, b]).max()))
+    zero_len_state_kept = bool(np.array_equal(ho[:, list(lens).index(0)],
+                                              h0[:, list(lens).index(0)])) if 0 in lens else None
+    res = {"torch_vs_onnx_max_abs_diff": parity, "row_alone_vs_batch_max_abs_diff": invariance,
+           "batch_lengths": list(lengths), "zero_length_state_kept": zero_len_state_kept}
+    if parity > PARITY_TOL or invariance > INVARIANCE_TOL or zero_len_state_kept is False:
+        raise ExportCheckError(f"char export check failed: {res}")
+    return res

@@ -1,0 +1,43 @@
+"""Writes a model folder: model.onnx, the vocabulary file and manifest.json.
+
+The layout of a model folder is known in two places only: here (writing) and
+``app/registry.py`` (reading).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import onnx
+
+
+def write_model_folder(out: Path, graph: onnx.ModelProto, vocab, manifest: dict) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = graph.SerializeToString()
+    (out / "model.onnx").write_bytes(data)
+    vocab.save(out / "vocab.json")
+    full = {
+        **manifest,
+        "files": {"model": "model.onnx", "vocab": "vocab.json"},
+        "model_sha256": hashlib.sha256(data).hexdigest(),
+        "model_bytes": len(data),
+        "opset": graph.opset_import[0].version,
+        "inputs": [_io(v) for v in graph.graph.input],
+        "outputs": [_io(v) for v in graph.graph.output],
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (out / "manifest.json").write_text(json.dumps(full, indent=2) + "\n")
+    return out
+
+
+def _io(v: onnx.ValueInfoProto) -> dict:
+    t = v.type.tensor_type
+    return {
+        "name": v.name,
+        "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+        "shape": [d.dim_param or d.dim_value for d in t.shape.dim],
+    }

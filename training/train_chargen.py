@@ -1,0 +1,179 @@
+"""Train the character-level LSTM generator and export it as an ONNX step graph.
+
+    python -m training.train_chargen --data ../shared/data/nietzsche.txt --out models/chargen
+
+Recipe (defaults reproduce the committed model): lowercased characters, 2-layer
+LSTM 256 with a 64-d embedding, dropout 0.1, trained to predict EVERY next character
+of contiguous 128-character chunks (truncated BPTT; a fresh random offset each
+epoch so chunk borders move), Adam 2e-3 with cosine decay to 1e-4, gradient clip 1.
+Held-out = the last 5 % of the text, scored with the state carried through it (the
+way the service uses the model: prefill, then one step per character). Early stopping
+keeps the best held-out epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from app.tokenizer import CharVocab
+from training.data import DataError, load_text, source_record
+from training.export import build_char_graph, check_char
+from training.manifest import write_model_folder
+from training.models import CharConfig, CharLSTM
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data/nietzsche.txt"
+    out: str = "models/chargen"
+    sha256: str | None = None
+    emb_dim: int = 64
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.1
+    chunk: int = 128
+    batch_size: int = 64
+    lr: float = 2e-3
+    lr_min: float = 1e-4
+    clip: float = 1.0
+    epochs: int = 36
+    patience: int = 6
+    unk_noise: float = 0.001  # fraction of input chars replaced by <unk>, so the id is learnt
+    heldout_fraction: float = 0.05
+    eval_streams: int = 16
+    seed: int = 1234
+    threads: int = 1
+    max_minutes: float = 44.0
+
+
+def heldout_loss(model: CharLSTM, ids: torch.Tensor, streams: int) -> float:
+    """Mean NLL (nats/char) of each held-out char given all the held-out text before it
+    in its stream: the text is cut into ``streams`` contiguous pieces run side by side."""
+    model.eval()
+    n = (len(ids) - 1) // streams
+    x = ids[: n * streams].view(streams, n)
+    y = ids[1 : n * streams + 1].view(streams, n)
+    with torch.no_grad():
+        logits, _ = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+    return float(loss)
+
+
+def train(cfg: TrainConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    text = load_text(cfg.data, cfg.sha256).lower()
+    split = int(len(text) * (1 - cfg.heldout_fraction))
+    train_text, held_text = text[:split], text[split:]
+    vocab = CharVocab.build(train_text)
+    train_ids = torch.tensor(vocab.encode(train_text)[0], dtype=torch.long)
+    held_ids = torch.tensor(vocab.encode(held_text)[0], dtype=torch.long)
+    mcfg = CharConfig(vocab_size=vocab.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
+                      layers=cfg.layers, dropout=cfg.dropout)
+    model = CharLSTM(mcfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    n_chunks = (len(train_ids) - 1 - cfg.chunk) // cfg.chunk
+    steps_per_epoch = math.ceil(n_chunks / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best, best_state, best_epoch, history = float("inf"), None, 0, []
+    t_start, step = time.time(), 0
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"chargen: vocab {vocab.vocab_size}, train {len(train_ids):,} chars, held-out "
+          f"{len(held_ids):,}, {n_params:,} params", flush=True)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        offset = int(torch.randint(0, cfg.chunk, (1,), generator=gen))
+        starts = offset + torch.arange(n_chunks) * cfg.chunk
+        starts = starts[torch.randperm(n_chunks, generator=gen)]
+        t0, tot = time.time(), 0.0
+        bar = tqdm(range(0, n_chunks, cfg.batch_size), desc=f"epoch {epoch}", leave=False,
+                   disable=not sys.stderr.isatty())
+        for i in bar:
+            s = starts[i : i + cfg.batch_size]
+            idx = s.unsqueeze(1) + torch.arange(cfg.chunk + 1)
+            seq = train_ids[idx]
+            x, y = seq[:, :-1].clone(), seq[:, 1:]
+            if cfg.unk_noise > 0:
+                noise = torch.rand(x.shape, generator=gen) < cfg.unk_noise
+                x[noise] = vocab.unk_id
+            lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * step / total_steps))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            logits, _ = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            step += 1
+            tot += loss.item()
+        val = heldout_loss(model, held_ids, cfg.eval_streams)
+        history.append({"epoch": epoch, "train_loss": tot / steps_per_epoch, "heldout_loss": val,
+                        "seconds": round(time.time() - t0, 1)})
+        print(f"epoch {epoch:2d} train {tot / steps_per_epoch:.4f} held-out {val:.4f} nats/char "
+              f"({val / math.log(2):.4f} bits) lr {lr:.2e} {time.time() - t0:.0f}s", flush=True)
+        if val < best:
+            best, best_epoch = val, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best_epoch >= cfg.patience:
+            print(f"early stop: no improvement for {cfg.patience} epochs", flush=True)
+            break
+        if (time.time() - t_start) / 60 > cfg.max_minutes:
+            print("time budget reached", flush=True)
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    graph = build_char_graph(model)
+    checks = check_char(model, graph)
+    manifest = {
+        "name": "chargen",
+        "version": f"1.{best_epoch}.{cfg.seed}",
+        "task": "text-generation",
+        "architecture": f"char LSTM {cfg.layers}x{cfg.hidden}, embedding {cfg.emb_dim}",
+        "parameters": n_params,
+        "data": {**source_record(cfg.data), "heldout": f"last {cfg.heldout_fraction:.0%} of text",
+                 "train_chars": len(train_ids), "heldout_chars": len(held_ids)},
+        "training": {**asdict(cfg), "best_epoch": best_epoch, "history": history,
+                     "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
+        "metrics": {"heldout_loss_nats_per_char": round(best, 4),
+                    "heldout_bits_per_char": round(best / math.log(2), 4),
+                    "evaluated_with": "torch (see training.evaluate for ONNX Runtime)"},
+        "export_checks": checks,
+        "state": {"layers": cfg.layers, "hidden": cfg.hidden},
+    }
+    write_model_folder(Path(cfg.out), graph, vocab, manifest)
+    print(json.dumps({"heldout_loss": best, "best_epoch": best_epoch, "export": checks}))
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for k, v in asdict(TrainConfig()).items():
+        p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
+                       type=type(v) if v is not None else str)
+    cfg = TrainConfig(**vars(p.parse_args(argv)))
+    try:
+        train(cfg)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
