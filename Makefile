@@ -1,0 +1,40 @@
+# The README's two set-up commands: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: serve test lint bench soak deploy-test clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# The service needs no torch.
+$(VENV)/.serve: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e .
+	touch $@
+
+# Tests train tiny models, so they need torch: the pinned CPU wheel FIRST
+# (a bare `torch` requirement would pull a multi-GB CUDA build), then the rest.
+$(VENV)/.test: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[train,dev]'
+	touch $@
+
+serve: $(VENV)/.serve
+	SEQSERVE_HOST=$(HOST) SEQSERVE_PORT=$(PORT) $(PY) -m app
+
+test: $(VENV)/.test
+	$(PY) -m pytest
+
+lint: $(VENV)/.test
+	$(PY) -m ruff check app training tests bench
+
+bench: $(VENV)/.test
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
