@@ -71,7 +71,8 @@ def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: 
     nll = 0.0
     t0 = time.time()
     for t in range(n):
-        logits, h, c = sess.run(None, {"input_ids": x[:, t : t + 1], "lengths": lens, "h0": h, "c0": c})
+        feed = {"input_ids": x[:, t : t + 1], "lengths": lens, "h0": h, "c0": c}
+        logits, h, c = sess.run(None, feed)
         m = logits.max(1, keepdims=True)
         logp = logits - m - np.log(np.exp(logits - m).sum(1, keepdims=True))
         nll -= float(logp[np.arange(streams), y[:, t]].sum())
@@ -83,7 +84,8 @@ def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", choices=["sentiment", "chargen"])
     p.add_argument("--data", required=True, help="dataset path or URL")
     p.add_argument("--model-dir", default=None, help="model folder (default models/<task>)")
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             held = text[int(len(text) * (1 - frac)) :]
             st = manifest["state"]
             out = chargen_loss_onnx(str(folder / "model.onnx"), vocab, held,
+                                    streams=manifest["training"].get("eval_streams", 16),
                                     layers=st["layers"], hidden=st["hidden"])
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -111,7 +111,8 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.unk_noise > 0:
                 noise = torch.rand(x.shape, generator=gen) < cfg.unk_noise
                 x[noise] = vocab.unk_id
-            lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * step / total_steps))
+            progress = step / total_steps
+            lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
             for g in opt.param_groups:
                 g["lr"] = lr
             logits, _ = model(x)
@@ -162,7 +163,8 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     for k, v in asdict(TrainConfig()).items():
         p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
                        type=type(v) if v is not None else str)

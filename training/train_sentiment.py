@@ -191,7 +191,8 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     for k, v in asdict(TrainConfig()).items():
         if isinstance(v, bool):
             p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
