@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 import tempfile
+from types import FrameType
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
 
 
 def main() -> None:
@@ -24,6 +31,12 @@ def main() -> None:
         os.makedirs(d, exist_ok=True)
     import uvicorn
 
+    # uvicorn handles SIGTERM itself (stop accepting, finish in-flight requests within
+    # the grace period, run the lifespan shutdown) and then raises the signal again for
+    # the handler that was installed before it. With the default handler the process
+    # would end "killed by SIGTERM" (exit 143) after a clean shutdown; this one makes a
+    # completed graceful shutdown exit 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run("app.asgi:app", host=s.host, port=s.port, workers=s.workers,
                 log_level=s.log_level.lower(), timeout_graceful_shutdown=s.shutdown_grace_s,
                 access_log=False, lifespan="on")

@@ -87,6 +87,8 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[st
             msg = "unknown field (not part of this endpoint's schema)"
         elif typ == "missing":
             msg = "field required"
+        elif typ == "value_error":  # raised by our own validators: drop pydantic's prefix
+            msg = msg.removeprefix("Value error, ")
         details.append({"field": field, "message": msg, "type": typ})
     first = details[0] if details else {"field": "body", "message": "invalid request"}
     summary = f"{first['field']}: {first['message']}"

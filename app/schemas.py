@@ -1,7 +1,9 @@
 """Request and response models: the contract other services code against.
 
 Unknown fields are REJECTED (422), so a typo such as ``max_new_char`` fails loudly
-instead of being silently ignored. Limits that depend on settings (text length,
+instead of being silently ignored. Types are strict: a string where a number or a
+boolean belongs (``"max_new_chars": "5"``, ``"stream": "yes"``) is a 422, not coerced;
+an integer is accepted where a float belongs. Limits that depend on settings (text length,
 batch size, max_new_chars, ...) are checked in ``app/validation.py`` with the same
 error shape; the static bounds here are absolute caps.
 """
@@ -12,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False)
+_STRICT = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
 
 
 class SentimentRequest(BaseModel):
