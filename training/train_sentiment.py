@@ -53,6 +53,8 @@ class TrainConfig:
     lr: float = 1e-3
     lr_min: float = 5e-5
     weight_decay: float = 0.0
+    word_dropout: float = 0.0  # fraction of training tokens replaced by <unk>
+    ema: float = 0.0  # if > 0, evaluate/export an exponential moving average of the weights
     clip: float = 1.0
     epochs: int = 8
     patience: int = 2
@@ -129,6 +131,9 @@ def train(cfg: TrainConfig) -> dict:
     steps_per_epoch = math.ceil(len(tr_x) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     best, best_state, best_epoch, history, step = -1.0, None, 0, [], 0
+    ema = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
+        if cfg.ema > 0 else None)
     lengths = [len(s) for s in tr_x]
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -136,6 +141,9 @@ def train(cfg: TrainConfig) -> dict:
         batches = length_batches(lengths, cfg.batch_size, rng)
         for b in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty()):
             ids, lens = collate([tr_x[j] for j in b])
+            if cfg.word_dropout > 0:
+                drop = (torch.rand(ids.shape) < cfg.word_dropout) & (ids != tok.pad_id)
+                ids = ids.masked_fill(drop, tok.unk_id)
             y = torch.tensor([tr_y[j] for j in b], dtype=torch.float)
             lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * step / total))
             for g in opt.param_groups:
@@ -146,9 +154,12 @@ def train(cfg: TrainConfig) -> dict:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             tot += loss.item()
             step += 1
-        acc, vloss = evaluate_torch(model, va_x, va_y)
+        eval_model = ema.module if ema is not None else model
+        acc, vloss = evaluate_torch(eval_model, va_x, va_y)
         history.append({"epoch": epoch, "train_loss": round(tot / len(batches), 4),
                         "val_accuracy": round(acc, 4), "val_loss": round(vloss, 4),
                         "seconds": round(time.time() - t0, 1)})
@@ -156,7 +167,7 @@ def train(cfg: TrainConfig) -> dict:
               f"val loss {vloss:.4f} lr {lr:.1e} {time.time() - t0:.0f}s", flush=True)
         if acc > best:
             best, best_epoch = acc, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
         elif epoch - best_epoch >= cfg.patience:
             print(f"early stop: no improvement for {cfg.patience} epochs", flush=True)
             break

@@ -7,6 +7,8 @@ from typing import Any
 from app.schemas import ErrorResponse
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "body is not JSON (malformed, not UTF-8, "
+          "too deeply nested) or Content-Length is not a number"},
     401: {"model": ErrorResponse, "description": "API key missing or wrong"},
     404: {"model": ErrorResponse, "description": "no loaded model of that name"},
     413: {"model": ErrorResponse, "description": "body over SEQSERVE_MAX_BODY_BYTES"},

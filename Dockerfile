@@ -1,0 +1,102 @@
+# seqserve runtime images: the service, its runtime dependencies and the bundled models.
+#
+#   docker build --target cpu  -t seqserve:cpu  .   # python slim + onnxruntime (the default target)
+#   docker build --target cuda -t seqserve:cuda .   # NVIDIA CUDA 13 + cuDNN 9 runtime + onnxruntime-gpu
+#
+# The base images are build arguments (BASE_IMAGE, CUDA_BASE_IMAGE), so a mirror, a
+# pinned digest or a locally built base can be swapped in; deploy/deploy_test.sh builds
+# the CPU target on a Debian bookworm base made with debootstrap. Any base with python3
+# (>= 3.11) and its venv module works. No torch, no compiler, no pip in the final images:
+# the virtual environment is built in a separate stage and copied over.
+
+ARG BASE_IMAGE=python:3.12-slim-bookworm
+ARG CUDA_BASE_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
+
+# ---------------------------------------------------------------- CUDA: dependencies
+FROM ${CUDA_BASE_IMAGE} AS cuda-deps
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 DEBIAN_FRONTEND=noninteractive
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml deploy/image/requirements.py /build/
+RUN python3 -m venv /opt/venv \
+    && python3 /build/requirements.py --gpu /build/pyproject.toml > /build/requirements.txt \
+    && /opt/venv/bin/pip install -r /build/requirements.txt \
+    && /opt/venv/bin/pip uninstall -y pip \
+    && find /opt/venv -name tests -type d -prune -exec rm -rf {} +
+
+# ---------------------------------------------------------------- CUDA: runtime
+FROM ${CUDA_BASE_IMAGE} AS cuda
+ENV DEBIAN_FRONTEND=noninteractive
+# The venv's interpreter is the base's python3; the NVIDIA base brings CUDA 13 and cuDNN 9,
+# which the onnxruntime-gpu wheel does not bundle.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --no-create-home \
+        --home-dir /srv/seqserve --shell /usr/sbin/nologin seqserve
+COPY --from=cuda-deps /opt/venv /opt/venv
+# SEQSERVE_DEVICE=cuda: a GPU replica without a usable GPU fails at start-up (never ready)
+# instead of silently serving from the CPU; set it to auto to allow the fallback.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    SEQSERVE_HOST=0.0.0.0 \
+    SEQSERVE_PORT=8000 \
+    SEQSERVE_MODELS_DIR=/srv/seqserve/models \
+    SEQSERVE_DEVICE=cuda \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+WORKDIR /srv/seqserve
+COPY deploy/image/healthcheck.py ./healthcheck.py
+COPY models ./models
+COPY app ./app
+RUN python -m compileall -q app
+USER 10001:10001
+EXPOSE 8000
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=90s --retries=3 \
+    CMD ["python", "/srv/seqserve/healthcheck.py"]
+CMD ["python", "-m", "app"]
+
+# ---------------------------------------------------------------- CPU: dependencies
+FROM ${BASE_IMAGE} AS cpu-deps
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Only pyproject.toml: this layer is rebuilt when the dependencies change, not the code.
+COPY pyproject.toml deploy/image/requirements.py /build/
+RUN python3 -m venv /opt/venv \
+    && python3 /build/requirements.py /build/pyproject.toml > /build/requirements.txt \
+    && /opt/venv/bin/pip install -r /build/requirements.txt \
+    && /opt/venv/bin/pip uninstall -y pip \
+    && find /opt/venv -name tests -type d -prune -exec rm -rf {} +
+
+# ---------------------------------------------------------------- CPU: runtime
+# The last stage, so a plain `docker build .` builds the CPU image.
+FROM ${BASE_IMAGE} AS cpu
+RUN useradd --system --uid 10001 --user-group --no-create-home \
+        --home-dir /srv/seqserve --shell /usr/sbin/nologin seqserve
+COPY --from=cpu-deps /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    SEQSERVE_HOST=0.0.0.0 \
+    SEQSERVE_PORT=8000 \
+    SEQSERVE_MODELS_DIR=/srv/seqserve/models \
+    SEQSERVE_DEVICE=cpu
+WORKDIR /srv/seqserve
+# Code and models stay owned by root: the service user can read them, not change them.
+COPY deploy/image/healthcheck.py ./healthcheck.py
+COPY models ./models
+COPY app ./app
+RUN python -m compileall -q app
+USER 10001:10001
+EXPOSE 8000
+# uvicorn drains on SIGTERM within SEQSERVE_SHUTDOWN_GRACE_S (20 s by default): give the
+# container a longer stop timeout than that (compose: stop_grace_period: 30s).
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "/srv/seqserve/healthcheck.py"]
+CMD ["python", "-m", "app"]

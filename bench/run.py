@@ -1,0 +1,371 @@
+"""Benchmark: the raw ONNX Runtime limit vs a naive server vs the real server, one run.
+
+    make bench                       # or: python -m bench.run [--reps 3] [--quick]
+
+On the same inputs (IMDB-length review texts from the IMDB test split when
+../shared/data is there, else synthetic reviews of the same length distribution;
+generation prompts of ~200 characters, 200 new characters):
+
+1. raw limit: in-process ``session.run`` at the best batch size, no HTTP;
+2. naive server: the same app with batching off (SEQSERVE_BATCHING=false,
+   SEQSERVE_GEN_BATCHING=false: one ORT call per request / per stream and step);
+3. real server: default settings.
+
+/sentiment at concurrency 1, 8, 32, 128; /generate at 1, 8, 32, 64 concurrent
+streams. Each cell is the median of ``--reps`` repetitions. Prints the table and
+writes it to docs/benchmarks.md with the machine described. A benchmark, not a test:
+nothing here asserts timings. Servers and the load generator run on loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import onnxruntime as ort
+
+from app.tokenizer import CharVocab, WordTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
+NIETZSCHE = ROOT.parent / "shared" / "data" / "nietzsche.txt"
+
+
+# ------------------------------------------------------------------ inputs
+
+def review_texts(n: int, seed: int = 0) -> list[str]:
+    if IMDB.exists():
+        from training.data import load_imdb
+
+        test = load_imdb(IMDB)["test"]
+        rng = random.Random(seed)
+        return [r.text for r in rng.sample(test, n)]
+    # synthetic: word counts drawn like IMDB's (median ~175, long tail)
+    rng = random.Random(seed)
+    tok = WordTokenizer.load(MODELS / "sentiment" / "vocab.json")
+    words = tok.itos[2:5000]
+    return [" ".join(rng.choice(words) for _ in range(int(rng.lognormvariate(5.2, 0.6))))
+            for _ in range(n)]
+
+
+def prompts(n: int, length: int = 200, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    if NIETZSCHE.exists():
+        text = NIETZSCHE.read_text(encoding="utf-8")
+        starts = [rng.randrange(0, len(text) - length) for _ in range(n)]
+        return [text[s : s + length] for s in starts]
+    vocab = CharVocab.load(MODELS / "chargen" / "vocab.json")
+    return ["".join(rng.choice(vocab.chars[1:]) for _ in range(length)) for _ in range(n)]
+
+
+# ------------------------------------------------------------------ raw limit
+
+def _session(path: Path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def raw_sentiment(texts: list[str]) -> dict:
+    tok = WordTokenizer.load(MODELS / "sentiment" / "vocab.json")
+    sess = _session(MODELS / "sentiment" / "model.onnx")
+    ids = [tok.encode(t).ids or [tok.unk_id] for t in texts]
+    out = {}
+    for bs in (1, 8, 16, 32, 64):
+        # rows sorted by length within the run, as the server's buckets do
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        t0 = time.perf_counter()
+        for i in range(0, len(order), bs):
+            b = [ids[j] for j in order[i : i + bs]]
+            lens = np.array([len(x) for x in b], dtype=np.int64)
+            arr = np.zeros((len(b), lens.max()), dtype=np.int64)
+            for k, x in enumerate(b):
+                arr[k, : len(x)] = x
+            sess.run(["probability"], {"input_ids": arr, "lengths": lens})
+        out[bs] = len(ids) / (time.perf_counter() - t0)
+    best = max(out, key=out.get)  # type: ignore[arg-type]
+    return {"by_batch": out, "best_batch": best, "best_per_s": out[best]}
+
+
+def raw_generation(prompt_list: list[str], new_chars: int) -> dict:
+    man = json.loads((MODELS / "chargen" / "manifest.json").read_text())
+    L, H = man["state"]["layers"], man["state"]["hidden"]
+    vocab = CharVocab.load(MODELS / "chargen" / "vocab.json")
+    sess = _session(MODELS / "chargen" / "model.onnx")
+    out = {}
+    for B in (1, 8, 32, 64):
+        h = np.zeros((L, B, H), np.float32)
+        c = np.zeros_like(h)
+        ids = np.array([vocab.encode(p)[0] for p in (prompt_list * B)[:B]], dtype=np.int64)
+        t0 = time.perf_counter()
+        logits, h, c = sess.run(None, {"input_ids": ids, "lengths": np.full(B, ids.shape[1]),
+                                       "h0": h, "c0": c})
+        ones = np.ones(B, np.int64)
+        for _ in range(new_chars - 1):
+            nxt = logits.argmax(1)[:, None].astype(np.int64)
+            logits, h, c = sess.run(None, {"input_ids": nxt, "lengths": ones, "h0": h, "c0": c})
+        out[B] = B * new_chars / (time.perf_counter() - t0)
+    return {"chars_per_s_by_streams": out}
+
+
+# ------------------------------------------------------------------ servers
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def server(**env: str):
+    port = free_port()
+    full = {**os.environ, "SEQSERVE_PORT": str(port), "SEQSERVE_HOST": "127.0.0.1",
+            "SEQSERVE_LOG_LEVEL": "warning", "SEQSERVE_MODELS_DIR": str(MODELS),
+            "SEQSERVE_MAX_QUEUE": "4096", **env}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=full)
+    url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    startup = None
+    try:
+        while time.perf_counter() - t0 < 60:
+            try:
+                with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        startup = time.perf_counter() - t0
+                        break
+            except OSError:
+                time.sleep(0.05)
+        if startup is None:
+            raise RuntimeError("server not ready in 60 s")
+        yield url, proc.pid, startup
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.array(xs), q)) if xs else float("nan")
+
+
+async def load_sentiment(url: str, texts: list[str], concurrency: int, n: int) -> dict:
+    lat: list[float] = []
+    errors = 0
+    it = iter(range(n))
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(url, connector=conn) as s:
+        async def worker() -> None:
+            nonlocal errors
+            for i in it:
+                t0 = time.perf_counter()
+                async with s.post("/sentiment", json={"text": texts[i % len(texts)]}) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors += 1
+                lat.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return {"per_s": n / wall, "p50_ms": pct(lat, 50) * 1e3, "p95_ms": pct(lat, 95) * 1e3,
+            "p99_ms": pct(lat, 99) * 1e3, "errors": errors}
+
+
+async def load_generate(url: str, prompt_list: list[str], streams: int, per_stream: int,
+                        new_chars: int) -> dict:
+    lat: list[float] = []
+    chars = 0
+    errors = 0
+    conn = aiohttp.TCPConnector(limit=streams)
+    async with aiohttp.ClientSession(url, connector=conn) as s:
+        async def worker(w: int) -> None:
+            nonlocal chars, errors
+            for k in range(per_stream):
+                body = {"prompt": prompt_list[(w * per_stream + k) % len(prompt_list)],
+                        "max_new_chars": new_chars, "temperature": 0.8, "seed": w * 1000 + k}
+                t0 = time.perf_counter()
+                async with s.post("/generate", json=body) as r:
+                    data = await r.json()
+                    if r.status != 200:
+                        errors += 1
+                        continue
+                lat.append(time.perf_counter() - t0)
+                chars += data["generated_chars"]
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(streams)))
+        wall = time.perf_counter() - t0
+    return {"chars_per_s": chars / wall, "p50_ms": pct(lat, 50) * 1e3,
+            "p99_ms": pct(lat, 99) * 1e3, "errors": errors}
+
+
+async def ttfc(url: str, prompt: str, reps: int = 20) -> float:
+    out = []
+    async with aiohttp.ClientSession(url) as s:
+        for i in range(reps):
+            t0 = time.perf_counter()
+            async with s.post("/generate", json={"prompt": prompt, "max_new_chars": 50,
+                                                 "stream": True, "seed": i}) as r:
+                async for _line in r.content:
+                    out.append(time.perf_counter() - t0)
+                    break
+                await r.read()
+    return statistics.median(out)
+
+
+def median_of(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+# ------------------------------------------------------------------ main
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    a = ap.parse_args(argv)
+    n_req = 300 if a.quick else 1000
+    new_chars = 200
+    texts = review_texts(1000)
+    plist = prompts(256)
+    print("raw limit (in-process session.run, 1 thread) ...", flush=True)
+    raw_s = raw_sentiment(texts[:n_req])
+    raw_g = raw_generation(plist, new_chars)
+    print(json.dumps({"sentiment": raw_s, "generate": raw_g}, indent=1), flush=True)
+    sent_conc = (1, 8, 32, 128)
+    gen_streams = (1, 8, 32, 64)
+    results: dict = {"naive": {}, "real": {}}
+    meta: dict = {}
+    for mode, env in (("naive", {"SEQSERVE_BATCHING": "false", "SEQSERVE_GEN_BATCHING": "false"}),
+                      ("real", {})):
+        with server(**env) as (url, pid, startup):
+            meta[mode] = {"startup_s": startup, "rss_start_mb": rss_mb(pid)}
+            asyncio.run(load_sentiment(url, texts, 8, 100))  # warm the HTTP path
+            for c in sent_conc:
+                n = max(n_req // (4 if c == 1 else 1), c * 2)
+                runs = [asyncio.run(load_sentiment(url, texts, c, n)) for _ in range(a.reps)]
+                results[mode][("sentiment", c)] = median_of(runs)
+                print(mode, "sentiment", c, results[mode][("sentiment", c)], flush=True)
+            for st in gen_streams:
+                per = 1 if st >= 32 else (2 if st >= 8 else 4)
+                runs = [asyncio.run(load_generate(url, plist, st, per, new_chars))
+                        for _ in range(a.reps)]
+                results[mode][("generate", st)] = median_of(runs)
+                print(mode, "generate", st, results[mode][("generate", st)], flush=True)
+            meta[mode]["ttfc_ms"] = asyncio.run(ttfc(url, plist[0])) * 1e3
+            meta[mode]["rss_end_mb"] = rss_mb(pid)
+    report = render(raw_s, raw_g, results, meta, sent_conc, gen_streams, a.reps, n_req)
+    print(report)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(report)
+    return 0
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+            f"onnxruntime {ort.__version__}, {platform.system()} {platform.release()}")
+
+
+def render(raw_s, raw_g, results, meta, sent_conc, gen_streams, reps, n_req) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` on: {machine()}.",
+        "Load generator (aiohttp) and server share the machine, loopback only. "
+        f"Each cell: median of {reps} repetitions. Shared, noisy machine: compare ratios "
+        "within this run only.",
+        "",
+        "## /sentiment (IMDB test reviews)",
+        "",
+        f"Raw limit (in-process `session.run`, 1 ORT thread, length-sorted batches): "
+        + ", ".join(f"B={b}: {v:.0f}/s" for b, v in raw_s["by_batch"].items())
+        + f"; best {raw_s['best_per_s']:.0f} reviews/s at B={raw_s['best_batch']}.",
+        "",
+        "| concurrency | naive req/s | naive p50 / p99 ms | real req/s | real p50 / p95 / p99 ms "
+        "| real / naive | real / raw limit |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in sent_conc:
+        nv, rl = results["naive"][("sentiment", c)], results["real"][("sentiment", c)]
+        lines.append(
+            f"| {c} | {nv['per_s']:.0f} | {nv['p50_ms']:.1f} / {nv['p99_ms']:.1f} | "
+            f"{rl['per_s']:.0f} | {rl['p50_ms']:.1f} / {rl['p95_ms']:.1f} / {rl['p99_ms']:.1f} | "
+            f"{rl['per_s'] / nv['per_s']:.2f}x | {rl['per_s'] / raw_s['best_per_s']:.0%} |")
+    g1 = results["real"][("generate", 1)]["chars_per_s"]
+    lines += [
+        "",
+        "## /generate (prompts of 200 characters, 200 new characters, T=0.8)",
+        "",
+        "Raw limit (in-process prefill + step loop, greedy, no HTTP): "
+        + ", ".join(f"{b} streams: {v:.0f} chars/s" for b, v in raw_g["chars_per_s_by_streams"].items())
+        + ".",
+        "",
+        "| streams | naive chars/s | real chars/s | real p50 / p99 ms per request "
+        "| real / naive | real / 1 stream | real / raw limit |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for st in gen_streams:
+        nv, rl = results["naive"][("generate", st)], results["real"][("generate", st)]
+        raw = raw_g["chars_per_s_by_streams"][st]
+        lines.append(
+            f"| {st} | {nv['chars_per_s']:.0f} | {rl['chars_per_s']:.0f} | "
+            f"{rl['p50_ms']:.0f} / {rl['p99_ms']:.0f} | {rl['chars_per_s'] / nv['chars_per_s']:.2f}x | "
+            f"{rl['chars_per_s'] / g1:.1f}x | {rl['chars_per_s'] / raw:.0%} |")
+    r = meta["real"]
+    lines += [
+        "",
+        "## Service",
+        "",
+        f"- Start-up to ready (process start to /readyz 200): real {r['startup_s']:.2f} s, "
+        f"naive {meta['naive']['startup_s']:.2f} s.",
+        f"- Time to first character, 200-char prompt, no other load (SSE, median of 20): "
+        f"{r['ttfc_ms']:.1f} ms.",
+        f"- Resident memory of the serving process: {r['rss_start_mb']:.0f} MB after start-up, "
+        f"{r['rss_end_mb']:.0f} MB after the run.",
+        f"- Errors (non-200) across all runs: "
+        f"{sum(v['errors'] for m in results.values() for v in m.values())}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
