@@ -24,7 +24,7 @@ COPY pyproject.toml deploy/image/requirements.py /build/
 RUN python3 -m venv /opt/venv \
     && python3 /build/requirements.py --gpu /build/pyproject.toml > /build/requirements.txt \
     && /opt/venv/bin/pip install -r /build/requirements.txt \
-    && /opt/venv/bin/pip uninstall -y pip \
+    && /opt/venv/bin/pip uninstall -y pip setuptools \
     && find /opt/venv -name tests -type d -prune -exec rm -rf {} +
 
 # ---------------------------------------------------------------- CUDA: runtime
@@ -36,7 +36,8 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --no-create-home \
+    && groupadd --system --gid 10001 seqserve \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /srv/seqserve --shell /usr/sbin/nologin seqserve
 COPY --from=cuda-deps /opt/venv /opt/venv
 # SEQSERVE_DEVICE=cuda: a GPU replica without a usable GPU fails at start-up (never ready)
@@ -70,13 +71,14 @@ COPY pyproject.toml deploy/image/requirements.py /build/
 RUN python3 -m venv /opt/venv \
     && python3 /build/requirements.py /build/pyproject.toml > /build/requirements.txt \
     && /opt/venv/bin/pip install -r /build/requirements.txt \
-    && /opt/venv/bin/pip uninstall -y pip \
+    && /opt/venv/bin/pip uninstall -y pip setuptools \
     && find /opt/venv -name tests -type d -prune -exec rm -rf {} +
 
 # ---------------------------------------------------------------- CPU: runtime
 # The last stage, so a plain `docker build .` builds the CPU image.
 FROM ${BASE_IMAGE} AS cpu
-RUN useradd --system --uid 10001 --user-group --no-create-home \
+RUN groupadd --system --gid 10001 seqserve \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /srv/seqserve --shell /usr/sbin/nologin seqserve
 COPY --from=cpu-deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \

@@ -79,6 +79,12 @@ class ClassificationBatcher:
         self.queue: asyncio.Queue[_Row] = asyncio.Queue(maxsize=max_queue)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{model.name}")
         self._task: asyncio.Task | None = None
+        n = model.name
+        self._m_infer = metrics.INFERENCE.labels(n, "classify")
+        self._m_batch = metrics.BATCH_SIZE.labels(n, "classify")
+        self._m_real = metrics.REAL_TOKENS.labels(n)
+        self._m_pad = metrics.PADDING.labels(n)
+        self._m_queue = metrics.QUEUE_WAIT.labels(n)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
@@ -157,7 +163,6 @@ class ClassificationBatcher:
 
     def _run(self, rows: list[_Row]) -> list[RowResult]:
         """Runs in the model's worker thread."""
-        name = self.model.name
         start = time.perf_counter()
         out: list[RowResult | None] = [None] * len(rows)
         lengths = [max(1, len(r.ids)) for r in rows]
@@ -172,13 +177,13 @@ class ClassificationBatcher:
             t0 = time.perf_counter()
             probs, attn = self.model.run(ids, lens)
             dt = time.perf_counter() - t0
-            metrics.INFERENCE.labels(name, "classify").observe(dt)
-            metrics.BATCH_SIZE.labels(name, "classify").observe(len(bucket))
+            self._m_infer.observe(dt)
+            self._m_batch.observe(len(bucket))
             real = int(lens.sum())
-            metrics.REAL_TOKENS.labels(name).inc(real)
-            metrics.PADDING.labels(name).inc(ids.size - real)
+            self._m_real.inc(real)
+            self._m_pad.inc(ids.size - real)
             for k, i in enumerate(bucket):
                 q = start - rows[i].arrived
-                metrics.QUEUE_WAIT.labels(name).observe(max(q, 0.0))
+                self._m_queue.observe(max(q, 0.0))
                 out[i] = RowResult(float(probs[k]), attn[k, : lens[k]].copy(), q, dt)
         return out  # type: ignore[return-value]

@@ -34,7 +34,7 @@ import numpy as np
 from app import metrics
 from app.errors import ApiError, ModelFailure, Overloaded
 from app.registry import CharModel
-from app.sampling import SamplingParams, sample
+from app.sampling import SamplingParams, params_arrays, sample_rows
 
 log = logging.getLogger("seqserve.generation")
 
@@ -99,6 +99,11 @@ class GenerationEngine:
         self._running = False
         self._thread: threading.Thread | None = None
         self._banned = (model.vocab.unk_id,) if model.vocab else ()  # never emit <unk>
+        name = model.name
+        self._m_queue = metrics.QUEUE_WAIT.labels(name)
+        self._m_chars = metrics.GENERATED_CHARS.labels(name)
+        self._m_ttfc = metrics.TTFC.labels(name)
+        self._m_per_char = metrics.TIME_PER_CHAR.labels(name)
 
     # -- event-loop side -------------------------------------------------------------
     def start(self) -> None:
@@ -214,10 +219,10 @@ class GenerationEngine:
         metrics.REAL_TOKENS.labels(name).inc(int(lens.sum()))
         for k, s in enumerate(streams):
             s.started = t0
-            metrics.QUEUE_WAIT.labels(name).observe(max(t0 - s.arrived, 0.0))
+            self._m_queue.observe(max(t0 - s.arrived, 0.0))
             s.rng = np.random.default_rng(s.seed)
             s.h, s.c = hn[:, k], cn[:, k]
-            self._advance(s, logits[k], out)
+        self._advance(streams, logits, out)
 
     def _step(self, streams: list[Stream], out: list) -> None:
         name = self.model.name
@@ -237,7 +242,7 @@ class GenerationEngine:
         metrics.REAL_TOKENS.labels(name).inc(B)
         for k, s in enumerate(streams):
             s.h, s.c = hn[:, k], cn[:, k]
-            self._advance(s, logits[k], out)
+        self._advance(streams, logits, out)
 
     def _fail_all(self, streams: list[Stream], e: Exception) -> None:
         error_id = uuid.uuid4().hex[:12]
@@ -245,36 +250,39 @@ class GenerationEngine:
         for s in streams:
             self._fail(s, ModelFailure(error_id))
 
-    def _advance(self, s: Stream, logits: np.ndarray, out: list) -> None:
-        """Sample one character for ``s`` and queue whatever text can be released."""
-        assert s.rng is not None
+    def _advance(self, streams: list[Stream], logits: np.ndarray, out: list) -> None:
+        """Sample one character for every stream (one vectorised call) and queue
+        whatever text each stream can release."""
         now = time.perf_counter()
-        idx = sample(logits, s.params, s.rng, self._banned)
-        s.last_id = idx
-        s.text += self.model.vocab.chars[idx]  # type: ignore[union-attr]
-        s.n += 1
-        name = self.model.name
-        metrics.GENERATED_CHARS.labels(name).inc()
-        if s.n == 1:
-            s.first_char_at = now
-            metrics.TTFC.labels(name).observe(now - s.arrived)
-        reason = None
-        cut = len(s.text)
-        for stop in s.stop:
-            if s.text.endswith(stop):
-                reason, cut = "stop", len(s.text) - len(stop)
-                break
-        if reason is None and s.n >= s.max_new:
-            reason = "length"
-        release = cut if reason else len(s.text) - _holdback(s.text, s.stop)
-        if release > s.emitted:
-            out.append((s, s.text[s.emitted : release]))
-            s.emitted = release
-        if reason:
-            s.finished = True
-            s.text = s.text[:cut]
-            per_char = (now - s.first_char_at) / (s.n - 1) if s.n > 1 else 0.0
-            if s.n > 1:
-                metrics.TIME_PER_CHAR.labels(name).observe(per_char)
-            out.append((s, Finish(reason, len(s.text), s.started - s.arrived,
-                                  s.first_char_at - s.arrived, per_char)))
+        temp, top_k, top_p = params_arrays([s.params for s in streams])
+        u = np.array([s.rng.random() for s in streams])  # type: ignore[union-attr]
+        ids = sample_rows(logits, temp, top_k, top_p, u, self._banned)
+        chars = self.model.vocab.chars  # type: ignore[union-attr]
+        self._m_chars.inc(len(streams))
+        for s, idx in zip(streams, ids.tolist(), strict=True):
+            s.last_id = idx
+            s.text += chars[idx]
+            s.n += 1
+            if s.n == 1:
+                s.first_char_at = now
+                self._m_ttfc.observe(now - s.arrived)
+            reason = None
+            cut = len(s.text)
+            for stop in s.stop:
+                if s.text.endswith(stop):
+                    reason, cut = "stop", len(s.text) - len(stop)
+                    break
+            if reason is None and s.n >= s.max_new:
+                reason = "length"
+            release = cut if reason else len(s.text) - _holdback(s.text, s.stop)
+            if release > s.emitted:
+                out.append((s, s.text[s.emitted : release]))
+                s.emitted = release
+            if reason:
+                s.finished = True
+                s.text = s.text[:cut]
+                per_char = (now - s.first_char_at) / (s.n - 1) if s.n > 1 else 0.0
+                if s.n > 1:
+                    self._m_per_char.observe(per_char)
+                out.append((s, Finish(reason, len(s.text), s.started - s.arrived,
+                                      s.first_char_at - s.arrived, per_char)))

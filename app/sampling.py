@@ -1,12 +1,17 @@
-"""Next-character sampling: temperature, top-k, top-p, seeded; pure numpy.
+"""Next-character sampling: temperature, top-k, top-p, seeded; vectorised numpy.
 
 Temperature follows the reference notes: p_i ∝ exp(log(p_i) / T), computed in float64
 from the log-softmax of the logits; T = 0 is greedy (argmax, lowest id on ties).
-top_k keeps the k likeliest characters, top_p the smallest set whose mass reaches p
-(always at least one). Banned ids (the unknown character) are never returned.
-Each stream owns a ``numpy.random.Generator`` seeded from its request's seed and
-draws exactly one uniform number per character, so its text depends on its seed
-and parameters only, never on other streams.
+top_k keeps the k likeliest characters (ties: lowest ids), top_p the smallest set
+whose mass reaches p (always at least one). Banned ids (the unknown character) are
+never returned.
+
+``sample_rows`` draws one character for each row of a step's logits at once (the
+generation engine calls it once per step for every active stream); every operation
+is row-wise, so a row's result does not depend on the other rows (tested).
+``sample`` is the same function for one row. Each stream owns a
+``numpy.random.Generator`` seeded from its request and draws exactly one uniform
+number per character, so its text depends on its seed and parameters only.
 """
 
 from __future__ import annotations
@@ -23,54 +28,65 @@ class SamplingParams:
     top_p: float | None = None
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max()
-    return x - m - np.log(np.exp(x - m).sum())
+def next_distributions(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
+                       top_p: np.ndarray, banned: tuple[int, ...] = ()) -> np.ndarray:
+    """Row-wise distributions [B, V] (float64, each row sums to 1).
+
+    temperature [B] (0 = greedy), top_k [B] (0 = off), top_p [B] (1.0 = off).
+    """
+    lg = np.array(logits, dtype=np.float64)  # copy
+    B, V = lg.shape
+    if banned:
+        lg[:, list(banned)] = -np.inf
+    m = lg.max(axis=1, keepdims=True)
+    logp = lg - m - np.log(np.exp(lg - m).sum(axis=1, keepdims=True))
+    greedy = temperature == 0
+    z = logp / np.where(greedy, 1.0, temperature)[:, None]  # log p_i / T
+    order = np.argsort(-z, axis=1, kind="stable")  # likeliest first, ties by lowest id
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(V), (B, V)), axis=1)
+    keep = np.isfinite(z) & ((top_k[:, None] <= 0) | (rank < top_k[:, None]))
+    # greedy rows keep only their argmax (the first in `order`)
+    keep &= ~greedy[:, None] | (rank == 0)
+    z = np.where(keep, z, -np.inf)
+    probs = np.exp(z - z.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    # nucleus: in order of likelihood, keep entries until the mass reaches top_p
+    csum = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
+    n_keep = (csum < top_p[:, None]).sum(axis=1) + 1
+    in_nucleus = (rank < n_keep[:, None]) | (top_p[:, None] >= 1.0)
+    probs = np.where(in_nucleus, probs, 0.0)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return probs
+
+
+def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
+                top_p: np.ndarray, u: np.ndarray, banned: tuple[int, ...] = ()) -> np.ndarray:
+    """One id per row, by inverse CDF with the row's uniform draw ``u`` [B] in [0, 1)."""
+    probs = next_distributions(logits, temperature, top_k, top_p, banned)
+    csum = np.cumsum(probs, axis=1)
+    target = u * csum[:, -1]
+    idx = np.minimum((csum <= target[:, None]).sum(axis=1), probs.shape[1] - 1)
+    # float round-off at the top end can land on a zero-probability id: step back
+    for r in np.flatnonzero(probs[np.arange(len(idx)), idx] == 0.0):
+        idx[r] = int(np.flatnonzero(probs[r] > 0)[-1])
+    return idx
+
+
+def params_arrays(params: list[SamplingParams]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.array([p.temperature for p in params], dtype=np.float64),
+            np.array([p.top_k or 0 for p in params], dtype=np.int64),
+            np.array([1.0 if p.top_p is None else p.top_p for p in params], dtype=np.float64))
 
 
 def next_distribution(logits: np.ndarray, p: SamplingParams, banned: tuple[int, ...] = ()
                       ) -> np.ndarray:
-    """The distribution a character is drawn from (float64, sums to 1)."""
-    lg = logits.astype(np.float64).copy()
-    if banned:
-        lg[list(banned)] = -np.inf
-    logp = log_softmax(lg)
-    if p.temperature == 0:
-        out = np.zeros_like(logp)
-        out[int(np.argmax(logp))] = 1.0
-        return out
-    z = logp / p.temperature  # log p_i / T
-    keep = np.isfinite(z)
-    if p.top_k is not None and p.top_k < int(keep.sum()):
-        # ties at the k-th value: stable sort keeps the lowest ids
-        order = np.argsort(-z, kind="stable")
-        cut = np.zeros_like(keep)
-        cut[order[: p.top_k]] = True
-        keep &= cut
-    z = np.where(keep, z, -np.inf)
-    probs = np.exp(z - z[keep].max())
-    probs /= probs.sum()
-    if p.top_p is not None and p.top_p < 1.0:
-        order = np.argsort(-probs, kind="stable")
-        csum = np.cumsum(probs[order])
-        n_keep = int(np.searchsorted(csum, p.top_p, side="left")) + 1
-        mask = np.zeros_like(keep)
-        mask[order[:n_keep]] = True
-        probs = np.where(mask, probs, 0.0)
-        probs /= probs.sum()
-    return probs
+    """The distribution one row's character is drawn from."""
+    return next_distributions(logits[None], *params_arrays([p]), banned)[0]
 
 
 def sample(logits: np.ndarray, p: SamplingParams, rng: np.random.Generator,
            banned: tuple[int, ...] = ()) -> int:
-    probs = next_distribution(logits, p, banned)
-    u = rng.random()  # drawn even when greedy: one draw per character, always
-    if p.temperature == 0:
-        return int(np.argmax(probs))
-    idx = int(np.searchsorted(np.cumsum(probs), u * probs.sum(), side="right"))
-    # guard float round-off at the top end; never land on a zero-probability id
-    idx = min(idx, len(probs) - 1)
-    while probs[idx] == 0.0 and idx > 0:
-        idx -= 1
-    return idx
+    """One row: draws exactly one uniform number from ``rng`` (also when greedy)."""
+    u = np.array([rng.random()])
+    return int(sample_rows(logits[None], *params_arrays([p]), u, banned)[0])

@@ -25,15 +25,17 @@ class AppState:
     not_ready_reason: str = "starting: models not loaded yet"
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a
+# thread pool, a costly hop on every request for a dictionary lookup.
+async def get_state(request: Request) -> AppState:
     return request.app.state.seqserve
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.seqserve.settings
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """Inference routes only. Constant-time comparison; the key is never logged."""
     key = request.app.state.seqserve.settings.api_key
     if key is None:

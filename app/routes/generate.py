@@ -62,6 +62,9 @@ async def _watch_disconnect(request: Request, stream: Stream) -> None:
     summary="Continue a prompt character by character (temperature / top-k / top-p)")
 async def generate(body: GenerateRequest, request: Request,
                    state: AppState = Depends(get_state)):
+    if "max_new_chars" not in body.model_fields_set:
+        # the default (200) must not trip a server limit set lower than it
+        body.max_new_chars = min(body.max_new_chars, state.settings.max_new_chars)
     check_generate(body.prompt, body.max_new_chars, body.stop, state.settings)
     model = _model(state, body.model)
     assert model.vocab is not None
