@@ -36,5 +36,11 @@ lint: $(VENV)/.test
 bench: $(VENV)/.test
 	$(PY) -m bench.run
 
+# Lint the deployment files, build and run the CPU image with podman, and query every
+# dashboard and alert expression on a live Prometheus (docs/deploy.md). Needs root on
+# Debian (it apt-installs podman, prometheus, ...); no Docker engine, loopback only.
+deploy-test:
+	bash deploy/deploy_test.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

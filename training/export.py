@@ -131,6 +131,76 @@ def build_sentiment_graph(model: SentimentLSTM) -> onnx.ModelProto:
     return m
 
 
+class SentimentEnsemble(torch.nn.Module):
+    """Several SentimentLSTMs averaged: probability = mean of the members'
+    probabilities, attention = mean of their attention distributions (still a
+    distribution over the same tokens). ``forward`` returns the logit of the mean
+    probability, so it drops in wherever a SentimentLSTM is checked."""
+
+    def __init__(self, members: list[SentimentLSTM]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.cfg = members[0].cfg
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor):
+        outs = [m(ids, lengths) for m in self.members]
+        p = torch.stack([torch.sigmoid(o[0]) for o in outs]).mean(0)
+        a = torch.stack([o[1] for o in outs]).mean(0)
+        return torch.logit(p.double()).float(), a
+
+
+def _prefixed(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> tuple[list, list]:
+    def rn(name: str) -> str:
+        return name if (name in keep or not name) else prefix + name
+
+    nodes = []
+    for node in graph.node:
+        n2 = onnx.NodeProto()
+        n2.CopyFrom(node)
+        del n2.input[:]
+        del n2.output[:]
+        n2.input.extend(rn(i) for i in node.input)
+        n2.output.extend(rn(o) for o in node.output)
+        nodes.append(n2)
+    inits = []
+    for t in graph.initializer:
+        t2 = onnx.TensorProto()
+        t2.CopyFrom(t)
+        t2.name = rn(t.name)
+        inits.append(t2)
+    return nodes, inits
+
+
+def build_sentiment_ensemble_graph(ens: SentimentEnsemble) -> onnx.ModelProto:
+    """One graph running every member on the same inputs and averaging them."""
+    if len(ens.members) == 1:
+        return build_sentiment_graph(ens.members[0])
+    return merge_sentiment_graphs([build_sentiment_graph(m) for m in ens.members])
+
+
+def merge_sentiment_graphs(members: list[onnx.ModelProto]) -> onnx.ModelProto:
+    """Average exported sentiment graphs that share one vocabulary into one graph."""
+    nodes, inits = [], []
+    for i, g in enumerate(members):
+        n_, i_ = _prefixed(g.graph, f"m{i}_", {"input_ids", "lengths"})
+        nodes += n_
+        inits += i_
+    k = len(members)
+    nodes += [
+        helper.make_node("Mean", [f"m{i}_probability" for i in range(k)], ["probability"]),
+        helper.make_node("Mean", [f"m{i}_attention" for i in range(k)], ["attention"]),
+    ]
+    first = members[0].graph
+    graph = helper.make_graph(nodes, "sentiment_lstm_attention_ensemble",
+                              inputs=list(first.input), outputs=list(first.output),
+                              initializer=inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                          producer_name="seqserve")
+    m.ir_version = 9
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
 def build_char_graph(model: CharLSTM) -> onnx.ModelProto:
     cfg = model.cfg
     H, L = cfg.hidden, cfg.layers

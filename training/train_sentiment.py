@@ -31,7 +31,12 @@ from tqdm import tqdm
 from app.tokenizer import WordTokenizer
 from training.data import DataError, load_imdb, source_record, split_train_val
 from training.evaluate import sentiment_accuracy_onnx
-from training.export import build_sentiment_graph, check_sentiment
+from training.export import (
+    SentimentEnsemble,
+    build_sentiment_ensemble_graph,
+    build_sentiment_graph,
+    check_sentiment,
+)
 from training.manifest import write_model_folder
 from training.models import SentimentConfig, SentimentLSTM
 
@@ -55,6 +60,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     word_dropout: float = 0.0  # fraction of training tokens replaced by <unk>
     ema: float = 0.0  # if > 0, evaluate/export an exponential moving average of the weights
+    members: int = 1  # > 1: train that many seeds and export the mean of their outputs
     clip: float = 1.0
     epochs: int = 8
     patience: int = 2
@@ -107,26 +113,15 @@ def evaluate_torch(model: SentimentLSTM, seqs: list[list[int]], labels: list[int
     return correct / len(seqs), loss / len(seqs)
 
 
-def train(cfg: TrainConfig) -> dict:
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    t_start = time.time()
-    data = load_imdb(cfg.data, cfg.sha256)
-    train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
-    tok = WordTokenizer.build((r.text for r in train_set), cfg.max_vocab, cfg.min_count,
-                              cfg.max_len, cfg.head_len)
-    tr_x = [tok.encode(r.text).ids for r in train_set]
-    tr_y = [r.label for r in train_set]
-    va_x = [tok.encode(r.text).ids for r in val_set]
-    va_y = [r.label for r in val_set]
+def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list[int]],
+                 tr_y: list[int], va_x: list[list[int]], va_y: list[int], t_start: float,
+                 minutes: float) -> tuple[SentimentLSTM, float, int, list[dict]]:
+    """Train one model with ``seed``; returns the best-validation weights."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
     mcfg = SentimentConfig(vocab_size=tok.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
                            emb_dropout=cfg.emb_dropout, out_dropout=cfg.out_dropout)
     model = SentimentLSTM(mcfg)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"sentiment: vocab {tok.vocab_size}, train {len(tr_x)}, val {len(va_x)}, "
-          f"{n_params:,} params", flush=True)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(tr_x) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -135,6 +130,7 @@ def train(cfg: TrainConfig) -> dict:
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
         if cfg.ema > 0 else None)
     lengths = [len(s) for s in tr_x]
+    m_start = time.time()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0, tot = time.time(), 0.0
@@ -163,41 +159,78 @@ def train(cfg: TrainConfig) -> dict:
         history.append({"epoch": epoch, "train_loss": round(tot / len(batches), 4),
                         "val_accuracy": round(acc, 4), "val_loss": round(vloss, 4),
                         "seconds": round(time.time() - t0, 1)})
-        print(f"epoch {epoch} train loss {tot / len(batches):.4f} val acc {acc:.4f} "
-              f"val loss {vloss:.4f} lr {lr:.1e} {time.time() - t0:.0f}s", flush=True)
+        print(f"[seed {seed}] epoch {epoch} train loss {tot / len(batches):.4f} val acc "
+              f"{acc:.4f} val loss {vloss:.4f} lr {lr:.1e} {time.time() - t0:.0f}s", flush=True)
         if acc > best:
             best, best_epoch = acc, epoch
             best_state = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
         elif epoch - best_epoch >= cfg.patience:
             print(f"early stop: no improvement for {cfg.patience} epochs", flush=True)
             break
-        if (time.time() - t_start) / 60 > cfg.max_minutes:
+        if (time.time() - m_start) / 60 > minutes or (time.time() - t_start) / 60 > cfg.max_minutes:
             print("time budget reached", flush=True)
             break
     model.load_state_dict(best_state)
     model.eval()
-    graph = build_sentiment_graph(model)
+    return model, best, best_epoch, history
+
+
+def train(cfg: TrainConfig) -> dict:
+    np.random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    t_start = time.time()
+    data = load_imdb(cfg.data, cfg.sha256)
+    train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
+    tok = WordTokenizer.build((r.text for r in train_set), cfg.max_vocab, cfg.min_count,
+                              cfg.max_len, cfg.head_len)
+    tr_x = [tok.encode(r.text).ids for r in train_set]
+    tr_y = [r.label for r in train_set]
+    va_x = [tok.encode(r.text).ids for r in val_set]
+    va_y = [r.label for r in val_set]
+    print(f"sentiment: vocab {tok.vocab_size}, train {len(tr_x)}, val {len(va_x)}, "
+          f"{cfg.members} member(s)", flush=True)
+    members, member_info = [], []
+    for i in range(cfg.members):
+        minutes = (cfg.max_minutes - (time.time() - t_start) / 60) / (cfg.members - i)
+        model, best, best_epoch, history = train_member(
+            cfg, cfg.seed + i, tok, tr_x, tr_y, va_x, va_y, t_start, minutes)
+        members.append(model)
+        member_info.append({"seed": cfg.seed + i, "val_accuracy": round(best, 4),
+                            "best_epoch": best_epoch, "history": history})
+    if len(members) == 1:
+        model = members[0]
+        graph = build_sentiment_graph(model)
+    else:
+        model = SentimentEnsemble(members).eval()
+        graph = build_sentiment_ensemble_graph(model)
     checks = check_sentiment(model, graph)
-    metrics: dict = {"val_accuracy": round(best, 4)}
+    val_acc, _ = evaluate_torch(model, va_x, va_y)
+    n_params = sum(p.numel() for p in model.parameters())
+    metrics: dict = {"val_accuracy": round(val_acc, 4)}
     if cfg.test:
         metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"]))
+    arch = f"biLSTM {cfg.hidden} + dot-product attention, embedding {cfg.emb_dim}"
+    if cfg.members > 1:
+        arch = f"mean of {cfg.members} x ({arch}), one vocabulary"
     manifest = {
         "name": "sentiment",
-        "version": f"1.{best_epoch}.{cfg.seed}",
+        "version": f"1.{cfg.members}.{cfg.seed}",
         "task": "text-classification",
         "labels": ["negative", "positive"],
-        "architecture": f"biLSTM {cfg.hidden} + dot-product attention, embedding {cfg.emb_dim}",
+        "architecture": arch,
         "parameters": n_params,
         "data": {**source_record(cfg.data), "train": len(tr_x), "validation": len(va_x),
                  "validation_split": f"{cfg.val_fraction:.0%} of train, seed {cfg.seed}",
                  "test": len(data["test"])},
-        "training": {**asdict(cfg), "best_epoch": best_epoch, "history": history,
+        "training": {**asdict(cfg), "members_trained": member_info,
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
         "metrics": metrics,
         "export_checks": checks,
     }
     write_model_folder(Path(cfg.out), graph, tok, manifest)
-    print(json.dumps({"metrics": metrics, "best_epoch": best_epoch, "export": checks}))
+    print(json.dumps({"metrics": metrics, "members": member_info and
+                      [{k: m[k] for k in ("seed", "val_accuracy", "best_epoch")}
+                       for m in member_info], "export": checks}))
     return manifest
 
 

@@ -1,0 +1,242 @@
+"""Run every PromQL expression of the Grafana dashboard and the alert rules on a live Prometheus.
+
+deploy_test.sh calls this after sending traffic to the replicas. It fails (exit 1) if:
+- any expression does not parse or errors when Prometheus runs it;
+- a dashboard expression returns no series, or only NaN/Inf (after the traffic every
+  panel must show something);
+- an alert's signal (its expression left of the top-level comparison, e.g. the 5xx
+  ratio of "5xx ratio > 0.05") returns no finite value: a typo in a metric or label
+  name would otherwise make an alert that can never fire;
+- Prometheus reports a rule unhealthy (an evaluation error);
+- a dashboard variable's label_values() query finds no values;
+- the dashboard's datasource uid is not the provisioned one;
+- a seqserve_* metric that the replicas export is on no dashboard panel;
+- an alert named with --expect-alert is neither pending nor firing (the traffic made
+  its condition true, so Prometheus must have seen it);
+- fewer than --expect-replicas replicas answered inference requests.
+
+Grafana's own variables are replaced the way Grafana would: $__rate_interval by
+--rate-interval, and a multi-value variable set to "All" by its allValue.
+
+    python promql_check.py http://127.0.0.1:9090 --expect-alert SeqserveOverloaded
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+DEPLOY = Path(__file__).resolve().parent.parent
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "seqserve.json"
+DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+COMPARISONS = ("==", "!=", ">=", "<=", ">", "<")
+
+
+def api(base: str, path: str, **params: str | list[str]) -> dict:
+    url = f"{base}/api/v1/{path}?" + urllib.parse.urlencode(params, doseq=True)
+    try:
+        with urllib.request.urlopen(url, timeout=15) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:  # 400/422: the body says why
+        return json.load(e)
+
+
+def split_comparison(expr: str) -> str | None:
+    """The left operand of the first comparison outside (), {}, [] and strings, if any."""
+    depth, i, quote = 0, 0, ""
+    while i < len(expr):
+        c = expr[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "\"'`":
+            quote = c
+        elif c in "({[":
+            depth += 1
+        elif c in ")}]":
+            depth -= 1
+        elif depth == 0:
+            for op in COMPARISONS:
+                if expr.startswith(op, i) and not expr.startswith("=~", i) and not expr.startswith("!~", i):
+                    return expr[:i].strip()
+        i += 1
+    return None
+
+
+def finite_values(result: dict) -> list[float]:
+    data = result["data"]
+    if data["resultType"] == "scalar":
+        return [float(data["result"][1])] if math.isfinite(float(data["result"][1])) else []
+    return [float(s["value"][1]) for s in data["result"] if math.isfinite(float(s["value"][1]))]
+
+
+def dashboard_items(dash: dict) -> tuple[list[tuple[str, str]], list[dict], set[str]]:
+    """(panel title, expr) of every target, the template variables, the datasource uids used."""
+    exprs, uids = [], set()
+
+    def walk(panels: list[dict]) -> None:
+        for p in panels:
+            walk(p.get("panels", []))
+            if p.get("datasource"):
+                uids.add(p["datasource"]["uid"])
+            for t in p.get("targets", []):
+                if t.get("datasource"):
+                    uids.add(t["datasource"]["uid"])
+                exprs.append((f"{p['title']} [{t['refId']}]", t["expr"]))
+
+    walk(dash["panels"])
+    variables = dash.get("templating", {}).get("list", [])
+    for v in variables:
+        if v.get("datasource"):
+            uids.add(v["datasource"]["uid"])
+    for a in dash.get("annotations", {}).get("list", []):
+        if a.get("expr"):
+            exprs.append((f"annotation {a['name']}", a["expr"]))
+    return exprs, variables, uids
+
+
+def grafana_substitute(expr: str, variables: list[dict], rate_interval: str) -> str:
+    expr = expr.replace("$__rate_interval", rate_interval).replace("${__rate_interval}", rate_interval)
+    for v in variables:
+        value = v.get("allValue") if v.get("includeAll") else None
+        if value is None:
+            raise SystemExit(f"dashboard variable {v['name']}: no allValue to test with")
+        expr = expr.replace("${%s}" % v["name"], value).replace("$" + v["name"], value)
+    if "$" in expr:
+        raise SystemExit(f"unreplaced Grafana variable in {expr!r}")
+    return expr
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("prometheus", help="base URL, e.g. http://127.0.0.1:9090")
+    ap.add_argument("--rate-interval", default="1m", help="what $__rate_interval stands for")
+    ap.add_argument("--expect-alert", action="append", default=[],
+                    help="alert that must be pending or firing now")
+    ap.add_argument("--expect-replicas", type=int, default=0,
+                    help="replicas that must each have answered inference requests")
+    ap.add_argument("--rules-timeout", type=float, default=30.0)
+    a = ap.parse_args()
+    base = a.prometheus.rstrip("/")
+    failures: list[str] = []
+    checked = 0
+
+    def fail(msg: str) -> None:
+        failures.append(msg)
+        print(f"  FAIL {msg}")
+
+    # -- static: the datasource the dashboard points at is the provisioned one
+    dash = json.loads(DASHBOARD.read_text())
+    exprs, variables, uids = dashboard_items(dash)
+    provisioned = {d["uid"] for d in yaml.safe_load(DATASOURCES.read_text())["datasources"]}
+    if not uids or not uids <= provisioned:
+        fail(f"dashboard datasource uids {sorted(uids)} not all provisioned ({sorted(provisioned)})")
+
+    # -- dashboard: every expression parses and returns finite data
+    print(f"dashboard: {len(exprs)} expressions")
+    for title, raw in exprs:
+        expr = grafana_substitute(raw, variables, a.rate_interval)
+        r = api(base, "query", query=expr)
+        checked += 1
+        if r.get("status") != "success":
+            fail(f"dashboard '{title}': {r.get('errorType')}: {r.get('error')}\n       {expr}")
+        elif not finite_values(r):
+            fail(f"dashboard '{title}': no data ({len(r['data']['result'])} series, none finite)\n"
+                 f"       {expr}")
+        else:
+            print(f"  ok   {title}: {len(r['data']['result'])} series")
+
+    # -- dashboard variables: label_values(selector, label) finds values
+    for v in variables:
+        q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+        m = re.fullmatch(r"\s*label_values\((.+),\s*(\w+)\)\s*", q)
+        if not m:
+            fail(f"variable {v['name']}: cannot test query {q!r}")
+            continue
+        r = api(base, f"label/{m.group(2)}/values", **{"match[]": m.group(1)})
+        checked += 1
+        if r.get("status") != "success" or not r["data"]:
+            fail(f"variable {v['name']}: {q} found nothing ({r.get('error')})")
+        else:
+            print(f"  ok   variable {v['name']}: {r['data']}")
+
+    # -- every seqserve_* metric the replicas export is on the dashboard
+    names = api(base, "label/__name__/values", **{"match[]": '{job="seqserve"}'})["data"]
+    families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in names if n.startswith("seqserve_")}
+    shown = " ".join(e for _, e in exprs)
+    missing = sorted(f for f in families if not re.search(rf"\b{f}(_bucket|_sum|_count)?\b", shown))
+    if missing:
+        fail(f"metrics on no dashboard panel: {missing}")
+    else:
+        print(f"  ok   all {len(families)} seqserve_* metric families are on the dashboard")
+
+    # -- alert rules: the full expression runs; its signal has data
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    print(f"alert rules: {len(rules)} expressions")
+    for rule in rules:
+        name = rule.get("alert") or rule.get("record")
+        expr = rule["expr"].strip()
+        r = api(base, "query", query=expr)
+        checked += 1
+        if r.get("status") != "success":
+            fail(f"rule {name}: {r.get('errorType')}: {r.get('error')}")
+            continue
+        signal = split_comparison(expr) or expr
+        s = api(base, "query", query=signal)
+        if s.get("status") != "success" or not finite_values(s):
+            fail(f"rule {name}: its signal returns no finite data\n       {signal}")
+            continue
+        state = "true now" if r["data"]["result"] else "false now"
+        print(f"  ok   {name}: signal {[round(x, 4) for x in finite_values(s)][:4]}, condition {state}")
+
+    # -- Prometheus evaluated every rule without error
+    deadline = time.monotonic() + a.rules_timeout
+    while True:
+        loaded = [r for g in api(base, "rules")["data"]["groups"] for r in g["rules"]]
+        pending = [r["name"] for r in loaded if r.get("health") not in ("ok", "err")]
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if len(loaded) != len(rules):
+        fail(f"Prometheus loaded {len(loaded)} rules, alerts.yml has {len(rules)}")
+    for r in loaded:
+        if r.get("health") != "ok":
+            fail(f"rule {r['name']}: health {r.get('health')}: {r.get('lastError')}")
+
+    # -- the alerts the traffic provoked are pending or firing
+    for name in a.expect_alert:
+        r = api(base, "query", query=f'ALERTS{{alertname="{name}"}}')
+        states = sorted({s["metric"]["alertstate"] for s in r["data"]["result"]})
+        if not states:
+            fail(f"alert {name} is neither pending nor firing after traffic that should trip it")
+        else:
+            print(f"  ok   alert {name}: {states}")
+
+    # -- the load balancer spread the traffic over every replica
+    if a.expect_replicas:
+        q = ('count(sum by (instance) (increase(seqserve_requests_total{job="seqserve",'
+             'route=~"/sentiment|/attention|/generate"}[5m])) > 0)')
+        got = finite_values(api(base, "query", query=q))
+        if got != [float(a.expect_replicas)]:
+            fail(f"{got} replicas answered inference requests, expected {a.expect_replicas}")
+        else:
+            print(f"  ok   traffic reached all {a.expect_replicas} replicas")
+
+    print(f"promql_check: {checked} queries, {len(failures)} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
