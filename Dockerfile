@@ -42,9 +42,12 @@ RUN apt-get update \
 COPY --from=cuda-deps /opt/venv /opt/venv
 # SEQSERVE_DEVICE=cuda: a GPU replica without a usable GPU fails at start-up (never ready)
 # instead of silently serving from the CPU; set it to auto to allow the fallback.
+# ORT_*TELEMETRY*: see the CPU stage.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    ORT_DISABLE_TELEMETRY=1 \
+    ORT_TELEMETRY_DISABLED=1 \
     SEQSERVE_HOST=0.0.0.0 \
     SEQSERVE_PORT=8000 \
     SEQSERVE_MODELS_DIR=/srv/seqserve/models \
@@ -81,9 +84,14 @@ RUN groupadd --system --gid 10001 seqserve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /srv/seqserve --shell /usr/sbin/nologin seqserve
 COPY --from=cpu-deps /opt/venv /opt/venv
+# ONNX Runtime's usage telemetry (in its recent Linux wheels) is off in a server image:
+# ORT_DISABLE_TELEMETRY is the switch of onnxruntime 1.32, ORT_TELEMETRY_DISABLED that of
+# later releases. Set both to 0 to allow it.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    ORT_DISABLE_TELEMETRY=1 \
+    ORT_TELEMETRY_DISABLED=1 \
     SEQSERVE_HOST=0.0.0.0 \
     SEQSERVE_PORT=8000 \
     SEQSERVE_MODELS_DIR=/srv/seqserve/models \

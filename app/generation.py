@@ -195,6 +195,9 @@ class GenerationEngine:
                 for g in groups:
                     self._step(g, out)
                 self.active = [s for s in self.active if not (s.finished or s.cancelled)]
+                # set again: when the last stream leaves here, the idle wait above
+                # `continue`s past the first set and the gauge would stay stale
+                gauge.set(len(self.active))
             self._deliver(out)
         gauge.set(0)
 

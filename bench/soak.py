@@ -357,7 +357,7 @@ async def run_load(url: str, n: int, concurrency: int, max_seconds: float,
                     body = await r.read()
                     status, ctype = r.status, r.headers.get("content-type", "")
                     rid = r.headers.get("x-request-id")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 res.dropped[f"{req.kind}: {type(e).__name__}"] += 1
                 if len(res.examples) < 20:
                     res.examples.append(f"{req.kind} dropped: {e!r}")

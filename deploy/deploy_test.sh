@@ -262,16 +262,26 @@ echo "Prometheus on $PROM_URL: 4 targets up (2 replicas, the LB, itself)"
 
 # ---------------------------------------------------------------------------- 7. traffic + PromQL
 step "traffic through the load balancer"
-timeout 300 "$PY" deploy/test/traffic.py "http://127.0.0.1:$LB" --rounds 3 --overload 12
+SINCE=$(date +%s)
+# rounds 3 s apart (scrapes are 2 s apart): every counter rises between two scrapes
+timeout 300 "$PY" deploy/test/traffic.py "http://127.0.0.1:$LB" --rounds 4 --pause 3 --overload 8
 sleep 5  # two more scrapes and rule evaluations (every 2 s)
 
 step "every PromQL expression of the dashboard and the alerts, on the live Prometheus"
-timeout 120 "$PY" deploy/test/promql_check.py "$PROM_URL" --rate-interval 1m --expect-replicas 2 \
+timeout 120 "$PY" deploy/test/promql_check.py "$PROM_URL" --since "$SINCE" --rate-interval 1m \
+    --expect-replicas 2 \
     --expect-alert SeqserveOverloaded --expect-alert SeqserveHighErrorRate \
     | tee "$WORK/promql.out"
 CHECKED=$(sed -n 's/^promql_check: \([0-9]*\) queries.*/\1/p' "$WORK/promql.out")
 
 # ---------------------------------------------------------------------------- 8. stop + failover
+# callers' mistakes and overload are logged at INFO: nothing at WARNING or above, no traceback
+for c in "$RUN_ID-1" "$RUN_ID-2"; do
+    if podman logs "$c" 2>&1 | grep -E 'Traceback|^(WARNING|ERROR|CRITICAL):| (WARNING|ERROR|CRITICAL) |\[[WE]:onnxruntime'; then
+        die "$c logged warnings or errors during the test (above)"
+    fi
+done
+
 step "stop one replica (SIGTERM): graceful exit, the LB fails over, the alert goes pending"
 podman stop -t 30 "$RUN_ID-2" >/dev/null 2>>"$WORK/podman.log"
 code=$(podman inspect -f '{{.State.ExitCode}}' "$RUN_ID-2")

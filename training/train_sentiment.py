@@ -61,6 +61,7 @@ class TrainConfig:
     word_dropout: float = 0.0  # fraction of training tokens replaced by <unk>
     ema: float = 0.0  # if > 0, evaluate/export an exponential moving average of the weights
     members: int = 1  # > 1: train that many seeds and export the mean of their outputs
+    nb_init: float = 0.0  # > 0: embedding dim 0 starts as the words' NB log-count ratio
     clip: float = 1.0
     epochs: int = 8
     patience: int = 2
@@ -113,6 +114,17 @@ def evaluate_torch(model: SentimentLSTM, seqs: list[list[int]], labels: list[int
     return correct / len(seqs), loss / len(seqs)
 
 
+def nb_log_count_ratio(seqs: list[list[int]], labels: list[int], vocab: int) -> torch.Tensor:
+    """r_w = log p(w | positive) - log p(w | negative), add-one smoothed, scaled to unit
+    standard deviation (Wang & Manning 2012): a per-word polarity prior taken from the
+    training split only."""
+    counts = np.ones((2, vocab))
+    for s_, y in zip(seqs, labels, strict=True):
+        np.add.at(counts[y], np.unique(s_), 1.0)  # binarised per review
+    r = np.log(counts[1] / counts[1].sum()) - np.log(counts[0] / counts[0].sum())
+    return torch.tensor(r / r.std(), dtype=torch.float)
+
+
 def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list[int]],
                  tr_y: list[int], va_x: list[list[int]], va_y: list[int], t_start: float,
                  minutes: float) -> tuple[SentimentLSTM, float, int, list[dict]]:
@@ -122,6 +134,10 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
     mcfg = SentimentConfig(vocab_size=tok.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
                            emb_dropout=cfg.emb_dropout, out_dropout=cfg.out_dropout)
     model = SentimentLSTM(mcfg)
+    if cfg.nb_init > 0:
+        with torch.no_grad():
+            model.embedding.weight[:, 0] = nb_log_count_ratio(tr_x, tr_y, tok.vocab_size) * cfg.nb_init
+            model.embedding.weight[tok.pad_id] = 0.0
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(tr_x) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs

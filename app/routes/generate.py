@@ -47,11 +47,21 @@ async def _next(stream: Stream) -> str | Finish:
     return item  # type: ignore[return-value]
 
 
+class ClientGone(ApiError):
+    """The client closed the connection before its answer (nginx's 499; nobody reads it)."""
+
+    def __init__(self) -> None:
+        super().__init__(499, "client_closed_request", "the client closed the connection")
+
+
 async def _watch_disconnect(request: Request, stream: Stream) -> None:
     while True:
         msg = await request.receive()
         if msg["type"] == "http.disconnect":
             stream.cancel()
+            # The engine drops a cancelled stream without a word: wake the handler, or
+            # it would wait until gen_timeout_s (and hold up a graceful shutdown).
+            stream.out.put_nowait(ClientGone())
             return
 
 

@@ -2,11 +2,12 @@
 
 deploy_test.sh calls this after sending traffic to the replicas. It fails (exit 1) if:
 - any expression does not parse or errors when Prometheus runs it;
-- a dashboard expression returns no series, or only NaN/Inf (after the traffic every
-  panel must show something);
+- a dashboard expression returns no finite value over the test window (from
+  --since to now), or, if it is a rate (it contains ``rate(``), never a non-zero one:
+  after the traffic every panel must have shown the activity it is about;
 - an alert's signal (its expression left of the top-level comparison, e.g. the 5xx
-  ratio of "5xx ratio > 0.05") returns no finite value: a typo in a metric or label
-  name would otherwise make an alert that can never fire;
+  ratio of "5xx ratio > 0.05") is never finite and non-zero over the window: a typo
+  in a metric or label name would otherwise make an alert that can never fire;
 - Prometheus reports a rule unhealthy (an evaluation error);
 - a dashboard variable's label_values() query finds no values;
 - the dashboard's datasource uid is not the provisioned one;
@@ -18,7 +19,7 @@ deploy_test.sh calls this after sending traffic to the replicas. It fails (exit 
 Grafana's own variables are replaced the way Grafana would: $__rate_interval by
 --rate-interval, and a multi-value variable set to "All" by its allValue.
 
-    python promql_check.py http://127.0.0.1:9090 --expect-alert SeqserveOverloaded
+    python promql_check.py http://127.0.0.1:9090 --since 1767000000 --expect-alert SeqserveOverloaded
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ def split_comparison(expr: str) -> str | None:
     return None
 
 
+def window_values(base: str, expr: str, since: float, step: str) -> tuple[str | None, list[float]]:
+    """(error, finite values of every series at every step from `since` to now)."""
+    r = api(base, "query_range", query=expr, start=f"{since:.3f}", end=f"{time.time():.3f}", step=step)
+    if r.get("status") != "success":
+        return f"{r.get('errorType')}: {r.get('error')}", []
+    vals = [float(v) for series in r["data"]["result"] for _, v in series["values"]]
+    return None, [v for v in vals if math.isfinite(v)]
+
+
 def finite_values(result: dict) -> list[float]:
     data = result["data"]
     if data["resultType"] == "scalar":
@@ -123,6 +133,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("prometheus", help="base URL, e.g. http://127.0.0.1:9090")
     ap.add_argument("--rate-interval", default="1m", help="what $__rate_interval stands for")
+    ap.add_argument("--since", type=float, required=True,
+                    help="unix time the traffic started: the window the panels must show it in")
+    ap.add_argument("--step", default="1s", help="resolution of the window's range queries")
     ap.add_argument("--expect-alert", action="append", default=[],
                     help="alert that must be pending or firing now")
     ap.add_argument("--expect-replicas", type=int, default=0,
@@ -148,15 +161,20 @@ def main() -> int:
     print(f"dashboard: {len(exprs)} expressions")
     for title, raw in exprs:
         expr = grafana_substitute(raw, variables, a.rate_interval)
-        r = api(base, "query", query=expr)
+        r = api(base, "query", query=expr)  # as a stat or table panel runs it
         checked += 1
         if r.get("status") != "success":
             fail(f"dashboard '{title}': {r.get('errorType')}: {r.get('error')}\n       {expr}")
-        elif not finite_values(r):
-            fail(f"dashboard '{title}': no data ({len(r['data']['result'])} series, none finite)\n"
-                 f"       {expr}")
+            continue
+        err, vals = window_values(base, expr, a.since, a.step)  # as a graph runs it
+        is_rate = "rate(" in expr
+        why = err or ("no finite data" if not vals else
+                      "a rate that stayed 0" if is_rate and not any(vals) else None)
+        if why:
+            fail(f"dashboard '{title}': {why} over the window\n       {expr}")
         else:
-            print(f"  ok   {title}: {len(r['data']['result'])} series")
+            print(f"  ok   {title}: {len(r['data']['result'])} series now, "
+                  f"max {max(vals):.4g} over the window")
 
     # -- dashboard variables: label_values(selector, label) finds values
     for v in variables:
@@ -174,7 +192,9 @@ def main() -> int:
 
     # -- every seqserve_* metric the replicas export is on the dashboard
     names = api(base, "label/__name__/values", **{"match[]": '{job="seqserve"}'})["data"]
-    families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in names if n.startswith("seqserve_")}
+    # prometheus_client also exports a `<counter or histogram>_created` gauge per series
+    families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in names
+                if n.startswith("seqserve_") and not n.endswith("_created")}
     shown = " ".join(e for _, e in exprs)
     missing = sorted(f for f in families if not re.search(rf"\b{f}(_bucket|_sum|_count)?\b", shown))
     if missing:
@@ -194,12 +214,13 @@ def main() -> int:
             fail(f"rule {name}: {r.get('errorType')}: {r.get('error')}")
             continue
         signal = split_comparison(expr) or expr
-        s = api(base, "query", query=signal)
-        if s.get("status") != "success" or not finite_values(s):
-            fail(f"rule {name}: its signal returns no finite data\n       {signal}")
+        err, vals = window_values(base, signal, a.since, a.step)
+        if err or not any(vals):
+            fail(f"rule {name}: its signal was never finite and non-zero over the window"
+                 f"{': ' + err if err else ''}\n       {signal}")
             continue
         state = "true now" if r["data"]["result"] else "false now"
-        print(f"  ok   {name}: signal {[round(x, 4) for x in finite_values(s)][:4]}, condition {state}")
+        print(f"  ok   {name}: signal max {max(vals):.4g} over the window, condition {state}")
 
     # -- Prometheus evaluated every rule without error
     deadline = time.monotonic() + a.rules_timeout

@@ -9,7 +9,7 @@ with SEQSERVE_MAX_QUEUE below SEQSERVE_MAX_TEXTS) is refused with 503 queue_full
 Retry-After. Every answer is checked (status, shape, values); any surprise fails.
 Stdlib only; every request has a timeout and the whole run is a fixed number of requests.
 
-    python traffic.py http://127.0.0.1:8200 [--rounds 3] [--overload 12]
+    python traffic.py http://127.0.0.1:8200 [--rounds 4] [--pause 3] [--overload 8]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -43,9 +44,9 @@ def call(base: str, method: str, path: str, body: bytes | None = None,
                                  headers={"Content-Type": ctype, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT_S) as r:
-            return r.status, dict(r.headers), r.read()
+            return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        return e.code, e.headers, e.read()
 
 
 def post(base: str, path: str, obj: dict, **kw):
@@ -103,7 +104,7 @@ def generate_stream(base: str, seed: int) -> None:
     body = {"prompt": "what is noble? ", "max_new_chars": 80, "seed": seed, "stream": True}
     status, headers, raw = post(base, "/generate", body)
     expect(status == 200, f"/generate stream: {status} {raw[:200]!r}")
-    expect(headers.get("Content-Type", "").startswith("text/event-stream"), "SSE content type")
+    expect((headers.get("Content-Type") or "").startswith("text/event-stream"), "SSE content type")
     events = [json.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: ")]
     expect(events and events[-1]["finish_reason"] in ("length", "stop"), f"SSE last event {events[-1:]}")
     text = "".join(e["text"] for e in events)
@@ -131,7 +132,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base", help="e.g. http://127.0.0.1:8200 (the load balancer)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--overload", type=int, default=12, help="overloading requests to send")
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds between rounds; more than the scrape interval, so that "
+                         "every counter rises between two scrapes and rate() sees it")
+    ap.add_argument("--overload", type=int, default=8, help="overloading requests per round")
     ap.add_argument("--overload-texts", type=int, default=64,
                     help="texts per overloading request (must exceed SEQSERVE_MAX_QUEUE)")
     a = ap.parse_args()
@@ -155,13 +159,15 @@ def main() -> None:
             done["ok_requests"] += len(REVIEWS) * 4 + 1 + 4 + 3 * 2 + 3
             mistakes(base)
             done["mistakes"] += 4
-        jobs = [pool.submit(overload, base, a.overload_texts) for _ in range(a.overload)]
-        for j in jobs:
-            j.result()
-        done["overloaded_503"] += a.overload
-        for t in REVIEWS:  # the service is fine again right after
-            sentiment_one(base, t)
-        done["ok_requests"] += len(REVIEWS)
+            jobs = [pool.submit(overload, base, a.overload_texts) for _ in range(a.overload)]
+            for j in jobs:
+                j.result()
+            done["overloaded_503"] += a.overload
+            for t in REVIEWS:  # the service is fine again right after
+                sentiment_one(base, t)
+            done["ok_requests"] += len(REVIEWS)
+            if rnd + 1 < a.rounds:
+                time.sleep(a.pause)
     print("traffic:", dict(done))
 
 
