@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from app.tokenizer import CharVocab
 from training.data import DataError, load_text, source_record
+from training.evaluate import chargen_loss_onnx
 from training.export import build_char_graph, check_char
 from training.manifest import write_model_folder
 from training.models import CharConfig, CharLSTM
@@ -151,9 +152,9 @@ def train(cfg: TrainConfig) -> dict:
                  "train_chars": len(train_ids), "heldout_chars": len(held_ids)},
         "training": {**asdict(cfg), "best_epoch": best_epoch, "history": history,
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
-        "metrics": {"heldout_loss_nats_per_char": round(best, 4),
-                    "heldout_bits_per_char": round(best / math.log(2), 4),
-                    "evaluated_with": "torch (see training.evaluate for ONNX Runtime)"},
+        "metrics": chargen_loss_onnx(graph.SerializeToString(), vocab, held_text,
+                                     streams=cfg.eval_streams, layers=cfg.layers,
+                                     hidden=cfg.hidden),
         "export_checks": checks,
         "state": {"layers": cfg.layers, "hidden": cfg.hidden},
     }
