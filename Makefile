@@ -36,6 +36,10 @@ lint: $(VENV)/.test
 bench: $(VENV)/.test
 	$(PY) -m bench.run
 
+# 50,000 mixed valid/invalid requests at concurrency 64 against a real server (loopback)
+soak: $(VENV)/.test
+	$(PY) -m bench.soak
+
 # Lint the deployment files, build and run the CPU image with podman, and query every
 # dashboard and alert expression on a live Prometheus (docs/deploy.md). Needs root on
 # Debian (it apt-installs podman, prometheus, ...); no Docker engine, loopback only.

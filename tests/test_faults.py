@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from bench.soak import ROOT, ServerProcess
+from bench.soak import ROOT, ServerProcess, free_port
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -111,8 +111,8 @@ def test_corrupt_or_missing_model_file_exits_non_zero_naming_the_file(tiny_model
     else:
         target.write_bytes(content)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")}
-    env.update(SEQSERVE_MODELS_DIR=str(models), SEQSERVE_HOST="127.0.0.1", SEQSERVE_PORT="1")
-    # port 1 is never bound: the process must fail on the model, before binding
+    env.update(SEQSERVE_MODELS_DIR=str(models), SEQSERVE_HOST="127.0.0.1",
+               SEQSERVE_PORT=str(free_port()))
     p = subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=120)
     out = p.stdout + p.stderr
@@ -326,6 +326,8 @@ def test_client_leaving_a_stream_frees_its_slot(long_gen_server):
     time.sleep(0.3)
     after = metric(srv.get("/metrics").text, "seqserve_generated_chars_total", model="chargen")
     assert after == chars, "characters are still being generated for nobody"
+    log = srv.log()
+    assert " ERROR " not in log and "Traceback" not in log, log[-2000:]  # not a fault
 
 
 def test_client_leaving_a_plain_generation_frees_its_slot_and_its_handler(long_gen_server):
@@ -339,6 +341,9 @@ def test_client_leaving_a_plain_generation_frees_its_slot_and_its_handler(long_g
     while metric(srv.get("/metrics").text, "seqserve_requests_in_flight") > 1:  # this one
         assert time.monotonic() < deadline, "the abandoned request is still in flight"
         time.sleep(0.05)
+    log = srv.log()
+    assert " ERROR " not in log and "Traceback" not in log, log[-2000:]
+    assert re.search(r"POST /generate 499 ", log), log[-2000:]  # recorded as client-closed
 
 
 # --- ONNX Runtime errors ------------------------------------------------------------------------
@@ -404,3 +409,22 @@ def test_ort_error_in_generation_fails_only_those_streams(make_client, tiny_mode
     assert r.status_code == 200
     assert "event: error" in r.text and "inference_error" in r.text
     assert c.post("/generate", json={"prompt": "a", "max_new_chars": 5}).status_code == 200
+
+
+def test_an_unexpected_bug_is_a_500_with_error_and_request_ids_and_one_log_line(
+        make_client, tiny_models_dir, capture_log):
+    c = make_client(tiny_models_dir)
+    server_log = capture_log()
+    tok = c.app.state.seqserve.registry.models["sentiment"].tokenizer
+    original = tok.encode
+    tok.encode = lambda text: 1 / 0  # a bug in the request path
+    r = c.post("/sentiment", json={"text": "ok"}, headers={"X-Request-ID": "bug-1"})
+    tok.encode = original
+    assert r.status_code == 500 and r.headers["x-request-id"] == "bug-1"
+    err = r.json()["error"]
+    assert err["code"] == "internal_error" and err["request_id"] == "bug-1"
+    assert err["error_id"] in err["message"]
+    errors = [x for x in server_log if x.levelno >= logging.ERROR]
+    assert len(errors) == 1 and err["error_id"] in errors[0].getMessage()
+    assert errors[0].exc_info  # a bug's traceback is logged, once
+    assert c.post("/sentiment", json={"text": "ok"}).status_code == 200

@@ -5,7 +5,7 @@ For every operation, schema-valid (positive) and schema-violating (negative) req
 are generated; every response must be a non-5xx, carry a documented status code,
 content type and headers, match the documented body schema (the one error shape for
 every 4xx), and negative data must be rejected. SEQSERVE_SCHEMATHESIS_EXAMPLES sets
-the examples per operation and mode (default 50) for a longer run.
+the examples per operation and mode (default 100) for a longer run.
 
 (schemathesis' lazy ``from_fixture`` loader does not work with pytest 9, so the cases
 are drawn with ``APIOperation.as_strategy`` in a plain hypothesis test.)
@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 from app.config import Settings
 from app.main import create_app
 
-MAX_EXAMPLES = int(os.environ.get("SEQSERVE_SCHEMATHESIS_EXAMPLES", "50"))
+MAX_EXAMPLES = int(os.environ.get("SEQSERVE_SCHEMATHESIS_EXAMPLES", "100"))
 CHECKS = [schemathesis.checks.not_a_server_error, status_code_conformance,
           content_type_conformance, response_headers_conformance,
           response_schema_conformance, negative_data_rejection]

@@ -56,6 +56,7 @@ class TrainConfig:
     eval_streams: int = 16
     seed: int = 1234
     threads: int = 1
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     max_minutes: float = 44.0
 
 
@@ -86,6 +87,9 @@ def train(cfg: TrainConfig) -> dict:
     mcfg = CharConfig(vocab_size=vocab.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
                       layers=cfg.layers, dropout=cfg.dropout)
     model = CharLSTM(mcfg)
+    dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                       else ("cpu" if cfg.device == "auto" else cfg.device))
+    model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     n_chunks = (len(train_ids) - 1 - cfg.chunk) // cfg.chunk
     steps_per_epoch = math.ceil(n_chunks / cfg.batch_size)
@@ -116,15 +120,15 @@ def train(cfg: TrainConfig) -> dict:
             lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
             for g in opt.param_groups:
                 g["lr"] = lr
-            logits, _ = model(x)
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+            logits, _ = model(x.to(dev))
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.to(dev).reshape(-1))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
             step += 1
             tot += loss.item()
-        val = heldout_loss(model, held_ids, cfg.eval_streams)
+        val = heldout_loss(model, held_ids.to(dev), cfg.eval_streams)
         history.append({"epoch": epoch, "train_loss": tot / steps_per_epoch, "heldout_loss": val,
                         "seconds": round(time.time() - t0, 1)})
         print(f"epoch {epoch:2d} train {tot / steps_per_epoch:.4f} held-out {val:.4f} nats/char "
@@ -139,7 +143,7 @@ def train(cfg: TrainConfig) -> dict:
             print("time budget reached", flush=True)
             break
     model.load_state_dict(best_state)
-    model.eval()
+    model.cpu().eval()
     graph = build_char_graph(model)
     checks = check_char(model, graph)
     manifest = {

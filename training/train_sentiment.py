@@ -68,6 +68,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 1234
     threads: int = 1
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     max_minutes: float = 40.0
     test: bool = True  # report test accuracy (ONNX Runtime) at the end
 
@@ -98,20 +99,27 @@ def collate(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, torch.tensor(lens)
 
 
-def evaluate_torch(model: SentimentLSTM, seqs: list[list[int]], labels: list[int],
+def evaluate_torch(model: torch.nn.Module, seqs: list[list[int]], labels: list[int],
                    batch_size: int = 128) -> tuple[float, float]:
     model.eval()
+    dev = next(model.parameters()).device
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     correct, loss = 0, 0.0
     with torch.no_grad():
         for i in range(0, len(order), batch_size):
             b = order[i : i + batch_size]
             ids, lens = collate([seqs[j] for j in b])
-            y = torch.tensor([labels[j] for j in b], dtype=torch.float)
-            logit, _ = model(ids, lens)
+            y = torch.tensor([labels[j] for j in b], dtype=torch.float, device=dev)
+            logit, _ = model(ids.to(dev), lens.to(dev))
             loss += float(F.binary_cross_entropy_with_logits(logit, y, reduction="sum"))
             correct += int(((logit > 0).float() == y).sum())
     return correct / len(seqs), loss / len(seqs)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
 
 
 def nb_log_count_ratio(seqs: list[list[int]], labels: list[int], vocab: int) -> torch.Tensor:
@@ -134,10 +142,12 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
     mcfg = SentimentConfig(vocab_size=tok.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
                            emb_dropout=cfg.emb_dropout, out_dropout=cfg.out_dropout)
     model = SentimentLSTM(mcfg)
+    dev = pick_device(cfg.device)
     if cfg.nb_init > 0:
         with torch.no_grad():
             model.embedding.weight[:, 0] = nb_log_count_ratio(tr_x, tr_y, tok.vocab_size) * cfg.nb_init
             model.embedding.weight[tok.pad_id] = 0.0
+    model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(tr_x) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -156,7 +166,8 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
             if cfg.word_dropout > 0:
                 drop = (torch.rand(ids.shape) < cfg.word_dropout) & (ids != tok.pad_id)
                 ids = ids.masked_fill(drop, tok.unk_id)
-            y = torch.tensor([tr_y[j] for j in b], dtype=torch.float)
+            y = torch.tensor([tr_y[j] for j in b], dtype=torch.float, device=dev)
+            ids, lens = ids.to(dev), lens.to(dev)
             lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * step / total))
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -187,7 +198,7 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
             print("time budget reached", flush=True)
             break
     model.load_state_dict(best_state)
-    model.eval()
+    model.cpu().eval()  # export and checks run on the CPU
     return model, best, best_epoch, history
 
 

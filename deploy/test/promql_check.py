@@ -123,7 +123,7 @@ def grafana_substitute(expr: str, variables: list[dict], rate_interval: str) -> 
         value = v.get("allValue") if v.get("includeAll") else None
         if value is None:
             raise SystemExit(f"dashboard variable {v['name']}: no allValue to test with")
-        expr = expr.replace("${%s}" % v["name"], value).replace("$" + v["name"], value)
+        expr = expr.replace(f"${{{v['name']}}}", value).replace("$" + v["name"], value)
     if "$" in expr:
         raise SystemExit(f"unreplaced Grafana variable in {expr!r}")
     return expr
