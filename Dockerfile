@@ -86,7 +86,7 @@ RUN groupadd --system --gid 10001 seqserve \
 COPY --from=cpu-deps /opt/venv /opt/venv
 # ONNX Runtime's usage telemetry (in its recent Linux wheels) is off in a server image:
 # ORT_DISABLE_TELEMETRY is the switch of onnxruntime 1.32, ORT_TELEMETRY_DISABLED that of
-# later releases. Set both to 0 to allow it.
+# later releases.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -56,7 +56,7 @@ ACTIVE_STREAMS = Gauge("seqserve_active_streams", "Generation streams being step
                        ["model"], multiprocess_mode="livesum")
 REJECTED = Counter("seqserve_rejected_requests_total",
                    "Requests refused, by reason (queue_full, queue_timeout, body_too_large, "
-                   "unauthorized, validation, shutting_down, ...)", ["reason"])
+                   "unsupported_media_type, unauthorized, shutting_down)", ["reason"])
 MODEL_INFO = Gauge("seqserve_model_info",
                    "Loaded models: version, task and execution provider (value 1)",
                    ["model", "version", "task", "provider"], multiprocess_mode="max")

@@ -97,6 +97,14 @@ class CharModel(LoadedModel):
             self.run(np.ones((B, T), dtype=np.int64), np.full(B, T, dtype=np.int64), h, c)
 
 
+def _quiet_telemetry() -> None:
+    # ORT's usage telemetry tries to persist a device id at every start (and logs a
+    # warning in read-only containers); a service has no use for it.
+    disable = getattr(ort, "disable_telemetry_events", None)
+    if disable is not None:
+        disable()
+
+
 def choose_providers(device: Device) -> list[str]:
     available = ort.get_available_providers()
     if device == Device.cpu:
@@ -189,6 +197,7 @@ class Registry:
 
     @classmethod
     def load(cls, settings: Settings) -> Registry:
+        _quiet_telemetry()
         root = Path(settings.models_dir)
         if not root.is_dir():
             raise ModelLoadError(f"{root}: models folder is missing (SEQSERVE_MODELS_DIR)")

