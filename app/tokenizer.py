@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 PAD = "<pad>"
@@ -30,8 +31,7 @@ _TOKEN_RE = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):  # a tuple: ~3x cheaper to create than a frozen dataclass
     text: str  # lowercased form, the vocabulary key
     start: int  # offsets into the original text: original[start:end]
     end: int
@@ -39,12 +39,8 @@ class Token:
 
 def tokenize(text: str) -> list[Token]:
     """Split ``text`` into lowercased tokens with offsets into ``text``."""
-    tokens: list[Token] = []
-    for m in _TOKEN_RE.finditer(text):
-        if m.lastgroup == "br":
-            continue
-        tokens.append(Token(m.group().lower(), m.start(), m.end()))
-    return tokens
+    return [Token(m.group().lower(), m.start(), m.end())
+            for m in _TOKEN_RE.finditer(text) if m.lastgroup != "br"]
 
 
 @dataclass
