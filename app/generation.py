@@ -104,6 +104,9 @@ class GenerationEngine:
         self._m_chars = metrics.GENERATED_CHARS.labels(name)
         self._m_ttfc = metrics.TTFC.labels(name)
         self._m_per_char = metrics.TIME_PER_CHAR.labels(name)
+        self._m_step = metrics.INFERENCE.labels(name, "step")
+        self._m_step_batch = metrics.BATCH_SIZE.labels(name, "step")
+        self._m_real = metrics.REAL_TOKENS.labels(name)
 
     # -- event-loop side -------------------------------------------------------------
     def start(self) -> None:
@@ -228,7 +231,6 @@ class GenerationEngine:
         self._advance(streams, logits, out)
 
     def _step(self, streams: list[Stream], out: list) -> None:
-        name = self.model.name
         B = len(streams)
         ids = np.array([[s.last_id] for s in streams], dtype=np.int64)
         h = np.stack([s.h for s in streams], axis=1)
@@ -240,9 +242,9 @@ class GenerationEngine:
             self._fail_all(streams, e)
             return
         dt = time.perf_counter() - t0
-        metrics.INFERENCE.labels(name, "step").observe(dt)
-        metrics.BATCH_SIZE.labels(name, "step").observe(B)
-        metrics.REAL_TOKENS.labels(name).inc(B)
+        self._m_step.observe(dt)
+        self._m_step_batch.observe(B)
+        self._m_real.inc(B)
         for k, s in enumerate(streams):
             s.h, s.c = hn[:, k], cn[:, k]
         self._advance(streams, logits, out)

@@ -46,20 +46,25 @@ def next_distributions(logits: np.ndarray, temperature: np.ndarray, top_k: np.nd
     # every entry into -inf and the whole row into NaN (then a banned id came out).
     with np.errstate(over="ignore"):
         z = (logp - logp.max(axis=1, keepdims=True)) / np.where(greedy, 1.0, temperature)[:, None]
-    order = np.argsort(-z, axis=1, kind="stable")  # likeliest first, ties by lowest id
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.broadcast_to(np.arange(V), (B, V)), axis=1)
-    keep = np.isfinite(z) & ((top_k[:, None] <= 0) | (rank < top_k[:, None]))
-    # greedy rows keep only their argmax (the first in `order`)
-    keep &= ~greedy[:, None] | (rank == 0)
+    use_k, use_p = bool((top_k > 0).any()), bool((top_p < 1.0).any())
+    keep = np.isfinite(z)
+    if use_k or use_p:  # the sort is only needed for top-k / top-p rows
+        order = np.argsort(-z, axis=1, kind="stable")  # likeliest first, ties by lowest id
+        rank = order.argsort(axis=1)  # inverse permutation: rank[b, id]
+    if use_k:
+        keep &= (top_k[:, None] <= 0) | (rank < top_k[:, None])
+    if greedy.any():  # greedy rows keep only their argmax (lowest id on ties)
+        keep &= ~greedy[:, None] | (np.arange(V)[None, :] == np.argmax(z, axis=1)[:, None])
     z = np.where(keep, z, -np.inf)
     probs = np.exp(z - z.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    # nucleus: in order of likelihood, keep entries until the mass reaches top_p
-    csum = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
-    n_keep = (csum < top_p[:, None]).sum(axis=1) + 1
-    in_nucleus = (rank < n_keep[:, None]) | (top_p[:, None] >= 1.0)
-    probs = np.where(in_nucleus, probs, 0.0)
+    if use_p:
+        # nucleus: in order of likelihood, keep entries until the mass reaches top_p
+        csum = np.cumsum(np.take_along_axis(probs, order, axis=1), axis=1)
+        n_keep = (csum < top_p[:, None]).sum(axis=1) + 1
+        in_nucleus = (rank < n_keep[:, None]) | (top_p[:, None] >= 1.0)
+        probs = np.where(in_nucleus, probs, 0.0)
+    # always renormalise, so a row computes the same whatever the other rows ask for
     probs /= probs.sum(axis=1, keepdims=True)
     return probs
 
