@@ -315,7 +315,7 @@ def render(raw_s, raw_g, results, meta, sent_conc, gen_streams, reps, n_req) -> 
         "",
         "## /sentiment (IMDB test reviews)",
         "",
-        f"Raw limit (in-process `session.run`, 1 ORT thread, length-sorted batches): "
+        "Raw limit (in-process `session.run`, 1 ORT thread, length-sorted batches): "
         + ", ".join(f"B={b}: {v:.0f}/s" for b, v in raw_s["by_batch"].items())
         + f"; best {raw_s['best_per_s']:.0f} reviews/s at B={raw_s['best_batch']}.",
         "",
