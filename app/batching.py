@@ -79,6 +79,7 @@ class ClassificationBatcher:
         self.queue: asyncio.Queue[_Row] = asyncio.Queue(maxsize=max_queue)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{model.name}")
         self._task: asyncio.Task | None = None
+        self._last_batch = 0
         n = model.name
         self._m_infer = metrics.INFERENCE.labels(n, "classify")
         self._m_batch = metrics.BATCH_SIZE.labels(n, "classify")
@@ -114,8 +115,12 @@ class ClassificationBatcher:
         return fut
 
     async def _collect(self) -> list[_Row]:
+        """What is queued, up to max_batch rows. The loop waits up to max_wait for more
+        only when the previous call had company (more than one row): a lone caller
+        (concurrency 1) never pays the wait, and under load rows queue up while the
+        previous call runs, so batches fill without waiting at all."""
         rows = [await self.queue.get()]
-        deadline = time.perf_counter() + self.max_wait
+        deadline = time.perf_counter() + (self.max_wait if self._last_batch > 1 else 0.0)
         while len(rows) < self.max_batch:
             try:
                 rows.append(self.queue.get_nowait())
@@ -135,6 +140,7 @@ class ClassificationBatcher:
         loop = asyncio.get_running_loop()
         while True:
             rows = await self._collect()
+            self._last_batch = len(rows)
             now = time.perf_counter()
             live = []
             for r in rows:

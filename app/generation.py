@@ -57,6 +57,7 @@ class Stream:
     stop: list[str]
     arrived: float
     loop: asyncio.AbstractEventLoop
+    streaming: bool = True  # False: the text is delivered once, at the end
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False
     # engine-side state
@@ -279,7 +280,12 @@ class GenerationEngine:
                     break
             if reason is None and s.n >= s.max_new:
                 reason = "length"
-            release = cut if reason else len(s.text) - _holdback(s.text, s.stop)
+            if reason:
+                release = cut
+            elif s.streaming:
+                release = len(s.text) - _holdback(s.text, s.stop)
+            else:  # nobody reads partial text: spare the event loop a wake-up per step
+                release = 0
             if release > s.emitted:
                 out.append((s, s.text[s.emitted : release]))
                 s.emitted = release

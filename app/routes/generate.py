@@ -84,7 +84,7 @@ async def generate(body: GenerateRequest, request: Request,
     stream = Stream(prompt_ids=prompt_ids,
                     params=SamplingParams(body.temperature, body.top_k, body.top_p),
                     seed=seed, max_new=body.max_new_chars, stop=list(body.stop),
-                    arrived=arrived, loop=asyncio.get_running_loop())
+                    arrived=arrived, loop=asyncio.get_running_loop(), streaming=body.stream)
     engine = state.engines[model.name]
     engine.submit(stream)
     meta = {"seed": seed, "prompt_chars": len(body.prompt), "unknown_prompt_chars": n_unknown,
