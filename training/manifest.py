@@ -20,10 +20,13 @@ def write_model_folder(out: Path, graph: onnx.ModelProto, vocab, manifest: dict)
     data = graph.SerializeToString()
     (out / "model.onnx").write_bytes(data)
     vocab.save(out / "vocab.json")
+    sha = hashlib.sha256(data).hexdigest()
     full = {
         **manifest,
+        # build metadata: the same recipe retrained gives a different version string
+        "version": f"{manifest['version']}+{sha[:8]}",
         "files": {"model": "model.onnx", "vocab": "vocab.json"},
-        "model_sha256": hashlib.sha256(data).hexdigest(),
+        "model_sha256": sha,
         "model_bytes": len(data),
         "opset": graph.opset_import[0].version,
         "inputs": [_io(v) for v in graph.graph.input],

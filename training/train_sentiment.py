@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from app.tokenizer import WordTokenizer
+from app.tokenizer import WordTokenizer, tokenize
 from training.data import DataError, load_imdb, source_record, split_train_val
 from training.evaluate import sentiment_accuracy_onnx
 from training.export import (
@@ -58,12 +58,13 @@ class TrainConfig:
     lr: float = 1e-3
     lr_min: float = 5e-5
     weight_decay: float = 0.0
-    word_dropout: float = 0.0  # fraction of training tokens replaced by <unk>
-    ema: float = 0.0  # if > 0, evaluate/export an exponential moving average of the weights
+    word_dropout: float = 0.1  # fraction of training tokens replaced by <unk>
+    ema: float = 0.99  # if > 0, evaluate/export an exponential moving average of the weights
     members: int = 1  # > 1: train that many seeds and export the mean of their outputs
-    nb_init: float = 0.0  # > 0: embedding dim 0 starts as the words' NB log-count ratio
+    nb_init: float = 1.0  # > 0: embedding dim 0 starts as the words' NB log-count ratio
+    w2v_epochs: int = 5  # > 0: other embedding dims start from word2vec on the train split
     clip: float = 1.0
-    epochs: int = 8
+    epochs: int = 6
     patience: int = 2
     val_fraction: float = 0.1
     seed: int = 1234
@@ -116,6 +117,27 @@ def evaluate_torch(model: torch.nn.Module, seqs: list[list[int]], labels: list[i
     return correct / len(seqs), loss / len(seqs)
 
 
+def word2vec_init(texts: list[list[str]], tok: WordTokenizer, dim: int, epochs: int,
+                  seed: int) -> torch.Tensor:
+    """Skip-gram word2vec (gensim, one worker: deterministic) trained on the training
+    split's own reviews, scaled to unit standard deviation like nn.Embedding's init.
+    Words word2vec dropped keep a random vector."""
+    import zlib
+
+    from gensim.models import Word2Vec
+
+    w2v = Word2Vec(texts, vector_size=dim, window=5, min_count=1, sg=1, negative=5,
+                   epochs=epochs, workers=1, seed=seed,
+                   hashfxn=lambda s: zlib.crc32(s.encode()))
+    g = torch.Generator().manual_seed(seed)
+    out = torch.randn(tok.vocab_size, dim, generator=g)
+    known = [i for i, w in enumerate(tok.itos) if w in w2v.wv.key_to_index]
+    vecs = torch.tensor(np.stack([w2v.wv[tok.itos[i]] for i in known]))
+    out[known] = vecs / vecs.std()
+    print(f"word2vec: {len(known)} of {tok.vocab_size} words, {epochs} epochs", flush=True)
+    return out
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -135,7 +157,8 @@ def nb_log_count_ratio(seqs: list[list[int]], labels: list[int], vocab: int) -> 
 
 def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list[int]],
                  tr_y: list[int], va_x: list[list[int]], va_y: list[int], t_start: float,
-                 minutes: float) -> tuple[SentimentLSTM, float, int, list[dict]]:
+                 minutes: float, w2v: torch.Tensor | None = None
+                 ) -> tuple[SentimentLSTM, float, int, list[dict]]:
     """Train one model with ``seed``; returns the best-validation weights."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -143,6 +166,9 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
                            emb_dropout=cfg.emb_dropout, out_dropout=cfg.out_dropout)
     model = SentimentLSTM(mcfg)
     dev = pick_device(cfg.device)
+    if w2v is not None:
+        with torch.no_grad():
+            model.embedding.weight[:, -w2v.shape[1]:] = w2v
     if cfg.nb_init > 0:
         with torch.no_grad():
             model.embedding.weight[:, 0] = nb_log_count_ratio(tr_x, tr_y, tok.vocab_size) * cfg.nb_init
@@ -216,11 +242,16 @@ def train(cfg: TrainConfig) -> dict:
     va_y = [r.label for r in val_set]
     print(f"sentiment: vocab {tok.vocab_size}, train {len(tr_x)}, val {len(va_x)}, "
           f"{cfg.members} member(s)", flush=True)
+    w2v = None
+    if cfg.w2v_epochs > 0:
+        dim = cfg.emb_dim - (1 if cfg.nb_init > 0 else 0)
+        w2v = word2vec_init([[t.text for t in tokenize(r.text)] for r in train_set], tok, dim,
+                            cfg.w2v_epochs, cfg.seed)
     members, member_info = [], []
     for i in range(cfg.members):
         minutes = (cfg.max_minutes - (time.time() - t_start) / 60) / (cfg.members - i)
         model, best, best_epoch, history = train_member(
-            cfg, cfg.seed + i, tok, tr_x, tr_y, va_x, va_y, t_start, minutes)
+            cfg, cfg.seed + i, tok, tr_x, tr_y, va_x, va_y, t_start, minutes, w2v)
         members.append(model)
         member_info.append({"seed": cfg.seed + i, "val_accuracy": round(best, 4),
                             "best_epoch": best_epoch, "history": history})
