@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="folder scanned for model folders")
     device: Device = Field(Device.auto, description="auto | cpu | cuda")
     intra_op_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads per model")
+    batch_threads: int = Field(2, ge=1, le=64, description="ORT threads of the classifier's "
+                               "second session, used for calls of >= batch_threads_min_rows rows")
+    batch_threads_min_rows: int = Field(4, ge=2, description="rows from which a classifier "
+                                        "call uses the batch_threads session")
     allow_spinning: bool = Field(False, description="let ORT worker threads spin-wait")
     warmup: bool = Field(True, description="run each model once before reporting ready")
 

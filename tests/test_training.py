@@ -336,3 +336,17 @@ def test_ensemble_graph_averages_members_and_stays_batch_invariant():
     np.testing.assert_allclose(p, np.mean([s[0] for s in singles], 0), atol=1e-6)
     np.testing.assert_allclose(a, np.mean([s[1] for s in singles], 0), atol=1e-6)
     assert np.allclose(a.sum(1), 1.0, atol=1e-5)
+
+
+def test_fast_id_path_gives_the_same_ids_as_the_offset_path():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    tok = WordTokenizer.build(["good bad don't it's film !", "ΟΔΟΣ İstanbul café"], 50, 1)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet=st.sampled_from(list("abcAB '’!?<>/br ΣσİÉé\n\t1_-")), max_size=80))
+    def check(text):
+        assert tok.encode(text).ids == tok.encode(text, offsets=False).ids
+
+    check()

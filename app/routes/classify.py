@@ -79,7 +79,7 @@ async def sentiment(body: SentimentRequest, request: Request,
     else:
         check_texts(texts, s)
     model = _model(state, body.model)
-    encoded = [model.tokenizer.encode(t) for t in texts]  # type: ignore[union-attr]
+    encoded = [model.tokenizer.encode(t, offsets=False) for t in texts]  # type: ignore[union-attr]
     rows = await classify(request, state, model, encoded)
     headers = timing_headers(max(r.queue_s for r in rows), max(r.inference_s for r in rows))
     results = [_result(model, r.probability, e) for r, e in zip(rows, encoded, strict=True)]
