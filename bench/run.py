@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -76,31 +77,33 @@ def prompts(n: int, length: int = 200, seed: int = 0) -> list[str]:
 
 # ------------------------------------------------------------------ raw limit
 
-def _session(path: Path) -> ort.InferenceSession:
+def _session(path: Path, threads: int = 1) -> ort.InferenceSession:
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
+    so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def raw_sentiment(texts: list[str]) -> dict:
+    """Rows/s of bare session.run over length-sorted batches, for 1 and 2 ORT threads;
+    the limit is the best of all (threads, batch size)."""
     tok = WordTokenizer.load(MODELS / "sentiment" / "vocab.json")
-    sess = _session(MODELS / "sentiment" / "model.onnx")
     ids = [tok.encode(t).ids or [tok.unk_id] for t in texts]
-    out = {}
-    for bs in (1, 8, 16, 32, 64):
-        # rows sorted by length within the run, as the server's buckets do
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        t0 = time.perf_counter()
-        for i in range(0, len(order), bs):
-            b = [ids[j] for j in order[i : i + bs]]
-            lens = np.array([len(x) for x in b], dtype=np.int64)
-            arr = np.zeros((len(b), lens.max()), dtype=np.int64)
-            for k, x in enumerate(b):
-                arr[k, : len(x)] = x
-            sess.run(["probability"], {"input_ids": arr, "lengths": lens})
-        out[bs] = len(ids) / (time.perf_counter() - t0)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out: dict = {}
+    for threads in (1, 2):
+        sess = _session(MODELS / "sentiment" / "model.onnx", threads)
+        for bs in (1, 8, 16, 32, 64):
+            t0 = time.perf_counter()
+            for i in range(0, len(order), bs):
+                b = [ids[j] for j in order[i : i + bs]]
+                lens = np.array([len(x) for x in b], dtype=np.int64)
+                arr = np.zeros((len(b), lens.max()), dtype=np.int64)
+                for k, x in enumerate(b):
+                    arr[k, : len(x)] = x
+                sess.run(["probability"], {"input_ids": arr, "lengths": lens})
+            out[(threads, bs)] = len(ids) / (time.perf_counter() - t0)
     best = max(out, key=out.get)  # type: ignore[arg-type]
     return {"by_batch": out, "best_batch": best, "best_per_s": out[best]}
 
@@ -204,6 +207,40 @@ async def load_sentiment(url: str, texts: list[str], concurrency: int, n: int) -
             "p99_ms": pct(lat, 99) * 1e3, "errors": errors}
 
 
+WRK_LUA = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format("POST", "/sentiment", {["Content-Type"] = "application/json"}, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%f %%f %%f %%d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    e.status + e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def load_sentiment_wrk(url: str, texts: list[str], concurrency: int, seconds: float) -> dict:
+    """The same /sentiment load from wrk (C, one thread): a Python load generator
+    would take a good part of the 2 cores the server needs."""
+    import tempfile
+
+    bodies = ",".join("[==[" + json.dumps({"text": t}) + "]==]" for t in texts
+                      if "]==]" not in json.dumps({"text": t}))
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA % bodies)
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s",
+                          "-s", f.name, url], capture_output=True, text=True, check=True).stdout
+    os.unlink(f.name)
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT"))
+    n, dur_us, p50, p95, p99, errors = line.split()[1:]
+    return {"per_s": int(n) / (int(dur_us) / 1e6), "p50_ms": float(p50) / 1e3,
+            "p95_ms": float(p95) / 1e3, "p99_ms": float(p99) / 1e3, "errors": int(errors)}
+
+
 async def load_generate(url: str, prompt_list: list[str], streams: int, per_stream: int,
                         new_chars: int) -> dict:
     lat: list[float] = []
@@ -257,15 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--no-wrk", action="store_true",
+                    help="drive /sentiment from Python (aiohttp) even when wrk is installed")
     a = ap.parse_args(argv)
     n_req = 300 if a.quick else 1000
+    use_wrk = shutil.which("wrk") is not None and not a.no_wrk
     new_chars = 200
     texts = review_texts(1000)
     plist = prompts(256)
     print("raw limit (in-process session.run, 1 thread) ...", flush=True)
     raw_s = raw_sentiment(texts[:n_req])
     raw_g = raw_generation(plist, new_chars)
-    print(json.dumps({"sentiment": raw_s, "generate": raw_g}, indent=1), flush=True)
+    print(raw_s, raw_g, flush=True)
     sent_conc = (1, 8, 32, 128)
     gen_streams = (1, 8, 32, 64)
     results: dict = {"naive": {}, "real": {}}
@@ -277,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(load_sentiment(url, texts, 8, 100))  # warm the HTTP path
             for c in sent_conc:
                 n = max(n_req // (4 if c == 1 else 1), c * 2)
-                runs = [asyncio.run(load_sentiment(url, texts, c, n)) for _ in range(a.reps)]
+                if use_wrk:
+                    runs = [load_sentiment_wrk(url, texts, c, 2 if a.quick else 5)
+                            for _ in range(a.reps)]
+                else:
+                    runs = [asyncio.run(load_sentiment(url, texts, c, n)) for _ in range(a.reps)]
                 results[mode][("sentiment", c)] = median_of(runs)
                 print(mode, "sentiment", c, results[mode][("sentiment", c)], flush=True)
             for st in gen_streams:
@@ -288,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(mode, "generate", st, results[mode][("generate", st)], flush=True)
             meta[mode]["ttfc_ms"] = asyncio.run(ttfc(url, plist[0])) * 1e3
             meta[mode]["rss_end_mb"] = rss_mb(pid)
+    meta["loadgen"] = "wrk (1 thread, C)" if use_wrk else "aiohttp (Python)"
     report = render(raw_s, raw_g, results, meta, sent_conc, gen_streams, a.reps, n_req)
     print(report)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -313,15 +358,18 @@ def render(raw_s, raw_g, results, meta, sent_conc, gen_streams, reps, n_req) -> 
         "# Benchmarks",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` on: {machine()}.",
-        "Load generator (aiohttp) and server share the machine, loopback only. "
+        f"Load generators: /sentiment {meta['loadgen']}, /generate aiohttp; they share the "
+        "machine with the server, loopback only. "
         f"Each cell: median of {reps} repetitions. Shared, noisy machine: compare ratios "
         "within this run only.",
         "",
         "## /sentiment (IMDB test reviews)",
         "",
-        "Raw limit (in-process `session.run`, 1 ORT thread, length-sorted batches): "
-        + ", ".join(f"B={b}: {v:.0f}/s" for b, v in raw_s["by_batch"].items())
-        + f"; best {raw_s['best_per_s']:.0f} reviews/s at B={raw_s['best_batch']}.",
+        "Raw limit (in-process `session.run`, length-sorted batches, no HTTP): "
+        + ", ".join(f"{t} thread{'s' if t > 1 else ''} B={b}: {v:.0f}/s"
+                    for (t, b), v in raw_s["by_batch"].items())
+        + f"; best {raw_s['best_per_s']:.0f} reviews/s ({raw_s['best_batch'][0]} threads, "
+        f"B={raw_s['best_batch'][1]}).",
         "",
         "| concurrency | naive req/s | naive p50 / p99 ms | real req/s | real p50 / p95 / p99 ms "
         "| real / naive | real / raw limit |",
