@@ -12,7 +12,7 @@ from app.batching import ClassificationBatcher
 from app.config import Settings
 from app.errors import ApiError
 from app.generation import GenerationEngine
-from app.registry import Registry
+from app.registry import LoadedModel, Registry
 
 
 @dataclass
@@ -48,3 +48,15 @@ async def require_api_key(request: Request) -> None:
         metrics.REJECTED.labels("unauthorized").inc()
         raise ApiError(401, "unauthorized", "missing or wrong API key: send "
                        "'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"})
+
+
+def model_for(state: AppState, task: str, name: str | None) -> LoadedModel:
+    """The loaded model of ``task`` named ``name`` (or the first one): names are looked
+    up among the loaded models only, never used as paths."""
+    assert state.registry is not None
+    m = state.registry.by_task(task, name)
+    if m is None:
+        names = [k for k, v in state.registry.models.items() if v.task == task]
+        raise ApiError(404, "model_not_found", f"model: no {task} model named {name!r}; "
+                       f"loaded: {names}")
+    return m

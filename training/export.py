@@ -50,6 +50,14 @@ def _lstm_weights(lstm: torch.nn.LSTM, layer: int) -> tuple[np.ndarray, np.ndarr
     return W, R, B
 
 
+def _finish(graph: onnx.GraphProto) -> onnx.ModelProto:
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                          producer_name="seqserve")
+    m.ir_version = 9
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
 def _init(name: str, arr: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.ascontiguousarray(arr), name)
 
@@ -124,11 +132,7 @@ def build_sentiment_graph(model: SentimentLSTM) -> onnx.ModelProto:
                                                ["batch", "time"])],
         initializer=inits,
     )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                          producer_name="seqserve")
-    m.ir_version = 9
-    onnx.checker.check_model(m, full_check=True)
-    return m
+    return _finish(graph)
 
 
 class SentimentEnsemble(torch.nn.Module):
@@ -194,11 +198,7 @@ def merge_sentiment_graphs(members: list[onnx.ModelProto]) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "sentiment_lstm_attention_ensemble",
                               inputs=list(first.input), outputs=list(first.output),
                               initializer=inits)
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                          producer_name="seqserve")
-    m.ir_version = 9
-    onnx.checker.check_model(m, full_check=True)
-    return m
+    return _finish(graph)
 
 
 def build_char_graph(model: CharLSTM) -> onnx.ModelProto:
@@ -262,11 +262,7 @@ def build_char_graph(model: CharLSTM) -> onnx.ModelProto:
                  helper.make_tensor_value_info("cN", TensorProto.FLOAT, state)],
         initializer=inits,
     )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                          producer_name="seqserve")
-    m.ir_version = 9
-    onnx.checker.check_model(m, full_check=True)
-    return m
+    return _finish(graph)
 
 
 def _session(m: onnx.ModelProto):

@@ -18,7 +18,7 @@ from app.schemas import (
     SentimentRequest,
     SentimentResult,
 )
-from app.state import AppState, get_state, require_api_key
+from app.state import AppState, get_state, model_for, require_api_key
 from app.tokenizer import Encoded
 from app.validation import check_text, check_texts
 
@@ -26,13 +26,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)], tags=["inference"])
 
 
 def _model(state: AppState, name: str | None) -> SentimentModel:
-    assert state.registry is not None
-    m = state.registry.by_task("text-classification", name)
-    if m is None:
-        names = [k for k, v in state.registry.models.items() if v.task == "text-classification"]
-        raise ApiError(404, "model_not_found",
-                       f"model: no classification model named {name!r}; loaded: {names}")
-    return m  # type: ignore[return-value]
+    return model_for(state, "text-classification", name)  # type: ignore[return-value]
 
 
 async def classify(request: Request, state: AppState, model: SentimentModel,

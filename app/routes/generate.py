@@ -24,20 +24,14 @@ from app.registry import CharModel
 from app.routes.common import ERROR_RESPONSES, timing_headers
 from app.sampling import SamplingParams
 from app.schemas import GenerateRequest, GenerateResponse
-from app.state import AppState, get_state, require_api_key
+from app.state import AppState, get_state, model_for, require_api_key
 from app.validation import check_generate
 
 router = APIRouter(dependencies=[Depends(require_api_key)], tags=["inference"])
 
 
 def _model(state: AppState, name: str | None) -> CharModel:
-    assert state.registry is not None
-    m = state.registry.by_task("text-generation", name)
-    if m is None:
-        names = [k for k, v in state.registry.models.items() if v.task == "text-generation"]
-        raise ApiError(404, "model_not_found",
-                       f"model: no generation model named {name!r}; loaded: {names}")
-    return m  # type: ignore[return-value]
+    return model_for(state, "text-generation", name)  # type: ignore[return-value]
 
 
 async def _next(stream: Stream) -> str | Finish:
