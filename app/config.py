@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="gather concurrent requests into one ORT call")
     max_batch_size: int = Field(32, ge=1, le=1024, description="rows per ORT call")
     max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill")
+    bucket_ratio: float = Field(1.5, ge=1.0, description="a batch splits where a text is "
+                                "this many times longer than the batch's shortest")
     max_queue: int = Field(512, ge=1, description="queued rows before 503")
     queue_timeout_s: float = Field(10.0, gt=0, description="queue wait deadline (then 503)")
 

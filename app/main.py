@@ -38,7 +38,8 @@ def start_loops(state: AppState) -> None:
         if isinstance(m, SentimentModel):
             b = ClassificationBatcher(m, max_batch_size=s.max_batch_size,
                                       max_wait_ms=s.max_wait_ms, max_queue=s.max_queue,
-                                      queue_timeout_s=s.queue_timeout_s, batching=s.batching)
+                                      queue_timeout_s=s.queue_timeout_s, batching=s.batching,
+                                      bucket_ratio=s.bucket_ratio)
             b.start()
             state.batchers[m.name] = b
         elif isinstance(m, CharModel):
