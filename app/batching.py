@@ -100,7 +100,7 @@ class ClassificationBatcher:
         self._thread: threading.Thread | None = None
         self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_batch = 0
+        self.incoming = 0  # requests announced (being decoded) but not yet submitted
         self.bucket_ratio = bucket_ratio
         n = model.name
         self._m_infer = metrics.INFERENCE.labels(n, "classify")
@@ -129,6 +129,10 @@ class ClassificationBatcher:
                 row.future.set_exception(Overloaded("server is shutting down", 5,
                                                     "shutting_down"))
 
+    def announce(self, n: int) -> None:
+        """``n`` rows are on their way (event loop only); ``submit`` counts them off."""
+        self.incoming += n
+
     def submit(self, ids: list[int], arrived: float) -> asyncio.Future:
         """Queue one row; raises ``Overloaded`` at once if the queue is full."""
         fut = asyncio.get_running_loop().create_future()
@@ -137,19 +141,20 @@ class ClassificationBatcher:
         except queue.Full:
             metrics.REJECTED.labels("queue_full").inc()
             raise Overloaded("classification queue is full; retry shortly") from None
+        self.incoming -= 1
         return fut
 
     # -- worker thread --------------------------------------------------------------
     def _collect(self) -> list[_Row]:
         """What is queued, up to max_batch rows (none after 0.1 s of silence). The loop
-        waits up to max_wait for more only when the previous call had company (more
-        than one row): a lone caller (concurrency 1) never pays the wait, and under
-        load rows queue up while the previous call runs, so batches fill at once."""
+        waits up to max_wait for more only while requests that have arrived are still
+        being decoded and tokenized (``incoming``): when nobody else is on the way (a
+        lone caller, or every caller already queued) waiting would only add latency."""
         try:
             rows = [self.queue.get(timeout=0.1)]
         except queue.Empty:
             return []
-        deadline = time.perf_counter() + (self.max_wait if self._last_batch > 1 else 0.0)
+        deadline = time.perf_counter() + self.max_wait
         while len(rows) < self.max_batch:
             try:
                 rows.append(self.queue.get_nowait())
@@ -157,7 +162,7 @@ class ClassificationBatcher:
             except queue.Empty:
                 pass
             remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            if remaining <= 0 or self.incoming <= 0:
                 break
             try:
                 rows.append(self.queue.get(timeout=remaining))
@@ -177,7 +182,6 @@ class ClassificationBatcher:
             rows = self._collect()
             if not rows:
                 continue
-            self._last_batch = len(rows)
             now = time.perf_counter()
             live, late = [], []
             for r in rows:

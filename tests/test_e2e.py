@@ -173,3 +173,14 @@ def test_metrics_aggregate_across_several_workers(models_dir):
             pids.add(line)
     assert count == n  # every worker's requests, counted once
     assert pids
+
+
+def test_the_batcher_forgets_announced_rows_that_never_arrive(tiny_client):
+    """Rows refused by a full queue or by validation must not leave the batcher
+    waiting for them (it waits for company only while rows are on their way)."""
+    app = tiny_client.app
+    batcher = next(iter(app.state.seqserve.batchers.values()))
+    assert tiny_client.post("/sentiment", json={"texts": ["good film"] * 3}).status_code == 200
+    assert tiny_client.post("/sentiment", json={"text": ""}).status_code == 422
+    assert tiny_client.post("/attention", json={"text": "bad"}).status_code == 200
+    assert batcher.incoming == 0

@@ -30,20 +30,28 @@ def _model(state: AppState, name: str | None) -> SentimentModel:
 
 
 async def classify(request: Request, state: AppState, model: SentimentModel,
-                   encoded: list[Encoded]):
+                   texts: list[str], offsets: bool) -> tuple[list[Encoded], list]:
+    """Tokenize ``texts`` and run them through the batching loop. The batcher hears
+    of the rows before tokenizing, so it can wait for them rather than start a call
+    without them."""
     arrived = request.scope.get("state", {}).get("arrived", time.perf_counter())
     batcher = state.batchers[model.name]
-    futures = []
+    tok = model.tokenizer
+    assert tok is not None
+    futures: list[asyncio.Future] = []
+    batcher.announce(len(texts))
     try:
+        encoded = [tok.encode(t, offsets=offsets) for t in texts]
         for e in encoded:
             futures.append(batcher.submit(e.ids, arrived))
         timeout = state.settings.queue_timeout_s + 30.0
         if len(futures) == 1:
-            return [await asyncio.wait_for(futures[0], timeout)]
-        return await asyncio.wait_for(asyncio.gather(*futures), timeout)
+            return encoded, [await asyncio.wait_for(futures[0], timeout)]
+        return encoded, await asyncio.wait_for(asyncio.gather(*futures), timeout)
     except TimeoutError:
         raise ApiError(504, "timeout", "the model did not answer in time") from None
     finally:
+        batcher.announce(-(len(texts) - len(futures)))  # rows that never reached submit
         for f in futures:  # rows of a failed or abandoned request do not run
             if not f.done():
                 f.cancel()
@@ -73,8 +81,7 @@ async def sentiment(body: SentimentRequest, request: Request,
     else:
         check_texts(texts, s)
     model = _model(state, body.model)
-    encoded = [model.tokenizer.encode(t, offsets=False) for t in texts]  # type: ignore[union-attr]
-    rows = await classify(request, state, model, encoded)
+    encoded, rows = await classify(request, state, model, texts, offsets=False)
     headers = timing_headers(max(r.queue_s for r in rows), max(r.inference_s for r in rows))
     results = [_result(model, r.probability, e) for r, e in zip(rows, encoded, strict=True)]
     if body.text is not None:
@@ -89,8 +96,7 @@ async def attention(body: AttentionRequest, request: Request,
                     state: AppState = Depends(get_state)) -> JSONResponse:
     check_text("text", body.text, state.settings.max_text_chars)
     model = _model(state, body.model)
-    e = model.tokenizer.encode(body.text)  # type: ignore[union-attr]
-    (row,) = await classify(request, state, model, [e])
+    (e,), (row,) = await classify(request, state, model, [body.text], offsets=True)
     # A text without a single token was read as one <unk>; it has no token to show.
     tokens = [{"text": t.text, "start": t.start, "end": t.end, "weight": w}
               for t, w in zip(e.tokens, row.attention.tolist(), strict=False)]
