@@ -26,11 +26,8 @@ import os
 import platform
 import random
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -41,6 +38,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.tokenizer import CharVocab, WordTokenizer
+from bench.server import ServerProcess, rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -131,50 +129,22 @@ def raw_generation(prompt_list: list[str], new_chars: int) -> dict:
 
 # ------------------------------------------------------------------ servers
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextmanager
+def server(**settings: object):
+    """The app on a free loopback port -> (url, pid, seconds from process start to
+    ready); SIGTERM at the end."""
+    srv = ServerProcess(MODELS, log_level="warning", max_queue=4096, **settings)
+    t0 = time.perf_counter()
+    with srv:
+        startup = time.perf_counter() - t0
+        try:
+            yield srv.url, srv.pid, startup
+        finally:
+            srv.terminate(20)
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-@contextmanager
-def server(**env: str):
-    port = free_port()
-    full = {**os.environ, "SEQSERVE_PORT": str(port), "SEQSERVE_HOST": "127.0.0.1",
-            "SEQSERVE_LOG_LEVEL": "warning", "SEQSERVE_MODELS_DIR": str(MODELS),
-            "SEQSERVE_MAX_QUEUE": "4096", **env}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=full)
-    url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    startup = None
-    try:
-        while time.perf_counter() - t0 < 60:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        startup = time.perf_counter() - t0
-                        break
-            except OSError:
-                time.sleep(0.05)
-        if startup is None:
-            raise RuntimeError("server not ready in 60 s")
-        yield url, proc.pid, startup
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return rss_bytes(pid) / 2**20
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -310,9 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     gen_streams = (1, 8, 32, 64)
     results: dict = {"naive": {}, "real": {}}
     meta: dict = {}
-    for mode, env in (("naive", {"SEQSERVE_BATCHING": "false", "SEQSERVE_GEN_BATCHING": "false"}),
-                      ("real", {})):
-        with server(**env) as (url, pid, startup):
+    for mode, settings in (("naive", {"batching": False, "gen_batching": False}), ("real", {})):
+        with server(**settings) as (url, pid, startup):
             meta[mode] = {"startup_s": startup, "rss_start_mb": rss_mb(pid)}
             asyncio.run(load_sentiment(url, texts, 8, 100))  # warm the HTTP path
             for c in sent_conc:

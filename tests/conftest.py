@@ -10,6 +10,7 @@ enough for behaviour that does not depend on model quality.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import string
@@ -98,3 +99,37 @@ def client(make_client: Callable[..., object], models_dir: Path):
 @pytest.fixture
 def tiny_client(make_client: Callable[..., object], tiny_models_dir: Path):
     return make_client(tiny_models_dir)
+
+
+class LogRecords(logging.Handler):
+    """Keeps everything the service logs: the records, and each as one line with all
+    its attributes (to search for what must never be logged)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.lines.append(self.format(record) + " " + repr(record.__dict__))
+
+
+@pytest.fixture
+def capture_log() -> Iterator[Callable[[], LogRecords]]:
+    """capture_log() -> a handler seeing everything the service logs from now on, at
+    every level. Call it after the app is created: creating an app resets the
+    handlers of its logger (which does not propagate, so caplog sees nothing)."""
+    logger = logging.getLogger("seqserve")
+    level, handlers = logger.level, []
+
+    def start() -> LogRecords:
+        logger.setLevel(logging.DEBUG)
+        handlers.append(LogRecords())
+        logger.addHandler(handlers[-1])
+        return handlers[-1]
+
+    yield start
+    for h in handlers:
+        logger.removeHandler(h)
+    logger.setLevel(level)

@@ -34,25 +34,10 @@ def client(tiny_models_dir) -> Iterator[TestClient]:
         yield c
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
-def server_log(client) -> Iterator[list[logging.LogRecord]]:
-    """Everything the service logs during the test (its logger does not propagate)."""
-    h = _Records()
-    logger = logging.getLogger("seqserve")
-    logger.addHandler(h)
-    try:
-        yield h.records
-    finally:
-        logger.removeHandler(h)
+def server_log(client, capture_log) -> list[logging.LogRecord]:
+    """Everything the service logs during the test (after ``client`` made the app)."""
+    return capture_log().records
 
 
 def assert_quiet(records: list[logging.LogRecord]) -> None:
@@ -392,7 +377,7 @@ def _read_response(sock: socket.socket) -> bytes:
 
 @pytest.fixture(scope="module")
 def live_server(tiny_models_dir):
-    from bench.soak import ServerProcess
+    from bench.server import ServerProcess
 
     with ServerProcess(tiny_models_dir) as srv:
         yield srv

@@ -7,12 +7,6 @@ streams are reproducible, and metrics aggregate across several uvicorn workers.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,45 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.server import ServerProcess
 
 
 @contextmanager
-def server(models: Path, **env: str) -> Iterator[str]:
-    port = free_port()
-    full_env = {**os.environ, "SEQSERVE_MODELS_DIR": str(models), "SEQSERVE_PORT": str(port),
-                "SEQSERVE_HOST": "127.0.0.1", "SEQSERVE_LOG_LEVEL": "warning", **env}
-    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stdout.read().decode()[-2000:]}")
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("server did not become ready in 60 s")
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
+def server(models: Path, **settings: object) -> Iterator[str]:
+    with ServerProcess(models, log_level="warning", **settings) as srv:
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield srv.url
+        finally:
+            srv.terminate(30)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +121,7 @@ def test_seeded_streams_are_reproducible_whatever_else_runs(live):
 
 
 def test_metrics_aggregate_across_several_workers(models_dir):
-    with server(models_dir, SEQSERVE_WORKERS="2") as url:
+    with server(models_dir, workers=2) as url:
         with httpx.Client(base_url=url, timeout=30) as c:
             n = 24
             for _ in range(n):

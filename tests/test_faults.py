@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from bench.soak import ROOT, ServerProcess, free_port
+from bench.server import ROOT, ServerProcess, free_port
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -46,31 +46,6 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def rejected(client, reason: str) -> float:
     return metric(client.get("/metrics").text, "seqserve_rejected_requests_total", reason=reason)
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def capture_log():
-    """capture_log() -> the list of what the service logs from now on. Call it after
-    the app is created: creating an app resets the handlers of its logger."""
-    logger, handlers = logging.getLogger("seqserve"), []
-
-    def start() -> list[logging.LogRecord]:
-        handlers.append(_Records())
-        logger.addHandler(handlers[-1])
-        return handlers[-1].records
-
-    yield start
-    for h in handlers:
-        logger.removeHandler(h)
 
 
 def slow_down(model, seconds: float) -> None:
@@ -366,7 +341,7 @@ def fail_once(model) -> list[int]:
 def test_ort_error_fails_only_its_batch_and_the_service_goes_on(make_client, tiny_models_dir,
                                                                capture_log):
     c = make_client(tiny_models_dir)
-    server_log = capture_log()
+    server_log = capture_log().records
     calls = fail_once(c.app.state.seqserve.registry.models["sentiment"])
     r = c.post("/sentiment", json={"text": "a good film"})
     assert r.status_code == 500
@@ -384,7 +359,7 @@ def test_ort_error_fails_only_its_batch_and_the_service_goes_on(make_client, tin
 def test_ort_error_in_generation_fails_only_those_streams(make_client, tiny_models_dir,
                                                          capture_log):
     c = make_client(tiny_models_dir)
-    server_log = capture_log()
+    server_log = capture_log().records
     fail_once(c.app.state.seqserve.registry.models["chargen"])
     r = c.post("/generate", json={"prompt": "the ", "max_new_chars": 20})
     assert r.status_code == 500
@@ -414,7 +389,7 @@ def test_ort_error_in_generation_fails_only_those_streams(make_client, tiny_mode
 def test_an_unexpected_bug_is_a_500_with_error_and_request_ids_and_one_log_line(
         make_client, tiny_models_dir, capture_log):
     c = make_client(tiny_models_dir)
-    server_log = capture_log()
+    server_log = capture_log().records
     tok = c.app.state.seqserve.registry.models["sentiment"].tokenizer
     original = tok.encode
     tok.encode = lambda text: 1 / 0  # a bug in the request path

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 
 import pytest
@@ -21,34 +20,6 @@ KEY = "k3y-Th4t-must-never-be-logged"
 INFERENCE = [("/sentiment", {"text": "a fine film"}), ("/attention", {"text": "a fine film"}),
              ("/generate", {"prompt": "the ", "max_new_chars": 5})]
 OPEN = ["/healthz", "/readyz", "/v1/models", "/metrics", "/openapi.json", "/docs"]
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        self.lines.append(self.format(record) + " " + repr(record.__dict__))
-
-
-@pytest.fixture
-def capture_log():
-    """capture_log() -> handler seeing everything the service logs from now on (call
-    it after the app is created: creating an app resets its logger's handlers)."""
-    logger, handlers = logging.getLogger("seqserve"), []
-
-    def start() -> _Records:
-        logger.setLevel(logging.DEBUG)
-        handlers.append(_Records())
-        logger.addHandler(handlers[-1])
-        return handlers[-1]
-
-    yield start
-    for h in handlers:
-        logger.removeHandler(h)
 
 
 def _rejected_unauthorized(client) -> float:

@@ -19,34 +19,34 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from app.tokenizer import WordTokenizer
 from training.data import DataError, load_imdb
-from training.evaluate import sentiment_accuracy_onnx
-from training.export import INVARIANCE_TOL, ExportCheckError, merge_sentiment_graphs
+from training.evaluate import ort_session, sentiment_accuracy_onnx
+from training.export import (
+    INVARIANCE_TOL,
+    ExportCheckError,
+    merge_sentiment_graphs,
+    random_padded_batch,
+)
 from training.manifest import write_model_folder
 
 
-def _run(model: onnx.ModelProto, ids: np.ndarray, lens: np.ndarray) -> list[np.ndarray]:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"input_ids": ids, "lengths": lens})
-
-
 def check_merged(members: list[onnx.ModelProto], merged: onnx.ModelProto, vocab: int) -> dict:
-    rng = np.random.default_rng(0)
     lengths = [7, 1, 23, 64, 3, 40]
-    ids = np.zeros((len(lengths), max(lengths)), dtype=np.int64)
-    for b, n in enumerate(lengths):
-        ids[b, :n] = rng.integers(1, vocab, n)
-    lens = np.array(lengths, dtype=np.int64)
-    p, a = _run(merged, ids, lens)
-    outs = [_run(m, ids, lens) for m in members]
+    ids, lens = random_padded_batch(lengths, vocab, 0)
+
+    def run(sess, ids: np.ndarray, lens: np.ndarray) -> list[np.ndarray]:
+        return sess.run(None, {"input_ids": ids, "lengths": lens})
+
+    merged_sess = ort_session(merged.SerializeToString())
+    p, a = run(merged_sess, ids, lens)
+    outs = [run(ort_session(m.SerializeToString()), ids, lens) for m in members]
     parity = max(float(np.abs(p - np.mean([o[0] for o in outs], 0)).max()),
                  float(np.abs(a - np.mean([o[1] for o in outs], 0)).max()))
     inv = 0.0
     for b, n in enumerate(lengths):
-        p1, a1 = _run(merged, ids[b:b + 1, :n], lens[b:b + 1])
+        p1, a1 = run(merged_sess, ids[b:b + 1, :n], lens[b:b + 1])
         inv = max(inv, float(abs(p1[0] - p[b])), float(np.abs(a1[0] - a[b, :n]).max()))
     res = {"merged_vs_member_mean_max_abs_diff": parity, "row_alone_vs_batch_max_abs_diff": inv,
            "batch_lengths": lengths}

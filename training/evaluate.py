@@ -24,7 +24,8 @@ from app.tokenizer import CharVocab, WordTokenizer
 from training.data import DataError, Review, load_imdb, load_text
 
 
-def _session(model: bytes | str, threads: int = 1):
+def ort_session(model: bytes | str, threads: int = 1):
+    """A CPU ONNX Runtime session of a serialized graph or a model.onnx path."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -34,7 +35,7 @@ def _session(model: bytes | str, threads: int = 1):
 
 def sentiment_accuracy_onnx(model: bytes | str, tok: WordTokenizer, reviews: list[Review],
                             batch_size: int = 64) -> dict:
-    sess = _session(model)
+    sess = ort_session(model)
     enc = [tok.encode(r.text) for r in reviews]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
     probs = np.zeros(len(enc), dtype=np.float32)
@@ -60,7 +61,7 @@ def sentiment_accuracy_onnx(model: bytes | str, tok: WordTokenizer, reviews: lis
 
 def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: int = 16,
                       layers: int = 2, hidden: int = 256) -> dict:
-    sess = _session(model)
+    sess = ort_session(model)
     ids = np.array(vocab.encode(text)[0], dtype=np.int64)
     n = (len(ids) - 1) // streams
     x = ids[: n * streams].reshape(streams, n)

@@ -25,6 +25,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from training.evaluate import ort_session
 from training.models import MASK_VALUE, CharLSTM, SentimentLSTM
 
 OPSET = 17
@@ -266,14 +267,10 @@ def build_char_graph(model: CharLSTM) -> onnx.ModelProto:
 
 
 def _session(m: onnx.ModelProto):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return ort_session(m.SerializeToString())
 
 
-def _padded_batch(lengths: list[int], vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def random_padded_batch(lengths: list[int], vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     T = max(lengths)
     ids = np.zeros((len(lengths), T), dtype=np.int64)
@@ -286,7 +283,7 @@ def check_sentiment(model: SentimentLSTM, m: onnx.ModelProto,
                     lengths: tuple[int, ...] = (7, 1, 23, 64, 3, 40)) -> dict:
     model.eval()
     sess = _session(m)
-    ids, lens = _padded_batch(list(lengths), model.cfg.vocab_size, 0)
+    ids, lens = random_padded_batch(list(lengths), model.cfg.vocab_size, 0)
     with torch.no_grad():
         logit, attn = model(torch.from_numpy(ids), torch.from_numpy(lens))
     p_t, a_t = torch.sigmoid(logit).numpy(), attn.numpy()
@@ -310,7 +307,7 @@ def check_char(model: CharLSTM, m: onnx.ModelProto,
     model.eval()
     cfg = model.cfg
     sess = _session(m)
-    ids, lens = _padded_batch(list(lengths), cfg.vocab_size, 1)
+    ids, lens = random_padded_batch(list(lengths), cfg.vocab_size, 1)
     rng = np.random.default_rng(2)
     B = len(lengths)
     h0 = rng.standard_normal((cfg.layers, B, cfg.hidden)).astype(np.float32) * 0.5
