@@ -27,10 +27,8 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="folder scanned for model folders")
     device: Device = Field(Device.auto, description="auto | cpu | cuda")
     intra_op_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads per model")
-    batch_threads: int = Field(2, ge=1, le=64, description="ORT threads of the classifier's "
-                               "second session, used for calls of >= batch_threads_min_rows rows")
-    batch_threads_min_rows: int = Field(4, ge=2, description="rows from which a classifier "
-                                        "call uses the batch_threads session")
+    classify_workers: int = Field(0, ge=0, le=64, description="classifier calls run side by "
+                                  "side, one per thread; 0 = one per core / intra_op_threads (max 8)")
     allow_spinning: bool = Field(False, description="let ORT worker threads spin-wait")
     warmup: bool = Field(True, description="run each model once before reporting ready")
 
@@ -38,8 +36,6 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="gather concurrent requests into one ORT call")
     max_batch_size: int = Field(32, ge=1, le=1024, description="rows per ORT call")
     max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill")
-    bucket_ratio: float = Field(1.5, ge=1.0, description="a batch splits where a text is "
-                                "this many times longer than the batch's shortest")
     max_queue: int = Field(512, ge=1, description="queued rows before 503")
     queue_timeout_s: float = Field(10.0, gt=0, description="queue wait deadline (then 503)")
 

@@ -10,6 +10,7 @@ app turns not-ready and stops its loops after the last request.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,17 +18,26 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__, metrics
-from app.batching import ClassificationBatcher
+from app.batching import ClassificationBatcher, cpu_step_cost, gpu_step_cost
 from app.config import Settings
 from app.context import configure_logging
 from app.errors import install_error_handlers
 from app.generation import GenerationEngine
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from app.registry import CharModel, Registry, SentimentModel
+from app.registry import CUDA, CharModel, Registry, SentimentModel
 from app.routes import classify, generate, health
 from app.state import AppState
 
 log = logging.getLogger("seqserve")
+
+
+def classify_workers(s: Settings) -> int:
+    """SEQSERVE_CLASSIFY_WORKERS, or one classifier thread per core (each call uses
+    ``intra_op_threads`` of them), at most 8."""
+    if s.classify_workers:
+        return s.classify_workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, (cores or 1) // s.intra_op_threads))
 
 
 def start_loops(state: AppState) -> None:
@@ -39,7 +49,9 @@ def start_loops(state: AppState) -> None:
             b = ClassificationBatcher(m, max_batch_size=s.max_batch_size,
                                       max_wait_ms=s.max_wait_ms, max_queue=s.max_queue,
                                       queue_timeout_s=s.queue_timeout_s, batching=s.batching,
-                                      bucket_ratio=s.bucket_ratio)
+                                      workers=classify_workers(s),
+                                      step_cost=gpu_step_cost if m.provider == CUDA
+                                      else cpu_step_cost)
             b.start()
             state.batchers[m.name] = b
         elif isinstance(m, CharModel):

@@ -61,27 +61,19 @@ class LoadedModel:
 
 @dataclass
 class SentimentModel(LoadedModel):
-    """The classifier. One LSTM step is too small to split across threads for a single
-    row (a second thread only adds a barrier per time step: 622 -> 527 rows/s measured
-    here), but a batch of rows splits well (B=8: 1,003 -> 1,714 rows/s on 2 cores). So
-    small calls run on a 1-thread session and batched calls on a ``batch_threads``
-    session of the same graph; both are batch-invariant, so answers do not change."""
+    """The classifier. Calls come from several batching threads at once (ONNX Runtime
+    sessions may be run concurrently); each call uses ``intra_op_threads`` threads."""
 
     tokenizer: WordTokenizer | None = None
-    batch_session: ort.InferenceSession | None = None
-    batch_min_rows: int = 4
 
     def run(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sess = self.session
-        if self.batch_session is not None and len(ids) >= self.batch_min_rows:
-            sess = self.batch_session
-        p, a = sess.run(SENTIMENT_OUTPUTS, {"input_ids": ids, "lengths": lengths})
+        p, a = self.session.run(SENTIMENT_OUTPUTS, {"input_ids": ids, "lengths": lengths})
         return p, a
 
     def warmup(self) -> None:
         tok = self.tokenizer
         assert tok is not None
-        for B, T in ((1, 8), (1, tok.max_len), (self.batch_min_rows, tok.max_len)):
+        for B, T in ((1, 8), (1, tok.max_len), (4, tok.max_len)):
             ids = np.full((B, T), tok.unk_id, dtype=np.int64)
             self.run(ids, np.full(B, T, dtype=np.int64))
 
@@ -129,10 +121,9 @@ def choose_providers(device: Device) -> list[str]:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
-def _session(path: Path, settings: Settings, providers: list[str],
-             threads: int | None = None) -> ort.InferenceSession:
+def _session(path: Path, settings: Settings, providers: list[str]) -> ort.InferenceSession:
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or settings.intra_op_threads
+    so.intra_op_num_threads = settings.intra_op_threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.add_session_config_entry("session.intra_op.allow_spinning",
@@ -184,13 +175,8 @@ def load_model(folder: Path, settings: Settings) -> LoadedModel:
                 raise ModelLoadError(f"{model_path}: expected inputs {sorted(SENTIMENT_INPUTS)} "
                                      f"and outputs {SENTIMENT_OUTPUTS}, found {sorted(inputs)} "
                                      f"-> {sorted(outputs)}")
-            batch_sess = None
-            if active == CPU and settings.batch_threads != settings.intra_op_threads:
-                batch_sess = _session(model_path, settings, providers, settings.batch_threads)
             model: LoadedModel = SentimentModel(**common,
-                                                tokenizer=WordTokenizer.from_json(vocab_json),
-                                                batch_session=batch_sess,
-                                                batch_min_rows=settings.batch_threads_min_rows)
+                                                tokenizer=WordTokenizer.from_json(vocab_json))
         elif task == "text-generation":
             if inputs != CHAR_INPUTS or not set(CHAR_OUTPUTS) <= outputs:
                 raise ModelLoadError(f"{model_path}: expected inputs {sorted(CHAR_INPUTS)} and "
