@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -57,7 +58,7 @@ class RequestContextMiddleware:
                 rid = v.decode("latin-1")
                 break
         if not _SAFE_ID.match(rid):
-            rid = uuid.uuid4().hex
+            rid = os.urandom(16).hex()  # as random as uuid4().hex, a third of the cost
         token = request_id_var.set(rid)
         status = 500
         started = False

@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,6 +42,10 @@ class Token(NamedTuple):  # a tuple: ~3x cheaper to create than a frozen datacla
 # is per character (no context such as Greek final sigma), keeps every offset, and
 # lets one ``lower()`` and ``findall`` replace a ``lower()`` per token. Same tokens.
 _ASCII_RE = re.compile(r"<\s*br\s*/?\s*>|[^\W_]+(?:['\u2019][^\W_]+)*|[!?]")
+# For ``token_strings``: in lowercased ASCII a letter-or-digit is [a-z0-9] and only the
+# ASCII apostrophe can occur; the one group is empty for a line break, which
+# ``filter(None, ...)`` then drops in C. Same tokens, ~20 % faster.
+_ASCII_WORDS_RE = re.compile(r"<\s*br\s*/?\s*>|([a-z0-9]+(?:'[a-z0-9]+)*|[!?])", re.ASCII)
 
 
 def tokenize(text: str) -> list[Token]:
@@ -55,7 +60,7 @@ def tokenize(text: str) -> list[Token]:
 def token_strings(text: str) -> list[str]:
     """``[t.text for t in tokenize(text)]``, faster: no offsets (the /sentiment path)."""
     if text.isascii():
-        return [g for g in _ASCII_RE.findall(text.lower()) if g[0] != "<"]
+        return list(filter(None, _ASCII_WORDS_RE.findall(text.lower())))
     return [t.text for t in tokenize(text)]
 
 
@@ -126,7 +131,7 @@ class WordTokenizer:
         if offsets:
             ids = [get(t.text, unk) for t in toks]
             return Encoded(ids=ids, tokens=toks, truncated=truncated, n_tokens_total=n)
-        return Encoded(ids=[get(t, unk) for t in toks], tokens=[], truncated=truncated,
+        return Encoded(ids=list(map(get, toks, repeat(unk))), tokens=[], truncated=truncated,
                        n_tokens_total=n)
 
     def to_json(self) -> dict:

@@ -26,7 +26,7 @@ from hypothesis.extra import numpy as hnp
 from app.config import Settings
 from app.main import create_app
 from app.sampling import SamplingParams, next_distribution, sample, sample_rows
-from app.tokenizer import CharVocab, WordTokenizer, tokenize
+from app.tokenizer import CharVocab, WordTokenizer, token_strings, tokenize
 
 # numeric warnings (overflow, invalid value) in sampling are bugs here, not noise
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
@@ -62,6 +62,15 @@ def test_token_offsets_always_round_trip(text):
 
 VOCAB = WordTokenizer(["<pad>", "<unk>", "good", "bad", "film", "!", "?", "don't", "i"],
                       max_len=12, head_len=4)
+
+
+@given(st.one_of(texts, st.text(alphabet=string.printable + "<>/' " * 8)))
+@settings(max_examples=n(400), deadline=None)
+def test_the_fast_path_of_sentiment_reads_the_same_tokens_and_ids(text):
+    assert token_strings(text) == [t.text for t in tokenize(text)]
+    fast, full = VOCAB.encode(text, offsets=False), VOCAB.encode(text)
+    assert (fast.ids, fast.truncated, fast.n_tokens_total) == (
+        full.ids, full.truncated, full.n_tokens_total)
 
 
 @given(texts)
