@@ -97,15 +97,20 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[st
     return summary, details
 
 
+def api_error_response(method: str, path: str, exc: ApiError) -> JSONResponse:
+    """An ``ApiError`` as a response, logged: server faults at ERROR, the rest at INFO."""
+    extra = {"error_id": exc.error_id} if isinstance(exc, ModelFailure) else {}
+    if exc.status >= 500 and not isinstance(exc, Overloaded):
+        log.error("%s: %s", exc.code, exc.message)
+    else:
+        log.info("%s %s -> %d %s", method, path, exc.status, exc.message)
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers, **extra)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        extra = {"error_id": exc.error_id} if isinstance(exc, ModelFailure) else {}
-        if exc.status >= 500 and not isinstance(exc, Overloaded):
-            log.error("%s: %s", exc.code, exc.message)
-        else:
-            log.info("%s %s -> %d %s", request.method, request.url.path, exc.status, exc.message)
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers, **extra)
+        return api_error_response(request.method, request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

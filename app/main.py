@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -22,6 +23,7 @@ from app.batching import ClassificationBatcher, cpu_step_cost, gpu_step_cost
 from app.config import Settings
 from app.context import configure_logging
 from app.errors import install_error_handlers
+from app.fastpath import SentimentFastPath
 from app.generation import GenerationEngine
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.registry import CUDA, CharModel, Registry, SentimentModel
@@ -31,13 +33,33 @@ from app.state import AppState
 log = logging.getLogger("seqserve")
 
 
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a
+    container with ``cpus: 2`` on a 16-core host gets 2, not 16)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n = n or 1
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]  # cgroup v2
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return n
+    try:
+        if quota not in ("max", "-1") and int(period) > 0:
+            n = min(n, max(1, int(quota) // int(period)))
+    except ValueError:
+        pass
+    return n
+
+
 def classify_workers(s: Settings) -> int:
-    """SEQSERVE_CLASSIFY_WORKERS, or one classifier thread per core (each call uses
-    ``intra_op_threads`` of them), at most 8."""
+    """SEQSERVE_CLASSIFY_WORKERS, or one classifier thread per available CPU (each call
+    uses ``intra_op_threads`` of them), at most 8."""
     if s.classify_workers:
         return s.classify_workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(8, (cores or 1) // s.intra_op_threads))
+    return max(1, min(8, available_cpus() // s.intra_op_threads))
 
 
 def start_loops(state: AppState) -> None:
@@ -106,11 +128,15 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(classify.router)
     app.include_router(generate.router)
     app.include_router(health.router)
+    app.add_middleware(SentimentFastPath, state=state)  # innermost: after the body checks
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"],
                            expose_headers=["X-Request-ID", "Server-Timing"])
-    known = {r.path for r in app.routes if hasattr(r, "path")}
+    # every route's path template, for the metrics' route label (the routers' own lists:
+    # FastAPI may keep included routers as one lazy entry in app.routes)
+    known = {r.path for router in (app.router, classify.router, generate.router, health.router)
+             for r in router.routes if isinstance(getattr(r, "path", None), str)}
     app.add_middleware(RequestContextMiddleware, known_paths=known)
     return app

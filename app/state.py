@@ -23,6 +23,7 @@ class AppState:
     engines: dict[str, GenerationEngine] = field(default_factory=dict)
     ready: bool = False
     not_ready_reason: str = "starting: models not loaded yet"
+    fast_path: bool = True  # POST /sentiment via app/fastpath.py (tests turn it off)
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a
@@ -35,16 +36,21 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.seqserve.settings
 
 
-async def require_api_key(request: Request) -> None:
-    """Inference routes only. Constant-time comparison; the key is never logged."""
-    key = request.app.state.seqserve.settings.api_key
+def api_key_ok(settings: Settings, authorization: str) -> bool:
+    """No key configured, or ``Authorization: Bearer <key>``. Constant-time comparison;
+    the key is never logged."""
+    key = settings.api_key
     if key is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, supplied = header.partition(" ")
-    ok = scheme.lower() == "bearer" and hmac.compare_digest(
+        return True
+    scheme, _, supplied = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
         supplied.strip().encode(), key.get_secret_value().encode())
-    if not ok:
+
+
+async def require_api_key(request: Request) -> None:
+    """Inference routes only."""
+    if not api_key_ok(request.app.state.seqserve.settings,
+                      request.headers.get("authorization", "")):
         metrics.REJECTED.labels("unauthorized").inc()
         raise ApiError(401, "unauthorized", "missing or wrong API key: send "
                        "'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"})

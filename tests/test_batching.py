@@ -105,3 +105,28 @@ def test_one_worker_runs_its_calls_one_after_the_other():
     model, _ = _run_batcher(1, [[5] * 10, [7] * 800])
     (s0, e0, _), (s1, e1, _) = sorted(model.calls)
     assert s1 >= e0
+
+
+def test_available_cpus_honours_a_container_cpu_quota(tmp_path):
+    from app.main import available_cpus
+
+    host = available_cpus(tmp_path / "no-cgroup")  # no cgroup files: the affinity mask
+    assert host >= 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path) == host
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU still gets one worker
+    assert available_cpus(tmp_path) == 1
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(v1) == 1
+
+
+def test_classify_workers_setting_wins_over_the_cpu_count():
+    from app.config import Settings
+    from app.main import available_cpus, classify_workers
+
+    assert classify_workers(Settings(classify_workers=3)) == 3
+    assert classify_workers(Settings()) == max(1, min(8, available_cpus()))
+    assert classify_workers(Settings(intra_op_threads=64)) == 1

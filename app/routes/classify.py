@@ -29,12 +29,16 @@ def _model(state: AppState, name: str | None) -> SentimentModel:
     return model_for(state, "text-classification", name)  # type: ignore[return-value]
 
 
-async def classify(request: Request, state: AppState, model: SentimentModel,
+def arrival(scope: dict) -> float:
+    """When the request arrived (stamped by the request-context middleware)."""
+    return scope.get("state", {}).get("arrived", time.perf_counter())
+
+
+async def classify(arrived: float, state: AppState, model: SentimentModel,
                    texts: list[str], offsets: bool) -> tuple[list[Encoded], list]:
     """Tokenize ``texts`` and run them through the batching loop. The batcher hears
     of the rows before tokenizing, so it can wait for them rather than start a call
     without them."""
-    arrived = request.scope.get("state", {}).get("arrived", time.perf_counter())
     batcher = state.batchers[model.name]
     tok = model.tokenizer
     assert tok is not None
@@ -68,11 +72,10 @@ def _result(model: SentimentModel, p: float, e: Encoded) -> dict:
             "tokens_read": len(e.ids), "truncated": e.truncated}
 
 
-@router.post("/sentiment", response_model=SentimentResult | SentimentBatchResponse,
-             responses=ERROR_RESPONSES,
-             summary="Classify one text ({text}) or several ({texts}) as positive/negative")
-async def sentiment(body: SentimentRequest, request: Request,
-                    state: AppState = Depends(get_state)) -> JSONResponse:
+async def sentiment_answer(state: AppState, body: SentimentRequest, arrived: float
+                           ) -> JSONResponse:
+    """The answer to a schema-valid /sentiment body: the FastAPI route below and the
+    fast path (app/fastpath.py) both end here."""
     s = state.settings
     texts = [body.text] if body.text is not None else body.texts
     assert texts is not None
@@ -81,7 +84,7 @@ async def sentiment(body: SentimentRequest, request: Request,
     else:
         check_texts(texts, s)
     model = _model(state, body.model)
-    encoded, rows = await classify(request, state, model, texts, offsets=False)
+    encoded, rows = await classify(arrived, state, model, texts, offsets=False)
     headers = timing_headers(max(r.queue_s for r in rows), max(r.inference_s for r in rows))
     results = [_result(model, r.probability, e) for r, e in zip(rows, encoded, strict=True)]
     if body.text is not None:
@@ -90,13 +93,22 @@ async def sentiment(body: SentimentRequest, request: Request,
                          "model_version": model.version}, headers=headers)
 
 
+@router.post("/sentiment", response_model=SentimentResult | SentimentBatchResponse,
+             responses=ERROR_RESPONSES,
+             summary="Classify one text ({text}) or several ({texts}) as positive/negative")
+async def sentiment(body: SentimentRequest, request: Request,
+                    state: AppState = Depends(get_state)) -> JSONResponse:
+    return await sentiment_answer(state, body, arrival(request.scope))
+
+
 @router.post("/attention", response_model=AttentionResponse, responses=ERROR_RESPONSES,
              summary="Classify a text and return the attention weight of every token read")
 async def attention(body: AttentionRequest, request: Request,
                     state: AppState = Depends(get_state)) -> JSONResponse:
     check_text("text", body.text, state.settings.max_text_chars)
     model = _model(state, body.model)
-    (e,), (row,) = await classify(request, state, model, [body.text], offsets=True)
+    (e,), (row,) = await classify(arrival(request.scope), state, model, [body.text],
+                                  offsets=True)
     # A text without a single token was read as one <unk>; it has no token to show.
     tokens = [{"text": t.text, "start": t.start, "end": t.end, "weight": w}
               for t, w in zip(e.tokens, row.attention.tolist(), strict=False)]
