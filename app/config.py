@@ -27,8 +27,9 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="folder scanned for model folders")
     device: Device = Field(Device.auto, description="auto | cpu | cuda")
     intra_op_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads per model")
-    classify_workers: int = Field(0, ge=0, le=64, description="classifier calls run side by "
-                                  "side, one per thread; 0 = one per core / intra_op_threads (max 8)")
+    parallel_calls: int = Field(0, ge=0, le=64, description="ORT calls a model runs side by "
+                                "side (classifier batches, parts of a large generation step); "
+                                "0 = CPUs / (intra_op_threads x workers), max 8")
     allow_spinning: bool = Field(False, description="let ORT worker threads spin-wait")
     warmup: bool = Field(True, description="run each model once before reporting ready")
 

@@ -54,12 +54,13 @@ def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return n
 
 
-def classify_workers(s: Settings) -> int:
-    """SEQSERVE_CLASSIFY_WORKERS, or one classifier thread per available CPU (each call
-    uses ``intra_op_threads`` of them), at most 8."""
-    if s.classify_workers:
-        return s.classify_workers
-    return max(1, min(8, available_cpus() // s.intra_op_threads))
+def parallel_calls(s: Settings) -> int:
+    """SEQSERVE_PARALLEL_CALLS, or one classifier thread per available CPU, shared
+    among the uvicorn worker processes (each call uses ``intra_op_threads`` CPUs), at
+    most 8."""
+    if s.parallel_calls:
+        return s.parallel_calls
+    return max(1, min(8, available_cpus() // (s.intra_op_threads * s.workers)))
 
 
 def start_loops(state: AppState) -> None:
@@ -71,14 +72,15 @@ def start_loops(state: AppState) -> None:
             b = ClassificationBatcher(m, max_batch_size=s.max_batch_size,
                                       max_wait_ms=s.max_wait_ms, max_queue=s.max_queue,
                                       queue_timeout_s=s.queue_timeout_s, batching=s.batching,
-                                      workers=classify_workers(s),
+                                      workers=parallel_calls(s),
                                       step_cost=gpu_step_cost if m.provider == CUDA
                                       else cpu_step_cost)
             b.start()
             state.batchers[m.name] = b
         elif isinstance(m, CharModel):
             e = GenerationEngine(m, max_streams=s.gen_max_streams, max_queue=s.gen_max_queue,
-                                 queue_timeout_s=s.queue_timeout_s, batching=s.gen_batching)
+                                 queue_timeout_s=s.queue_timeout_s, batching=s.gen_batching,
+                                 parallel=1 if m.provider == CUDA else parallel_calls(s))
             e.start()
             state.engines[m.name] = e
 

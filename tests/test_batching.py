@@ -123,10 +123,64 @@ def test_available_cpus_honours_a_container_cpu_quota(tmp_path):
     assert available_cpus(v1) == 1
 
 
-def test_classify_workers_setting_wins_over_the_cpu_count():
+def test_parallel_calls_setting_wins_over_the_cpu_count():
     from app.config import Settings
-    from app.main import available_cpus, classify_workers
+    from app.main import available_cpus, parallel_calls
 
-    assert classify_workers(Settings(classify_workers=3)) == 3
-    assert classify_workers(Settings()) == max(1, min(8, available_cpus()))
-    assert classify_workers(Settings(intra_op_threads=64)) == 1
+    assert parallel_calls(Settings(parallel_calls=3)) == 3
+    assert parallel_calls(Settings()) == max(1, min(8, available_cpus()))
+    assert parallel_calls(Settings(intra_op_threads=64)) == 1
+    # uvicorn worker processes share the CPUs
+    assert parallel_calls(Settings(workers=64)) == 1
+
+
+def _generate_all(model, parallel: int, bodies: list[dict]) -> list[str]:
+    from app.generation import Finish, GenerationEngine, Stream
+    from app.sampling import SamplingParams
+
+    async def go() -> list[str]:
+        e = GenerationEngine(model, max_streams=64, max_queue=64, queue_timeout_s=30,
+                             parallel=parallel, split_min_rows=2)
+        e.start()
+        loop = asyncio.get_running_loop()
+        streams = [Stream(model.vocab.encode(b["prompt"])[0], SamplingParams(b["t"], None, b["p"]),
+                          seed=b["seed"], max_new=b["n"], stop=b["stop"],
+                          arrived=time.perf_counter(), loop=loop, streaming=b["stream"])
+                   for b in bodies]
+        for s in streams:
+            e.submit(s)
+        texts = []
+        for s in streams:
+            parts = []
+            while not isinstance(item := await s.out.get(), Finish):
+                parts.append(item)
+            texts.append("".join(parts))
+        e.stop()
+        return texts
+
+    return asyncio.run(go())
+
+
+def test_a_generation_step_cut_into_parts_run_side_by_side_changes_no_text(tiny_models_dir):
+    from app.config import Settings
+    from app.registry import load_model
+
+    model = load_model(tiny_models_dir / "chargen", Settings(models_dir=tiny_models_dir))
+    bodies = [{"prompt": "the " * (1 + i % 7) + "x" * i, "seed": 7 + i, "n": 30 + 5 * i,
+               "t": (0.0, 0.7, 1.3)[i % 3], "p": 0.9 if i % 2 else None,
+               "stop": ["e"] if i % 5 == 0 else [], "stream": i % 2 == 0} for i in range(13)]
+    rows: list[int] = []
+    run = model.run
+
+    def counting(ids, *args):
+        rows.append(len(ids))
+        return run(ids, *args)
+
+    model.run = counting
+    alone = _generate_all(model, 1, bodies)
+    assert max(rows) == 13  # all streams in one call
+    rows.clear()
+    split = _generate_all(model, 3, bodies)  # prefill and steps in 3 parts (>= 2 rows each)
+    assert max(rows) <= 5 and rows.count(4) + rows.count(5) >= 3  # really cut in parts
+    assert split == alone
+    assert len(set(alone)) > 1
