@@ -13,14 +13,15 @@ Each stream keeps its own LSTM state, sampling parameters and seeded random
 generator (one draw per character), so its text does not depend on what else runs.
 With ``batching=False`` (the naive baseline) every stream gets its own ORT calls.
 
-A large call is cut into ``parallel`` parts of at least ``split_min_rows`` rows run
-side by side (the engine thread runs one, helper threads the others): one LSTM step
-over 32 rows takes 0.42 ms on one CPU thread, over 16 rows 0.25 ms, and ONNX Runtime's
-own threads do not help (0.45 ms with two), so two 16-row calls on two cores finish
-a 32-stream step in ~0.25 ms (measured in the engine: 32 streams 26,000 -> 30,500
-chars/s, 64 streams 31,000 -> 40,000; but 16 streams cut in two parts of 8 lost 13 %,
-hence parts of 16 rows at least). Rows are independent (``sequence_lens``, per-row
-state), so the split changes no answer.
+A large prefill (many streams admitted at once) is cut into ``parallel`` parts of at
+least ``split_min_rows`` rows, run side by side on the cores (the engine thread runs
+one, helper threads the others): 32 prompts of 200 characters take ~85 ms in one
+call and ~45 ms in two (32 streams, in the engine: 26,000 -> 30,500 chars/s). Steps
+are not cut: a step is short, and handing half of it to another thread and joining
+cost ~0.3 ms of thread wake-ups per step here, more than it saved (one lane of
+streams per core was tried as well: +24 % at 64 streams, nothing at 32 through HTTP,
+and GIL contention below 16 streams). Rows are independent (``sequence_lens``,
+per-row state), so the split changes no answer.
 
 Output goes back to the event loop once per iteration (one ``call_soon_threadsafe``
 for all streams) as text chunks on each stream's asyncio queue, then a ``Finish``.
@@ -100,7 +101,7 @@ def _holdback(text: str, stops: list[str]) -> int:
 class GenerationEngine:
     def __init__(self, model: CharModel, *, max_streams: int, max_queue: int,
                  queue_timeout_s: float, batching: bool = True, parallel: int = 1,
-                 split_min_rows: int = 16):
+                 split_min_rows: int = 8):
         self.model = model
         self.parallel = parallel if batching else 1
         self.split_min_rows = split_min_rows
@@ -226,8 +227,8 @@ class GenerationEngine:
 
     def _run_parts(self, ids: np.ndarray, lens: np.ndarray, h: np.ndarray, c: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``model.run`` over the rows, cut into up to ``parallel`` contiguous parts run
-        side by side (each part trimmed to its own longest row)."""
+        """``model.run`` over the rows (a prefill), cut into up to ``parallel``
+        contiguous parts run side by side (each part trimmed to its own longest row)."""
         B = len(ids)
         parts = min(self.parallel, B // self.split_min_rows)
         if parts <= 1 or self._pool is None:
@@ -280,7 +281,7 @@ class GenerationEngine:
         c = np.stack([s.c for s in streams], axis=1)
         t0 = time.perf_counter()
         try:
-            logits, hn, cn = self._run_parts(ids, np.ones(B, dtype=np.int64), h, c)
+            logits, hn, cn = self.model.run(ids, np.ones(B, dtype=np.int64), h, c)
         except Exception as e:
             self._fail_all(streams, e)
             return

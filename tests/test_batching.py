@@ -141,7 +141,6 @@ def _generate_all(model, parallel: int, bodies: list[dict]) -> list[str]:
     async def go() -> list[str]:
         e = GenerationEngine(model, max_streams=64, max_queue=64, queue_timeout_s=30,
                              parallel=parallel, split_min_rows=2)
-        e.start()
         loop = asyncio.get_running_loop()
         streams = [Stream(model.vocab.encode(b["prompt"])[0], SamplingParams(b["t"], None, b["p"]),
                           seed=b["seed"], max_new=b["n"], stop=b["stop"],
@@ -149,6 +148,7 @@ def _generate_all(model, parallel: int, bodies: list[dict]) -> list[str]:
                    for b in bodies]
         for s in streams:
             e.submit(s)
+        e.start()  # after the submits: all 13 prompts are prefilled in one go
         texts = []
         for s in streams:
             parts = []
@@ -161,7 +161,7 @@ def _generate_all(model, parallel: int, bodies: list[dict]) -> list[str]:
     return asyncio.run(go())
 
 
-def test_a_generation_step_cut_into_parts_run_side_by_side_changes_no_text(tiny_models_dir):
+def test_a_prefill_cut_into_parts_run_side_by_side_changes_no_text(tiny_models_dir):
     from app.config import Settings
     from app.registry import load_model
 
@@ -169,18 +169,20 @@ def test_a_generation_step_cut_into_parts_run_side_by_side_changes_no_text(tiny_
     bodies = [{"prompt": "the " * (1 + i % 7) + "x" * i, "seed": 7 + i, "n": 30 + 5 * i,
                "t": (0.0, 0.7, 1.3)[i % 3], "p": 0.9 if i % 2 else None,
                "stop": ["e"] if i % 5 == 0 else [], "stream": i % 2 == 0} for i in range(13)]
-    rows: list[int] = []
+    calls: list[tuple[int, int]] = []  # (rows, time steps) of every ORT call
     run = model.run
 
     def counting(ids, *args):
-        rows.append(len(ids))
+        calls.append(ids.shape)
         return run(ids, *args)
 
     model.run = counting
     alone = _generate_all(model, 1, bodies)
-    assert max(rows) == 13  # all streams in one call
-    rows.clear()
-    split = _generate_all(model, 3, bodies)  # prefill and steps in 3 parts (>= 2 rows each)
-    assert max(rows) <= 5 and rows.count(4) + rows.count(5) >= 3  # really cut in parts
+    prefills = [rows for rows, steps in calls if steps > 1]  # every prompt is >= 4 chars
+    assert prefills == [13]
+    calls.clear()
+    split = _generate_all(model, 3, bodies)  # prefills in up to 3 parts of >= 2 rows
+    prefills = [rows for rows, steps in calls if steps > 1]
+    assert sorted(prefills) == [4, 4, 5]
     assert split == alone
     assert len(set(alone)) > 1
