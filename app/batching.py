@@ -98,7 +98,7 @@ def pick_batch(lengths: list[int], max_batch: int,
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     lo = hi = order.index(0)  # the batch is order[lo : hi + 1], longest at hi
     real = lengths[0]
-    best = step_cost(1) * real / real
+    best = step_cost(1)  # cost per real token of the oldest row alone
     while hi - lo + 1 < max_batch:
         n = hi - lo + 2
         left = right = float("inf")

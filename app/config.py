@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     device: Device = Field(Device.auto, description="auto | cpu | cuda")
     intra_op_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads per model")
     parallel_calls: int = Field(0, ge=0, le=64, description="ORT calls a model runs side by "
-                                "side (classifier batches, parts of a large generation step); "
+                                "side (classifier batches, parts of a large generation prefill); "
                                 "0 = CPUs / (intra_op_threads x workers), max 8")
     allow_spinning: bool = Field(False, description="let ORT worker threads spin-wait")
     warmup: bool = Field(True, description="run each model once before reporting ready")

@@ -55,7 +55,7 @@ def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
 
 
 def parallel_calls(s: Settings) -> int:
-    """SEQSERVE_PARALLEL_CALLS, or one classifier thread per available CPU, shared
+    """SEQSERVE_PARALLEL_CALLS, or one ORT call at a time per available CPU, shared
     among the uvicorn worker processes (each call uses ``intra_op_threads`` CPUs), at
     most 8."""
     if s.parallel_calls:
