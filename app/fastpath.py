@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import ApiError, api_error_response
+from app.middleware import replay
 from app.routes.classify import arrival, sentiment_answer
 from app.schemas import SentimentRequest
 from app.state import AppState, api_key_ok
@@ -63,16 +64,7 @@ class SentimentFastPath:
         body = b"".join(chunks)
         request = self._parse(scope, body)
         if request is None:
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send)
+            await self.app(scope, replay(body, receive), send)
             return
         try:
             response = await sentiment_answer(self.state, request, arrival(scope))

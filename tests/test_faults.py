@@ -324,13 +324,14 @@ def test_client_leaving_a_plain_generation_frees_its_slot_and_its_handler(long_g
 # --- ONNX Runtime errors ------------------------------------------------------------------------
 
 
-def fail_once(model) -> list[int]:
-    """The next ORT call of ``model`` raises, as ONNX Runtime does on a bad run."""
+def fail_once(model, at: int = 1) -> list[int]:
+    """The ``at``-th ORT call of ``model`` from now raises, as ONNX Runtime does on a
+    bad run; the list grows by one per call."""
     original, calls = model.run, []
 
     def run(*args):
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) == at:
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : simulated")
         return original(*args)
 
@@ -370,16 +371,7 @@ def test_ort_error_in_generation_fails_only_those_streams(make_client, tiny_mode
     r = c.post("/generate", json={"prompt": "the ", "max_new_chars": 20, "seed": 5})
     assert r.status_code == 200 and r.json()["generated_chars"] == 20
     # and a stream that meets an ORT error mid-way ends with an error event, not a hang
-    fail_after = c.app.state.seqserve.registry.models["chargen"]
-    original, n = fail_after.run, []
-
-    def run(*args):
-        n.append(1)
-        if len(n) == 5:
-            raise RuntimeError("simulated mid-stream failure")
-        return original(*args)
-
-    fail_after.run = run
+    fail_once(c.app.state.seqserve.registry.models["chargen"], at=5)
     r = c.post("/generate", json={"prompt": "the ", "max_new_chars": 50, "stream": True})
     assert r.status_code == 200
     assert "event: error" in r.text and "inference_error" in r.text
