@@ -37,9 +37,15 @@ def main() -> None:
     # would end "killed by SIGTERM" (exit 143) after a clean shutdown; this one makes a
     # completed graceful shutdown exit 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    # uvicorn's HTTP protocol with deadlines, a header-size limit and a connection cap
+    # (app/connections.py); the cap is derived from the open-files limit, raised first.
+    from app.connections import raise_open_files_limit
+
+    raise_open_files_limit()
     uvicorn.run("app.asgi:app", host=s.host, port=s.port, workers=s.workers,
                 log_level=s.log_level.lower(), timeout_graceful_shutdown=s.shutdown_grace_s,
-                access_log=False, lifespan="on")
+                access_log=False, lifespan="on",
+                http="app.connections:GuardedHttpToolsProtocol")
 
 
 if __name__ == "__main__":

@@ -37,10 +37,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app import metrics
-from app.errors import ModelFailure, Overloaded
+from app.errors import EngineStopped, ModelFailure, Overloaded
 from app.registry import SentimentModel
 
 log = logging.getLogger("seqserve.batching")
+
+
+class InferenceError(Exception):
+    """ONNX Runtime failed on a batch (the cause is chained)."""
 
 
 @dataclass
@@ -141,6 +145,7 @@ class ClassificationBatcher:
         self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.incoming = 0  # requests announced (being decoded) but not yet submitted
+        self.dead: str | None = None  # why a worker thread ended while it should run
         n = model.name
         self._m_infer = metrics.INFERENCE.labels(n, "classify")
         self._m_batch = metrics.BATCH_SIZE.labels(n, "classify")
@@ -173,8 +178,14 @@ class ClassificationBatcher:
         """``n`` rows are on their way (event loop only); ``submit`` counts them off."""
         self.incoming += n
 
+    @property
+    def alive(self) -> bool:
+        return self.dead is None and all(t.is_alive() for t in self._threads)
+
     def submit(self, ids: list[int], arrived: float) -> asyncio.Future:
         """Queue one row; raises ``Overloaded`` at once if the queue is full."""
+        if self.dead:
+            raise EngineStopped(self.dead)
         fut = asyncio.get_running_loop().create_future()
         with self._cond:
             if len(self.pending) >= self.max_queue:
@@ -230,20 +241,53 @@ class ClassificationBatcher:
             pass
 
     def _work(self) -> None:
-        while True:
+        """One worker thread. Any exception while picking or running a batch fails only
+        the rows of that iteration and the loop goes on; if the thread ends anyway
+        while it should run, ``dead`` says why (/readyz turns 503, ``seqserve_loop_up``
+        0) and new rows are refused at once."""
+        up = metrics.LOOP_UP.labels(self.model.name, "classify")
+        up.set(1)
+        try:
+            while self._iterate():
+                pass
+        except BaseException as e:
+            self.dead = (f"classification loop of {self.model.name!r} stopped: "
+                         f"{type(e).__name__}: {e}")
+            log.critical("%s", self.dead, exc_info=e)
+            raise
+        finally:
+            if self._running and not self.dead:
+                self.dead = f"classification loop of {self.model.name!r} stopped"
+            if self.dead:
+                up.set(0)
+                with self._cond:
+                    rows, self.pending = self.pending, []
+                reason = self.dead
+                self._call(_fail, rows, lambda: EngineStopped(reason))
+
+    def _iterate(self) -> bool:
+        """One batch: False when stopping."""
+        rows: list[_Row] | None = None
+        try:
             rows = self._next()
             if rows is None:
-                return
-            if not rows:
-                continue
-            try:
+                return False
+            if rows:
                 results = self._run(rows)
-            except Exception as e:  # one failed ORT call fails only its own rows
-                error_id = uuid.uuid4().hex[:12]
-                log.error("inference error %s on %d rows: %s", error_id, len(rows), e)
-                self._call(_fail, rows, lambda eid=error_id: ModelFailure(eid))
-                continue
-            self._call(_deliver, rows, results)
+                self._call(_deliver, rows, results)
+        except Exception as e:  # one failed iteration fails only its own rows
+            error_id = uuid.uuid4().hex[:12]
+            if rows is None:  # failed while picking: the rows it was picking among
+                with self._cond:
+                    rows, self.pending = self.pending, []
+            if isinstance(e, InferenceError):
+                log.error("inference error %s on %d rows: %s", error_id, len(rows), e.__cause__)
+            else:  # a bug or a bad value outside the model call
+                metrics.LOOP_ERRORS.labels(self.model.name, "classify").inc()
+                log.error("classification loop error %s on %d rows", error_id, len(rows),
+                          exc_info=e)
+            self._call(_fail, rows, lambda eid=error_id: ModelFailure(eid))
+        return True
 
     def _run(self, rows: list[_Row]) -> list[RowResult]:
         """One ONNX Runtime call for ``rows`` (in a worker thread)."""
@@ -256,7 +300,10 @@ class ClassificationBatcher:
             row_ids = r.ids or unk
             ids[k, : len(row_ids)] = row_ids
             lens[k] = len(row_ids)
-        probs, attn = self.model.run(ids, lens)
+        try:
+            probs, attn = self.model.run(ids, lens)
+        except Exception as e:
+            raise InferenceError() from e
         dt = time.perf_counter() - start
         self._m_infer.observe(dt)
         self._m_batch.observe(len(rows))

@@ -37,28 +37,43 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="gather concurrent requests into one ORT call")
     max_batch_size: int = Field(32, ge=1, le=1024, description="rows per ORT call")
     max_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a batch waits to fill")
-    max_queue: int = Field(512, ge=1, description="queued rows before 503")
-    queue_timeout_s: float = Field(10.0, gt=0, description="queue wait deadline (then 503)")
+    max_queue: int = Field(512, ge=1, le=1_000_000, description="queued rows before 503")
+    queue_timeout_s: float = Field(10.0, gt=0, le=3600, description="queue wait deadline (then 503)")
 
     # generation (/generate)
     gen_batching: bool = Field(True, description="one ORT step call for all active streams")
     gen_max_streams: int = Field(64, ge=1, le=1024, description="streams stepped together")
-    gen_max_queue: int = Field(256, ge=1, description="streams waiting to start before 503")
-    gen_timeout_s: float = Field(120.0, gt=0, description="wall-clock limit of one generation")
+    gen_max_queue: int = Field(256, ge=1, le=100_000, description="streams waiting to start before 503")
+    gen_timeout_s: float = Field(120.0, gt=0, le=3600, description="wall-clock limit of one generation")
 
     # request limits
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="larger bodies get 413")
-    max_text_chars: int = Field(50_000, ge=1, description="characters per text")
-    max_texts: int = Field(64, ge=1, description="texts per /sentiment batch request")
-    max_prompt_chars: int = Field(8_000, ge=1, description="characters per prompt")
-    max_new_chars: int = Field(2_000, ge=1, description="upper bound of max_new_chars")
-    max_stop: int = Field(4, ge=0, description="stop sequences per request")
-    max_stop_chars: int = Field(32, ge=1, description="characters per stop sequence")
+    max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="larger bodies get 413")
+    max_text_chars: int = Field(50_000, ge=1, le=10_000_000, description="characters per text")
+    max_texts: int = Field(64, ge=1, le=4096, description="texts per /sentiment batch request")
+    max_prompt_chars: int = Field(8_000, ge=1, le=1_000_000, description="characters per prompt")
+    max_new_chars: int = Field(2_000, ge=1, le=1_000_000, description="upper bound of max_new_chars")
+    max_stop: int = Field(4, ge=0, le=64, description="stop sequences per request")
+    max_stop_chars: int = Field(32, ge=1, le=1024, description="characters per stop sequence")
+
+    # connection limits of `python -m app` (app/connections.py); a proxy in front adds its own
+    header_timeout_s: float = Field(10.0, gt=0, le=600, description="time to send the request "
+                                    "line and headers (then 408 and close)")
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="time to send the body "
+                                  "once the headers are in (then 408 and close)")
+    write_timeout_s: float = Field(30.0, gt=0, le=3600, description="time a response may stay "
+                                   "blocked on a client that does not read (then close)")
+    max_header_bytes: int = Field(16_384, ge=1024, le=1_048_576, description="request line "
+                                  "and headers, in bytes (then 431 and close)")
+    max_connections: int = Field(0, ge=0, le=1_000_000, description="open connections per "
+                                 "process; more are answered 503 and closed at once; "
+                                 "0 = the open-files limit minus a reserve")
 
     # security and operations
     api_key: SecretStr | None = Field(None, description="if set, Bearer key for inference routes")
+    protect_ops: bool = Field(False, description="with api_key: /metrics, /v1/models, /v2 "
+                              "metadata and the docs need the key too (probes stay open)")
     cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins")
-    shutdown_grace_s: float = Field(20.0, ge=0, description="time to finish in-flight work")
+    shutdown_grace_s: float = Field(20.0, ge=0, le=3600, description="time to finish in-flight work")
     log_level: str = Field("info", description="debug | info | warning | error")
     host: str = Field("127.0.0.1", description="bind address of `python -m app`")
     port: int = Field(8000, ge=1, le=65535, description="port of `python -m app`")

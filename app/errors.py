@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.context import request_id_var
+from app.context import printable, request_id_var
 
 log = logging.getLogger("seqserve.errors")
 
@@ -38,6 +38,15 @@ class Overloaded(ApiError):
     def __init__(self, message: str, retry_after_s: int = 1, reason: str = "queue_full"):
         super().__init__(503, "overloaded", message, headers={"Retry-After": str(retry_after_s)})
         self.reason = reason
+
+
+class EngineStopped(ApiError):
+    """A model's batching or generation thread has ended: this replica cannot serve the
+    model until it restarts (/readyz says so too)."""
+
+    def __init__(self, reason: str):
+        super().__init__(503, "engine_stopped", f"{reason}; this replica must be restarted",
+                         headers={"Retry-After": "5"})
 
 
 class ModelFailure(ApiError):
@@ -71,7 +80,8 @@ def error_response(status: int, code: str, message: str, details: Any = None,
 
 
 def _field(loc: tuple | list) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
+    # field names can come from the client (an unknown key): escaped and capped
+    parts = [printable(p, 64) for p in loc if p not in ("body",)]
     return ".".join(parts) or "body"
 
 
@@ -110,16 +120,16 @@ def api_error_response(method: str, path: str, exc: ApiError) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return api_error_response(request.method, request.url.path, exc)
+        return api_error_response(request.method, printable(request.url.path), exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         summary, details = _describe_validation(exc)
         if details and all(d["type"] == "json_invalid" for d in details):
             # the body is not JSON at all: same status as other unparseable bodies
-            log.info("%s %s -> 400 %s", request.method, request.url.path, summary)
+            log.info("%s %s -> 400 %s", request.method, printable(request.url.path), summary)
             return error_response(400, "invalid_json", summary, details)
-        log.info("%s %s -> 422 %s", request.method, request.url.path, summary)
+        log.info("%s %s -> 422 %s", request.method, printable(request.url.path), summary)
         return error_response(422, "validation_error", summary, details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -131,13 +141,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400 and "parsing the body" in msg:
             code = "invalid_json"
             msg = "body: not parseable as JSON (malformed, too deeply nested, or not UTF-8)"
-        log.info("%s %s -> %d %s", request.method, request.url.path, exc.status_code, msg)
+        log.info("%s %s -> %d %s", request.method, printable(request.url.path), exc.status_code, msg)
         return error_response(exc.status_code, code, msg, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         error_id = uuid.uuid4().hex[:12]
-        log.error("unhandled error %s on %s %s", error_id, request.method, request.url.path,
+        log.error("unhandled error %s on %s %s", error_id, request.method, printable(request.url.path),
                   exc_info=exc)
         return error_response(500, "internal_error",
                               f"internal error; quote error_id {error_id}", error_id=error_id)

@@ -41,9 +41,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from prometheus_client import Gauge
 
 from app import metrics
-from app.errors import ApiError, ModelFailure, Overloaded
+from app.errors import ApiError, EngineStopped, ModelFailure, Overloaded
 from app.registry import CharModel
 from app.sampling import SamplingParams, params_arrays, sample_rows
 
@@ -89,6 +90,8 @@ class Stream:
 
 def _holdback(text: str, stops: list[str]) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
+    if not text or not any(text[-1] in s[:-1] for s in stops):
+        return 0  # the usual case, decided without trying every prefix length
     best = 0
     for s in stops:
         for k in range(min(len(s) - 1, len(text)), best, -1):
@@ -114,6 +117,8 @@ class GenerationEngine:
         self.active: list[Stream] = []
         self._running = False
         self._thread: threading.Thread | None = None
+        self._current: list[Stream] = []  # the streams of the iteration under way
+        self.dead: str | None = None  # why the engine thread ended, when it should run
         self._banned = (model.vocab.unk_id,) if model.vocab else ()  # never emit <unk>
         name = model.name
         self._m_queue = metrics.QUEUE_WAIT.labels(name)
@@ -134,6 +139,10 @@ class GenerationEngine:
                                         daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self.dead is None and self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._running = False
         if self._thread:
@@ -144,6 +153,8 @@ class GenerationEngine:
             self._fail(s, Overloaded("server is shutting down", 5, "shutting_down"))
 
     def submit(self, stream: Stream) -> None:
+        if self.dead:
+            raise EngineStopped(self.dead)
         if self.pending.qsize() >= self.max_queue:
             metrics.REJECTED.labels("queue_full").inc()
             raise Overloaded("generation queue is full; retry shortly")
@@ -181,49 +192,89 @@ class GenerationEngine:
         self._deliver([(s, exc)])
 
     def _run(self) -> None:
+        """The engine thread. An exception in one iteration fails only the streams of
+        that iteration (``_fail_iteration``) and the loop goes on. If the thread ends
+        anyway while it should run, ``dead`` says why: /readyz turns 503 and
+        ``seqserve_loop_up`` 0, so an orchestrator restarts the replica, and new
+        requests are refused at once instead of waiting for a thread that is gone."""
         name = self.model.name
         gauge = metrics.ACTIVE_STREAMS.labels(name)
-        while self._running:
-            new: list[Stream] = []
-            if not self.active:
+        up = metrics.LOOP_UP.labels(name, "generation")
+        up.set(1)
+        try:
+            while self._running:
                 try:
-                    new.append(self.pending.get(timeout=0.05))
-                except queue.Empty:
-                    continue
-            while len(self.active) + len(new) < self.max_streams:
-                try:
-                    new.append(self.pending.get_nowait())
-                except queue.Empty:
-                    break
-            out: list[tuple[Stream, object]] = []
-            now = time.perf_counter()
-            admitted = []
-            for s in new:
-                if s.cancelled:
-                    continue
-                if now - s.arrived > self.queue_timeout_s:
-                    metrics.REJECTED.labels("queue_timeout").inc()
-                    self._fail(s, Overloaded("waited too long for a generation slot", 1,
-                                             "queue_timeout"))
-                    continue
-                admitted.append(s)
-            if admitted:
-                groups = [admitted] if self.batching else [[s] for s in admitted]
-                for g in groups:
-                    self._prefill(g, out)
-                self.active += [s for s in admitted if not s.finished]
+                    self._iteration(gauge)
+                except Exception as e:
+                    self._fail_iteration(e)
+        except BaseException as e:
+            self.dead = f"generation loop of {name!r} stopped: {type(e).__name__}: {e}"
+            log.critical("%s", self.dead, exc_info=e)
+            raise
+        finally:
+            if self._running and not self.dead:
+                self.dead = f"generation loop of {name!r} stopped"
+            if self.dead:
+                up.set(0)
+                for s in self._current + self.active + self._drain_pending():
+                    self._fail(s, EngineStopped(self.dead))
+                self.active = []
+            gauge.set(0)
+
+    def _fail_iteration(self, e: Exception) -> None:
+        """A bug or a bad value surfaced in one iteration (not an ORT error, which
+        ``_fail_all`` handles): fail the streams it was handling, keep the loop."""
+        metrics.LOOP_ERRORS.labels(self.model.name, "generation").inc()
+        streams = [s for s in self._current if not s.finished]
+        error_id = uuid.uuid4().hex[:12]
+        log.error("generation loop error %s on %d streams", error_id, len(streams), exc_info=e)
+        for s in streams:
+            self._fail(s, ModelFailure(error_id))
+        self.active = [s for s in self.active if not s.finished]
+
+    def _iteration(self, gauge: Gauge) -> None:
+        new: list[Stream] = []
+        self._current = new
+        if not self.active:
+            try:
+                new.append(self.pending.get(timeout=0.05))
+            except queue.Empty:
+                return
+        while len(self.active) + len(new) < self.max_streams:
+            try:
+                new.append(self.pending.get_nowait())
+            except queue.Empty:
+                break
+        self._current = new + self.active
+        out: list[tuple[Stream, object]] = []
+        now = time.perf_counter()
+        admitted = []
+        for s in new:
+            if s.cancelled:
+                continue
+            if now - s.arrived > self.queue_timeout_s:
+                metrics.REJECTED.labels("queue_timeout").inc()
+                self._fail(s, Overloaded("waited too long for a generation slot", 1,
+                                         "queue_timeout"))
+                continue
+            admitted.append(s)
+        if admitted:
+            groups = [admitted] if self.batching else [[s] for s in admitted]
+            for g in groups:
+                self._prefill(g, out)
+            self.active += [s for s in admitted if not s.finished]
+        self.active = [s for s in self.active if not (s.finished or s.cancelled)]
+        gauge.set(len(self.active))
+        if self.active:
+            groups = [self.active] if self.batching else [[s] for s in self.active]
+            for g in groups:
+                self._step(g, out)
             self.active = [s for s in self.active if not (s.finished or s.cancelled)]
+            # set again: when the last stream leaves here, the idle wait above
+            # returns early and the gauge would stay stale
             gauge.set(len(self.active))
-            if self.active:
-                groups = [self.active] if self.batching else [[s] for s in self.active]
-                for g in groups:
-                    self._step(g, out)
-                self.active = [s for s in self.active if not (s.finished or s.cancelled)]
-                # set again: when the last stream leaves here, the idle wait above
-                # `continue`s past the first set and the gauge would stay stale
-                gauge.set(len(self.active))
-            self._deliver(out)
-        gauge.set(0)
+        self._deliver(out)
+        self._current = []
 
     def _run_parts(self, ids: np.ndarray, lens: np.ndarray, h: np.ndarray, c: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

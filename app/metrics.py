@@ -60,6 +60,14 @@ REJECTED = Counter("seqserve_rejected_requests_total",
 MODEL_INFO = Gauge("seqserve_model_info",
                    "Loaded models: version, task and execution provider (value 1)",
                    ["model", "version", "task", "provider"], multiprocess_mode="max")
+LOOP_UP = Gauge("seqserve_loop_up",
+                "1 while a model's batching or generation thread runs; 0 once it has died "
+                "(the replica must restart: /readyz is 503 too)", ["model", "loop"],
+                multiprocess_mode="min")
+LOOP_ERRORS = Counter("seqserve_loop_errors_total",
+                      "Iterations of a batching or generation loop that failed outside the "
+                      "model call (their requests got a 500; the loop went on)",
+                      ["model", "loop"])
 READY = Gauge("seqserve_ready", "1 when every model is loaded and warmed up",
               multiprocess_mode="min")
 

@@ -15,6 +15,7 @@ traceback, once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -25,8 +26,10 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.context import request_id_var
+from app.config import Settings
+from app.context import printable, request_id_var
 from app.errors import error_body
+from app.state import api_key_ok
 
 log = logging.getLogger("seqserve.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -75,7 +78,7 @@ class RequestContextMiddleware:
         if not _SAFE_ID.match(rid):
             rid = os.urandom(16).hex()  # as random as uuid4().hex, a third of the cost
         token = request_id_var.set(rid)
-        status = 500
+        status = 499  # the app returned without an answer: the client went away
         started = False
         metrics.IN_FLIGHT.inc()
 
@@ -96,8 +99,8 @@ class RequestContextMiddleware:
             if started:
                 raise  # headers are out; uvicorn closes the connection
             error_id = uuid.uuid4().hex[:12]
-            log.error("unhandled error %s on %s %s", error_id, scope["method"], scope["path"],
-                      exc_info=exc)
+            log.error("unhandled error %s on %s %s", error_id, scope["method"],
+                      printable(scope["path"]), exc_info=exc)
             await send_error(send_wrapper, 500, "internal_error",
                              f"internal error; quote error_id {error_id}", error_id=error_id)
         finally:
@@ -110,14 +113,45 @@ class RequestContextMiddleware:
             metrics.REQUEST_DURATION.labels(*labels).observe(dt)
             metrics.REQUESTS.labels(*labels).inc()
             if path not in ("/metrics", "/healthz", "/readyz"):
-                log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, dt * 1000)
+                log.info("%s %s %d %.1fms", scope["method"], printable(scope["path"]), status,
+                         dt * 1000)
             request_id_var.reset(token)
 
 
 class BodyLimitMiddleware:
+    """Body size and content type. An oversized body is read and thrown away (in
+    constant memory, up to ``DRAIN_FACTOR`` times the limit) before the 413 goes out:
+    a client that does not wait for ``100 Continue`` (Python's urllib, many SDKs) is
+    still sending, and closing the socket under it would give it a connection reset
+    instead of the answer. Past that bound, or once the client pauses for
+    ``DRAIN_STALL_S`` (it waits for the answer), the 413 goes out with
+    ``Connection: close``."""
+
+    DRAIN_FACTOR = 16
+    DRAIN_STALL_S = 0.5
+
     def __init__(self, app: ASGIApp, max_body_bytes: int):
         self.app = app
         self.limit = max_body_bytes
+
+    async def _too_large(self, receive: Receive, send: Send, received: int,
+                         more_body: bool, declared: int | None) -> None:
+        metrics.REJECTED.labels("body_too_large").inc()
+        bound = self.limit * self.DRAIN_FACTOR
+        size = received
+        while more_body and size <= bound and (declared is None or declared <= bound):
+            try:  # a client that stops sending waits for its answer: give it
+                msg = await asyncio.wait_for(receive(), self.DRAIN_STALL_S)
+            except TimeoutError:
+                break
+            if msg["type"] == "http.disconnect":
+                return  # client gone: nothing to answer
+            size += len(msg.get("body", b""))
+            more_body = msg.get("more_body", False)
+        what = f"{declared} bytes" if declared is not None else "over"
+        await send_error(send, 413, "payload_too_large",
+                         f"body: {what} is over the limit of {self.limit} bytes",
+                         headers=[(b"connection", b"close")] if more_body else None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -127,14 +161,14 @@ class BodyLimitMiddleware:
         declared = headers.get(b"content-length")
         if declared is not None:
             try:
-                too_big = int(declared) > self.limit
+                n_declared = int(declared)
+                if n_declared < 0:
+                    raise ValueError
             except ValueError:
                 await send_error(send, 400, "bad_request", "Content-Length is not a number")
                 return
-            if too_big:
-                metrics.REJECTED.labels("body_too_large").inc()
-                await send_error(send, 413, "payload_too_large",
-                                 f"body: {int(declared)} bytes is over the limit of {self.limit}")
+            if n_declared > self.limit:
+                await self._too_large(receive, send, 0, n_declared > 0, n_declared)
                 return
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if ctype != b"application/json":
@@ -149,12 +183,57 @@ class BodyLimitMiddleware:
                 return  # client gone: nothing to answer
             chunk = msg.get("body", b"")
             size += len(chunk)
+            more = msg.get("more_body", False)
             if size > self.limit:
-                metrics.REJECTED.labels("body_too_large").inc()
-                await send_error(send, 413, "payload_too_large",
-                                 f"body: over the limit of {self.limit} bytes")
+                await self._too_large(receive, send, size, more, None)
                 return
             chunks.append(chunk)
-            if not msg.get("more_body", False):
+            if not more:
                 break
         await self.app(scope, replay(b"".join(chunks), receive), send)
+
+
+# GET routes that stay open whatever SEQSERVE_PROTECT_OPS says: probes must work
+# without a key, and the web page's own files hold no data (the page asks for the key).
+_ALWAYS_OPEN = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+# GET routes that SEQSERVE_PROTECT_OPS puts behind the key: metrics, model listings
+# (versions, metrics), the schema and its docs pages.
+_OPS_PREFIXES = ("/metrics", "/v1/", "/v2", "/docs", "/redoc", "/openapi.json")
+
+
+def needs_key(method: str, path: str, protect_ops: bool) -> bool:
+    """Whether a request must carry the API key (when one is configured): every
+    POST (all inference), and with ``protect_ops`` the operations GETs too."""
+    if method == "OPTIONS":
+        return False  # CORS preflight: browsers send it without credentials
+    if method not in ("GET", "HEAD"):
+        return True
+    if not protect_ops or path in _ALWAYS_OPEN:
+        return False
+    if path.startswith("/v2/models/") and path.endswith("/ready"):
+        return False
+    return path.startswith(_OPS_PREFIXES)
+
+
+class ApiKeyMiddleware:
+    """The API key, checked before anything reads or parses the body: a request
+    without the key gets its 401 whatever it sends (a malformed or oversized body
+    included), and costs no parsing. Constant-time comparison (``api_key_ok``); the key
+    is never logged."""
+
+    def __init__(self, app: ASGIApp, settings: Settings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        s = self.settings
+        if (scope["type"] == "http" and s.api_key is not None
+                and needs_key(scope["method"], scope["path"], s.protect_ops)):
+            auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            if not api_key_ok(s, auth.decode("latin-1")):
+                metrics.REJECTED.labels("unauthorized").inc()
+                await send_error(send, 401, "unauthorized", "missing or wrong API key: send "
+                                 "'Authorization: Bearer <key>'",
+                                 headers=[(b"www-authenticate", b"Bearer")])
+                return
+        await self.app(scope, receive, send)

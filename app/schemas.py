@@ -16,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _STRICT = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
 
+# Absolute caps on every number and count a request carries, whatever the settings say,
+# so nothing downstream meets a value it cannot hold (a top_k of 2**63 once overflowed
+# int64 inside the generation thread and killed it). The settings' own limits, checked
+# in app/validation.py, are usually far lower.
+TOP_K_CAP = 1_000_000
+MAX_NEW_CHARS_CAP = 1_000_000
+MAX_TEXTS_CAP = 4096
+MAX_STOP_CAP = 64
+SEED_MAX = 2**63 - 1
+
 
 class SentimentRequest(BaseModel):
     """Exactly one of ``text`` or ``texts``."""
@@ -25,7 +35,8 @@ class SentimentRequest(BaseModel):
         {"texts": ["Dull and far too long.", "An instant classic!"]},
     ]})
     text: str | None = Field(None, description="one text to classify")
-    texts: list[str] | None = Field(None, description="several texts (1..SEQSERVE_MAX_TEXTS)")
+    texts: list[str] | None = Field(None, max_length=MAX_TEXTS_CAP,
+                                    description="several texts (1..SEQSERVE_MAX_TEXTS)")
     model: str | None = Field(None, description="model name (default: the loaded classifier)")
 
     @model_validator(mode="after")
@@ -79,14 +90,17 @@ class GenerateRequest(BaseModel):
         {"prompt": "the free spirit ", "max_new_chars": 200, "temperature": 0.7,
          "top_k": None, "top_p": 0.95, "seed": 42, "stop": ["\n\n"], "stream": False}]})
     prompt: str = Field(..., description="text to continue (lowercased by the model)")
-    max_new_chars: int = Field(200, ge=1, description="characters to generate at most")
+    max_new_chars: int = Field(200, ge=1, le=MAX_NEW_CHARS_CAP,
+                               description="characters to generate at most "
+                               "(and at most SEQSERVE_MAX_NEW_CHARS)")
     temperature: float = Field(1.0, ge=0.0, le=10.0,
                                description="p_i ~ exp(log p_i / T); 0 = greedy")
-    top_k: int | None = Field(None, ge=1, description="sample among the k likeliest only")
+    top_k: int | None = Field(None, ge=1, le=TOP_K_CAP,
+                              description="sample among the k likeliest only")
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="nucleus sampling mass")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1,
+    seed: int | None = Field(None, ge=0, le=SEED_MAX,
                              description="random seed (same seed, same text); drawn if absent")
-    stop: list[str] = Field(default_factory=list,
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_CAP,
                             description="stop sequences; the text ends before the first one")
     stream: bool = Field(False, description="Server-Sent Events, one event per chunk")
     model: str | None = Field(None, description="model name (default: the loaded generator)")

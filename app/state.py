@@ -10,6 +10,7 @@ from fastapi import Request
 from app import metrics
 from app.batching import ClassificationBatcher
 from app.config import Settings
+from app.context import printable
 from app.errors import ApiError
 from app.generation import GenerationEngine
 from app.registry import LoadedModel, Registry
@@ -24,6 +25,11 @@ class AppState:
     ready: bool = False
     not_ready_reason: str = "starting: models not loaded yet"
     fast_path: bool = True  # POST /sentiment via app/fastpath.py (tests turn it off)
+
+    def dead_loops(self) -> list[str]:
+        """Why each batching or generation loop that has died stopped (empty: all run)."""
+        loops = [*self.batchers.values(), *self.engines.values()]
+        return [x.dead or "a model thread stopped" for x in loops if not x.alive]
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a
@@ -63,6 +69,7 @@ def model_for(state: AppState, task: str, name: str | None) -> LoadedModel:
     m = state.registry.by_task(task, name)
     if m is None:
         names = [k for k, v in state.registry.models.items() if v.task == task]
-        raise ApiError(404, "model_not_found", f"model: no {task} model named {name!r}; "
+        raise ApiError(404, "model_not_found", f"model: no {task} model named "
+                       f"{printable(repr(name), 80)}; "
                        f"loaded: {names}")
     return m

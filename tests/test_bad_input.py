@@ -330,7 +330,9 @@ def test_odd_texts_in_one_batch(client, server_log):
 
 
 def test_body_limit_stops_reading_a_50mb_stream_early():
-    """A chunked 50 MB body: the middleware pulls little more than the limit, then 413."""
+    """A chunked 50 MB body: the middleware drains (and drops) at most DRAIN_FACTOR
+    times the limit, so a client still sending can read its 413, then answers 413
+    with ``Connection: close`` instead of reading on."""
     limit, chunk = 1_000_000, b"x" * 65_536
     pulled = 0
     sent: list[dict] = []
@@ -353,8 +355,27 @@ def test_body_limit_stops_reading_a_50mb_stream_early():
     asyncio.run(BodyLimitMiddleware(app, max_body_bytes=limit)(scope, receive, send))
     assert not reached_app
     assert sent[0]["status"] == 413
-    assert pulled <= limit + len(chunk)
+    assert pulled <= limit * BodyLimitMiddleware.DRAIN_FACTOR + len(chunk)
+    assert (b"connection", b"close") in sent[0]["headers"]
     assert json.loads(sent[1]["body"])["error"]["code"] == "payload_too_large"
+
+
+def test_oversized_body_without_expect_continue_gets_413_not_a_reset(tiny_models_dir):
+    """A 4 MB body sent whole by a client that does not wait for ``100 Continue``
+    (urllib): the server drains it and the client reads the 413 (once a reset)."""
+    import urllib.error
+    import urllib.request
+
+    from bench.server import ServerProcess
+
+    with ServerProcess(tiny_models_dir) as srv:
+        for body in (b"x" * 4_000_000, b"[" * 4_000_000):
+            req = urllib.request.Request(srv.url + "/sentiment", data=body,
+                                         headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=30)
+            assert e.value.code == 413
+            assert json.loads(e.value.read())["error"]["code"] == "payload_too_large"
 
 
 def _read_response(sock: socket.socket) -> bytes:
