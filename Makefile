@@ -6,7 +6,7 @@ PORT   ?= 8000
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint bench soak deploy-test clean
+.PHONY: serve test test-web lint bench soak deploy-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,17 @@ $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
 serve: $(VENV)/.serve
 	SEQSERVE_HOST=$(HOST) SEQSERVE_PORT=$(PORT) $(PY) -m app
 
+# PYTEST_ARGS: extra pytest arguments (CI: -m 'not browser', then `make test-web`)
 test: $(VENV)/.test
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The web page in a real browser: Playwright (the dev extra) driving Debian's chromium
+# (`apt-get install chromium`; CHROMIUM= another binary). Here the browser tests are
+# required: without a browser they fail, where plain `make test` skips them.
+CHROMIUM ?= /usr/bin/chromium
+test-web: $(VENV)/.test
+	SEQSERVE_BROWSER_TESTS=required SEQSERVE_CHROMIUM=$(CHROMIUM) \
+		$(PY) -m pytest tests/test_web_static.py tests/test_web_browser.py
 
 lint: $(VENV)/.test
 	$(PY) -m ruff check app training tests bench

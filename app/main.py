@@ -27,7 +27,7 @@ from app.fastpath import SentimentFastPath
 from app.generation import GenerationEngine
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.registry import CUDA, CharModel, Registry, SentimentModel
-from app.routes import classify, generate, health
+from app.routes import classify, generate, health, web
 from app.state import AppState
 
 log = logging.getLogger("seqserve")
@@ -124,12 +124,16 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         description="Recurrent sequence models on ONNX Runtime: IMDB sentiment with "
                     "attention, and a character-level text generator.",
         lifespan=lifespan,
+        # /docs and /redoc come from app/routes/web.py, with their assets served from
+        # the package (FastAPI's own pages load them from a CDN: blank when offline)
+        docs_url=None, redoc_url=None,
     )
     app.state.seqserve = state
     install_error_handlers(app)
     app.include_router(classify.router)
     app.include_router(generate.router)
     app.include_router(health.router)
+    app.include_router(web.router)  # last: the page's routes never precede the API's
     app.add_middleware(SentimentFastPath, state=state)  # innermost: after the body checks
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
@@ -138,7 +142,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                            expose_headers=["X-Request-ID", "Server-Timing"])
     # every route's path template, for the metrics' route label (the routers' own lists:
     # FastAPI may keep included routers as one lazy entry in app.routes)
-    known = {r.path for router in (app.router, classify.router, generate.router, health.router)
+    known = {r.path
+             for router in (app.router, classify.router, generate.router, health.router, web.router)
              for r in router.routes if isinstance(getattr(r, "path", None), str)}
     app.add_middleware(RequestContextMiddleware, known_paths=known)
     return app
