@@ -48,8 +48,10 @@ STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 SWAGGER = "vendor/swagger-ui-5.35.0"
 REDOC = "vendor/redoc-2.5.4"
 
-# only /v1/stats is part of the API; the page, its files and the docs are not
-router = APIRouter()
+# None of these routes is in the OpenAPI schema: the page, its files and the docs are not
+# API, and /v1/stats is the page's own summary (its shape is in the README; /metrics is
+# the interface for monitoring).
+router = APIRouter(include_in_schema=False)
 
 
 # ------------------------------------------------------------------ static files
@@ -142,17 +144,17 @@ async def serve_asset(request: Request, rel: str) -> Response:
     return Response(body, headers=headers, media_type=a.media_type)
 
 
-@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"])
 async def index(request: Request) -> Response:
     return await serve_asset(request, "index.html")
 
 
-@router.api_route("/static/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
+@router.api_route("/static/{path:path}", methods=["GET", "HEAD"])
 async def static(path: str, request: Request) -> Response:
     return await serve_asset(request, path)
 
 
-@router.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+@router.api_route("/favicon.ico", methods=["GET", "HEAD"])
 async def favicon(request: Request) -> Response:
     # browsers ask for it whatever the page says; an SVG answers as well as an .ico
     return await serve_asset(request, "favicon.svg")
@@ -167,7 +169,7 @@ def _static_url(request: Request, rel: str) -> str:
     return request.scope.get("root_path", "").rstrip("/") + "/static/" + rel
 
 
-@router.get("/docs", include_in_schema=False)
+@router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     return get_swagger_ui_html(
         openapi_url=_openapi_url(request), title=request.app.title + " - Swagger UI",
@@ -178,7 +180,7 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_ui_parameters={"validatorUrl": None})
 
 
-@router.get("/redoc", include_in_schema=False)
+@router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
     return get_redoc_html(
         openapi_url=_openapi_url(request), title=request.app.title + " - ReDoc",
@@ -187,7 +189,7 @@ async def redoc(request: Request) -> HTMLResponse:
 
 
 # ------------------------------------------------------------------ page settings
-@router.get("/web/config", include_in_schema=False)
+@router.get("/web/config")
 async def web_config(state: AppState = Depends(get_state)) -> dict:
     """What the page needs to know before its first call: whether to ask for an API key
     (a 401 would tell it too, but only after the reader typed a review), and the limits
@@ -302,7 +304,7 @@ def _gauge_total(name: str) -> float:
     return sum(s.value for f in _families(name) for s in f.samples if s.name == name)
 
 
-@router.get("/v1/stats", tags=["operations"], operation_id="get_stats",
+@router.get("/v1/stats",
             summary="Request rate and p50/p99 latency per route over the last minute")
 async def stats() -> JSONResponse:
     """Request rate and p50/p99 latency per route over the last minute (from the
