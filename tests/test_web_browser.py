@@ -272,7 +272,7 @@ def test_keyboard_only_classify_and_read_weights(server, open_page):
     assert page.evaluate("document.activeElement.dataset.testid") == "sentiment-submit"
     page.keyboard.press("Enter")
     page.wait_for_selector(tid("attention-token"))
-    for _ in range(12):  # Tab on through the controls to the heatmap's one tab stop
+    for _ in range(30):  # Tab on through the controls to the heatmap's one tab stop
         page.keyboard.press("Tab")
         if page.evaluate("document.activeElement.tagName") == "MARK":
             break
