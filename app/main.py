@@ -26,8 +26,10 @@ from app.errors import install_error_handlers
 from app.fastpath import SentimentFastPath
 from app.generation import GenerationEngine
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.openapi import install_openapi, operation_id
+from app.protocol_errors import ProtocolErrorMiddleware
 from app.registry import CUDA, CharModel, Registry, SentimentModel
-from app.routes import classify, generate, health, web
+from app.routes import classify, generate, health, openai_compat, v2, web
 from app.state import AppState
 
 log = logging.getLogger("seqserve")
@@ -127,15 +129,21 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         # /docs and /redoc come from app/routes/web.py, with their assets served from
         # the package (FastAPI's own pages load them from a CDN: blank when offline)
         docs_url=None, redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.seqserve = state
     install_error_handlers(app)
     app.include_router(classify.router)
     app.include_router(generate.router)
     app.include_router(health.router)
+    app.include_router(openai_compat.router)
+    app.include_router(v2.router)
+    app.include_router(v2.infer_router)
     app.include_router(web.router)  # last: the page's routes never precede the API's
     app.add_middleware(SentimentFastPath, state=state)  # innermost: after the body checks
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # errors of the OpenAI and V2 routes in their protocols' shapes, whichever layer made them
+    app.add_middleware(ProtocolErrorMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"],
@@ -143,7 +151,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     # every route's path template, for the metrics' route label (the routers' own lists:
     # FastAPI may keep included routers as one lazy entry in app.routes)
     known = {r.path
-             for router in (app.router, classify.router, generate.router, health.router, web.router)
+             for router in (app.router, classify.router, generate.router, health.router, web.router,
+                            openai_compat.router, v2.router, v2.infer_router)
              for r in router.routes if isinstance(getattr(r, "path", None), str)}
     app.add_middleware(RequestContextMiddleware, known_paths=known)
+    install_openapi(app, settings)
     return app

@@ -36,7 +36,16 @@ CHECKS = [schemathesis.checks.not_a_server_error, status_code_conformance,
           response_schema_conformance, negative_data_rejection]
 OPERATIONS = [("POST", "/sentiment"), ("POST", "/attention"), ("POST", "/generate"),
               ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/models"),
-              ("GET", "/metrics")]
+              ("GET", "/metrics"),
+              # the streaming twin of /generate, the OpenAI-compatible and V2 routes
+              ("POST", "/generate/stream"), ("POST", "/v1/completions"),
+              ("GET", "/v1/models/{model_id}"), ("GET", "/v2"), ("GET", "/v2/health/live"),
+              ("GET", "/v2/health/ready"), ("GET", "/v2/models/{model_name}"),
+              ("GET", "/v2/models/{model_name}/versions/{model_version}"),
+              ("GET", "/v2/models/{model_name}/ready"),
+              ("GET", "/v2/models/{model_name}/versions/{model_version}/ready"),
+              ("POST", "/v2/models/{model_name}/infer"),
+              ("POST", "/v2/models/{model_name}/versions/{model_version}/infer")]
 
 
 @pytest.fixture(scope="module")

@@ -94,7 +94,7 @@ async def sentiment_answer(state: AppState, body: SentimentRequest, arrived: flo
 
 
 @router.post("/sentiment", response_model=SentimentResult | SentimentBatchResponse,
-             responses=ERROR_RESPONSES,
+             responses=ERROR_RESPONSES, operation_id="classify_sentiment",
              summary="Classify one text ({text}) or several ({texts}) as positive/negative")
 async def sentiment(body: SentimentRequest, request: Request,
                     state: AppState = Depends(get_state)) -> JSONResponse:
@@ -102,6 +102,7 @@ async def sentiment(body: SentimentRequest, request: Request,
 
 
 @router.post("/attention", response_model=AttentionResponse, responses=ERROR_RESPONSES,
+             operation_id="explain_attention",
              summary="Classify a text and return the attention weight of every token read")
 async def attention(body: AttentionRequest, request: Request,
                     state: AppState = Depends(get_state)) -> JSONResponse:

@@ -1,4 +1,8 @@
-"""Operations routes, open without an API key: liveness, readiness, models, metrics."""
+"""Operations routes, open without an API key: liveness, readiness, models, metrics.
+
+The model list is in OpenAI's shape (``object: "list"``, ``data``) so that OpenAI's
+clients list the models; each entry keeps every detail field, and the same entries
+are also under ``models``, the key of earlier versions."""
 
 from __future__ import annotations
 
@@ -6,18 +10,23 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
 from app import metrics
-from app.schemas import ModelList
+from app.context import printable
+from app.errors import ApiError
+from app.routes.openai_compat import model_card
+from app.schemas_openai import ModelCard, ModelCardList, OpenAIErrorResponse
 from app.state import AppState, get_state
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Liveness: the process is up and its event loop answers")
+@router.get("/healthz", operation_id="check_liveness",
+            summary="Liveness: the process is up and its event loop answers")
 async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: 200 only when every model is loaded and warmed up",
+@router.get("/readyz", operation_id="check_readiness",
+            summary="Readiness: 200 only when every model is loaded and warmed up",
             responses={503: {"description": "not ready, with the reason"}})
 async def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
     if not state.ready:
@@ -26,15 +35,28 @@ async def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
     return JSONResponse({"status": "ready", "models": sorted(state.registry.models)})  # type: ignore[union-attr]
 
 
-@router.get("/v1/models", response_model=ModelList,
-            summary="Loaded models: name, version, task, provider, metrics from the manifest")
+@router.get("/v1/models", response_model=ModelCardList, operation_id="list_models",
+            summary="Loaded models, in OpenAI's list shape (`data`; `models` holds the same "
+                    "entries for earlier clients): name, version, task, provider, metrics")
 async def models(state: AppState = Depends(get_state)) -> dict:
     loaded = state.registry.models.values() if state.registry else []
-    return {"models": [m.describe() for m in loaded]}
+    cards = [model_card(m) for m in loaded]
+    return {"object": "list", "data": cards, "models": cards}
 
 
-@router.get("/metrics", summary="Prometheus metrics (text exposition format)",
-            response_class=Response)
+@router.get("/v1/models/{model_id}", response_model=ModelCard, operation_id="get_model",
+            responses={404: {"model": OpenAIErrorResponse, "description": "no such model"}},
+            summary="One loaded model, as an entry of GET /v1/models")
+async def model(model_id: str, state: AppState = Depends(get_state)) -> dict:
+    m = state.registry.models.get(model_id) if state.registry else None
+    if m is None:
+        raise ApiError(404, "model_not_found",
+                       f"model: no loaded model named {printable(repr(model_id), 80)}")
+    return model_card(m)
+
+
+@router.get("/metrics", operation_id="get_metrics",
+            summary="Prometheus metrics (text exposition format)", response_class=Response)
 async def prometheus_metrics() -> Response:
     data, ctype = metrics.render()
     return Response(data, media_type=ctype)
