@@ -25,7 +25,7 @@ from app.context import configure_logging
 from app.errors import install_error_handlers
 from app.fastpath import SentimentFastPath
 from app.generation import GenerationEngine
-from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from app.openapi import install_openapi, operation_id
 from app.protocol_errors import ProtocolErrorMiddleware
 from app.registry import CUDA, CharModel, Registry, SentimentModel
@@ -142,6 +142,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(web.router)  # last: the page's routes never precede the API's
     app.add_middleware(SentimentFastPath, state=state)  # innermost: after the body checks
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, settings=settings)  # before anything reads the body
     # errors of the OpenAI and V2 routes in their protocols' shapes, whichever layer made them
     app.add_middleware(ProtocolErrorMiddleware)
     if settings.cors_origins:

@@ -19,19 +19,28 @@ from app.state import AppState, get_state
 router = APIRouter(tags=["operations"])
 
 
+# HEAD answers like GET without the body (probes and load balancers use it); it is left
+# out of the schema, where it would be a second operation with the same id.
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz", operation_id="check_liveness",
             summary="Liveness: the process is up and its event loop answers")
 async def healthz() -> dict:
     return {"status": "ok"}
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get("/readyz", operation_id="check_readiness",
-            summary="Readiness: 200 only when every model is loaded and warmed up",
+            summary="Readiness: 200 only when every model is loaded and warmed up, "
+            "and every batching and generation thread runs",
             responses={503: {"description": "not ready, with the reason"}})
 async def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
     if not state.ready:
         return JSONResponse({"status": "not_ready", "reason": state.not_ready_reason},
                             status_code=503, headers={"Retry-After": "1"})
+    dead = state.dead_loops()
+    if dead:
+        return JSONResponse({"status": "not_ready", "reason": "; ".join(dead)},
+                            status_code=503, headers={"Retry-After": "5"})
     return JSONResponse({"status": "ready", "models": sorted(state.registry.models)})  # type: ignore[union-attr]
 
 
