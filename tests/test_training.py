@@ -153,6 +153,26 @@ def test_the_cli_prints_data_errors_without_a_traceback(tmp_path, capsys):
     assert err.startswith("error:") and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", ["train_sentiment", "train_chargen"])
+def test_training_never_writes_into_the_served_models_folder_unless_told(command, tmp_path,
+                                                                         capsys):
+    """``--out`` inside the served models/ folder is refused (exit 2, before any work);
+    the default output is a new runs/<task>-<time> folder."""
+    import importlib
+
+    from training.manifest import SERVED_MODELS, OutputError, run_folder
+
+    main = importlib.import_module(f"training.{command}").main
+    served = SERVED_MODELS / "sentiment"
+    assert main(["--data", str(tmp_path / "nope"), "--out", str(served)]) == 2
+    assert "--replace-served" in capsys.readouterr().err
+    with pytest.raises(OutputError):
+        run_folder(str(SERVED_MODELS), "chargen")
+    assert run_folder(str(served), "sentiment", replace_served=True) == served
+    default = run_folder("", "chargen")
+    assert default.parts[0] == "runs" and default.name.startswith("chargen-")
+
+
 def test_text_loader_rejects_folders_tiny_and_binary_files(tmp_path):
     with pytest.raises(DataError, match="is a folder"):
         load_text(tmp_path)

@@ -1,6 +1,6 @@
 """Train the character-level LSTM generator and export it as an ONNX step graph.
 
-    python -m training.train_chargen --data ../shared/data/nietzsche.txt --out models/chargen
+    python -m training.train_chargen --data ../shared/data/nietzsche.txt --out models/chargen --replace-served
 
 Recipe (defaults reproduce the committed model): lowercased characters, 2-layer
 LSTM 256 with a 64-d embedding, dropout 0.1, trained to predict EVERY next character
@@ -20,7 +20,6 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,14 +30,15 @@ from app.tokenizer import CharVocab
 from training.data import DataError, load_text, source_record
 from training.evaluate import chargen_loss_onnx
 from training.export import build_char_graph, check_char
-from training.manifest import write_model_folder
+from training.manifest import OutputError, run_folder, write_model_folder
 from training.models import CharConfig, CharLSTM
 
 
 @dataclass
 class TrainConfig:
     data: str = "../shared/data/nietzsche.txt"
-    out: str = "models/chargen"
+    out: str = ""  # default: a new runs/chargen-<time> folder, never the served models/
+    replace_served: bool = False  # allow --out inside the served models/ folder
     sha256: str | None = None
     emb_dim: int = 64
     hidden: int = 256
@@ -74,6 +74,7 @@ def heldout_loss(model: CharLSTM, ids: torch.Tensor, streams: int) -> float:
 
 
 def train(cfg: TrainConfig) -> dict:
+    out = run_folder(cfg.out, "chargen", cfg.replace_served)  # refused before any work
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -162,8 +163,9 @@ def train(cfg: TrainConfig) -> dict:
         "export_checks": checks,
         "state": {"layers": cfg.layers, "hidden": cfg.hidden},
     }
-    write_model_folder(Path(cfg.out), graph, vocab, manifest)
-    print(json.dumps({"heldout_loss": best, "best_epoch": best_epoch, "export": checks}))
+    write_model_folder(out, graph, vocab, manifest)
+    print(json.dumps({"out": str(out), "heldout_loss": best, "best_epoch": best_epoch,
+                      "export": checks}))
     return manifest
 
 
@@ -171,12 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     for k, v in asdict(TrainConfig()).items():
-        p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
-                       type=type(v) if v is not None else str)
+        if isinstance(v, bool):
+            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
+                           action=argparse.BooleanOptionalAction)
+        else:
+            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
+                           type=type(v) if v is not None else str)
     cfg = TrainConfig(**vars(p.parse_args(argv)))
     try:
         train(cfg)
-    except DataError as e:
+    except (DataError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,7 +1,7 @@
 """Train the IMDB sentiment classifier (biLSTM + dot-product attention), export to ONNX.
 
     python -m training.train_sentiment --data ../shared/data/aclImdb_v1_labeled.tar.gz \
-        --out models/sentiment
+        --out models/sentiment --replace-served
 
 Recipe (defaults reproduce the committed model): the tokenizer of app/tokenizer.py,
 a 20k-word vocabulary from the training split, reviews up to 800 tokens (98 % of
@@ -26,7 +26,6 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,14 +41,15 @@ from training.export import (
     build_sentiment_graph,
     check_sentiment,
 )
-from training.manifest import write_model_folder
+from training.manifest import OutputError, run_folder, write_model_folder
 from training.models import SentimentConfig, SentimentLSTM
 
 
 @dataclass
 class TrainConfig:
     data: str = "../shared/data/aclImdb_v1_labeled.tar.gz"
-    out: str = "models/sentiment"
+    out: str = ""  # default: a new runs/sentiment-<time> folder, never the served models/
+    replace_served: bool = False  # allow --out inside the served models/ folder
     sha256: str | None = None
     max_vocab: int = 20000
     min_count: int = 2
@@ -234,6 +234,7 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
 
 
 def train(cfg: TrainConfig) -> dict:
+    out = run_folder(cfg.out, "sentiment", cfg.replace_served)  # refused before any work
     np.random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     t_start = time.time()
@@ -290,8 +291,8 @@ def train(cfg: TrainConfig) -> dict:
         "metrics": metrics,
         "export_checks": checks,
     }
-    write_model_folder(Path(cfg.out), graph, tok, manifest)
-    print(json.dumps({"metrics": metrics, "members": member_info and
+    write_model_folder(out, graph, tok, manifest)
+    print(json.dumps({"out": str(out), "metrics": metrics, "members": member_info and
                       [{k: m[k] for k in ("seed", "val_accuracy", "best_epoch")}
                        for m in member_info], "export": checks}))
     return manifest
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(**vars(p.parse_args(argv)))
     try:
         train(cfg)
-    except DataError as e:
+    except (DataError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
