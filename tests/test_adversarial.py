@@ -247,6 +247,26 @@ EXTREME = [
     ("/generate", {"prompt": "a" * 100_000}),
     ("/sentiment", {"texts": ["a"] * 5000}),
     ("/sentiment", {"texts": []}),
+    # the protocol routes hold the same bounds
+    ("/v1/completions", {"model": "chargen", "prompt": "a", "max_tokens": 2**63}),
+    ("/v1/completions", {"model": "chargen", "prompt": "a", "top_k": 2**63}),
+    ("/v1/completions", {"model": "chargen", "prompt": "a", "n": 10**6}),
+    ("/v1/completions", {"model": "chargen", "prompt": "a", "seed": 2**64}),
+    ("/v1/completions", {"model": "chargen", "prompt": ["a"] * 10_000}),
+    ("/v1/completions", {"model": "chargen", "prompt": "a", "temperature": 1e308}),
+    ("/v2/models/chargen/infer", {"inputs": [{"name": "prompt", "datatype": "BYTES",
+                                              "shape": [1], "data": ["a"]}],
+                                  "parameters": {"top_k": 2**63}}),
+    ("/v2/models/chargen/infer", {"inputs": [{"name": "prompt", "datatype": "BYTES",
+                                              "shape": [1], "data": ["a"]}],
+                                  "parameters": {"max_new_chars": 2**63}}),
+    ("/v2/models/sentiment/infer", {"inputs": [{"name": "text", "datatype": "BYTES",
+                                                "shape": [2**62], "data": ["a"]}]}),
+    ("/v2/models/sentiment/infer", {"inputs": [{"name": "text", "datatype": "BYTES",
+                                                "shape": [2**31, 2**31, 2**31, 2**31],
+                                                "data": ["a"]}]}),
+    ("/v2/models/sentiment/infer", {"inputs": [{"name": "text", "datatype": "BYTES",
+                                                "shape": [5000], "data": ["a"] * 5000}]}),
 ]
 
 
@@ -254,9 +274,9 @@ EXTREME = [
 def test_extreme_parameters_are_refused_at_once_and_change_nothing(srv: ServerProcess, path, body):
     t0 = time.perf_counter()
     r = httpx.post(srv.url + path, json=body, timeout=10)
-    assert r.status_code == 422, r.text
+    assert r.status_code in (400, 422), r.text
     assert time.perf_counter() - t0 < 1.0
-    assert r.json()["error"]["code"] == "validation_error"
+    assert "error" in r.json()  # in the route's protocol shape
 
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
