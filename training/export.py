@@ -1,8 +1,10 @@
 """Export the torch models as batch-invariant ONNX graphs built with ``onnx.helper``.
 
-Both graphs use the ONNX ``LSTM`` operator with ``sequence_lens``, so a row's outputs
-do not depend on padding or on the other rows of its batch (Y_h is each row's last
-*valid* state, for the reverse direction too). Building the graph by hand, rather
+Both graphs use the ONNX operator of the model's cell (``LSTM``, ``GRU`` or ``RNN``)
+with ``sequence_lens``, so a row's outputs do not depend on padding or on the other
+rows of its batch (Y_h is each row's last *valid* state, for the reverse direction
+too). A GRU or RNN char graph keeps the LSTM's interface: ``c0`` passes through to
+``cN`` unchanged, so the service runs every cell with the same code. Building the graph by hand, rather
 than tracing, keeps the names, dynamic axes and dtypes exactly as the service expects
 (ORT wants int32 ``sequence_lens`` and rejects ``layout=1``).
 
@@ -37,17 +39,29 @@ class ExportCheckError(RuntimeError):
     pass
 
 
-def _gates_torch_to_onnx(w: torch.Tensor) -> np.ndarray:
-    """torch stacks gates i,f,g,o; ONNX wants i,o,f,c along the first axis."""
-    i, f, g, o = w.detach().float().cpu().numpy().reshape(4, -1, *w.shape[1:])
-    return np.concatenate([i, o, f, g], axis=0)
+# ONNX operator of each cell, and how torch's gate blocks map onto ONNX's order.
+_OP = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+_GATES = {"lstm": (0, 3, 1, 2),  # torch i,f,g,o -> ONNX i,o,f,c
+          "gru": (1, 0, 2),  # torch r,z,n -> ONNX z,r,h
+          "rnn": (0,)}
+# torch's GRU applies the reset gate after the recurrent matrix product
+# (n = tanh(W_in x + b_in + r * (W_hn h + b_hn))): ONNX's linear_before_reset=1.
+_OP_ATTRS = {"lstm": {}, "gru": {"linear_before_reset": 1}, "rnn": {}}
 
 
-def _lstm_weights(lstm: torch.nn.LSTM, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    W = _gates_torch_to_onnx(getattr(lstm, f"weight_ih_l{layer}"))
-    R = _gates_torch_to_onnx(getattr(lstm, f"weight_hh_l{layer}"))
-    B = np.concatenate([_gates_torch_to_onnx(getattr(lstm, f"bias_ih_l{layer}")),
-                        _gates_torch_to_onnx(getattr(lstm, f"bias_hh_l{layer}"))])
+def _gates_torch_to_onnx(w: torch.Tensor, cell: str = "lstm") -> np.ndarray:
+    order = _GATES[cell]
+    blocks = w.detach().float().cpu().numpy().reshape(len(order), -1, *w.shape[1:])
+    return np.concatenate([blocks[g] for g in order], axis=0)
+
+
+def _rnn_weights(rnn: torch.nn.RNNBase, layer: int, cell: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """W, R, B of one layer in ONNX's layout (one direction)."""
+    W = _gates_torch_to_onnx(getattr(rnn, f"weight_ih_l{layer}"), cell)
+    R = _gates_torch_to_onnx(getattr(rnn, f"weight_hh_l{layer}"), cell)
+    B = np.concatenate([_gates_torch_to_onnx(getattr(rnn, f"bias_ih_l{layer}"), cell),
+                        _gates_torch_to_onnx(getattr(rnn, f"bias_hh_l{layer}"), cell)])
     return W, R, B
 
 
@@ -70,8 +84,8 @@ def _const_i64(name: str, values: list[int]) -> onnx.TensorProto:
 def build_sentiment_graph(model: SentimentLSTM) -> onnx.ModelProto:
     cfg = model.cfg
     H = cfg.hidden
-    Wf, Rf, Bf = _lstm_weights(model.lstm_fwd, 0)
-    Wb, Rb, Bb = _lstm_weights(model.lstm_bwd, 0)
+    Wf, Rf, Bf = _rnn_weights(model.rnn_fwd, 0, cfg.cell)
+    Wb, Rb, Bb = _rnn_weights(model.rnn_bwd, 0, cfg.cell)
     inits = [
         _init("emb", model.embedding.weight.detach().numpy()),
         _init("W", np.stack([Wf, Wb])), _init("R", np.stack([Rf, Rb])),
@@ -92,12 +106,12 @@ def build_sentiment_graph(model: SentimentLSTM) -> onnx.ModelProto:
         n("Cast", ["lengths"], ["seq_lens"], to=TensorProto.INT32),
         n("Gather", ["emb", "input_ids"], ["x_bte"]),  # [B,T,E]
         n("Transpose", ["x_bte"], ["x"], perm=[1, 0, 2]),  # [T,B,E]
-        n("LSTM", ["x", "W", "R", "B", "seq_lens"], ["Y", "Y_h"],
-          hidden_size=H, direction="bidirectional"),  # Y [T,2,B,H], Y_h [2,B,H]
+        n(_OP[cfg.cell], ["x", "W", "R", "B", "seq_lens"], ["Y", "Y_h"],
+          hidden_size=H, direction="bidirectional", **_OP_ATTRS[cfg.cell]),  # Y [T,2,B,H]
         # query s = [final forward; final backward]  [B,2H]
         n("Transpose", ["Y_h"], ["Y_h_b"], perm=[1, 0, 2]),
         n("Reshape", ["Y_h_b", "flat2"], ["s"]),  # [B,2H]
-        # keys/values h [B,T,2H]; the ONNX LSTM already zeroes Y past each row's length
+        # keys/values h [B,T,2H]; the ONNX op already zeroes Y past each row's length
         n("Transpose", ["Y"], ["Y_bt"], perm=[2, 0, 1, 3]),  # [B,T,2,H]
         n("Reshape", ["Y_bt", "perm_shape"], ["h"]),
         n("Unsqueeze", ["s", "axis2"], ["s_col"]),  # [B,2H,1]
@@ -125,7 +139,7 @@ def build_sentiment_graph(model: SentimentLSTM) -> onnx.ModelProto:
         n("Sigmoid", ["logit"], ["probability"]),
     ]
     graph = helper.make_graph(
-        nodes, "sentiment_lstm_attention",
+        nodes, f"sentiment_{cfg.cell}_attention",
         inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "time"]),
                 helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])],
         outputs=[helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch"]),
@@ -226,7 +240,7 @@ def build_char_graph(model: CharLSTM) -> onnx.ModelProto:
     hs, cs = [], []
     x = "x0"
     for layer in range(L):
-        W, R, B = _lstm_weights(model.lstm, layer)
+        W, R, B = _rnn_weights(model.rnn, layer, cfg.cell)
         inits += [_init(f"W{layer}", W[None]), _init(f"R{layer}", R[None]),
                   _init(f"B{layer}", B[None]),
                   _const_i64(f"sl{layer}_start", [layer]),
@@ -234,11 +248,21 @@ def build_char_graph(model: CharLSTM) -> onnx.ModelProto:
         nodes += [
             n("Slice", ["h0", f"sl{layer}_start", f"sl{layer}_end", "axis0"], [f"h0_{layer}"]),
             n("Slice", ["c0", f"sl{layer}_start", f"sl{layer}_end", "axis0"], [f"c0_{layer}"]),
-            n("LSTM", [x, f"W{layer}", f"R{layer}", f"B{layer}", "seq_lens",
-                       f"h0_{layer}", f"c0_{layer}"],
-              [f"Y{layer}", f"Yh{layer}_raw", f"Yc{layer}_raw"], hidden_size=H),
+        ]
+        if cfg.cell == "lstm":
+            nodes += [
+                n("LSTM", [x, f"W{layer}", f"R{layer}", f"B{layer}", "seq_lens",
+                           f"h0_{layer}", f"c0_{layer}"],
+                  [f"Y{layer}", f"Yh{layer}_raw", f"Yc{layer}_raw"], hidden_size=H),
+                n("Where", ["keep", f"Yc{layer}_raw", f"c0_{layer}"], [f"Yc{layer}"])]
+        else:  # no cell state: c passes through, so the graph's interface stays the same
+            nodes += [
+                n(_OP[cfg.cell], [x, f"W{layer}", f"R{layer}", f"B{layer}", "seq_lens",
+                                  f"h0_{layer}"],
+                  [f"Y{layer}", f"Yh{layer}_raw"], hidden_size=H, **_OP_ATTRS[cfg.cell]),
+                n("Identity", [f"c0_{layer}"], [f"Yc{layer}"])]
+        nodes += [
             n("Where", ["keep", f"Yh{layer}_raw", f"h0_{layer}"], [f"Yh{layer}"]),
-            n("Where", ["keep", f"Yc{layer}_raw", f"c0_{layer}"], [f"Yc{layer}"]),
             n("Squeeze", [f"Y{layer}", "axis1"], [f"x{layer + 1}"]),  # [T,B,H]
         ]
         hs.append(f"Yh{layer}")
@@ -253,7 +277,7 @@ def build_char_graph(model: CharLSTM) -> onnx.ModelProto:
     ]
     state = ["layers", "batch", "hidden"]
     graph = helper.make_graph(
-        nodes, "char_lstm_step",
+        nodes, f"char_{cfg.cell}_step",
         inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "time"]),
                 helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
                 helper.make_tensor_value_info("h0", TensorProto.FLOAT, state),
@@ -322,8 +346,8 @@ def check_char(model: CharLSTM, m: onnx.ModelProto,
                 ref_h, ref_c = hb, cb
                 ref_l = model.head(hb[-1])[0]
             else:
-                y, (ref_h, ref_c) = model.lstm(model.embedding(torch.from_numpy(ids[b:b + 1, :n_])),
-                                               (hb, cb))
+                y, (ref_h, ref_c) = model.run_rnn(
+                    model.embedding(torch.from_numpy(ids[b:b + 1, :n_])), (hb, cb))
                 ref_l = model.head(y[0, -1])
             parity = max(parity, float((ref_l - torch.from_numpy(lo[b])).abs().max()),
                          float((ref_h[:, 0] - torch.from_numpy(ho[:, b])).abs().max()),

@@ -1,13 +1,20 @@
 """The two recurrent models, in PyTorch (training only; the service runs ONNX).
 
-SentimentLSTM: Embedding -> bidirectional LSTM -> dot-product (Luong) attention ->
-dense -> probability, exactly as in DESIGN.md:
+Each takes its recurrent cell from its config: ``lstm`` (the default), ``gru`` or a
+vanilla ``rnn`` (tanh), so the three can be compared on the same task. The class names
+keep "LSTM" for the default cell.
+
+SentimentLSTM: Embedding -> bidirectional recurrent encoder -> dot-product (Luong)
+attention -> dense -> probability:
     s   = final hidden state (forward and backward, concatenated)    [B, 2H]
     h_i = encoder hidden state at token i                             [B, T, 2H]
     e_i = s^T h_i;  a = softmax(e) over real tokens only;  c = sum_i a_i h_i
     s_hat = tanh(W_c [c; s] + b_c);  p = sigmoid(w^T s_hat + b)
 
-CharLSTM: Embedding -> stacked LSTM -> logits over the character vocabulary.
+CharLSTM: Embedding -> stacked recurrent layers -> logits over the character
+vocabulary. Its state is always a pair (h, c): a GRU or a vanilla RNN has no cell
+state, so its ``c`` is carried through unchanged, and the exported step graph keeps
+one interface (h0, c0 -> hN, cN) whatever the cell.
 
 Padding never reaches a result. Instead of pack_padded_sequence (about 6x slower on
 CPU) the bidirectional LSTM runs as two dense unidirectional LSTMs: the forward one
@@ -27,6 +34,17 @@ import torch.nn.functional as F
 from torch import nn
 
 MASK_VALUE = -1e9  # added to pad scores before the softmax (same constant in ONNX)
+CELLS = ("lstm", "gru", "rnn")
+
+
+def recurrent_layer(cell: str, input_size: int, hidden: int, num_layers: int = 1,
+                    dropout: float = 0.0) -> nn.RNNBase:
+    """A batch-first recurrent layer of the named cell."""
+    kinds = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+    if cell not in kinds:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)} (got {cell!r})")
+    return kinds[cell](input_size, hidden, num_layers=num_layers, batch_first=True,
+                       dropout=dropout if num_layers > 1 else 0.0)
 
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -49,6 +67,7 @@ class SentimentConfig:
     hidden: int = 128
     emb_dropout: float = 0.3
     out_dropout: float = 0.5
+    cell: str = "lstm"
 
 
 class SentimentLSTM(nn.Module):
@@ -56,8 +75,8 @@ class SentimentLSTM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_dim, padding_idx=0)
-        self.lstm_fwd = nn.LSTM(cfg.emb_dim, cfg.hidden, batch_first=True)
-        self.lstm_bwd = nn.LSTM(cfg.emb_dim, cfg.hidden, batch_first=True)
+        self.rnn_fwd = recurrent_layer(cfg.cell, cfg.emb_dim, cfg.hidden)
+        self.rnn_bwd = recurrent_layer(cfg.cell, cfg.emb_dim, cfg.hidden)
         self.attn_combine = nn.Linear(4 * cfg.hidden, 2 * cfg.hidden)  # W_c, b_c
         self.out = nn.Linear(2 * cfg.hidden, 1)
 
@@ -66,8 +85,8 @@ class SentimentLSTM(nn.Module):
         """ids [B, T] (right-padded), lengths [B] >= 1 -> (logit [B], attention [B, T])."""
         B, T = ids.shape
         x = F.dropout(self.embedding(ids), self.cfg.emb_dropout, self.training)  # [B,T,E]
-        h_f, _ = self.lstm_fwd(x)  # [B,T,H]
-        h_b_rev, _ = self.lstm_bwd(reverse_within_length(x, lengths))
+        h_f, _ = self.rnn_fwd(x)  # [B,T,H]
+        h_b_rev, _ = self.rnn_bwd(reverse_within_length(x, lengths))
         h_b = reverse_within_length(h_b_rev, lengths)
         last = (lengths - 1).view(B, 1, 1).expand(B, 1, self.cfg.hidden)
         s = torch.cat([h_f.gather(1, last), h_b_rev.gather(1, last)], -1).squeeze(1)  # [B,2H]
@@ -88,6 +107,7 @@ class CharConfig:
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.1
+    cell: str = "lstm"
 
 
 class CharLSTM(nn.Module):
@@ -95,13 +115,21 @@ class CharLSTM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
-        self.lstm = nn.LSTM(cfg.emb_dim, cfg.hidden, num_layers=cfg.layers, batch_first=True,
-                            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.rnn = recurrent_layer(cfg.cell, cfg.emb_dim, cfg.hidden, cfg.layers, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
+
+    def run_rnn(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x [B, T, E] -> (outputs [B, T, H], (h, c)); c passes through a GRU or RNN."""
+        if self.cfg.cell == "lstm":
+            return self.rnn(x, state)
+        h0, c0 = state if state is not None else (None, None)
+        y, h = self.rnn(x, h0)
+        return y, (h, c0 if c0 is not None else torch.zeros_like(h))
 
     def forward(self, ids: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """ids [B, T] -> (logits [B, T, V], (h, c) each [layers, B, H])."""
-        y, state = self.lstm(self.drop(self.embedding(ids)), state)
+        y, state = self.run_rnn(self.drop(self.embedding(ids)), state)
         return self.head(self.drop(y)), state

@@ -31,7 +31,7 @@ from training.data import DataError, load_text, source_record
 from training.evaluate import chargen_loss_onnx
 from training.export import build_char_graph, check_char
 from training.manifest import OutputError, run_folder, write_model_folder
-from training.models import CharConfig, CharLSTM
+from training.models import CELLS, CharConfig, CharLSTM
 
 
 @dataclass
@@ -39,6 +39,8 @@ class TrainConfig:
     data: str = "../shared/data/nietzsche.txt"
     out: str = ""  # default: a new runs/chargen-<time> folder, never the served models/
     replace_served: bool = False  # allow --out inside the served models/ folder
+    name: str = "chargen"  # the model's name in the manifest (requests' `model` field)
+    cell: str = "lstm"  # recurrent cell: lstm | gru | rnn
     sha256: str | None = None
     emb_dim: int = 64
     hidden: int = 256
@@ -86,7 +88,7 @@ def train(cfg: TrainConfig) -> dict:
     train_ids = torch.tensor(vocab.encode(train_text)[0], dtype=torch.long)
     held_ids = torch.tensor(vocab.encode(held_text)[0], dtype=torch.long)
     mcfg = CharConfig(vocab_size=vocab.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
-                      layers=cfg.layers, dropout=cfg.dropout)
+                      layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell)
     model = CharLSTM(mcfg)
     dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                        else ("cpu" if cfg.device == "auto" else cfg.device))
@@ -148,10 +150,12 @@ def train(cfg: TrainConfig) -> dict:
     graph = build_char_graph(model)
     checks = check_char(model, graph)
     manifest = {
-        "name": "chargen",
+        "name": cfg.name,
         "version": f"1.{best_epoch}.{cfg.seed}",
         "task": "text-generation",
-        "architecture": f"char LSTM {cfg.layers}x{cfg.hidden}, embedding {cfg.emb_dim}",
+        "cell": cfg.cell,
+        "architecture": f"char {cfg.cell.upper()} {cfg.layers}x{cfg.hidden}, "
+                        f"embedding {cfg.emb_dim}",
         "parameters": n_params,
         "data": {**source_record(cfg.data), "heldout": f"last {cfg.heldout_fraction:.0%} of text",
                  "train_chars": len(train_ids), "heldout_chars": len(held_ids)},
@@ -178,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                            action=argparse.BooleanOptionalAction)
         else:
             p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
-                           type=type(v) if v is not None else str)
+                           type=type(v) if v is not None else str,
+                           choices=CELLS if k == "cell" else None)
     cfg = TrainConfig(**vars(p.parse_args(argv)))
     try:
         train(cfg)

@@ -42,7 +42,7 @@ from training.export import (
     check_sentiment,
 )
 from training.manifest import OutputError, run_folder, write_model_folder
-from training.models import SentimentConfig, SentimentLSTM
+from training.models import CELLS, SentimentConfig, SentimentLSTM
 
 
 @dataclass
@@ -50,6 +50,8 @@ class TrainConfig:
     data: str = "../shared/data/aclImdb_v1_labeled.tar.gz"
     out: str = ""  # default: a new runs/sentiment-<time> folder, never the served models/
     replace_served: bool = False  # allow --out inside the served models/ folder
+    name: str = "sentiment"  # the model's name in the manifest (requests' `model` field)
+    cell: str = "lstm"  # recurrent cell: lstm | gru | rnn
     sha256: str | None = None
     max_vocab: int = 20000
     min_count: int = 2
@@ -168,7 +170,8 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
     torch.manual_seed(seed)
     rng = random.Random(seed)
     mcfg = SentimentConfig(vocab_size=tok.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
-                           emb_dropout=cfg.emb_dropout, out_dropout=cfg.out_dropout)
+                           emb_dropout=cfg.emb_dropout, out_dropout=cfg.out_dropout,
+                           cell=cfg.cell)
     model = SentimentLSTM(mcfg)
     dev = pick_device(cfg.device)
     if w2v is not None:
@@ -273,13 +276,14 @@ def train(cfg: TrainConfig) -> dict:
     metrics: dict = {"val_accuracy": round(val_acc, 4)}
     if cfg.test:
         metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"]))
-    arch = f"biLSTM {cfg.hidden} + dot-product attention, embedding {cfg.emb_dim}"
+    arch = f"bi{cfg.cell.upper()} {cfg.hidden} + dot-product attention, embedding {cfg.emb_dim}"
     if cfg.members > 1:
         arch = f"mean of {cfg.members} x ({arch}), one vocabulary"
     manifest = {
-        "name": "sentiment",
+        "name": cfg.name,
         "version": f"1.{cfg.members}.{cfg.seed}",
         "task": "text-classification",
+        "cell": cfg.cell,
         "labels": ["negative", "positive"],
         "architecture": arch,
         "parameters": n_params,
@@ -307,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                            action=argparse.BooleanOptionalAction)
         else:
             p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
-                           type=type(v) if v is not None else str)
+                           type=type(v) if v is not None else str,
+                           choices=CELLS if k == "cell" else None)
     cfg = TrainConfig(**vars(p.parse_args(argv)))
     try:
         train(cfg)
