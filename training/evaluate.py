@@ -2,11 +2,14 @@
 
     python -m training.evaluate sentiment --data ../shared/data/aclImdb_v1_labeled.tar.gz
     python -m training.evaluate chargen --data ../shared/data/nietzsche.txt
+    python -m training.evaluate negation          # the hand-written negation set
 
 Sentiment: accuracy on the full 25,000-review test split (and on the reviews longer
 than the model reads). Chargen: held-out (last 5 %) loss in nats and bits per char,
 stepping the exported graph one character at a time with its state carried, exactly
-as the service generates.
+as the service generates. Negation: accuracy on tests/data/negation_set.jsonl (160
+short reviews written for this check: negated praise and criticism, contrast, double
+negation, hedges), overall and per kind.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ def ort_session(model: bytes | str, threads: int = 1):
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
-def sentiment_accuracy_onnx(model: bytes | str, tok: WordTokenizer, reviews: list[Review],
-                            batch_size: int = 64) -> dict:
+def sentiment_probabilities_onnx(model: bytes | str, tok: WordTokenizer, texts: list[str],
+                                 batch_size: int = 64) -> tuple[np.ndarray, list]:
+    """P(positive) of every text through ONNX Runtime (batched by length), and the
+    encodings (``truncated``, ``n_tokens_total``)."""
     sess = ort_session(model)
-    enc = [tok.encode(r.text) for r in reviews]
+    enc = [tok.encode(t, offsets=False) for t in texts]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
     probs = np.zeros(len(enc), dtype=np.float32)
-    t0 = time.time()
     for i in range(0, len(order), batch_size):
         b = order[i : i + batch_size]
         lens = np.array([max(1, len(enc[j].ids)) for j in b], dtype=np.int64)
@@ -49,6 +53,13 @@ def sentiment_accuracy_onnx(model: bytes | str, tok: WordTokenizer, reviews: lis
             if not enc[j].ids:
                 ids[k, 0] = tok.unk_id
         probs[b] = sess.run(["probability"], {"input_ids": ids, "lengths": lens})[0]
+    return probs, enc
+
+
+def sentiment_accuracy_onnx(model: bytes | str, tok: WordTokenizer, reviews: list[Review],
+                            batch_size: int = 64) -> dict:
+    t0 = time.time()
+    probs, enc = sentiment_probabilities_onnx(model, tok, [r.text for r in reviews], batch_size)
     labels = np.array([r.label for r in reviews])
     correct = (probs > 0.5).astype(int) == labels
     long = np.array([e.truncated for e in enc])
@@ -57,6 +68,33 @@ def sentiment_accuracy_onnx(model: bytes | str, tok: WordTokenizer, reviews: lis
             if long.any() else None,
             "truncated_reviews": int(long.sum()),
             "evaluated_with": "onnxruntime", "eval_seconds": round(time.time() - t0, 1)}
+
+
+NEGATION_SET = Path(__file__).resolve().parents[1] / "tests" / "data" / "negation_set.jsonl"
+
+
+def load_negation_set(path: Path = NEGATION_SET) -> list[dict]:
+    """The hand-written check set of short negated, contrasting and hedged reviews
+    (``text``, ``label`` positive/negative, ``kind``). A check, never training data."""
+    items = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()
+             if line.strip()]
+    if not items:
+        raise DataError(f"{path}: no items")
+    return items
+
+
+def negation_accuracy_onnx(model: bytes | str, tok: WordTokenizer, items: list[dict]) -> dict:
+    """Accuracy on the negation set, overall and per kind (and per kind and label)."""
+    probs, _ = sentiment_probabilities_onnx(model, tok, [i["text"] for i in items])
+    correct = [(p > 0.5) == (i["label"] == "positive") for p, i in zip(probs, items, strict=True)]
+    groups: dict[str, list[bool]] = {}
+    for ok, item in zip(correct, items, strict=True):
+        groups.setdefault(item["kind"], []).append(ok)
+        groups.setdefault(f"{item['kind']} ({item['label']})", []).append(ok)
+    return {"negation_accuracy": round(float(np.mean(correct)), 4), "negation_items": len(items),
+            "by_kind": {k: {"accuracy": round(float(np.mean(v)), 4), "items": len(v)}
+                        for k, v in sorted(groups.items())},
+            "evaluated_with": "onnxruntime"}
 
 
 def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: int = 16,
@@ -87,17 +125,26 @@ def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=["sentiment", "chargen"])
-    p.add_argument("--data", required=True, help="dataset path or URL")
-    p.add_argument("--model-dir", default=None, help="model folder (default models/<task>)")
+    p.add_argument("task", choices=["sentiment", "chargen", "negation"],
+                   help="negation: the sentiment model on the hand-written negation set")
+    p.add_argument("--data", default=None, help="dataset path or URL (sentiment, chargen)")
+    p.add_argument("--model-dir", default=None,
+                   help="model folder (default models/<task>; negation: models/sentiment)")
+    p.add_argument("--set", default=str(NEGATION_SET), help="negation set (JSON lines)")
     p.add_argument("--sha256", default=None)
     a = p.parse_args(argv)
-    folder = Path(a.model_dir or f"models/{a.task}")
+    folder = Path(a.model_dir or f"models/{'sentiment' if a.task == 'negation' else a.task}")
     try:
         if not (folder / "model.onnx").is_file():
             raise DataError(f"no model.onnx in {folder}; pass --model-dir")
+        if a.task != "negation" and not a.data:
+            raise DataError(f"{a.task} needs --data (the dataset's path or URL)")
         manifest = json.loads((folder / "manifest.json").read_text())
-        if a.task == "sentiment":
+        if a.task == "negation":
+            tok = WordTokenizer.load(folder / "vocab.json")
+            out = negation_accuracy_onnx(str(folder / "model.onnx"), tok,
+                                         load_negation_set(Path(a.set)))
+        elif a.task == "sentiment":
             tok = WordTokenizer.load(folder / "vocab.json")
             test = load_imdb(a.data, a.sha256)["test"]
             out = sentiment_accuracy_onnx(str(folder / "model.onnx"), tok, test)
