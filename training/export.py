@@ -28,7 +28,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from training.evaluate import ort_session
-from training.models import MASK_VALUE, CharLSTM, SentimentLSTM
+from training.models import MASK_VALUE, CharLSTM, SentimentConfig, SentimentLSTM
 
 OPSET = 17
 PARITY_TOL = 1e-4
@@ -63,6 +63,43 @@ def _rnn_weights(rnn: torch.nn.RNNBase, layer: int, cell: str
     B = np.concatenate([_gates_torch_to_onnx(getattr(rnn, f"bias_ih_l{layer}"), cell),
                         _gates_torch_to_onnx(getattr(rnn, f"bias_hh_l{layer}"), cell)])
     return W, R, B
+
+
+def sentiment_from_graph(m: onnx.ModelProto, emb_dropout: float = 0.3,
+                         out_dropout: float = 0.5) -> SentimentLSTM:
+    """The torch model of an exported (single-member) sentiment graph: the inverse of
+    ``build_sentiment_graph``, so a served model can be trained further."""
+    init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    ops = {n.op_type for n in m.graph.node} & set(_OP.values())
+    if len(ops) != 1 or not {"emb", "W", "R", "B", "Wc_T", "bc", "Wo_T", "bo"} <= set(init):
+        raise ExportCheckError("not a single-member sentiment graph of this project")
+    cell = {v: k for k, v in _OP.items()}[ops.pop()]
+    order = _GATES[cell]
+    emb, W, R, B = init["emb"], init["W"], init["R"], init["B"]
+    H, G = R.shape[2], len(order)
+
+    def to_torch(a: np.ndarray) -> torch.Tensor:
+        blocks = a.reshape(G, H, *a.shape[1:])
+        out = np.empty_like(blocks)
+        for j, g in enumerate(order):  # ONNX block j is torch block g
+            out[g] = blocks[j]
+        return torch.from_numpy(out.reshape(a.shape).copy())
+
+    model = SentimentLSTM(SentimentConfig(vocab_size=emb.shape[0], emb_dim=emb.shape[1],
+                                          hidden=H, emb_dropout=emb_dropout,
+                                          out_dropout=out_dropout, cell=cell))
+    with torch.no_grad():
+        model.embedding.weight.copy_(torch.tensor(emb))
+        for d, rnn in enumerate((model.rnn_fwd, model.rnn_bwd)):
+            rnn.weight_ih_l0.copy_(to_torch(W[d]))
+            rnn.weight_hh_l0.copy_(to_torch(R[d]))
+            rnn.bias_ih_l0.copy_(to_torch(B[d][: G * H]))
+            rnn.bias_hh_l0.copy_(to_torch(B[d][G * H :]))
+        model.attn_combine.weight.copy_(torch.from_numpy(init["Wc_T"].T.copy()))
+        model.attn_combine.bias.copy_(torch.tensor(init["bc"]))
+        model.out.weight.copy_(torch.from_numpy(init["Wo_T"].T.copy()))
+        model.out.bias.copy_(torch.tensor(init["bo"]))
+    return model.eval()
 
 
 def _finish(graph: onnx.GraphProto) -> onnx.ModelProto:

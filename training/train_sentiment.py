@@ -26,13 +26,16 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from app.tokenizer import WordTokenizer, tokenize
+from training.augment import generate
 from training.data import DataError, load_imdb, source_record, split_train_val
 from training.evaluate import sentiment_accuracy_onnx
 from training.export import (
@@ -40,6 +43,7 @@ from training.export import (
     build_sentiment_ensemble_graph,
     build_sentiment_graph,
     check_sentiment,
+    sentiment_from_graph,
 )
 from training.manifest import OutputError, run_folder, write_model_folder
 from training.models import CELLS, SentimentConfig, SentimentLSTM
@@ -53,6 +57,8 @@ class TrainConfig:
     name: str = "sentiment"  # the model's name in the manifest (requests' `model` field)
     cell: str = "lstm"  # recurrent cell: lstm | gru | rnn
     sha256: str | None = None
+    init_from: str = ""  # a model folder: start from its vocabulary and weights (fine-tune)
+    augment: int = 0  # negation-augmentation sentences added to the training split
     max_vocab: int = 20000
     min_count: int = 2
     max_len: int = 800
@@ -164,9 +170,11 @@ def nb_log_count_ratio(seqs: list[list[int]], labels: list[int], vocab: int) -> 
 
 def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list[int]],
                  tr_y: list[int], va_x: list[list[int]], va_y: list[int], t_start: float,
-                 minutes: float, w2v: torch.Tensor | None = None
+                 minutes: float, w2v: torch.Tensor | None = None,
+                 init: SentimentLSTM | None = None
                  ) -> tuple[SentimentLSTM, float, int, list[dict]]:
-    """Train one model with ``seed``; returns the best-validation weights."""
+    """Train one model with ``seed`` (from ``init``'s weights when given); returns the
+    best-validation weights."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     mcfg = SentimentConfig(vocab_size=tok.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
@@ -174,10 +182,12 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
                            cell=cfg.cell)
     model = SentimentLSTM(mcfg)
     dev = pick_device(cfg.device)
-    if w2v is not None:
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    elif w2v is not None:
         with torch.no_grad():
             model.embedding.weight[:, -w2v.shape[1]:] = w2v
-    if cfg.nb_init > 0:
+    if cfg.nb_init > 0 and init is None:
         with torch.no_grad():
             model.embedding.weight[:, 0] = nb_log_count_ratio(tr_x, tr_y, tok.vocab_size) * cfg.nb_init
             model.embedding.weight[tok.pad_id] = 0.0
@@ -236,6 +246,24 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
     return model, best, best_epoch, history
 
 
+def load_init(cfg: TrainConfig) -> tuple[WordTokenizer, SentimentLSTM]:
+    """The vocabulary and weights of the model folder ``cfg.init_from``; the model's
+    shape settings in ``cfg`` are set from it."""
+    folder = Path(cfg.init_from)
+    manifest = json.loads((folder / "manifest.json").read_text()) if (
+        folder / "manifest.json").is_file() else {}
+    if "ngram" in manifest:
+        raise DataError(f"{folder} has an n-gram term; start from its encoder-only model")
+    if not (folder / "model.onnx").is_file():
+        raise DataError(f"--init-from {folder}: no model.onnx there")
+    model = sentiment_from_graph(onnx.load(str(folder / "model.onnx")), cfg.emb_dropout,
+                                 cfg.out_dropout)
+    tok = WordTokenizer.load(folder / "vocab.json")
+    cfg.emb_dim, cfg.hidden, cfg.cell = model.cfg.emb_dim, model.cfg.hidden, model.cfg.cell
+    cfg.max_len, cfg.head_len = tok.max_len, tok.head_len
+    return tok, model
+
+
 def train(cfg: TrainConfig) -> dict:
     out = run_folder(cfg.out, "sentiment", cfg.replace_served)  # refused before any work
     np.random.seed(cfg.seed)
@@ -243,16 +271,25 @@ def train(cfg: TrainConfig) -> dict:
     t_start = time.time()
     data = load_imdb(cfg.data, cfg.sha256)
     train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
-    tok = WordTokenizer.build((r.text for r in train_set), cfg.max_vocab, cfg.min_count,
-                              cfg.max_len, cfg.head_len)
+    init = None
+    if cfg.init_from:
+        tok, init = load_init(cfg)
+    else:
+        tok = WordTokenizer.build((r.text for r in train_set), cfg.max_vocab, cfg.min_count,
+                                  cfg.max_len, cfg.head_len)
     tr_x = [tok.encode(r.text).ids for r in train_set]
     tr_y = [r.label for r in train_set]
+    if cfg.augment > 0:  # training split only: validation and test stay pure IMDB
+        extra = generate(cfg.augment, cfg.seed)
+        tr_x += [tok.encode(t).ids for t, _ in extra]
+        tr_y += [y for _, y in extra]
+        print(f"negation augmentation: {len(extra)} sentences", flush=True)
     va_x = [tok.encode(r.text).ids for r in val_set]
     va_y = [r.label for r in val_set]
     print(f"sentiment: vocab {tok.vocab_size}, train {len(tr_x)}, val {len(va_x)}, "
           f"{cfg.members} member(s)", flush=True)
     w2v = None
-    if cfg.w2v_epochs > 0:
+    if cfg.w2v_epochs > 0 and init is None:
         dim = cfg.emb_dim - (1 if cfg.nb_init > 0 else 0)
         w2v = word2vec_init([[t.text for t in tokenize(r.text)] for r in train_set], tok, dim,
                             cfg.w2v_epochs, cfg.seed)
@@ -260,7 +297,7 @@ def train(cfg: TrainConfig) -> dict:
     for i in range(cfg.members):
         minutes = (cfg.max_minutes - (time.time() - t_start) / 60) / (cfg.members - i)
         model, best, best_epoch, history = train_member(
-            cfg, cfg.seed + i, tok, tr_x, tr_y, va_x, va_y, t_start, minutes, w2v)
+            cfg, cfg.seed + i, tok, tr_x, tr_y, va_x, va_y, t_start, minutes, w2v, init)
         members.append(model)
         member_info.append({"seed": cfg.seed + i, "val_accuracy": round(best, 4),
                             "best_epoch": best_epoch, "history": history})

@@ -1,0 +1,99 @@
+"""Training extras of the sentiment model: continuing from a served model
+(``sentiment_from_graph``, ``--init-from``), negation augmentation kept apart from the
+check set, and the wide n-gram term added inside the graph (training/ngrams.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tests.test_training import _synthetic_imdb
+from training.augment import TEMPLATES, generate, too_close
+from training.evaluate import load_negation_set
+from training.export import build_sentiment_graph, sentiment_from_graph
+from training.models import CELLS, SentimentConfig, SentimentLSTM
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_served_graph_turns_back_into_the_same_torch_model(cell: str):
+    torch.manual_seed(0)
+    model = SentimentLSTM(SentimentConfig(vocab_size=40, emb_dim=12, hidden=6, cell=cell)).eval()
+    back = sentiment_from_graph(build_sentiment_graph(model))
+    ids, lens = torch.randint(1, 40, (4, 11)), torch.tensor([11, 5, 1, 8])
+    with torch.no_grad():
+        (l1, a1), (l2, a2) = model(ids, lens), back(ids, lens)
+    assert torch.equal(l1, l2) and torch.equal(a1, a2)
+    assert back.cfg.cell == cell
+
+
+def test_augmentation_is_balanced_distinct_and_never_close_to_the_check_set():
+    sentences = generate(2000, seed=3)
+    assert len(sentences) == 2000 and len({t for t, _ in sentences}) == 2000
+    labels = [y for _, y in sentences]
+    assert 0.4 < sum(labels) / len(labels) < 0.6
+    check = load_negation_set()
+    check_texts = {i["text"].lower() for i in check}
+    words = [set(i["text"].lower().replace(".", " ").replace(",", " ").split()) for i in check]
+    assert not any(t.lower() in check_texts for t, _ in sentences)
+    assert not any(too_close(t, words) for t, _ in sentences)
+    assert {label for _, label in TEMPLATES} == {0, 1}
+
+
+def test_training_can_continue_from_a_model_folder_with_augmentation(tiny_models_dir: Path,
+                                                                    tmp_path: Path, capsys):
+    from training.train_sentiment import main
+
+    arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    base = tiny_models_dir / "sentiment"
+    out = tmp_path / "ft"
+    assert main(["--data", str(arc), "--out", str(out), "--init-from", str(base),
+                 "--augment", "40", "--epochs", "1", "--lr", "0.001"]) == 0
+    assert (out / "vocab.json").read_text() == (base / "vocab.json").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["init_from"] == str(base)
+    assert manifest["training"]["augment"] == 40
+
+
+def test_the_ngram_term_is_added_inside_the_graph_and_served(tiny_models_dir: Path,
+                                                            tmp_path: Path, make_client):
+    from training.ngrams import main
+
+    arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    models = tmp_path / "models"
+    out = models / "sentiment"
+    assert main(["--base", str(tiny_models_dir / "sentiment"), "--data", str(arc), "--out",
+                 str(out), "--buckets", "4096", "--epochs", "2"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["ngram"]["buckets"] == 4096
+    checks = manifest["export_checks"]["ngram"]
+    assert checks["row_alone_vs_batch_max_abs_diff"] <= 1e-5
+    graph = onnx.load(str(out / "model.onnx"))
+    assert [i.name for i in graph.graph.input] == ["input_ids", "lengths"]  # unchanged
+    assert [o.name for o in graph.graph.output] == ["probability", "attention",
+                                                    "ngram_contributions"]
+    # the service runs it as it is: same inputs, its two outputs
+    import shutil
+
+    shutil.copytree(tiny_models_dir / "chargen", models / "chargen")
+    client = make_client(models)
+    alone = client.post("/sentiment", json={"text": "good movie, great plot"}).json()
+    batch = client.post("/sentiment", json={"texts": ["bad", "good movie, great plot"]}).json()
+    assert abs(alone["probabilities"]["positive"]
+               - batch["results"][1]["probabilities"]["positive"]) <= 1e-5
+    # the per-token contributions sum to the n-gram part of the logit
+    from training.evaluate import ort_session
+
+    sess = ort_session(str(out / "model.onnx"))
+    ids = np.array([[3, 4, 5, 6]], dtype=np.int64)
+    p, _, contrib = sess.run(None, {"input_ids": ids, "lengths": np.array([4])})
+    base = ort_session(str(tiny_models_dir / "sentiment" / "model.onnx"))
+    p0, _ = base.run(None, {"input_ids": ids, "lengths": np.array([4])})
+    ng = manifest["ngram"]
+    enc = np.log(p0) - np.log1p(-p0)
+    total = ng["encoder_scale"] * enc + contrib.sum(1) + ng["bias"]
+    assert np.allclose(1 / (1 + np.exp(-total)), p, atol=1e-5)

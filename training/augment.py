@@ -1,0 +1,104 @@
+"""Negation augmentation: short labelled sentences built from templates written for
+training, to teach the sentiment model that "not" flips what it negates.
+
+IMDB reviews are long, and in them negation words mostly come with complaints, so a
+model trained on IMDB alone reads "not", "didn't" and "never" as negative whatever
+they negate ("Not bad." -> negative 0.97). These templates pair negators with
+positive and negative words in frames of their own: negated criticism (positive),
+negated praise (negative), plain praise and criticism (anchors), contrast ("X, but Y"
+takes Y's side) and a few double negations.
+
+They are written apart from the check set (tests/data/negation_set.jsonl) and must
+not copy or paraphrase it: ``generate`` drops every sentence whose word set overlaps
+a check item's by half or more (Jaccard), so the check measures generalisation from
+the phenomenon, not recall of its sentences.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from pathlib import Path
+
+POS_ADJ = ["good", "great", "excellent", "wonderful", "enjoyable", "fun", "funny", "moving",
+           "clever", "brilliant", "entertaining", "charming", "gripping", "beautiful",
+           "fantastic", "superb", "touching", "delightful", "engaging", "smart", "witty",
+           "exciting", "impressive", "lovely", "sweet", "thrilling", "powerful", "fresh"]
+NEG_ADJ = ["bad", "terrible", "awful", "boring", "dull", "tedious", "stupid", "pointless",
+           "predictable", "bland", "weak", "lame", "poor", "slow", "forgettable", "annoying",
+           "silly", "messy", "painful", "disappointing", "horrible", "dreadful", "clumsy",
+           "cheap", "shallow", "irritating", "unfunny", "confusing"]
+POS_NOUN = ["gem", "treat", "delight", "triumph", "joy", "classic", "pleasure", "success"]
+NEG_NOUN = ["mess", "disaster", "bore", "failure", "letdown", "chore", "flop", "dud"]
+POS_VERB = ["love", "enjoy", "like", "admire", "recommend"]
+NEG_VERB = ["hate", "dislike", "regret", "resent"]
+SUBJECTS = ["the movie", "this film", "the show", "the story", "the script", "the sequel",
+            "the acting", "the plot", "this picture", "the series", "the remake"]
+
+# (template, label): {s} subject, {pa}/{na} positive/negative adjective, {pn}/{nn} nouns,
+# {pv}/{nv} verbs
+TEMPLATES: list[tuple[str, int]] = [
+    # negated criticism -> positive
+    ("{s} is not {na}.", 1), ("{s} was not {na} at all.", 1), ("{s} is never {na}.", 1),
+    ("{s} isn't {na}.", 1), ("{s} wasn't {na}, not even a little.", 1),
+    ("i did not {nv} {s}.", 1), ("i didn't {nv} {s} at all.", 1),
+    ("{s} is not a {nn}.", 1), ("{s} was no {nn}.", 1), ("nothing in {s} is {na}.", 1),
+    ("{s} never gets {na}.", 1), ("i wouldn't call {s} {na}.", 1),
+    ("{s} is hardly {na}.", 1), ("not {na}, not {na2}: just {pa}.", 1),
+    # negated praise -> negative
+    ("{s} is not {pa}.", 0), ("{s} was not {pa} at all.", 0), ("{s} is never {pa}.", 0),
+    ("{s} isn't {pa}.", 0), ("{s} wasn't {pa}, not even a little.", 0),
+    ("i did not {pv} {s}.", 0), ("i didn't {pv} {s} at all.", 0),
+    ("{s} is not a {pn}.", 0), ("{s} was no {pn}.", 0), ("nothing in {s} is {pa}.", 0),
+    ("{s} never gets {pa}.", 0), ("i wouldn't call {s} {pa}.", 0),
+    ("{s} is hardly {pa}.", 0), ("not {pa}, not {pa2}: just {na}.", 0),
+    # anchors
+    ("{s} is {pa}.", 1), ("{s} was {pa} and {pa2}.", 1), ("i {pv} {s}.", 1),
+    ("{s} is {na}.", 0), ("{s} was {na} and {na2}.", 0), ("i {nv} {s}.", 0),
+    # contrast: the clause after "but" decides
+    ("{s} looked {na}, but it was {pa}.", 1), ("i thought {s} would be {na}, but it is {pa}.", 1),
+    ("{s} starts {na} but ends {pa}.", 1), ("{s} looked {pa}, but it was {na}.", 0),
+    ("i thought {s} would be {pa}, but it is {na}.", 0), ("{s} starts {pa} but ends {na}.", 0),
+    # double negation
+    ("there was nothing in {s} i did not {pv}.", 1), ("i can't say i didn't {pv} {s}.", 1),
+    ("there was nothing in {s} that wasn't {na}.", 0), ("i can't say i didn't {nv} {s}.", 0),
+]
+
+_WORD = re.compile(r"[a-z']+")
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def too_close(text: str, check: list[set[str]], limit: float = 0.5) -> bool:
+    """Whether ``text`` shares half or more of its words with a check item (Jaccard)."""
+    w = _words(text)
+    return any(len(w & c) / max(1, len(w | c)) >= limit for c in check)
+
+
+def generate(n: int, seed: int = 0, check_set: Path | None = None) -> list[tuple[str, int]]:
+    """``n`` distinct (sentence, label) pairs, balanced, none close to the check set."""
+    from training.evaluate import NEGATION_SET, load_negation_set
+
+    check = [_words(i["text"]) for i in load_negation_set(check_set or NEGATION_SET)]
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    out: list[tuple[str, int]] = []
+    for _ in itertools.count():
+        if len(out) >= n or len(seen) > 50 * n:
+            break
+        tmpl, label = rng.choice(TEMPLATES)
+        pa, pa2 = rng.sample(POS_ADJ, 2)
+        na, na2 = rng.sample(NEG_ADJ, 2)
+        text = tmpl.format(s=rng.choice(SUBJECTS), pa=pa, pa2=pa2, na=na, na2=na2,
+                           pn=rng.choice(POS_NOUN), nn=rng.choice(NEG_NOUN),
+                           pv=rng.choice(POS_VERB), nv=rng.choice(NEG_VERB))
+        text = text[0].upper() + text[1:]
+        if text in seen:
+            continue
+        seen.add(text)
+        if not too_close(text, check):
+            out.append((text, label))
+    return out

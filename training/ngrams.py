@@ -1,0 +1,351 @@
+"""A wide n-gram term inside the sentiment graph ("wide and deep"), added to a trained
+recurrent model.
+
+The recurrent encoder with attention reads word order and long-range context; a
+linear model over word n-grams (Wang & Manning 2012) is hard to beat on IMDB at
+remembering which exact phrases carry sentiment ("not bad", "waste of time"). The
+served graph keeps the encoder and its attention, and adds to its logit
+
+    ngram_logit = (1 / sqrt(n)) * sum_t  w[uni(t)] + w[bi(t)] + w[tri(t)]
+
+over the n real tokens of the row, where uni/bi/tri(t) are hashed buckets of the
+uni-, bi- and trigram of vocabulary ids ENDING at token t. The hashes are computed
+inside the graph from ``input_ids`` (integer multiply, add, modulo), so the graph's
+inputs, the tokenizer and the service are unchanged, and padding never reaches the
+sum (masked by ``lengths``): the graph stays batch-invariant. The final logit is
+``a * encoder_logit + ngram_logit + c``: ``w`` is fitted on the training split
+(logistic regression, the encoder frozen), then ``a``, the n-gram scale and ``c``
+on the validation split carved from train. The graph also returns
+``ngram_contributions`` [B, T]: each token's share of ``ngram_logit`` (the n-grams
+ending at it), in logit space, which is what /attention's weights do not cover.
+
+    python -m training.ngrams --base models/sentiment --data <imdb> --out runs/sentiment-ngrams
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from app.tokenizer import WordTokenizer
+from training.data import DataError, load_imdb, source_record, split_train_val
+from training.evaluate import ort_session, sentiment_accuracy_onnx, sentiment_probabilities_onnx
+from training.export import INVARIANCE_TOL, ExportCheckError, random_padded_batch
+from training.manifest import OutputError, run_folder, write_model_folder
+
+PRIME = 1_000_003
+SALTS = (0, 7_919, 104_729)  # uni-, bi-, trigram buckets apart
+
+
+def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids [B, T] -> (bucket ids [3, B, T], valid [3, B, T]) of the uni-, bi- and
+    trigram ending at each position (int64 arithmetic, exactly as in the graph)."""
+    B, T = ids.shape
+    zeros = torch.zeros(B, 1, dtype=ids.dtype)
+    prev1 = torch.cat([zeros, ids[:, :-1]], 1)
+    prev2 = torch.cat([zeros, prev1[:, :-1]], 1)
+    t = torch.arange(T).unsqueeze(0)
+    real = t < lengths.unsqueeze(1)
+    uni = (ids + SALTS[0]) % buckets
+    bi = (prev1 * PRIME + ids + SALTS[1]) % buckets
+    tri = ((prev2 * PRIME + prev1) * PRIME + ids + SALTS[2]) % buckets
+    return torch.stack([uni, bi, tri]), torch.stack([real, real & (t >= 1), real & (t >= 2)])
+
+
+def ngram_logit(w: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logit [B], per-token contributions [B, T]) of the n-gram weights ``w``."""
+    h, valid = ngram_buckets(ids, lengths, w.shape[0])
+    contrib = (w[h] * valid).sum(0) / lengths.float().sqrt().unsqueeze(1)
+    return contrib.sum(1), contrib
+
+
+@dataclass
+class NgramConfig:
+    base: str = "models/sentiment"
+    data: str = "../shared/data/aclImdb_v1_labeled.tar.gz"
+    out: str = ""  # default: a new runs/sentiment-<time> folder, never the served models/
+    replace_served: bool = False
+    name: str = ""  # default: the base model's name
+    sha256: str | None = None
+    buckets: int = 2**19
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 0.02
+    weight_decay: float = 1e-6
+    val_fraction: float = 0.1  # the base model's split (same seed): the encoder never trained on it
+    seed: int = 1234
+    threads: int = 1
+    test: bool = True
+
+
+def _batches(x: list[list[int]], y: list[int], size: int, shuffle: bool, seed: int):
+    order = sorted(range(len(x)), key=lambda i: len(x[i]))
+    chunks = [order[i : i + size] for i in range(0, len(order), size)]
+    if shuffle:
+        random.Random(seed).shuffle(chunks)
+    for b in chunks:
+        lens = torch.tensor([max(1, len(x[i])) for i in b])
+        ids = torch.zeros(len(b), int(lens.max()), dtype=torch.long)
+        for k, i in enumerate(b):
+            ids[k, : len(x[i])] = torch.tensor(x[i] or [1])
+        yield ids, lens, torch.tensor([float(y[i]) for i in b])
+
+
+def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y) -> tuple[torch.Tensor, float, list]:
+    """Logistic regression on the hashed n-grams (weights and a bias), best epoch on val."""
+    torch.manual_seed(cfg.seed)
+    w = torch.zeros(cfg.buckets, requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best, best_w, history = -1.0, None, []
+    for epoch in range(cfg.epochs):
+        for ids, lens, y in _batches(tr_x, tr_y, cfg.batch_size, True, cfg.seed + epoch):
+            logit, _ = ngram_logit(w, ids, lens)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit + b, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            correct = sum(int(((ngram_logit(w, i, n)[0] + b) > 0).eq(y.bool()).sum())
+                          for i, n, y in _batches(va_x, va_y, 256, False, 0))
+        acc = correct / len(va_x)
+        history.append({"epoch": epoch + 1, "val_accuracy": round(acc, 4)})
+        print(f"n-grams epoch {epoch + 1}: val {acc:.4f}", flush=True)
+        if acc > best:
+            best, best_w = acc, w.detach().clone()
+    return best_w, best, history
+
+
+def fit_blend(enc_logit: np.ndarray, ng_logit: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """a, s, c of sigmoid(a * encoder + s * ngrams + c), fitted on the validation split."""
+    X = torch.tensor(np.stack([enc_logit, ng_logit], 1), dtype=torch.float64)
+    t = torch.tensor(y, dtype=torch.float64)
+    p = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([p], max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(X @ p[:2] + p[2], t)
+        loss = loss + 1e-4 * (p[:2] ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    a, s, c = (float(v) for v in p.detach())
+    return a, s, c
+
+
+def _logit_tensor(graph: onnx.GraphProto) -> str:
+    """The tensor the base graph's ``probability`` is the sigmoid of."""
+    for node in graph.node:
+        if node.op_type == "Sigmoid" and list(node.output) == ["probability"]:
+            return node.input[0]
+    raise ExportCheckError("base graph: no Sigmoid producing 'probability'")
+
+
+def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float) -> onnx.ModelProto:
+    """The base graph with ``a * logit + ngram_logit(w) + c`` as its logit, and the
+    per-token contributions as a third output."""
+    m = onnx.ModelProto()
+    m.CopyFrom(base)
+    g = m.graph
+    enc = _logit_tensor(g)
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)  # noqa: E731
+    f32 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.float32), name)  # noqa: E731
+    g.initializer.extend([
+        numpy_helper.from_array(w.astype(np.float32), "ng_w"),
+        i64("ng_prime", PRIME), i64("ng_buckets", len(w)), i64("ng_salt1", SALTS[1]),
+        i64("ng_salt2", SALTS[2]), i64("ng_zero", 0), i64("ng_one", 1), i64("ng_two", 2),
+        i64("ng_s0", [0]), i64("ng_s1", [1]), i64("ng_ax1", [1]), i64("ng_ax0", [0]),
+        i64("ng_end_m1", [-1]), f32("ng_a", a), f32("ng_c", c), f32("ng_zero_f", 0.0),
+    ])
+    n = helper.make_node
+    added = [
+        # previous ids (0 before the start): [B,T]
+        n("Slice", ["input_ids", "ng_s0", "ng_s1", "ng_ax1"], ["ng_first"]),
+        n("Mul", ["ng_first", "ng_zero"], ["ng_zcol"]),
+        n("Slice", ["input_ids", "ng_s0", "ng_end_m1", "ng_ax1"], ["ng_head1"]),
+        n("Concat", ["ng_zcol", "ng_head1"], ["ng_prev1"], axis=1),
+        n("Slice", ["ng_prev1", "ng_s0", "ng_end_m1", "ng_ax1"], ["ng_head2"]),
+        n("Concat", ["ng_zcol", "ng_head2"], ["ng_prev2"], axis=1),
+        # buckets of the uni-, bi- and trigram ending at each position
+        n("Mod", ["input_ids", "ng_buckets"], ["ng_h1"]),
+        n("Mul", ["ng_prev1", "ng_prime"], ["ng_p1"]),
+        n("Add", ["ng_p1", "input_ids"], ["ng_b0"]),
+        n("Add", ["ng_b0", "ng_salt1"], ["ng_b1"]),
+        n("Mod", ["ng_b1", "ng_buckets"], ["ng_h2"]),
+        n("Mul", ["ng_prev2", "ng_prime"], ["ng_p2"]),
+        n("Add", ["ng_p2", "ng_prev1"], ["ng_q0"]),
+        n("Mul", ["ng_q0", "ng_prime"], ["ng_q1"]),
+        n("Add", ["ng_q1", "input_ids"], ["ng_q2"]),
+        n("Add", ["ng_q2", "ng_salt2"], ["ng_q3"]),
+        n("Mod", ["ng_q3", "ng_buckets"], ["ng_h3"]),
+        # which positions count: real tokens; bigrams from the 2nd, trigrams from the 3rd
+        n("Shape", ["input_ids"], ["ng_shape"]),
+        n("Gather", ["ng_shape", "ng_one"], ["ng_T"], axis=0),
+        n("Range", ["ng_zero", "ng_T", "ng_one"], ["ng_t"]),
+        n("Unsqueeze", ["ng_t", "ng_ax0"], ["ng_t_row"]),
+        n("Unsqueeze", ["lengths", "ng_ax1"], ["ng_len_col"]),
+        n("Less", ["ng_t_row", "ng_len_col"], ["ng_real"]),
+        n("GreaterOrEqual", ["ng_t_row", "ng_one"], ["ng_ge1"]),
+        n("GreaterOrEqual", ["ng_t_row", "ng_two"], ["ng_ge2"]),
+        n("And", ["ng_real", "ng_ge1"], ["ng_m2"]),
+        n("And", ["ng_real", "ng_ge2"], ["ng_m3"]),
+        n("Gather", ["ng_w", "ng_h1"], ["ng_w1"]),
+        n("Gather", ["ng_w", "ng_h2"], ["ng_w2"]),
+        n("Gather", ["ng_w", "ng_h3"], ["ng_w3"]),
+        n("Where", ["ng_real", "ng_w1", "ng_zero_f"], ["ng_v1"]),
+        n("Where", ["ng_m2", "ng_w2", "ng_zero_f"], ["ng_v2"]),
+        n("Where", ["ng_m3", "ng_w3", "ng_zero_f"], ["ng_v3"]),
+        n("Sum", ["ng_v1", "ng_v2", "ng_v3"], ["ng_raw"]),
+        # / sqrt(n): long reviews do not outvote the encoder by length alone
+        n("Cast", ["ng_len_col"], ["ng_len_f"], to=TensorProto.FLOAT),
+        n("Sqrt", ["ng_len_f"], ["ng_sqrt"]),
+        n("Div", ["ng_raw", "ng_sqrt"], ["ngram_contributions"]),
+        n("ReduceSum", ["ngram_contributions", "ng_ax1"], ["ng_sum"], keepdims=0),
+        n("Mul", [enc, "ng_a"], ["ng_enc_scaled"]),
+        n("Add", ["ng_enc_scaled", "ng_sum"], ["ng_partial"]),
+        n("Add", ["ng_partial", "ng_c"], ["ng_total_logit"]),
+    ]
+    nodes = []  # the new nodes go just before the final sigmoid (topological order)
+    for node in g.node:
+        if node.op_type == "Sigmoid" and list(node.output) == ["probability"]:
+            nodes += added
+            node.input[0] = "ng_total_logit"
+        nodes.append(node)
+    del g.node[:]
+    g.node.extend(nodes)
+    g.output.append(helper.make_tensor_value_info("ngram_contributions", TensorProto.FLOAT,
+                                                  ["batch", "time"]))
+    g.name = g.name + "_with_ngrams"
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def check_ngram_graph(m: onnx.ModelProto, base: onnx.ModelProto, w: np.ndarray, a: float,
+                      c: float, vocab: int) -> dict:
+    """Parity with the torch formula on a padded batch, and batch invariance."""
+    sess, sess_base = ort_session(m.SerializeToString()), ort_session(base.SerializeToString())
+    lengths = [7, 1, 23, 64, 3, 2, 40]
+    ids, lens = random_padded_batch(lengths, vocab, 0)
+    p, att, contrib = sess.run(None, {"input_ids": ids, "lengths": lens})
+    p0, att0 = sess_base.run(None, {"input_ids": ids, "lengths": lens})
+    ng, ref_contrib = ngram_logit(torch.from_numpy(w), torch.from_numpy(ids), torch.from_numpy(lens))
+    enc = np.log(p0) - np.log1p(-p0)
+    ref = 1 / (1 + np.exp(-(a * enc + ng.numpy() + c)))
+    parity = float(max(np.abs(ref - p).max(), np.abs(contrib - ref_contrib.numpy()).max(),
+                       np.abs(att - att0).max()))
+    invariance = 0.0
+    for b, n_ in enumerate(lengths):
+        p1, a1, c1 = sess.run(None, {"input_ids": ids[b : b + 1, :n_], "lengths": lens[b : b + 1]})
+        invariance = max(invariance, float(abs(p1[0] - p[b])),
+                         float(np.abs(c1[0] - contrib[b, :n_]).max()),
+                         float(np.abs(contrib[b, n_:]).max(initial=0.0)))
+    res = {"ngram_vs_torch_max_abs_diff": parity, "row_alone_vs_batch_max_abs_diff": invariance,
+           "batch_lengths": lengths}
+    if parity > 1e-4 or invariance > INVARIANCE_TOL:
+        raise ExportCheckError(f"n-gram export check failed: {res}")
+    return res
+
+
+def _encoder_logits(base: bytes, tok: WordTokenizer, texts: list[str]) -> np.ndarray:
+    p, _ = sentiment_probabilities_onnx(base, tok, texts)
+    p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def train(cfg: NgramConfig) -> dict:
+    out = run_folder(cfg.out, "sentiment", cfg.replace_served)
+    torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    folder = Path(cfg.base)
+    if not (folder / "model.onnx").is_file():
+        raise DataError(f"no model.onnx in {folder}; pass --base")
+    base_manifest = json.loads((folder / "manifest.json").read_text())
+    if "ngram" in base_manifest:
+        raise DataError(f"{folder} already has an n-gram term; pass the encoder-only model")
+    base = onnx.load(str(folder / "model.onnx"))
+    tok = WordTokenizer.load(folder / "vocab.json")
+    data = load_imdb(cfg.data, cfg.sha256)
+    train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
+    tr_x = [tok.encode(r.text, offsets=False).ids for r in train_set]
+    va_x = [tok.encode(r.text, offsets=False).ids for r in val_set]
+    tr_y, va_y = [r.label for r in train_set], [r.label for r in val_set]
+    w, ng_val, history = fit_ngrams(cfg, tr_x, tr_y, va_x, va_y)
+    enc_val = _encoder_logits(base.SerializeToString(), tok, [r.text for r in val_set])
+    with torch.no_grad():
+        ng_val_logit = np.concatenate([ngram_logit(w, i, n)[0].numpy()
+                                       for i, n, _ in _batches(va_x, va_y, 256, False, 0)])
+    # _batches sorts by length: put the n-gram logits back in the split's order
+    order = sorted(range(len(va_x)), key=lambda i: len(va_x[i]))
+    ng_val_ordered = np.empty(len(va_x))
+    ng_val_ordered[order] = ng_val_logit
+    a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y))
+    w_scaled = (w * s).numpy()
+    graph = add_ngram_term(base, w_scaled, a, c)
+    checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size)
+    truth = np.array(va_y, bool)
+    blend_val = float((((a * enc_val + s * ng_val_ordered + c) > 0) == truth).mean())
+    metrics: dict = {"val_accuracy": round(blend_val, 4),
+                     "val_accuracy_encoder_only": round(float(((enc_val > 0) == truth).mean()), 4),
+                     "val_accuracy_ngrams_only": round(ng_val, 4)}
+    if cfg.test:
+        metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"]))
+    manifest = {
+        **{k: base_manifest[k] for k in ("labels", "cell") if k in base_manifest},
+        "name": cfg.name or base_manifest.get("name", "sentiment"),
+        "version": base_manifest["version"].split("+")[0] + ".ngrams",
+        "task": "text-classification",
+        "architecture": f"{base_manifest.get('architecture', 'recurrent encoder')} "
+                        f"+ hashed uni/bi/trigram linear term ({cfg.buckets} buckets)",
+        "parameters": int(base_manifest.get("parameters") or 0) + cfg.buckets + 2,
+        "ngram": {"buckets": cfg.buckets, "prime": PRIME, "salts": list(SALTS),
+                  "encoder_scale": a, "ngram_scale": s, "bias": c,
+                  "contributions_output": "ngram_contributions"},
+        "data": {**source_record(cfg.data), "train": len(tr_x), "validation": len(va_x),
+                 "validation_split": f"{cfg.val_fraction:.0%} of train, seed {cfg.seed}",
+                 "test": len(data["test"])},
+        "training": {**asdict(cfg), "base": base_manifest.get("version"), "history": history,
+                     "base_training": base_manifest.get("training"),
+                     "minutes": round((time.time() - t0) / 60, 1), "torch": torch.__version__},
+        "metrics": metrics,
+        "export_checks": {**base_manifest.get("export_checks", {}), "ngram": checks},
+    }
+    write_model_folder(out, graph, tok, manifest)
+    print(json.dumps({"out": str(out), "metrics": metrics, "blend": [a, s, c], "export": checks}))
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    for k, v in asdict(NgramConfig()).items():
+        if isinstance(v, bool):
+            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
+                           action=argparse.BooleanOptionalAction)
+        else:
+            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
+                           type=type(v) if v is not None else str)
+    cfg = NgramConfig(**vars(p.parse_args(argv)))
+    try:
+        train(cfg)
+    except (DataError, OutputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
