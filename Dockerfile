@@ -7,7 +7,11 @@
 # pinned digest or a locally built base can be swapped in; deploy/deploy_test.sh builds
 # the CPU target on a Debian bookworm base made with debootstrap. Any base with python3
 # (>= 3.11) and its venv module works. No torch, no compiler, no pip in the final images:
-# the virtual environment is built in a separate stage and copied over.
+# the virtual environment is built in a separate stage and copied over, from the lock
+# files (requirements.lock, requirements-gpu.lock: exact versions, hash-checked).
+#
+# The models are in the image; docker-compose.yml mounts ./models over them read-only, so
+# a model can be changed without a rebuild (README, "Operations").
 
 ARG BASE_IMAGE=python:3.12-slim-bookworm
 ARG CUDA_BASE_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
@@ -20,10 +24,10 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml deploy/image/requirements.py /build/
+# The locked runtime dependencies, hash-checked (make lock writes requirements-gpu.lock).
+COPY requirements-gpu.lock /build/
 RUN python3 -m venv /opt/venv \
-    && python3 /build/requirements.py --gpu /build/pyproject.toml > /build/requirements.txt \
-    && /opt/venv/bin/pip install -r /build/requirements.txt \
+    && /opt/venv/bin/pip install --require-hashes --only-binary :all: -r /build/requirements-gpu.lock \
     && /opt/venv/bin/pip uninstall -y pip setuptools \
     && find /opt/venv -name tests -type d -prune -exec rm -rf {} +
 
@@ -69,11 +73,11 @@ CMD ["python", "-m", "app"]
 # ---------------------------------------------------------------- CPU: dependencies
 FROM ${BASE_IMAGE} AS cpu-deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# Only pyproject.toml: this layer is rebuilt when the dependencies change, not the code.
-COPY pyproject.toml deploy/image/requirements.py /build/
+# Only the lock file: this layer is rebuilt when the dependencies change, not the code.
+# requirements.lock pins every package with its hashes (make lock, from pyproject.toml).
+COPY requirements.lock /build/
 RUN python3 -m venv /opt/venv \
-    && python3 /build/requirements.py /build/pyproject.toml > /build/requirements.txt \
-    && /opt/venv/bin/pip install -r /build/requirements.txt \
+    && /opt/venv/bin/pip install --require-hashes --only-binary :all: -r /build/requirements.lock \
     && /opt/venv/bin/pip uninstall -y pip setuptools \
     && find /opt/venv -name tests -type d -prune -exec rm -rf {} +
 

