@@ -79,10 +79,11 @@ class NgramConfig:
     replace_served: bool = False
     name: str = ""  # default: the base model's name
     sha256: str | None = None
-    buckets: int = 2**19
+    buckets: int = 2**21
+    weights_dtype: str = "float16"  # of the n-gram table in the graph: float16 | float32
     epochs: int = 6
     batch_size: int = 64
-    lr: float = 0.02
+    lr: float = 0.005
     weight_decay: float = 1e-6
     val_fraction: float = 0.1  # the base model's split (same seed): the encoder never trained on it
     seed: int = 1234
@@ -157,7 +158,9 @@ def _logit_tensor(graph: onnx.GraphProto) -> str:
 
 def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float) -> onnx.ModelProto:
     """The base graph with ``a * logit + ngram_logit(w) + c`` as its logit, and the
-    per-token contributions as a third output."""
+    per-token contributions as a third output. ``w`` is stored in its own dtype
+    (float16 halves the folder: 2^21 buckets in 4 MB) and gathered rows are cast to
+    float32 before any arithmetic."""
     m = onnx.ModelProto()
     m.CopyFrom(base)
     g = m.graph
@@ -165,7 +168,7 @@ def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float) -> 
     i64 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)  # noqa: E731
     f32 = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.float32), name)  # noqa: E731
     g.initializer.extend([
-        numpy_helper.from_array(w.astype(np.float32), "ng_w"),
+        numpy_helper.from_array(w, "ng_w"),
         i64("ng_prime", PRIME), i64("ng_buckets", len(w)), i64("ng_salt1", SALTS[1]),
         i64("ng_salt2", SALTS[2]), i64("ng_zero", 0), i64("ng_one", 1), i64("ng_two", 2),
         i64("ng_s0", [0]), i64("ng_s1", [1]), i64("ng_ax1", [1]), i64("ng_ax0", [0]),
@@ -203,9 +206,12 @@ def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float) -> 
         n("GreaterOrEqual", ["ng_t_row", "ng_two"], ["ng_ge2"]),
         n("And", ["ng_real", "ng_ge1"], ["ng_m2"]),
         n("And", ["ng_real", "ng_ge2"], ["ng_m3"]),
-        n("Gather", ["ng_w", "ng_h1"], ["ng_w1"]),
-        n("Gather", ["ng_w", "ng_h2"], ["ng_w2"]),
-        n("Gather", ["ng_w", "ng_h3"], ["ng_w3"]),
+        n("Gather", ["ng_w", "ng_h1"], ["ng_g1"]),
+        n("Gather", ["ng_w", "ng_h2"], ["ng_g2"]),
+        n("Gather", ["ng_w", "ng_h3"], ["ng_g3"]),
+        n("Cast", ["ng_g1"], ["ng_w1"], to=TensorProto.FLOAT),
+        n("Cast", ["ng_g2"], ["ng_w2"], to=TensorProto.FLOAT),
+        n("Cast", ["ng_g3"], ["ng_w3"], to=TensorProto.FLOAT),
         n("Where", ["ng_real", "ng_w1", "ng_zero_f"], ["ng_v1"]),
         n("Where", ["ng_m2", "ng_w2", "ng_zero_f"], ["ng_v2"]),
         n("Where", ["ng_m3", "ng_w3", "ng_zero_f"], ["ng_v3"]),
@@ -242,7 +248,8 @@ def check_ngram_graph(m: onnx.ModelProto, base: onnx.ModelProto, w: np.ndarray, 
     ids, lens = random_padded_batch(lengths, vocab, 0)
     p, att, contrib = sess.run(None, {"input_ids": ids, "lengths": lens})
     p0, att0 = sess_base.run(None, {"input_ids": ids, "lengths": lens})
-    ng, ref_contrib = ngram_logit(torch.from_numpy(w), torch.from_numpy(ids), torch.from_numpy(lens))
+    ng, ref_contrib = ngram_logit(torch.from_numpy(w.astype(np.float32)), torch.from_numpy(ids),
+                                  torch.from_numpy(lens))
     enc = np.log(p0) - np.log1p(-p0)
     ref = 1 / (1 + np.exp(-(a * enc + ng.numpy() + c)))
     parity = float(max(np.abs(ref - p).max(), np.abs(contrib - ref_contrib.numpy()).max(),
@@ -293,7 +300,7 @@ def train(cfg: NgramConfig) -> dict:
     ng_val_ordered = np.empty(len(va_x))
     ng_val_ordered[order] = ng_val_logit
     a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y))
-    w_scaled = (w * s).numpy()
+    w_scaled = (w * s).numpy().astype(np.dtype(cfg.weights_dtype))
     graph = add_ngram_term(base, w_scaled, a, c)
     checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size)
     truth = np.array(va_y, bool)
