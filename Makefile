@@ -30,10 +30,11 @@ $(VENV)/.serve: pyproject.toml requirements.lock | $(VENV)/bin/python
 
 # Tests train tiny models, so they need torch: TORCH_SPEC from TORCH_INDEX FIRST (a bare
 # `torch` requirement would pull a multi-GB CUDA build), then the locked rest
-# (requirements-dev.lock: runtime + extras, torch left out) and the project.
+# (requirements-dev.lock: runtime + every extra but gpu, torch left out) and the project
+# with the extras the tests use (otel: the tracing tests' in-memory exporter).
 $(VENV)/.test: pyproject.toml requirements-dev.lock | $(VENV)/bin/python
 	$(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) '$(TORCH_SPEC)'
-	$(PIP) install -r requirements-dev.lock -e '.[train,dev]'
+	$(PIP) install -r requirements-dev.lock -e '.[train,dev,otel]'
 	touch $@
 
 serve: $(VENV)/.serve
