@@ -33,10 +33,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from app import metrics
+from app import metrics, tracing
 from app.errors import EngineStopped, ModelFailure, Overloaded
 from app.registry import SentimentModel
 
@@ -61,6 +62,7 @@ class _Row:
     future: asyncio.Future
     arrived: float
     queued: float = field(default_factory=time.perf_counter)
+    trace: Any = None  # the request's trace (app/tracing.py), when tracing is on
 
     @property
     def length(self) -> int:
@@ -71,6 +73,11 @@ def _deliver(rows: list[_Row], results: list[RowResult]) -> None:
     for r, res in zip(rows, results, strict=True):
         if not r.future.done():
             r.future.set_result(res)
+        if r.trace is not None:
+            start = r.arrived + res.queue_s
+            tracing.record(r.trace, "queue", r.arrived, start)
+            tracing.record(r.trace, "inference", start, start + res.inference_s,
+                           batch_size=len(rows), tokens=len(r.ids))
 
 
 def _fail(rows: list[_Row], make_exc) -> None:  # noqa: ANN001
@@ -191,7 +198,7 @@ class ClassificationBatcher:
             if len(self.pending) >= self.max_queue:
                 self._m_full.inc()
                 raise Overloaded("classification queue is full; retry shortly")
-            self.pending.append(_Row(ids, fut, arrived))
+            self.pending.append(_Row(ids, fut, arrived, trace=tracing.current()))
             self.incoming -= 1
             self._cond.notify()
         return fut

@@ -1,16 +1,23 @@
-"""Service settings: environment variables with the ``SEQSERVE_`` prefix.
+"""Service settings: environment variables with the ``SEQSERVE_`` prefix, or a ``.env``
+file in the working directory (the environment wins).
 
 Every setting and its default is listed in the README ("Configuration"); this class
 is the one source of truth and the README table is checked against it by a test.
+``allowed(name)`` says in words what a setting accepts, for the one-line error of
+``python -m app`` (app/__main__.py) and its ``--help``.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from annotated_types import Ge, Gt, Le
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Device(StrEnum):
@@ -19,9 +26,14 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+_ORIGIN = re.compile(r"^(\*|https?://[^\s/,]+)$")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEQSERVE_", extra="ignore",
-                                      protected_namespaces=())
+                                      protected_namespaces=(), env_file=".env",
+                                      env_file_encoding="utf-8")
 
     # where and how models run
     models_dir: Path = Field(Path("models"), description="folder scanned for model folders")
@@ -72,9 +84,86 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="if set, Bearer key for inference routes")
     protect_ops: bool = Field(False, description="with api_key: /metrics, /v1/models, /v2 "
                               "metadata and the docs need the key too (probes stay open)")
-    cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins")
+    # NoDecode: the raw string reaches the validator below, which takes a comma list
+    # as well as a JSON list
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="allowed CORS origins: a comma list "
+        "(https://a.example,https://b.example) or a JSON list")
     shutdown_grace_s: float = Field(20.0, ge=0, le=3600, description="time to finish in-flight work")
-    log_level: str = Field("info", description="debug | info | warning | error")
+    log_level: LogLevel = Field("info", description="debug | info | warning | error | critical")
+    log_format: Literal["text", "json"] = Field("text", description="text | json (one JSON "
+                                                "object per line, uvicorn's lines included)")
+    otel: bool = Field(False, description="OpenTelemetry tracing (needs the otel extra; "
+                       "exporter from the standard OTEL_* variables)")
     host: str = Field("127.0.0.1", description="bind address of `python -m app`")
     port: int = Field(8000, ge=1, le=65535, description="port of `python -m app`")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                try:
+                    v = json.loads(v)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"not a valid JSON list ({e.msg})") from None
+            else:
+                v = [o.strip() for o in v.split(",") if o.strip()]
+        if isinstance(v, list):
+            for o in v:
+                if not isinstance(o, str) or not _ORIGIN.match(o.rstrip("/")):
+                    raise ValueError(f"{o!r} is not an origin (scheme://host[:port], or *)")
+            return [o.rstrip("/") for o in v]
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v or any(c.isspace() for c in v):
+            raise ValueError("empty or contains blanks")
+        return v
+
+
+def _number(x: float) -> str:
+    return f"{x:,}".replace(",", "_") if isinstance(x, int) and abs(x) >= 10_000 else str(x)
+
+
+def allowed(name: str) -> str:
+    """What setting ``name`` accepts, in words (derived from its type and bounds)."""
+    f = Settings.model_fields[name]
+    ann = f.annotation
+    if name == "cors_origins":
+        return "origins (scheme://host[:port] or *) as a comma list or a JSON list"
+    if get_origin(ann) is Literal:
+        return "one of " + ", ".join(map(str, get_args(ann)))
+    if isinstance(ann, type) and issubclass(ann, StrEnum):
+        return "one of " + ", ".join(m.value for m in ann)
+    if ann is bool:
+        return "true or false (also 1/0, yes/no, on/off)"
+    lo = hi = None
+    lo_strict = False
+    for m in f.metadata:
+        if isinstance(m, Ge):
+            lo = m.ge
+        elif isinstance(m, Gt):
+            lo, lo_strict = m.gt, True
+        elif isinstance(m, Le):
+            hi = m.le
+    kind = {int: "an integer", float: "a number"}.get(ann)  # type: ignore[call-overload]
+    if kind is not None:
+        parts = []
+        if lo is not None:
+            parts.append(f"{'>' if lo_strict else '>='} {_number(lo)}")
+        if hi is not None:
+            parts.append(f"<= {_number(hi)}")
+        return kind + (" " + " and ".join(parts) if parts else "")
+    if ann is Path:
+        return "a folder path"
+    return "a string without blanks" if name == "host" else "any string"

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.context import printable, request_id_var
+from app.context import note_request, printable, request_id_var
 
 log = logging.getLogger("seqserve.errors")
 
@@ -108,9 +108,15 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[st
 
 
 def api_error_response(method: str, path: str, exc: ApiError) -> JSONResponse:
-    """An ``ApiError`` as a response, logged: server faults at ERROR, the rest at INFO."""
+    """An ``ApiError`` as a response, logged: server faults at ERROR, the rest at INFO.
+
+    A model failure (``ModelFailure``, ``EngineStopped``) was logged once, at ERROR,
+    by the loop that met it, with its error id; each request it failed only adds the
+    error id to its own completion line, so one failure is one ERROR line."""
     extra = {"error_id": exc.error_id} if isinstance(exc, ModelFailure) else {}
-    if exc.status >= 500 and not isinstance(exc, Overloaded):
+    if isinstance(exc, ModelFailure | EngineStopped):
+        note_request(error_id=extra.get("error_id"), reason=exc.code)
+    elif exc.status >= 500 and not isinstance(exc, Overloaded):
         log.error("%s: %s", exc.code, exc.message)
     else:
         log.info("%s %s -> %d %s", method, path, exc.status, exc.message)

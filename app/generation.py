@@ -39,11 +39,12 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from prometheus_client import Gauge
 
-from app import metrics
+from app import metrics, tracing
 from app.errors import ApiError, EngineStopped, ModelFailure, Overloaded
 from app.registry import CharModel
 from app.sampling import SamplingParams, params_arrays, sample_rows
@@ -83,6 +84,7 @@ class Stream:
     started: float = 0.0
     first_char_at: float = 0.0
     finished: bool = False
+    trace: Any = None  # the request's trace (app/tracing.py), when tracing is on
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -119,6 +121,7 @@ class GenerationEngine:
         self._thread: threading.Thread | None = None
         self._current: list[Stream] = []  # the streams of the iteration under way
         self.dead: str | None = None  # why the engine thread ended, when it should run
+        self._retiring = False  # a newer version took over: finish what is here, then end
         self._banned = (model.vocab.unk_id,) if model.vocab else ()  # never emit <unk>
         name = model.name
         self._m_queue = metrics.QUEUE_WAIT.labels(name)
@@ -152,12 +155,24 @@ class GenerationEngine:
         for s in self.active + self._drain_pending():
             self._fail(s, Overloaded("server is shutting down", 5, "shutting_down"))
 
+    def retire(self) -> None:
+        """Finish the streams already queued or running, then end the thread (a reload
+        swapped in a newer version of the model, and nothing new is submitted here)."""
+        self._retiring = True
+
+    def join(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` for the engine thread to end (blocking): True if it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
+
     def submit(self, stream: Stream) -> None:
         if self.dead:
             raise EngineStopped(self.dead)
         if self.pending.qsize() >= self.max_queue:
             metrics.REJECTED.labels("queue_full").inc()
             raise Overloaded("generation queue is full; retry shortly")
+        stream.trace = tracing.current()
         self.pending.put(stream)
 
     @property
@@ -207,6 +222,10 @@ class GenerationEngine:
                     self._iteration(gauge)
                 except Exception as e:
                     self._fail_iteration(e)
+                # only this thread moves streams from pending to active, and nothing
+                # is submitted to a retired engine: empty both and it has no work left
+                if self._retiring and not self.active and self.pending.empty():
+                    self._running = False
         except BaseException as e:
             self.dead = f"generation loop of {name!r} stopped: {type(e).__name__}: {e}"
             log.critical("%s", self.dead, exc_info=e)
@@ -389,5 +408,9 @@ class GenerationEngine:
                 per_char = (now - s.first_char_at) / (s.n - 1) if s.n > 1 else 0.0
                 if s.n > 1:
                     self._m_per_char.observe(per_char)
+                if s.trace is not None:
+                    tracing.record(s.trace, "queue", s.arrived, s.started)
+                    tracing.record(s.trace, "generate", s.started, now, chars=s.n,
+                                   model=self.model.name)
                 out.append((s, Finish(reason, len(s.text), s.started - s.arrived,
                                       s.first_char_at - s.arrived, per_char)))

@@ -2,15 +2,18 @@
 
 ``create_app(settings)`` builds an app; the lifespan loads every model folder, warms
 each session up, starts one batching loop per classifier and one generation engine
-per generator, and only then reports ready. On shutdown (SIGTERM: uvicorn stops
+per generator, and only then reports ready. SIGHUP reloads the models that changed
+(app/reload.py). On shutdown (SIGTERM: uvicorn stops
 accepting and lets in-flight requests finish within SEQSERVE_SHUTDOWN_GRACE_S) the
 app turns not-ready and stops its loops after the last request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,8 +21,9 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import __version__, metrics
+from app import __version__, metrics, tracing
 from app.batching import ClassificationBatcher, cpu_step_cost, gpu_step_cost
+from app.compression import GZipMiddleware
 from app.config import Settings
 from app.context import configure_logging
 from app.errors import install_error_handlers
@@ -28,8 +32,9 @@ from app.generation import GenerationEngine
 from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from app.openapi import install_openapi, operation_id
 from app.protocol_errors import ProtocolErrorMiddleware
-from app.registry import CUDA, CharModel, Registry, SentimentModel
-from app.routes import classify, generate, health, openai_compat, v2, web
+from app.registry import CUDA, CharModel, LoadedModel, Registry, SentimentModel
+from app.reload import early_sighup_seen, on_sighup
+from app.routes import admin, classify, generate, health, openai_compat, v2, web
 from app.state import AppState
 
 log = logging.getLogger("seqserve")
@@ -65,31 +70,62 @@ def parallel_calls(s: Settings) -> int:
     return max(1, min(8, available_cpus() // (s.intra_op_threads * s.workers)))
 
 
-def start_loops(state: AppState) -> None:
+def start_loop(state: AppState, m: LoadedModel) -> ClassificationBatcher | GenerationEngine:
+    """A started batching loop (classifier) or generation engine (generator) for ``m``;
+    the caller puts it in ``state`` (at start-up, or at a reload's swap)."""
     s = state.settings
+    if isinstance(m, SentimentModel):
+        b = ClassificationBatcher(m, max_batch_size=s.max_batch_size,
+                                  max_wait_ms=s.max_wait_ms, max_queue=s.max_queue,
+                                  queue_timeout_s=s.queue_timeout_s, batching=s.batching,
+                                  workers=parallel_calls(s),
+                                  step_cost=gpu_step_cost if m.provider == CUDA
+                                  else cpu_step_cost)
+        b.start()
+        return b
+    assert isinstance(m, CharModel), m.task
+    e = GenerationEngine(m, max_streams=s.gen_max_streams, max_queue=s.gen_max_queue,
+                         queue_timeout_s=s.queue_timeout_s, batching=s.gen_batching,
+                         parallel=1 if m.provider == CUDA else parallel_calls(s))
+    e.start()
+    return e
+
+
+def start_loops(state: AppState) -> None:
     assert state.registry is not None
     for m in state.registry.models.values():
         metrics.MODEL_INFO.labels(m.name, m.version, m.task, m.provider).set(1)
-        if isinstance(m, SentimentModel):
-            b = ClassificationBatcher(m, max_batch_size=s.max_batch_size,
-                                      max_wait_ms=s.max_wait_ms, max_queue=s.max_queue,
-                                      queue_timeout_s=s.queue_timeout_s, batching=s.batching,
-                                      workers=parallel_calls(s),
-                                      step_cost=gpu_step_cost if m.provider == CUDA
-                                      else cpu_step_cost)
-            b.start()
-            state.batchers[m.name] = b
-        elif isinstance(m, CharModel):
-            e = GenerationEngine(m, max_streams=s.gen_max_streams, max_queue=s.gen_max_queue,
-                                 queue_timeout_s=s.queue_timeout_s, batching=s.gen_batching,
-                                 parallel=1 if m.provider == CUDA else parallel_calls(s))
-            e.start()
-            state.engines[m.name] = e
+        loop = start_loop(state, m)
+        if isinstance(loop, ClassificationBatcher):
+            state.batchers[m.name] = loop
+        else:
+            state.engines[m.name] = loop
+
+
+def _install_sighup(state: AppState) -> bool:
+    """SIGHUP reloads the models (app/reload.py) instead of ending the process. Only
+    possible in the main thread of the serving process (``python -m app``, each
+    uvicorn worker); elsewhere (a TestClient's thread) there is no signal to handle."""
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup, state)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+def _remove_sighup() -> None:
+    try:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        # removing restores the default action, which would end a draining process
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    except (NotImplementedError, RuntimeError, ValueError):
+        pass
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    tracer = tracing.setup(settings)  # None unless SEQSERVE_OTEL=true
     state = AppState(settings=settings)
 
     @asynccontextmanager
@@ -102,7 +138,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             for m in state.registry.models.values():
                 m.warm = True
         start_loops(state)
+        sighup = _install_sighup(state)
         state.ready = True
+        if sighup and early_sighup_seen():  # sent while the models were loading
+            on_sighup(state)
         metrics.READY.set(1)
         providers = {m.name: m.provider for m in state.registry.models.values()}
         log.info("ready: models %s, providers %s, batching=%s gen_batching=%s",
@@ -114,9 +153,16 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             state.ready = False
             state.not_ready_reason = "shutting down"
             metrics.READY.set(0)
-            for b in state.batchers.values():
+            if sighup:
+                _remove_sighup()
+            retiring = list(state.retiring)  # old versions' loops still finishing work
+            for task in list(state.tasks):  # a reload, or the retiring of an old version
+                task.cancel()
+            for b in [*state.batchers.values(),
+                      *(x for x in retiring if isinstance(x, ClassificationBatcher))]:
                 await b.stop()
-            for e in state.engines.values():
+            for e in [*state.engines.values(),
+                      *(x for x in retiring if isinstance(x, GenerationEngine))]:
                 e.stop()
             log.info("stopped")
 
@@ -136,6 +182,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(classify.router)
     app.include_router(generate.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     app.include_router(openai_compat.router)
     app.include_router(v2.router)
     app.include_router(v2.infer_router)
@@ -148,13 +195,17 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"],
-                           expose_headers=["X-Request-ID", "Server-Timing"])
+                           expose_headers=["X-Request-ID", "Server-Timing", "traceresponse"])
     # every route's path template, for the metrics' route label (the routers' own lists:
     # FastAPI may keep included routers as one lazy entry in app.routes)
     known = {r.path
              for router in (app.router, classify.router, generate.router, health.router, web.router,
-                            openai_compat.router, v2.router, v2.infer_router)
+                            admin.router, openai_compat.router, v2.router, v2.infer_router)
              for r in router.routes if isinstance(getattr(r, "path", None), str)}
+    # gzip inside the request context, so the logged bytes are the bytes sent
+    app.add_middleware(GZipMiddleware)
+    if tracer is not None:
+        app.add_middleware(tracing.TracingMiddleware, tracer=tracer, known_paths=known)
     app.add_middleware(RequestContextMiddleware, known_paths=known)
     install_openapi(app, settings)
     return app

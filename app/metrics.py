@@ -68,6 +68,14 @@ LOOP_ERRORS = Counter("seqserve_loop_errors_total",
                       "Iterations of a batching or generation loop that failed outside the "
                       "model call (their requests got a 500; the loop went on)",
                       ["model", "loop"])
+MODEL_RELOADS = Counter("seqserve_model_reloads_total",
+                        "Reloads of a model folder (SIGHUP, POST /v1/models/{name}/reload), by "
+                        "result: reloaded (a new version serves), loaded (a new model), "
+                        "unchanged, failed (the previous version serves on)", ["model", "result"])
+MODEL_RELOAD_FAILED = Gauge("seqserve_model_reload_failed",
+                            "1 while the last reload of a model's folder has failed (the "
+                            "previous version serves on; /v1/models says why)", ["model"],
+                            multiprocess_mode="max")
 READY = Gauge("seqserve_ready", "1 when every model is loaded and warmed up",
               multiprocess_mode="min")
 

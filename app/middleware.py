@@ -8,7 +8,7 @@ error shape here, with the request id and an ``error_id`` that is logged with th
 traceback, once.
 
 ``BodyLimitMiddleware``: for requests with a body, rejects a declared
-``Content-Length`` over the limit at once (413), rejects non-JSON content types
+``Content-Length`` over the limit at once (413), rejects non-JSON content types of a body
 (415), and reads at most ``max_body_bytes + 1`` bytes before giving up (413), so a
 50 MB body is never held in memory. The body it read is replayed to the app.
 """
@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.config import Settings
-from app.context import printable, request_id_var
+from app.context import printable, request_id_var, request_info_var
 from app.errors import error_body
 from app.state import api_key_ok
 
@@ -78,16 +78,21 @@ class RequestContextMiddleware:
         if not _SAFE_ID.match(rid):
             rid = os.urandom(16).hex()  # as random as uuid4().hex, a third of the cost
         token = request_id_var.set(rid)
+        info: dict = {}  # filled in by the route (note_request): model, error_id
+        info_token = request_info_var.set(info)
         status = 499  # the app returned without an answer: the client went away
         started = False
+        sent = 0  # response body bytes, as they go out (compressed, when they are)
         metrics.IN_FLIGHT.inc()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status, started, sent
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            else:
+                sent += len(message.get("body", b""))
             await send(message)
 
         try:
@@ -113,8 +118,15 @@ class RequestContextMiddleware:
             metrics.REQUEST_DURATION.labels(*labels).observe(dt)
             metrics.REQUESTS.labels(*labels).inc()
             if path not in ("/metrics", "/healthz", "/readyz"):
+                client = scope.get("client")
+                # the fields of the JSON line (SEQSERVE_LOG_FORMAT=json); the text line
+                # shows the message only
                 log.info("%s %s %d %.1fms", scope["method"], printable(scope["path"]), status,
-                         dt * 1000)
+                         dt * 1000, extra={
+                             "route": path, "method": scope["method"], "status": status,
+                             "duration_ms": round(dt * 1000, 3), "bytes": sent,
+                             "client": f"{client[0]}:{client[1]}" if client else None, **info})
+            request_info_var.reset(info_token)
             request_id_var.reset(token)
 
 
@@ -171,7 +183,10 @@ class BodyLimitMiddleware:
                 await self._too_large(receive, send, 0, n_declared > 0, n_declared)
                 return
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if ctype != b"application/json":
+        # a request without a body has no media type to check (``curl -X POST
+        # .../reload``; urllib labels even an empty body form-encoded)
+        bodiless = declared in (None, b"0") and b"transfer-encoding" not in headers
+        if ctype != b"application/json" and not bodiless:
             metrics.REJECTED.labels("unsupported_media_type").inc()
             await send_error(send, 415, "unsupported_media_type",
                              "body: Content-Type must be application/json")

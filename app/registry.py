@@ -4,15 +4,23 @@ A model folder is ``<models_dir>/<name>/`` with ``manifest.json``, ``model.onnx`
 ``vocab.json`` (see training/manifest.py). Every folder with a manifest is loaded at
 start-up; a missing or corrupt file raises ``ModelLoadError`` naming the file and the
 problem, and the process exits non-zero (we do not start degraded: a replica that
-cannot serve should fail its deployment, not sit behind a load balancer).
+cannot serve should fail its deployment, not sit behind a load balancer). Two folders
+whose manifests give the same model name are refused the same way, with one error
+naming both (otherwise the one sorting last would silently serve every request).
+
+Each loaded model carries a ``fingerprint`` of its manifest, graph and vocabulary
+files: a reload (app/reload.py) loads a folder again only when it changed. The
+``version`` string comes from the manifest and already carries the graph's sha256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +57,11 @@ class LoadedModel:
     load_seconds: float = 0.0
     warm: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""  # of the manifest, graph and vocab files, as loaded
+    loaded_at: float = field(default_factory=time.time)
+    # why the last reload of this model's folder failed (this version kept serving);
+    # None when it has not failed since this version was loaded
+    reload_error: str | None = None
 
     def describe(self) -> dict[str, Any]:
         m = self.manifest
@@ -56,7 +69,11 @@ class LoadedModel:
                 "provider": self.provider, "ready": self.warm,
                 "architecture": m.get("architecture"), "parameters": m.get("parameters"),
                 "metrics": m.get("metrics", {}), "export_checks": m.get("export_checks", {}),
-                "created_at": m.get("created_at"), "model_sha256": m.get("model_sha256")}
+                "created_at": m.get("created_at"), "model_sha256": m.get("model_sha256"),
+                "fingerprint": self.fingerprint,
+                "loaded_at": datetime.fromtimestamp(self.loaded_at, UTC).isoformat(
+                    timespec="seconds"),
+                "reload_error": self.reload_error}
 
 
 @dataclass
@@ -148,8 +165,103 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def model_files(folder: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The files a model is made of: its manifest, graph and vocabulary."""
+    files = manifest.get("files", {"model": "model.onnx", "vocab": "vocab.json"})
+    if not isinstance(files, dict):
+        files = {}
+    return [folder / "manifest.json", folder / str(files.get("model", "model.onnx")),
+            folder / str(files.get("vocab", "vocab.json"))]
+
+
+def fingerprint(folder: Path) -> str:
+    """A digest of the folder's manifest, graph and vocabulary (their bytes, so a
+    copied-in file with an old mtime still counts as a change). A missing or unreadable
+    file gives a digest of its own: the load that follows says what is wrong."""
+    h = hashlib.sha256()
+    try:
+        manifest = json.loads((folder / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        manifest = {}
+    for path in model_files(folder, manifest if isinstance(manifest, dict) else {}):
+        h.update(str(path.name).encode() + b"\0")
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        except OSError as e:
+            h.update(f"unreadable: {e}".encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def scan(root: Path, strict: bool = True
+         ) -> tuple[dict[str, Path], dict[Path, str], dict[str, str]]:
+    """The model folders under ``root``: by the model name their manifest gives, the
+    folders whose manifest could not be read (folder -> why), and the names that two
+    folders give (name -> an error naming both). ``strict`` (start-up) raises
+    ``ModelLoadError`` for the first name given twice instead."""
+    if not root.is_dir():
+        raise ModelLoadError(f"{root}: models folder is missing (SEQSERVE_MODELS_DIR)")
+    names: dict[str, Path] = {}
+    problems: dict[Path, str] = {}
+    conflicts: dict[str, str] = {}
+    for folder in sorted(p for p in root.iterdir() if (p / "manifest.json").exists()):
+        try:
+            name = str(_read_json(folder / "manifest.json").get("name", folder.name))
+        except ModelLoadError as e:
+            problems[folder] = str(e)
+            continue
+        if name in names or name in conflicts:
+            first = names.pop(name, None)
+            conflicts[name] = conflicts.get(name) or (
+                f"model name {name!r} is given by two folders, {first} and {folder}: rename "
+                "one (its manifest's \"name\") or move it out of the models folder")
+            if strict:
+                raise ModelLoadError(conflicts[name])
+            continue
+        names[name] = folder
+    return names, problems, conflicts
+
+
+def smoke_check(model: LoadedModel) -> None:
+    """Cheap checks of a loaded model before it serves: a batch of two rows of
+    different lengths gives each row what it gives alone (no padding leaks between
+    rows), and the outputs are finite. Raises ``ModelLoadError`` saying what failed."""
+    rows = [np.arange(1, 6, dtype=np.int64) % 5 + 2, np.arange(1, 13, dtype=np.int64) % 7 + 2]
+    ids = np.zeros((2, 12), dtype=np.int64)
+    lens = np.array([5, 12], dtype=np.int64)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = r
+    try:
+        if isinstance(model, SentimentModel):
+            together = model.run(ids, lens)[0]
+            alone = [model.run(r[None, :], np.array([len(r)], dtype=np.int64))[0][0] for r in rows]
+        elif isinstance(model, CharModel):
+            vocab = model.vocab.vocab_size if model.vocab else 2  # type: ignore[attr-defined]
+            ids = ids % max(vocab, 2)
+            h, c = model.zero_state(2)
+            together = model.run(ids, lens, h, c)[0]
+            alone = []
+            for k in range(2):
+                h1, c1 = model.zero_state(1)
+                alone.append(model.run(ids[k : k + 1, : lens[k]], lens[k : k + 1], h1, c1)[0][0])
+        else:
+            return
+    except Exception as e:  # ORT's several exception types
+        raise ModelLoadError(f"{model.folder}: a test batch failed ({type(e).__name__}: {e})") from None
+    together = np.asarray(together, dtype=np.float64)
+    if not np.all(np.isfinite(together)):
+        raise ModelLoadError(f"{model.folder}: a test batch gave non-finite outputs")
+    worst = max(float(np.max(np.abs(together[k] - np.asarray(alone[k])))) for k in range(2))
+    if worst > 1e-3:
+        raise ModelLoadError(f"{model.folder}: rows batched together differ from the same rows "
+                             f"alone by {worst:.3g} (the graph is not batch-invariant)")
+
+
 def load_model(folder: Path, settings: Settings) -> LoadedModel:
     t0 = time.perf_counter()
+    digest = fingerprint(folder)  # before reading: a change during the load is seen next time
     manifest = _read_json(folder / "manifest.json")
     files = manifest.get("files", {"model": "model.onnx", "vocab": "vocab.json"})
     task = manifest.get("task")
@@ -189,6 +301,7 @@ def load_model(folder: Path, settings: Settings) -> LoadedModel:
     except (KeyError, ValueError, TypeError) as e:
         raise ModelLoadError(f"{vocab_path} or manifest: malformed ({e!r})") from None
     model.load_seconds = time.perf_counter() - t0
+    model.fingerprint = digest
     return model
 
 
@@ -202,12 +315,12 @@ class Registry:
     def load(cls, settings: Settings) -> Registry:
         _quiet_telemetry()
         root = Path(settings.models_dir)
-        if not root.is_dir():
-            raise ModelLoadError(f"{root}: models folder is missing (SEQSERVE_MODELS_DIR)")
-        folders = sorted(p for p in root.iterdir() if (p / "manifest.json").exists())
-        if not folders:
+        names, problems, _ = scan(root)
+        if problems:
+            raise ModelLoadError(next(iter(problems.values())))
+        if not names:
             raise ModelLoadError(f"{root}: no model folders (each needs a manifest.json)")
-        models = [load_model(f, settings) for f in folders]
+        models = [load_model(f, settings) for f in names.values()]
         for m in models:
             log.info("loaded model %s version %s task %s on %s in %.2fs", m.name, m.version,
                      m.task, m.provider, m.load_seconds)

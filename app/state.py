@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
 from app import metrics
 from app.batching import ClassificationBatcher
 from app.config import Settings
-from app.context import printable
+from app.context import note_request, printable
 from app.errors import ApiError
 from app.generation import GenerationEngine
 from app.registry import LoadedModel, Registry
@@ -25,6 +28,18 @@ class AppState:
     ready: bool = False
     not_ready_reason: str = "starting: models not loaded yet"
     fast_path: bool = True  # POST /sentiment via app/fastpath.py (tests turn it off)
+    # hot reload (app/reload.py): one at a time; the loops of replaced versions while
+    # they finish their work; background tasks, kept referenced until they end
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    retiring: set[ClassificationBatcher | GenerationEngine] = field(default_factory=set)
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """Runs ``coro`` in the background (event loop), keeping a reference to it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     def dead_loops(self) -> list[str]:
         """Why each batching or generation loop that has died stopped (empty: all run)."""
@@ -67,7 +82,9 @@ def model_for(state: AppState, task: str, name: str | None) -> LoadedModel:
     up among the loaded models only, never used as paths."""
     assert state.registry is not None
     m = state.registry.by_task(task, name)
-    if m is None:
+    if m is not None:
+        note_request(model=m.name, model_version=m.version)
+    else:
         names = [k for k, v in state.registry.models.items() if v.task == task]
         raise ApiError(404, "model_not_found", f"model: no {task} model named "
                        f"{printable(repr(name), 80)}; "
