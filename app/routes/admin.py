@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from app.context import printable
+from app.context import note_request, printable
 from app.errors import ApiError
 from app.reload import reload_models
 from app.state import AppState, get_state, require_api_key
@@ -25,6 +25,7 @@ router = APIRouter(tags=["operations"], dependencies=[Depends(require_api_key)])
 
 @router.post("/v1/models/{model_id}/reload", include_in_schema=False)
 async def reload_model(model_id: str, state: AppState = Depends(get_state)) -> dict:
+    note_request(model=printable(model_id, 80))  # for the request's completion log line
     if state.registry is None or not state.ready:
         raise ApiError(503, "not_ready", "the models are not loaded yet (or the server is "
                        "stopping)", headers={"Retry-After": "1"})
