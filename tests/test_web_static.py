@@ -116,7 +116,10 @@ def test_web_config_tells_whether_a_key_is_needed(make_client, tiny_models_dir):
     assert "k" not in keyed.values()  # the key itself is never sent
 
 
-def test_stats_gives_rate_and_latency_per_route(tiny_client):
+def test_stats_gives_rate_and_latency_per_route(tiny_client, monkeypatch):
+    # the window starts with the process (module import); in a long test session that
+    # is minutes before this test, so start a fresh one, as a new process would
+    monkeypatch.setattr(web, "_window", web.Window())
     for _ in range(3):
         assert tiny_client.post("/sentiment", json={"text": "a good film"}).status_code == 200
     s = tiny_client.get("/v1/stats")
