@@ -54,6 +54,7 @@ class RowResult:
     attention: np.ndarray  # [len(ids)]
     queue_s: float
     inference_s: float
+    ngrams: np.ndarray | None = None  # [len(ids)]: n-gram logit share per token, if any
 
 
 @dataclass
@@ -308,7 +309,9 @@ class ClassificationBatcher:
             ids[k, : len(row_ids)] = row_ids
             lens[k] = len(row_ids)
         try:
-            probs, attn = self.model.run(ids, lens)
+            out = self.model.run(ids, lens)  # (p, a) or (p, a, n-gram contributions)
+            probs, attn = out[0], out[1]
+            ngrams = out[2] if len(out) > 2 else None
         except Exception as e:
             raise InferenceError() from e
         dt = time.perf_counter() - start
@@ -317,9 +320,10 @@ class ClassificationBatcher:
         real = int(lens.sum())
         self._m_real.inc(real)
         self._m_pad.inc(ids.size - real)
-        out = []
+        results = []
         for k, r in enumerate(rows):
             q = start - r.arrived
             self._m_queue.observe(max(q, 0.0))
-            out.append(RowResult(float(probs[k]), attn[k, : lens[k]].copy(), q, dt))
-        return out
+            results.append(RowResult(float(probs[k]), attn[k, : lens[k]].copy(), q, dt,
+                                     None if ngrams is None else ngrams[k, : lens[k]].copy()))
+        return results

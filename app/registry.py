@@ -37,6 +37,9 @@ CPU = "CPUExecutionProvider"
 
 SENTIMENT_INPUTS = {"input_ids", "lengths"}
 SENTIMENT_OUTPUTS = ["probability", "attention"]
+# optional third output of a classifier with a wide n-gram term (training/ngrams.py):
+# each token's share of the n-gram part of the logit
+NGRAM_OUTPUT = "ngram_contributions"
 CHAR_INPUTS = {"input_ids", "lengths", "h0", "c0"}
 CHAR_OUTPUTS = ["logits", "hN", "cN"]
 
@@ -67,6 +70,8 @@ class LoadedModel:
         m = self.manifest
         return {"name": self.name, "version": self.version, "task": self.task,
                 "provider": self.provider, "ready": self.warm,
+                # manifests from before --cell are all LSTMs
+                "cell": m.get("cell", "lstm"), "ngram_term": "ngram" in m,
                 "architecture": m.get("architecture"), "parameters": m.get("parameters"),
                 "metrics": m.get("metrics", {}), "export_checks": m.get("export_checks", {}),
                 "created_at": m.get("created_at"), "model_sha256": m.get("model_sha256"),
@@ -82,10 +87,17 @@ class SentimentModel(LoadedModel):
     sessions may be run concurrently); each call uses ``intra_op_threads`` threads."""
 
     tokenizer: WordTokenizer | None = None
+    has_ngrams: bool = False  # the graph also returns NGRAM_OUTPUT
 
-    def run(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, ids: np.ndarray, lengths: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(probability [B], attention [B, T], n-gram contributions [B, T] or None)."""
+        if self.has_ngrams:
+            p, a, ng = self.session.run([*SENTIMENT_OUTPUTS, NGRAM_OUTPUT],
+                                        {"input_ids": ids, "lengths": lengths})
+            return p, a, ng
         p, a = self.session.run(SENTIMENT_OUTPUTS, {"input_ids": ids, "lengths": lengths})
-        return p, a
+        return p, a, None
 
     def warmup(self) -> None:
         tok = self.tokenizer
@@ -288,7 +300,8 @@ def load_model(folder: Path, settings: Settings) -> LoadedModel:
                                      f"and outputs {SENTIMENT_OUTPUTS}, found {sorted(inputs)} "
                                      f"-> {sorted(outputs)}")
             model: LoadedModel = SentimentModel(**common,
-                                                tokenizer=WordTokenizer.from_json(vocab_json))
+                                                tokenizer=WordTokenizer.from_json(vocab_json),
+                                                has_ngrams=NGRAM_OUTPUT in outputs)
         elif task == "text-generation":
             if inputs != CHAR_INPUTS or not set(CHAR_OUTPUTS) <= outputs:
                 raise ModelLoadError(f"{model_path}: expected inputs {sorted(CHAR_INPUTS)} and "

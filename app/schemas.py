@@ -81,8 +81,23 @@ class AttentionToken(BaseModel):
     weight: float = Field(..., description="attention weight (all weights sum to 1)")
 
 
+class NgramContribution(BaseModel):
+    text: str = Field(..., description="the uni-, bi- and trigram ending at a token (the "
+                      "trigram's text as written)")
+    start: int
+    end: int
+    contribution: float = Field(..., description="their share of the logit (log-odds of "
+                                "positive): > 0 pushes towards positive")
+
+
 class AttentionResponse(SentimentResult):
     tokens: list[AttentionToken]
+    ngram_logit: float | None = Field(
+        None, description="models with a wide n-gram term only: its part of the logit, "
+        "which the attention weights do not cover")
+    ngrams: list[NgramContribution] | None = Field(
+        None, description="models with a wide n-gram term only: each token's n-gram "
+        "contribution, largest magnitude first")
 
 
 class GenerateRequest(BaseModel):

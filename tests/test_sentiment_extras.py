@@ -59,6 +59,11 @@ def test_training_can_continue_from_a_model_folder_with_augmentation(tiny_models
     assert manifest["training"]["augment"] == 40
 
 
+def test_a_model_without_ngrams_answers_attention_without_them(tiny_client):
+    r = tiny_client.post("/attention", json={"text": "a good film"}).json()
+    assert "ngrams" not in r and "ngram_logit" not in r
+
+
 def test_the_ngram_term_is_added_inside_the_graph_and_served(tiny_models_dir: Path,
                                                             tmp_path: Path, make_client):
     from training.ngrams import main
@@ -85,6 +90,17 @@ def test_the_ngram_term_is_added_inside_the_graph_and_served(tiny_models_dir: Pa
     batch = client.post("/sentiment", json={"texts": ["bad", "good movie, great plot"]}).json()
     assert abs(alone["probabilities"]["positive"]
                - batch["results"][1]["probabilities"]["positive"]) <= 1e-5
+    # /attention says what its weights do not cover: the n-gram part of the logit, and
+    # each token's share of it, with the n-gram's text as written
+    text = "Good movie, great plot!"
+    r = client.post("/attention", json={"text": text}).json()
+    assert len(r["ngrams"]) == len(r["tokens"]) == 5
+    assert sum(g["contribution"] for g in r["ngrams"]) == pytest.approx(r["ngram_logit"], abs=1e-5)
+    for g in r["ngrams"]:
+        assert text[g["start"]:g["end"]] == g["text"]
+    assert abs(r["ngrams"][0]["contribution"]) >= abs(r["ngrams"][-1]["contribution"])
+    card = next(m for m in client.get("/v1/models").json()["data"] if m["id"] == "sentiment")
+    assert card["ngram_term"] is True and card["cell"] == "lstm"
     # the per-token contributions sum to the n-gram part of the logit
     from training.evaluate import ort_session
 

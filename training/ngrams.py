@@ -38,6 +38,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from app.tokenizer import WordTokenizer
+from training.augment import generate
 from training.data import DataError, load_imdb, source_record, split_train_val
 from training.evaluate import ort_session, sentiment_accuracy_onnx, sentiment_probabilities_onnx
 from training.export import INVARIANCE_TOL, ExportCheckError, random_padded_batch
@@ -85,6 +86,7 @@ class NgramConfig:
     batch_size: int = 64
     lr: float = 0.005
     weight_decay: float = 1e-6
+    augment: int = 0  # negation-augmentation sentences added to the training split
     val_fraction: float = 0.1  # the base model's split (same seed): the encoder never trained on it
     seed: int = 1234
     threads: int = 1
@@ -290,6 +292,10 @@ def train(cfg: NgramConfig) -> dict:
     tr_x = [tok.encode(r.text, offsets=False).ids for r in train_set]
     va_x = [tok.encode(r.text, offsets=False).ids for r in val_set]
     tr_y, va_y = [r.label for r in train_set], [r.label for r in val_set]
+    if cfg.augment > 0:  # training split only: validation and test stay pure IMDB
+        extra = generate(cfg.augment, cfg.seed)
+        tr_x += [tok.encode(t, offsets=False).ids for t, _ in extra]
+        tr_y += [y for _, y in extra]
     w, ng_val, history = fit_ngrams(cfg, tr_x, tr_y, va_x, va_y)
     enc_val = _encoder_logits(base.SerializeToString(), tok, [r.text for r in val_set])
     with torch.no_grad():

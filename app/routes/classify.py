@@ -138,5 +138,20 @@ async def attention(body: AttentionRequest, request: Request,
     # A text without a single token was read as one <unk>; it has no token to show.
     tokens = [{"text": t.text, "start": t.start, "end": t.end, "weight": w}
               for t, w in zip(e.tokens, row.attention.tolist(), strict=False)]
-    return JSONResponse({**_result(model, row.probability, e), "tokens": tokens},
-                        headers=timing_headers(row.queue_s, row.inference_s))
+    answer = {**_result(model, row.probability, e), "tokens": tokens}
+    if row.ngrams is not None:
+        answer.update(ngram_answer(body.text, e, row.ngrams.tolist()))
+    return JSONResponse(answer, headers=timing_headers(row.queue_s, row.inference_s))
+
+
+def ngram_answer(text: str, e: Encoded, contributions: list[float]) -> dict:
+    """The n-gram term's part of the answer (models that have one): its logit, and per
+    token the contribution of the n-grams ending there, with the trigram's text."""
+    grams = []
+    for k, (t, v) in enumerate(zip(e.tokens, contributions, strict=False)):
+        first = e.tokens[max(0, k - 2)]
+        start = first.start if first.start <= t.start else t.start  # head/tail junction
+        grams.append({"text": text[start:t.end], "start": start, "end": t.end,
+                      "contribution": v})
+    grams.sort(key=lambda g: -abs(g["contribution"]))
+    return {"ngram_logit": float(sum(contributions)), "ngrams": grams}
