@@ -245,7 +245,11 @@
     const ngrams = data.ngrams || data.ngram_contributions || null;
     $("ngrams").hidden = !(Array.isArray(ngrams) && ngrams.length);
     if (Array.isArray(ngrams)) {
-      $("ngram-table").tBodies[0].replaceChildren(...ngrams.map((g) => el("tr", {},
+      $("ngram-note").textContent = typeof data.ngram_logit === "number"
+        ? `The model's n-gram term adds ${fmt(data.ngram_logit, 3)} to the log-odds of positive; ` +
+          "the attention weights above do not cover it. Largest contributions first."
+        : "";
+      $("ngram-table").tBodies[0].replaceChildren(...ngrams.slice(0, 15).map((g) => el("tr", {},
         el("td", {}, String(g.ngram ?? g.text ?? "")),
         el("td", { class: "num" }, fmt(g.contribution ?? g.weight)))));
     }
