@@ -40,7 +40,13 @@ from onnx import TensorProto, helper, numpy_helper
 from app.tokenizer import WordTokenizer
 from training.augment import generate
 from training.data import DataError, load_imdb, source_record, split_train_val
-from training.evaluate import ort_session, sentiment_accuracy_onnx, sentiment_probabilities_onnx
+from training.evaluate import (
+    load_negation_set,
+    negation_accuracy_onnx,
+    ort_session,
+    sentiment_accuracy_onnx,
+    sentiment_probabilities_onnx,
+)
 from training.export import INVARIANCE_TOL, ExportCheckError, random_padded_batch
 from training.manifest import OutputError, run_folder, write_model_folder
 
@@ -316,6 +322,9 @@ def train(cfg: NgramConfig) -> dict:
                      "val_accuracy_ngrams_only": round(ng_val, 4)}
     if cfg.test:
         metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"]))
+        neg = negation_accuracy_onnx(graph.SerializeToString(), tok, load_negation_set())
+        metrics.update(negation_accuracy=neg["negation_accuracy"],
+                       negation_by_kind={k: v["accuracy"] for k, v in neg["by_kind"].items()})
     manifest = {
         **{k: base_manifest[k] for k in ("labels", "cell") if k in base_manifest},
         "name": cfg.name or base_manifest.get("name", "sentiment"),

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from app.tokenizer import WordTokenizer, tokenize
 from training.augment import generate
 from training.data import DataError, load_imdb, source_record, split_train_val
-from training.evaluate import sentiment_accuracy_onnx
+from training.evaluate import load_negation_set, negation_accuracy_onnx, sentiment_accuracy_onnx
 from training.export import (
     SentimentEnsemble,
     build_sentiment_ensemble_graph,
@@ -313,6 +313,9 @@ def train(cfg: TrainConfig) -> dict:
     metrics: dict = {"val_accuracy": round(val_acc, 4)}
     if cfg.test:
         metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"]))
+        neg = negation_accuracy_onnx(graph.SerializeToString(), tok, load_negation_set())
+        metrics.update(negation_accuracy=neg["negation_accuracy"],
+                       negation_by_kind={k: v["accuracy"] for k, v in neg["by_kind"].items()})
     arch = f"bi{cfg.cell.upper()} {cfg.hidden} + dot-product attention, embedding {cfg.emb_dim}"
     if cfg.members > 1:
         arch = f"mean of {cfg.members} x ({arch}), one vocabulary"
