@@ -61,6 +61,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /srv/seqserve
 COPY deploy/image/healthcheck.py ./healthcheck.py
 COPY models ./models
+COPY seqcore ./seqcore
 COPY app ./app
 RUN python -m compileall -q app
 USER 10001:10001
@@ -104,6 +105,7 @@ WORKDIR /srv/seqserve
 # Code and models stay owned by root: the service user can read them, not change them.
 COPY deploy/image/healthcheck.py ./healthcheck.py
 COPY models ./models
+COPY seqcore ./seqcore
 COPY app ./app
 RUN python -m compileall -q app
 USER 10001:10001

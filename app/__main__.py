@@ -71,7 +71,7 @@ def load_settings() -> Settings:
 def check_models_dir(s: Settings) -> None:
     """The models folder exists and no model name is given by two of its folders (the
     rest, the files themselves, is checked as the models load)."""
-    from app.registry import ModelLoadError, scan
+    from seqcore.modelfolder import ModelFolderError, scan
 
     root = Path(s.models_dir)
     if not root.is_dir():
@@ -80,7 +80,7 @@ def check_models_dir(s: Settings) -> None:
               "set SEQSERVE_MODELS_DIR to the folder holding the model folders")
     try:
         scan(root)
-    except ModelLoadError as e:
+    except ModelFolderError as e:
         _fail(f"SEQSERVE_MODELS_DIR: {e}")
 
 

@@ -1,10 +1,10 @@
 """Dynamic batching for the classifier (/sentiment, /attention): the batching loop.
 
-Every text becomes one row in a bounded pending list. ``workers`` threads (one per
-core by default) each take one batch at a time and run it as one ONNX Runtime call
-on a 1-thread session, so two calls run side by side on two cores with no per-step
-barrier between threads (measured, T=200: two 1-thread callers at B=4 do 2,640
-rows/s; one 2-thread caller at B=8 does 2,200).
+Every text becomes one row in a bounded pending list. ``threads`` worker threads (one
+per core by default) each take one batch at a time and run it as one ONNX Runtime
+call on a 1-thread session, so two calls run side by side on two cores with no
+per-step barrier between threads (two 1-thread callers beat one 2-thread caller on
+this graph: docs/benchmarks.md).
 
 A batch is picked around the OLDEST waiting row (nobody starves): its nearest
 neighbours in length join while that lowers the estimated cost per real token (the
@@ -35,11 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from app import metrics, tracing
 from app.errors import EngineStopped, ModelFailure, Overloaded
-from app.registry import SentimentModel
+from seqcore.runtime import pad_rows
+from seqcore.tasks.classification import ClassifiedRow, SentimentModel
 
 log = logging.getLogger("seqserve.batching")
 
@@ -49,12 +48,11 @@ class InferenceError(Exception):
 
 
 @dataclass
-class RowResult:
-    probability: float
-    attention: np.ndarray  # [len(ids)]
-    queue_s: float
-    inference_s: float
-    ngrams: np.ndarray | None = None  # [len(ids)]: n-gram logit share per token, if any
+class RowResult(ClassifiedRow):
+    """A row's outputs and what it cost: time in the queue, and its call's time."""
+
+    queue_s: float = 0.0
+    inference_s: float = 0.0
 
 
 @dataclass
@@ -131,7 +129,7 @@ def pick_batch(lengths: list[int], max_batch: int,
 
 
 class ClassificationBatcher:
-    """``workers`` threads share one pending list (a lock and a condition): each takes
+    """``threads`` worker threads share one pending list (a lock and a condition): each takes
     a batch, runs ONNX Runtime (which releases the GIL) and hands the results back to
     the event loop with one ``call_soon_threadsafe``. Running the loop on the event
     loop instead left ONNX Runtime idle ~25 % of the time under load, waiting for a
@@ -139,14 +137,14 @@ class ClassificationBatcher:
 
     def __init__(self, model: SentimentModel, *, max_batch_size: int, max_wait_ms: float,
                  max_queue: int, queue_timeout_s: float, batching: bool = True,
-                 workers: int = 1, step_cost: Callable[[int], float] = cpu_step_cost):
+                 threads: int = 1, step_cost: Callable[[int], float] = cpu_step_cost):
         self.model = model
         self.max_batch = max_batch_size if batching else 1
         self.max_wait = max_wait_ms / 1000 if batching else 0.0
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
         self.step_cost = step_cost
-        self.workers = workers
+        self.threads = threads
         self.pending: list[_Row] = []  # arrival order
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -167,7 +165,7 @@ class ClassificationBatcher:
         self._loop = asyncio.get_running_loop()
         self._running = True
         self._threads = [threading.Thread(target=self._work, name=f"ort-{self.model.name}-{i}",
-                                          daemon=True) for i in range(self.workers)]
+                                          daemon=True) for i in range(self.threads)]
         for t in self._threads:
             t.start()
 
@@ -181,6 +179,19 @@ class ClassificationBatcher:
         with self._cond:
             rows, self.pending = self.pending, []
         _fail(rows, lambda: Overloaded("server is shutting down", 5, "shutting_down"))
+
+    # -- the loop interface (app.state.Loop) ------------------------------------------
+    async def shutdown(self) -> None:
+        await self.stop()
+
+    async def retire_when_done(self, timeout: float) -> None:
+        """Let the rows already queued or being tokenized (``incoming``) run, up to
+        ``timeout``, then stop: nothing new reaches a retired loop, so once empty it
+        stays empty."""
+        deadline = time.monotonic() + timeout
+        while (self.pending or self.incoming > 0) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.stop()  # the rows being run finish before the threads end
 
     def announce(self, n: int) -> None:
         """``n`` rows are on their way (event loop only); ``submit`` counts them off."""
@@ -300,14 +311,8 @@ class ClassificationBatcher:
     def _run(self, rows: list[_Row]) -> list[RowResult]:
         """One ONNX Runtime call for ``rows`` (in a worker thread)."""
         start = time.perf_counter()
-        T = max(r.length for r in rows)
-        ids = np.zeros((len(rows), T), dtype=np.int64)
-        lens = np.empty(len(rows), dtype=np.int64)
-        unk = [self.model.tokenizer.unk_id]  # type: ignore[union-attr]
-        for k, r in enumerate(rows):
-            row_ids = r.ids or unk
-            ids[k, : len(row_ids)] = row_ids
-            lens[k] = len(row_ids)
+        ids, lens = pad_rows([r.ids for r in rows],
+                             self.model.tokenizer.unk_id)  # type: ignore[union-attr]
         try:
             out = self.model.run(ids, lens)  # (p, a) or (p, a, n-gram contributions)
             probs, attn = out[0], out[1]
@@ -324,6 +329,7 @@ class ClassificationBatcher:
         for k, r in enumerate(rows):
             q = start - r.arrived
             self._m_queue.observe(max(q, 0.0))
-            results.append(RowResult(float(probs[k]), attn[k, : lens[k]].copy(), q, dt,
-                                     None if ngrams is None else ngrams[k, : lens[k]].copy()))
+            results.append(RowResult(float(probs[k]), attn[k, : lens[k]].copy(),
+                                     None if ngrams is None else ngrams[k, : lens[k]].copy(),
+                                     queue_s=q, inference_s=dt))
         return results

@@ -46,8 +46,8 @@ from prometheus_client import Gauge
 
 from app import metrics, tracing
 from app.errors import ApiError, EngineStopped, ModelFailure, Overloaded
-from app.registry import CharModel
 from app.sampling import SamplingParams, params_arrays, sample_rows
+from seqcore.tasks.generation import CharModel
 
 log = logging.getLogger("seqserve.generation")
 
@@ -165,6 +165,16 @@ class GenerationEngine:
         if self._thread is not None:
             self._thread.join(timeout)
         return self._thread is None or not self._thread.is_alive()
+
+    # -- the loop interface (app.state.Loop) ------------------------------------------
+    async def shutdown(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    async def retire_when_done(self, timeout: float) -> None:
+        """``retire``, then wait up to ``timeout`` for the held streams to finish."""
+        self.retire()
+        await asyncio.to_thread(self.join, timeout)
+        await asyncio.to_thread(self.stop, 1.0)
 
     def submit(self, stream: Stream) -> None:
         if self.dead:

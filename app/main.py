@@ -14,9 +14,10 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -27,15 +28,18 @@ from app.compression import GZipMiddleware
 from app.config import Settings
 from app.context import configure_logging
 from app.errors import install_error_handlers
-from app.fastpath import SentimentFastPath
 from app.generation import GenerationEngine
 from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from app.openapi import install_openapi, operation_id
 from app.protocol_errors import ProtocolErrorMiddleware
-from app.registry import CUDA, CharModel, LoadedModel, Registry, SentimentModel
+from app.registry import Registry
 from app.reload import early_sighup_seen, on_sighup
 from app.routes import admin, classify, generate, health, openai_compat, v2, web
-from app.state import AppState
+from app.state import AppState, Loop
+from seqcore.runtime import CUDA
+from seqcore.tasks import LoadedModel
+from seqcore.tasks.classification import SentimentModel
+from seqcore.tasks.generation import CharModel
 
 log = logging.getLogger("seqserve")
 
@@ -70,36 +74,41 @@ def parallel_calls(s: Settings) -> int:
     return max(1, min(8, available_cpus() // (s.intra_op_threads * s.workers)))
 
 
-def start_loop(state: AppState, m: LoadedModel) -> ClassificationBatcher | GenerationEngine:
-    """A started batching loop (classifier) or generation engine (generator) for ``m``;
-    the caller puts it in ``state`` (at start-up, or at a reload's swap)."""
-    s = state.settings
-    if isinstance(m, SentimentModel):
-        b = ClassificationBatcher(m, max_batch_size=s.max_batch_size,
-                                  max_wait_ms=s.max_wait_ms, max_queue=s.max_queue,
-                                  queue_timeout_s=s.queue_timeout_s, batching=s.batching,
-                                  workers=parallel_calls(s),
-                                  step_cost=gpu_step_cost if m.provider == CUDA
-                                  else cpu_step_cost)
-        b.start()
-        return b
-    assert isinstance(m, CharModel), m.task
-    e = GenerationEngine(m, max_streams=s.gen_max_streams, max_queue=s.gen_max_queue,
-                         queue_timeout_s=s.queue_timeout_s, batching=s.gen_batching,
-                         parallel=1 if m.provider == CUDA else parallel_calls(s))
-    e.start()
-    return e
+def classification_loop(s: Settings, m: SentimentModel) -> ClassificationBatcher:
+    return ClassificationBatcher(m, max_batch_size=s.max_batch_size,
+                                 max_wait_ms=s.max_wait_ms, max_queue=s.max_queue,
+                                 queue_timeout_s=s.queue_timeout_s, batching=s.batching,
+                                 threads=parallel_calls(s),
+                                 step_cost=gpu_step_cost if m.provider == CUDA
+                                 else cpu_step_cost)
+
+
+def generation_loop(s: Settings, m: CharModel) -> GenerationEngine:
+    return GenerationEngine(m, max_streams=s.gen_max_streams, max_queue=s.gen_max_queue,
+                            queue_timeout_s=s.queue_timeout_s, batching=s.gen_batching,
+                            parallel=1 if m.provider == CUDA else parallel_calls(s))
+
+
+# The loop that serves each task (seqcore.tasks.TASKS): a new task adds its line here.
+LOOPS: dict[str, Callable[[Settings, Any], Loop]] = {
+    SentimentModel.task: classification_loop,
+    CharModel.task: generation_loop,
+}
+
+
+def start_loop(state: AppState, m: LoadedModel) -> Loop:
+    """The started loop of ``m``'s task; the caller puts it in ``state.loops`` (at
+    start-up, or at a reload's swap)."""
+    loop = LOOPS[m.task](state.settings, m)
+    loop.start()
+    return loop
 
 
 def start_loops(state: AppState) -> None:
     assert state.registry is not None
     for m in state.registry.models.values():
         metrics.MODEL_INFO.labels(m.name, m.version, m.task, m.provider).set(1)
-        loop = start_loop(state, m)
-        if isinstance(loop, ClassificationBatcher):
-            state.batchers[m.name] = loop
-        else:
-            state.engines[m.name] = loop
+        state.loops[m.name] = start_loop(state, m)
 
 
 def _install_sighup(state: AppState) -> bool:
@@ -158,12 +167,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             retiring = list(state.retiring)  # old versions' loops still finishing work
             for task in list(state.tasks):  # a reload, or the retiring of an old version
                 task.cancel()
-            for b in [*state.batchers.values(),
-                      *(x for x in retiring if isinstance(x, ClassificationBatcher))]:
-                await b.stop()
-            for e in [*state.engines.values(),
-                      *(x for x in retiring if isinstance(x, GenerationEngine))]:
-                e.stop()
+            for loop in [*state.loops.values(), *retiring]:
+                await loop.shutdown()
             log.info("stopped")
 
     app = FastAPI(
@@ -187,7 +192,6 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(v2.router)
     app.include_router(v2.infer_router)
     app.include_router(web.router)  # last: the page's routes never precede the API's
-    app.add_middleware(SentimentFastPath, state=state)  # innermost: after the body checks
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, settings=settings)  # before anything reads the body
     # errors of the OpenAI and V2 routes in their protocols' shapes, whichever layer made them

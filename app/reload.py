@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import metrics
-from app.batching import ClassificationBatcher
-from app.generation import GenerationEngine
-from app.registry import LoadedModel, ModelLoadError, fingerprint, load_model, scan, smoke_check
+from app.registry import load_model
+from seqcore.modelfolder import ModelFolderError, fingerprint, scan
+from seqcore.tasks import LoadedModel, ModelLoadError, smoke_check
 
 if TYPE_CHECKING:
-    from app.state import AppState
+    from app.state import AppState, Loop
 
 log = logging.getLogger("seqserve.reload")
 
@@ -70,27 +70,19 @@ def _prepare(folder: Path, state: AppState, old: LoadedModel | None) -> LoadedMo
                              f"{old.task!r} model {old.name!r} (restart to change a task)")
     smoke_check(m)
     t0 = time.perf_counter()
-    m.warmup()  # type: ignore[attr-defined]
+    m.warmup()
     m.warm = True
     log.info("warmed up %s version %s in %.3fs", m.name, m.version, time.perf_counter() - t0)
     return m
 
 
-async def _retire(state: AppState, loop: ClassificationBatcher | GenerationEngine) -> None:
+async def _retire(state: AppState, loop: Loop) -> None:
     """Let an old version's loop finish the work it holds, then stop it. Nothing new
     reaches it after the swap, so once it is empty it stays empty."""
     s = state.settings
     try:
-        if isinstance(loop, ClassificationBatcher):
-            deadline = time.monotonic() + s.queue_timeout_s + 30.0  # a request's own wait
-            # ``incoming`` counts rows announced (being tokenized) but not submitted yet
-            while (loop.pending or loop.incoming > 0) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            await loop.stop()  # the rows being run finish before the threads end
-        else:
-            loop.retire()
-            await asyncio.to_thread(loop.join, s.gen_timeout_s + s.queue_timeout_s + 5.0)
-            await asyncio.to_thread(loop.stop, 1.0)
+        # a request's own longest wait
+        await loop.retire_when_done(s.queue_timeout_s + max(30.0, s.gen_timeout_s + 5.0))
         log.info("retired the previous version %s of %s", loop.model.version, loop.model.name)
     finally:
         state.retiring.discard(loop)
@@ -104,17 +96,13 @@ def _swap(state: AppState, new: LoadedModel, old: LoadedModel | None) -> None:
     loop = start_loop(state, new)  # its threads are running before any request sees it
     state.registry.models[new.name] = new
     if old is not None:
-        previous = (state.batchers.pop(old.name, None) if isinstance(loop, ClassificationBatcher)
-                    else state.engines.pop(old.name, None))
+        previous = state.loops.pop(old.name, None)
         if (old.name, old.version, old.task, old.provider) != (
                 new.name, new.version, new.task, new.provider):
             metrics.MODEL_INFO.remove(old.name, old.version, old.task, old.provider)
     else:
         previous = None
-    if isinstance(loop, ClassificationBatcher):
-        state.batchers[new.name] = loop
-    else:
-        state.engines[new.name] = loop
+    state.loops[new.name] = loop
     metrics.MODEL_INFO.labels(new.name, new.version, new.task, new.provider).set(1)
     if previous is not None:
         state.retiring.add(previous)
@@ -175,7 +163,7 @@ async def reload_models(state: AppState, only: str | None = None) -> list[Reload
         root = Path(state.settings.models_dir)
         try:
             names, problems, conflicts = await asyncio.to_thread(scan, root, False)
-        except ModelLoadError as e:  # the whole folder is gone
+        except ModelFolderError as e:  # the whole folder is gone
             names, problems, conflicts = {}, {}, {}
             folder_error: str | None = str(e)
         else:

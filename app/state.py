@@ -10,28 +10,30 @@ from typing import Any
 
 from fastapi import Request
 
-from app import metrics
 from app.batching import ClassificationBatcher
 from app.config import Settings
 from app.context import note_request, printable
 from app.errors import ApiError
 from app.generation import GenerationEngine
-from app.registry import LoadedModel, Registry
+from app.registry import Registry
+from seqcore.tasks import LoadedModel
+
+# The loop serving one model (app.main.LOOPS): start(), ``alive``/``dead``, and
+# ``shutdown()`` (stop taking work, answer what waits, end its threads).
+Loop = ClassificationBatcher | GenerationEngine
 
 
 @dataclass
 class AppState:
     settings: Settings
     registry: Registry | None = None
-    batchers: dict[str, ClassificationBatcher] = field(default_factory=dict)
-    engines: dict[str, GenerationEngine] = field(default_factory=dict)
+    loops: dict[str, Loop] = field(default_factory=dict)  # by model name
     ready: bool = False
     not_ready_reason: str = "starting: models not loaded yet"
-    fast_path: bool = True  # POST /sentiment via app/fastpath.py (tests turn it off)
     # hot reload (app/reload.py): one at a time; the loops of replaced versions while
     # they finish their work; background tasks, kept referenced until they end
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    retiring: set[ClassificationBatcher | GenerationEngine] = field(default_factory=set)
+    retiring: set[Loop] = field(default_factory=set)
     tasks: set[asyncio.Task] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -43,8 +45,15 @@ class AppState:
 
     def dead_loops(self) -> list[str]:
         """Why each batching or generation loop that has died stopped (empty: all run)."""
-        loops = [*self.batchers.values(), *self.engines.values()]
-        return [x.dead or "a model thread stopped" for x in loops if not x.alive]
+        return [x.dead or "a model thread stopped" for x in self.loops.values() if not x.alive]
+
+    @property
+    def batchers(self) -> dict[str, ClassificationBatcher]:
+        return {k: v for k, v in self.loops.items() if isinstance(v, ClassificationBatcher)}
+
+    @property
+    def engines(self) -> dict[str, GenerationEngine]:
+        return {k: v for k, v in self.loops.items() if isinstance(v, GenerationEngine)}
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a
@@ -66,15 +75,6 @@ def api_key_ok(settings: Settings, authorization: str) -> bool:
     scheme, _, supplied = authorization.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(
         supplied.strip().encode(), key.get_secret_value().encode())
-
-
-async def require_api_key(request: Request) -> None:
-    """Inference routes only."""
-    if not api_key_ok(request.app.state.seqserve.settings,
-                      request.headers.get("authorization", "")):
-        metrics.REJECTED.labels("unauthorized").inc()
-        raise ApiError(401, "unauthorized", "missing or wrong API key: send "
-                       "'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"})
 
 
 def model_for(state: AppState, task: str, name: str | None) -> LoadedModel:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.tokenizer import WordTokenizer
+from seqcore.tokenizer import WordTokenizer
 from training.data import load_imdb
 from training.evaluate import ort_session, sentiment_probabilities_onnx
 

@@ -42,8 +42,8 @@ import aiohttp
 import numpy as np
 import onnxruntime as ort
 
-from app.tokenizer import CharVocab, WordTokenizer
 from bench.server import ServerProcess, rss_bytes
+from seqcore.tokenizer import CharVocab, WordTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"

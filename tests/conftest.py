@@ -26,7 +26,7 @@ COMMITTED_MODELS = ROOT / "models"
 def build_tiny_models(out: Path, seed: int = 0) -> Path:
     import torch
 
-    from app.tokenizer import CharVocab, WordTokenizer
+    from seqcore.tokenizer import CharVocab, WordTokenizer
     from training.export import (
         build_char_graph,
         build_sentiment_graph,

@@ -27,8 +27,8 @@ import httpx
 import numpy as np
 import pytest
 
-from app.tokenizer import WordTokenizer, token_strings, tokenize
 from bench.server import ServerProcess
+from seqcore.tokenizer import WordTokenizer, token_strings, tokenize
 from tests.test_faults import metric
 
 # --- helpers -----------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def test_large_requests_are_tokenized_off_the_event_loop(make_client, tiny_model
     """Above INLINE_TOKENIZE_CHARS the tokenizer runs in its own thread, so the event
     loop (every other route) is never held by it; ordinary requests stay inline."""
     from app.routes import classify
-    from app.tokenizer import WordTokenizer
+    from seqcore.tokenizer import WordTokenizer
 
     client = make_client(tiny_models_dir)
     where: list[str] = []

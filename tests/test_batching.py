@@ -80,7 +80,7 @@ def _run_batcher(workers: int, rows: list[list[int]], seconds: float = 0.2):
 
     async def go():
         b = ClassificationBatcher(model, max_batch_size=32, max_wait_ms=0, max_queue=64,
-                                  queue_timeout_s=10, workers=workers)
+                                  queue_timeout_s=10, threads=workers)
         b.start()
         try:
             return await _submit_all(b, rows)

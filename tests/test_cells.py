@@ -17,7 +17,7 @@ import onnx
 import pytest
 import torch
 
-from app.tokenizer import CharVocab, WordTokenizer
+from seqcore.tokenizer import CharVocab, WordTokenizer
 from training.export import (
     INVARIANCE_TOL,
     PARITY_TOL,

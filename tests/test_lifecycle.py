@@ -7,7 +7,8 @@ from fastapi.testclient import TestClient
 
 from app.config import Device, Settings
 from app.main import create_app
-from app.registry import CPU, ModelLoadError, Registry, choose_providers
+from app.registry import ModelLoadError, Registry
+from seqcore.runtime import CPU, ProviderError, choose_providers
 
 
 def test_not_ready_before_models_are_loaded_then_ready(tiny_models_dir):
@@ -29,10 +30,10 @@ def test_registry_marks_models_warm_only_after_warmup(tiny_models_dir):
 
 
 def test_cuda_required_but_missing_fails_with_a_clear_message(monkeypatch):
-    import app.registry as registry
+    import seqcore.runtime as runtime
 
-    monkeypatch.setattr(registry.ort, "get_available_providers", lambda: [CPU])
-    with pytest.raises(ModelLoadError, match="SEQSERVE_DEVICE=cuda"):
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: [CPU])
+    with pytest.raises(ProviderError, match="SEQSERVE_DEVICE=cuda"):
         choose_providers(Device.cuda)
     assert choose_providers(Device.auto) == [CPU]
 

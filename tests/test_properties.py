@@ -26,7 +26,7 @@ from hypothesis.extra import numpy as hnp
 from app.config import Settings
 from app.main import create_app
 from app.sampling import SamplingParams, next_distribution, sample, sample_rows
-from app.tokenizer import CharVocab, WordTokenizer, token_strings, tokenize
+from seqcore.tokenizer import CharVocab, WordTokenizer, token_strings, tokenize
 
 # numeric warnings (overflow, invalid value) in sampling are bugs here, not noise
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from app.tokenizer import CharVocab, WordTokenizer, tokenize
+from seqcore.tokenizer import CharVocab, WordTokenizer, tokenize
 from training import data as data_mod
 from training.data import DataError, load_imdb, load_text, split_train_val
 from training.export import (

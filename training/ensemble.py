@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from app.tokenizer import WordTokenizer
+from seqcore.tokenizer import WordTokenizer
 from training.data import DataError, load_imdb
 from training.evaluate import ort_session, sentiment_accuracy_onnx
 from training.export import (

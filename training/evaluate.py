@@ -23,17 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from app.tokenizer import CharVocab, WordTokenizer
+from seqcore import runtime
+from seqcore.modelfolder import ModelFolder, ModelFolderError
+from seqcore.tokenizer import CharVocab, WordTokenizer
 from training.data import DataError, Review, load_imdb, load_text
 
 
 def ort_session(model: bytes | str, threads: int = 1):
     """A CPU ONNX Runtime session of a serialized graph or a model.onnx path."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    return runtime.session(model, threads=threads)
 
 
 def sentiment_probabilities_onnx(model: bytes | str, tok: WordTokenizer, texts: list[str],
@@ -46,12 +44,7 @@ def sentiment_probabilities_onnx(model: bytes | str, tok: WordTokenizer, texts: 
     probs = np.zeros(len(enc), dtype=np.float32)
     for i in range(0, len(order), batch_size):
         b = order[i : i + batch_size]
-        lens = np.array([max(1, len(enc[j].ids)) for j in b], dtype=np.int64)
-        ids = np.zeros((len(b), lens.max()), dtype=np.int64)
-        for k, j in enumerate(b):
-            ids[k, : len(enc[j].ids)] = enc[j].ids
-            if not enc[j].ids:
-                ids[k, 0] = tok.unk_id
+        ids, lens = runtime.pad_rows([enc[j].ids for j in b], tok.unk_id)
         probs[b] = sess.run(["probability"], {"input_ids": ids, "lengths": lens})[0]
     return probs, enc
 
@@ -112,8 +105,7 @@ def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: 
     for t in range(n):
         feed = {"input_ids": x[:, t : t + 1], "lengths": lens, "h0": h, "c0": c}
         logits, h, c = sess.run(None, feed)
-        m = logits.max(1, keepdims=True)
-        logp = logits - m - np.log(np.exp(logits - m).sum(1, keepdims=True))
+        logp = runtime.log_softmax(logits)
         nll -= float(logp[np.arange(streams), y[:, t]].sum())
     loss = nll / (n * streams)
     return {"heldout_loss_nats_per_char": round(loss, 4),
@@ -133,28 +125,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", default=str(NEGATION_SET), help="negation set (JSON lines)")
     p.add_argument("--sha256", default=None)
     a = p.parse_args(argv)
-    folder = Path(a.model_dir or f"models/{'sentiment' if a.task == 'negation' else a.task}")
+    path = Path(a.model_dir or f"models/{'sentiment' if a.task == 'negation' else a.task}")
     try:
-        if not (folder / "model.onnx").is_file():
-            raise DataError(f"no model.onnx in {folder}; pass --model-dir")
+        try:
+            folder = ModelFolder.open(path)
+            graph = str(folder.graph_path)
+            if not folder.graph_path.is_file():
+                raise ModelFolderError(f"{graph}: file is missing")
+        except ModelFolderError as e:
+            raise DataError(f"{e}; pass --model-dir") from None
         if a.task != "negation" and not a.data:
             raise DataError(f"{a.task} needs --data (the dataset's path or URL)")
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = folder.manifest
         if a.task == "negation":
-            tok = WordTokenizer.load(folder / "vocab.json")
-            out = negation_accuracy_onnx(str(folder / "model.onnx"), tok,
-                                         load_negation_set(Path(a.set)))
+            tok = WordTokenizer.load(folder.vocab_path)
+            out = negation_accuracy_onnx(graph, tok, load_negation_set(Path(a.set)))
         elif a.task == "sentiment":
-            tok = WordTokenizer.load(folder / "vocab.json")
+            tok = WordTokenizer.load(folder.vocab_path)
             test = load_imdb(a.data, a.sha256)["test"]
-            out = sentiment_accuracy_onnx(str(folder / "model.onnx"), tok, test)
+            out = sentiment_accuracy_onnx(graph, tok, test)
         else:
-            vocab = CharVocab.load(folder / "vocab.json")
+            vocab = CharVocab.load(folder.vocab_path)
             text = load_text(a.data, a.sha256).lower()
             frac = manifest["training"]["heldout_fraction"]
             held = text[int(len(text) * (1 - frac)) :]
             st = manifest["state"]
-            out = chargen_loss_onnx(str(folder / "model.onnx"), vocab, held,
+            out = chargen_loss_onnx(graph, vocab, held,
                                     streams=manifest["training"].get("eval_streams", 16),
                                     layers=st["layers"], hidden=st["hidden"])
     except DataError as e:

@@ -37,7 +37,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from app.tokenizer import WordTokenizer
+from seqcore.tokenizer import WordTokenizer
 from training.augment import generate
 from training.data import DataError, load_imdb, source_record, split_train_val
 from training.evaluate import (

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from app.tokenizer import CharVocab
+from seqcore.tokenizer import CharVocab
 from training.data import DataError, load_text, source_record
 from training.evaluate import chargen_loss_onnx
 from training.export import build_char_graph, check_char

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from app.tokenizer import WordTokenizer, tokenize
+from seqcore.tokenizer import WordTokenizer, tokenize
 from training.augment import generate
 from training.data import DataError, load_imdb, source_record, split_train_val
 from training.evaluate import load_negation_set, negation_accuracy_onnx, sentiment_accuracy_onnx

@@ -18,9 +18,9 @@ from fastapi import APIRouter, Depends
 from app.context import note_request, printable
 from app.errors import ApiError
 from app.reload import reload_models
-from app.state import AppState, get_state, require_api_key
+from app.state import AppState, get_state
 
-router = APIRouter(tags=["operations"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["operations"])
 
 
 @router.post("/v1/models/{model_id}/reload", include_in_schema=False)

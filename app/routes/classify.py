@@ -1,4 +1,13 @@
-"""POST /sentiment and POST /attention: the classifier, through the batching loop."""
+"""POST /sentiment and POST /attention: the classifier, through the batching loop.
+
+One request path, in named stages: ``parse_body`` (decode and validate the JSON in one
+pydantic-core call), ``check_text(s)`` (the limits set by settings), ``model_for``
+(the named or default classifier), ``classify`` (encode: tokenize; then the batching
+loop: batch, run, unbatch) and the model's decode stage (``SentimentModel.result`` and
+``explanation``). The API key was checked before the body was read
+(app/middleware.py), and errors of every stage become responses in one place
+(app/errors.py).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +15,12 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.batching import ClassificationBatcher, RowResult
 from app.errors import ApiError
-from app.registry import SentimentModel
-from app.routes.common import ERROR_RESPONSES, timing_headers
+from app.routes.common import ERROR_RESPONSES, json_body, parse_body, timing_headers
 from app.schemas import (
     AttentionRequest,
     AttentionResponse,
@@ -19,15 +28,16 @@ from app.schemas import (
     SentimentRequest,
     SentimentResult,
 )
-from app.state import AppState, get_state, model_for, require_api_key
-from app.tokenizer import Encoded, WordTokenizer
+from app.state import AppState, model_for
 from app.validation import check_text, check_texts
+from seqcore.tasks.classification import SentimentModel
+from seqcore.tokenizer import Encoded
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["inference"])
+router = APIRouter(tags=["inference"])
 
 
-def _model(state: AppState, name: str | None) -> SentimentModel:
-    return model_for(state, "text-classification", name)  # type: ignore[return-value]
+def classifier(state: AppState, name: str | None) -> SentimentModel:
+    return model_for(state, SentimentModel.task, name)  # type: ignore[return-value]
 
 
 def arrival(scope: dict) -> float:
@@ -51,26 +61,25 @@ def _tokenizer_thread() -> ThreadPoolExecutor:
     return _tokenizer_pool
 
 
-async def encode_texts(tok: WordTokenizer, texts: list[str], offsets: bool) -> list[Encoded]:
-    """``tok.encode`` of every text, off the event loop when the request is large."""
+async def encode_texts(model: SentimentModel, texts: list[str], offsets: bool) -> list[Encoded]:
+    """The encode stage of every text, off the event loop when the request is large."""
     if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-        return [tok.encode(t, offsets=offsets) for t in texts]
+        return [model.encode(t, offsets=offsets) for t in texts]
     return await asyncio.get_running_loop().run_in_executor(
-        _tokenizer_thread(), lambda: [tok.encode(t, offsets=offsets) for t in texts])
+        _tokenizer_thread(), lambda: [model.encode(t, offsets=offsets) for t in texts])
 
 
 async def classify(arrived: float, state: AppState, model: SentimentModel,
-                   texts: list[str], offsets: bool) -> tuple[list[Encoded], list]:
-    """Tokenize ``texts`` and run them through the batching loop. The batcher hears
-    of the rows before tokenizing, so it can wait for them rather than start a call
-    without them."""
-    batcher = state.batchers[model.name]
-    tok = model.tokenizer
-    assert tok is not None
+                   texts: list[str], offsets: bool) -> tuple[list[Encoded], list[RowResult]]:
+    """Encode ``texts`` and run them through the batching loop. The batcher hears of
+    the rows before they are tokenized, so it can wait for them rather than start a
+    call without them. No ``await`` between the caller's ``model_for`` and the loop
+    lookup below: a reload's swap cannot fall between them."""
+    batcher: ClassificationBatcher = state.loops[model.name]  # type: ignore[assignment]
     futures: list[asyncio.Future] = []
     batcher.announce(len(texts))
     try:
-        encoded = await encode_texts(tok, texts, offsets)
+        encoded = await encode_texts(model, texts, offsets)
         for e in encoded:
             futures.append(batcher.submit(e.ids, arrived))
         timeout = state.settings.queue_timeout_s + 30.0
@@ -86,72 +95,39 @@ async def classify(arrived: float, state: AppState, model: SentimentModel,
                 f.cancel()
 
 
-def _result(model: SentimentModel, p: float, e: Encoded) -> dict:
-    """A SentimentResult as a plain dict: responses are built directly (the schema
-    classes document them) because re-validating every answer costs ~10 % of a
-    request on this path."""
-    label = "positive" if p >= 0.5 else "negative"
-    return {"label": label, "score": p if label == "positive" else 1.0 - p,
-            "probabilities": {"negative": 1.0 - p, "positive": p},
-            "model": model.name, "model_version": model.version,
-            "tokens_read": len(e.ids), "truncated": e.truncated}
-
-
-async def sentiment_answer(state: AppState, body: SentimentRequest, arrived: float
-                           ) -> JSONResponse:
-    """The answer to a schema-valid /sentiment body: the FastAPI route below and the
-    fast path (app/fastpath.py) both end here."""
+@router.post("/sentiment", response_model=SentimentResult | SentimentBatchResponse,
+             responses=ERROR_RESPONSES, operation_id="classify_sentiment",
+             openapi_extra=json_body(SentimentRequest),
+             summary="Classify one text ({text}) or several ({texts}) as positive/negative")
+async def sentiment(request: Request) -> JSONResponse:
+    body = await parse_body(request, SentimentRequest)
+    state: AppState = request.app.state.seqserve
     s = state.settings
-    texts = [body.text] if body.text is not None else body.texts
-    assert texts is not None
     if body.text is not None:
+        texts = [body.text]
         check_text("text", body.text, s.max_text_chars)
     else:
+        texts = body.texts or []
         check_texts(texts, s)
-    model = _model(state, body.model)
-    encoded, rows = await classify(arrived, state, model, texts, offsets=False)
+    model = classifier(state, body.model)
+    encoded, rows = await classify(arrival(request.scope), state, model, texts, offsets=False)
     headers = timing_headers(max(r.queue_s for r in rows), max(r.inference_s for r in rows))
-    results = [_result(model, r.probability, e) for r, e in zip(rows, encoded, strict=True)]
+    results = [model.result(r.probability, e) for r, e in zip(rows, encoded, strict=True)]
     if body.text is not None:
         return JSONResponse(results[0], headers=headers)
     return JSONResponse({"results": results, "model": model.name,
                          "model_version": model.version}, headers=headers)
 
 
-@router.post("/sentiment", response_model=SentimentResult | SentimentBatchResponse,
-             responses=ERROR_RESPONSES, operation_id="classify_sentiment",
-             summary="Classify one text ({text}) or several ({texts}) as positive/negative")
-async def sentiment(body: SentimentRequest, request: Request,
-                    state: AppState = Depends(get_state)) -> JSONResponse:
-    return await sentiment_answer(state, body, arrival(request.scope))
-
-
 @router.post("/attention", response_model=AttentionResponse, responses=ERROR_RESPONSES,
-             operation_id="explain_attention",
+             operation_id="explain_attention", openapi_extra=json_body(AttentionRequest),
              summary="Classify a text and return the attention weight of every token read")
-async def attention(body: AttentionRequest, request: Request,
-                    state: AppState = Depends(get_state)) -> JSONResponse:
+async def attention(request: Request) -> JSONResponse:
+    body = await parse_body(request, AttentionRequest)
+    state: AppState = request.app.state.seqserve
     check_text("text", body.text, state.settings.max_text_chars)
-    model = _model(state, body.model)
+    model = classifier(state, body.model)
     (e,), (row,) = await classify(arrival(request.scope), state, model, [body.text],
                                   offsets=True)
-    # A text without a single token was read as one <unk>; it has no token to show.
-    tokens = [{"text": t.text, "start": t.start, "end": t.end, "weight": w}
-              for t, w in zip(e.tokens, row.attention.tolist(), strict=False)]
-    answer = {**_result(model, row.probability, e), "tokens": tokens}
-    if row.ngrams is not None:
-        answer.update(ngram_answer(body.text, e, row.ngrams.tolist()))
-    return JSONResponse(answer, headers=timing_headers(row.queue_s, row.inference_s))
-
-
-def ngram_answer(text: str, e: Encoded, contributions: list[float]) -> dict:
-    """The n-gram term's part of the answer (models that have one): its logit, and per
-    token the contribution of the n-grams ending there, with the trigram's text."""
-    grams = []
-    for k, (t, v) in enumerate(zip(e.tokens, contributions, strict=False)):
-        first = e.tokens[max(0, k - 2)]
-        start = first.start if first.start <= t.start else t.start  # head/tail junction
-        grams.append({"text": text[start:t.end], "start": start, "end": t.end,
-                      "contribution": v})
-    grams.sort(key=lambda g: -abs(g["contribution"]))
-    return {"ngram_logit": float(sum(contributions)), "ngrams": grams}
+    return JSONResponse(model.explanation(body.text, e, row),
+                        headers=timing_headers(row.queue_s, row.inference_s))

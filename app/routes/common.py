@@ -1,10 +1,56 @@
-"""Bits shared by the inference routes: documented error responses, timing headers."""
+"""Bits shared by the inference routes: reading the body, documented error responses,
+timing headers."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, TypeVar
 
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+
+from app.openapi import schema_ref
 from app.schemas import ErrorResponse
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    """The request's body as ``model``, decoded and validated in one pydantic-core call
+    (``model_validate_json`` on the raw bytes: no intermediate Python objects, and no
+    FastAPI body machinery). Errors go to the one validation handler (app/errors.py):
+    400 ``invalid_json`` for a body that is not JSON (malformed, not UTF-8, nested too
+    deep), 422 naming each invalid field otherwise (an empty body: the body itself)."""
+    body = await request.body()
+    if not body:  # as FastAPI answers a missing body: the body is a required field
+        raise RequestValidationError([{"type": "missing", "loc": ("body",),
+                                       "msg": "Field required", "input": None}])
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if not any(e["type"] == "json_invalid" for e in errors):
+            raise RequestValidationError(errors) from None
+    # Not JSON to pydantic-core, whose parser is stricter than the JSON grammar in one
+    # place: an escaped lone surrogate ("\ud800") is valid JSON, and Python's json
+    # module reads it. Only bodies that failed above pay for this second parse.
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError) as e:  # malformed, not UTF-8, nested too deep
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
+                                       "msg": "JSON decode error",
+                                       "ctx": {"error": str(e) or type(e).__name__}}]) from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a body that the route reads with ``parse_body``."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": schema_ref(model)}}}}
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "body is not JSON (malformed, not UTF-8, "

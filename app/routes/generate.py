@@ -22,21 +22,21 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.errors import ApiError, error_body
 from app.generation import Finish, Stream
 from app.openapi import sse_response
-from app.registry import CharModel
-from app.routes.common import ERROR_RESPONSES, timing_headers
+from app.routes.common import ERROR_RESPONSES, json_body, parse_body, timing_headers
 from app.sampling import SamplingParams
 from app.schemas import GenerateRequest, GenerateResponse
 from app.schemas_stream import GenerateStreamEvent
-from app.state import AppState, get_state, model_for, require_api_key
+from app.state import AppState, model_for
 from app.validation import check_generate
+from seqcore.tasks.generation import CharModel
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["inference"])
+router = APIRouter(tags=["inference"])
 
 # Seeds drawn by the server stay below 2**53: JSON numbers are doubles in JavaScript,
 # and a larger seed would come back rounded, so "replay with the returned seed" would
@@ -50,7 +50,7 @@ def draw_seed() -> int:
 
 
 def _model(state: AppState, name: str | None) -> CharModel:
-    return model_for(state, "text-generation", name)  # type: ignore[return-value]
+    return model_for(state, CharModel.task, name)  # type: ignore[return-value]
 
 
 async def _next(stream: Stream) -> str | Finish:
@@ -185,12 +185,14 @@ def _start(state: AppState, request: Request, body: GenerateRequest, streaming: 
 
 
 @router.post("/generate", response_model=GenerateResponse, operation_id="generate_text",
+             openapi_extra=json_body(GenerateRequest),
              responses={**ERROR_RESPONSES, 200: sse_response(
                  GenerateStreamEvent, "the continuation, or with stream=true an SSE stream "
                  "(the same as POST /generate/stream)")},
              summary="Continue a prompt character by character (temperature / top-k / top-p)")
-async def generate(body: GenerateRequest, request: Request,
-                   state: AppState = Depends(get_state)):
+async def generate(request: Request):
+    body = await parse_body(request, GenerateRequest)
+    state: AppState = request.app.state.seqserve
     stream, meta = _start(state, request, body, streaming=body.stream)
     if body.stream:
         return await _streaming(stream, meta, state.settings.gen_timeout_s)
@@ -204,12 +206,14 @@ async def generate(body: GenerateRequest, request: Request,
 
 
 @router.post("/generate/stream", operation_id="generate_text_stream",
+             openapi_extra=json_body(GenerateRequest),
              response_class=StreamingResponse,
              responses={**ERROR_RESPONSES, 200: sse_response(
                  GenerateStreamEvent, "Server-Sent Events: text chunks, then the finish")},
              summary="POST /generate as a Server-Sent Events stream, whatever `stream` says")
-async def generate_stream(body: GenerateRequest, request: Request,
-                          state: AppState = Depends(get_state)) -> StreamingResponse:
+async def generate_stream(request: Request) -> StreamingResponse:
+    body = await parse_body(request, GenerateRequest)
+    state: AppState = request.app.state.seqserve
     stream, meta = _start(state, request, body, streaming=True)
     return await _streaming(stream, meta, state.settings.gen_timeout_s)
 

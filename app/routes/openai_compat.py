@@ -34,7 +34,6 @@ from app.errors import ApiError, error_body
 from app.generation import Finish, Stream
 from app.openapi import sse_response
 from app.protocol_errors import fields_renamed, openai_error
-from app.registry import CharModel, LoadedModel
 from app.routes.generate import (
     MAX_SEED,
     SSE_HEADERS,
@@ -51,10 +50,12 @@ from app.schemas_openai import (
     CompletionRequest,
     OpenAIErrorResponse,
 )
-from app.state import AppState, get_state, model_for, require_api_key
+from app.state import AppState, get_state, model_for
 from app.validation import check_generate
+from seqcore.tasks import LoadedModel
+from seqcore.tasks.generation import CharModel
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["openai"])
+router = APIRouter(tags=["openai"])
 log = logging.getLogger("seqserve.openai")
 
 OWNER = "seqserve"

@@ -43,7 +43,6 @@ from app.context import printable
 from app.errors import ApiError, invalid
 from app.openapi import schema_ref
 from app.protocol_errors import fields_renamed
-from app.registry import CharModel, LoadedModel, SentimentModel
 from app.routes.classify import arrival, classify
 from app.routes.common import timing_headers
 from app.routes.generate import collect, draw_seed, start_stream
@@ -60,12 +59,15 @@ from app.schemas_v2 import (
     ServerMetadata,
     V2Error,
 )
-from app.state import AppState, get_state, require_api_key
+from app.state import AppState, get_state
 from app.validation import check_generate, check_texts
+from seqcore.tasks import LoadedModel
+from seqcore.tasks.classification import SentimentModel
+from seqcore.tasks.generation import CharModel
 
 TAG = "open inference protocol v2"
 router = APIRouter(tags=[TAG])
-infer_router = APIRouter(dependencies=[Depends(require_api_key)], tags=[TAG])
+infer_router = APIRouter(tags=[TAG])
 
 HEADER_LENGTH = "inference-header-content-length"
 DEFAULT_MAX_NEW_CHARS = 200  # as POST /generate

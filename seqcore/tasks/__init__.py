@@ -1,0 +1,174 @@
+"""Tasks: one module per task, each a ``LoadedModel`` subclass with named stages.
+
+- ``load``: the folder's graph is checked against the task's input/output contract and
+  its vocabulary read (``from_folder``);
+- ``encode``: a request's text -> ids (the model's own tokenizer);
+- ``run``: a padded batch through ONNX Runtime;
+- ``decode``: a row's outputs -> the answer's fields.
+
+A task module registers its class with ``@register``; ``load_model`` picks the class
+by the manifest's ``task``. Adding a task is one new module here (plus the loop that
+serves it in the app, registered the same way).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import onnxruntime as ort
+
+from seqcore import runtime
+from seqcore.modelfolder import ModelFolder, ModelFolderError, fingerprint
+
+
+class ModelLoadError(ModelFolderError):
+    """A model folder cannot be served (missing file, wrong graph, failed check)."""
+
+
+@dataclass
+class LoadedModel:
+    """A model folder loaded into an ONNX Runtime session, and what is known of it."""
+
+    task: ClassVar[str] = ""
+    name: str
+    version: str
+    folder: Path
+    manifest: dict[str, Any]
+    session: ort.InferenceSession
+    provider: str
+    load_seconds: float = 0.0
+    warm: bool = False
+    fingerprint: str = ""  # of the manifest, graph and vocab files, as loaded
+    loaded_at: float = field(default_factory=time.time)
+    # why the last reload of this model's folder failed (this version kept serving);
+    # None when it has not failed since this version was loaded
+    reload_error: str | None = None
+
+    @classmethod
+    def from_folder(cls, folder: ModelFolder, common: dict[str, Any]) -> LoadedModel:
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        """Runs the shapes the first requests will, so they do not pay for it."""
+
+    def probe(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """The first output of a batch (one row per row), for ``smoke_check``."""
+        raise NotImplementedError
+
+    @property
+    def probe_vocab(self) -> int:
+        """Ids below this are valid probe inputs."""
+        return 2
+
+    def describe(self) -> dict[str, Any]:
+        m = self.manifest
+        return {"name": self.name, "version": self.version, "task": self.task,
+                "provider": self.provider, "ready": self.warm,
+                # manifests from before --cell are all LSTMs
+                "cell": m.get("cell", "lstm"), "ngram_term": "ngram" in m,
+                "architecture": m.get("architecture"), "parameters": m.get("parameters"),
+                "metrics": m.get("metrics", {}), "export_checks": m.get("export_checks", {}),
+                "created_at": m.get("created_at"), "model_sha256": m.get("model_sha256"),
+                "fingerprint": self.fingerprint,
+                "loaded_at": datetime.fromtimestamp(self.loaded_at, UTC).isoformat(
+                    timespec="seconds"),
+                "reload_error": self.reload_error}
+
+
+TASKS: dict[str, type[LoadedModel]] = {}
+M = TypeVar("M", bound=type[LoadedModel])
+
+
+def register(cls: M) -> M:
+    """Class decorator: ``cls`` serves manifests whose ``task`` is ``cls.task``."""
+    TASKS[cls.task] = cls
+    return cls
+
+
+def check_contract(folder: ModelFolder, sess: ort.InferenceSession, inputs: set[str],
+                   outputs: list[str]) -> tuple[set[str], set[str]]:
+    """The graph's input and output names, if it has exactly ``inputs`` and at least
+    ``outputs``; ``ModelLoadError`` saying what it has otherwise."""
+    have_in = {i.name for i in sess.get_inputs()}
+    have_out = {o.name for o in sess.get_outputs()}
+    if have_in != inputs or not set(outputs) <= have_out:
+        raise ModelLoadError(f"{folder.graph_path}: expected inputs {sorted(inputs)} and outputs "
+                             f"{outputs}, found {sorted(have_in)} -> {sorted(have_out)}")
+    return have_in, have_out
+
+
+def load_model(path: Path, *, device: str = "auto", threads: int = 1,
+               spinning: bool = False) -> LoadedModel:
+    """The model folder at ``path``, loaded for its task; ``ModelLoadError`` naming the
+    file and the problem when it cannot be served."""
+    import seqcore.tasks.classification  # noqa: F401  (registers the tasks)
+    import seqcore.tasks.generation  # noqa: F401
+
+    t0 = time.perf_counter()
+    digest = fingerprint(path)  # before reading: a change during the load is seen next time
+    try:
+        folder = ModelFolder.open(path)
+    except ModelFolderError as e:
+        raise ModelLoadError(str(e)) from None
+    cls = TASKS.get(folder.task)
+    if cls is None:
+        raise ModelLoadError(f"{path / 'manifest.json'}: unknown task {folder.task!r} "
+                             f"(known: {sorted(TASKS)})")
+    if not folder.graph_path.is_file():
+        raise ModelLoadError(f"{folder.graph_path}: file is missing")
+    try:
+        providers = runtime.choose_providers(device)
+    except runtime.ProviderError as e:
+        raise ModelLoadError(str(e)) from None
+    try:
+        sess = runtime.session(folder.graph_path, threads=threads, providers=providers,
+                               spinning=spinning)
+    except Exception as e:  # ORT raises several private exception types
+        raise ModelLoadError(f"{folder.graph_path}: ONNX Runtime cannot load the model "
+                             f"({e})") from None
+    active = sess.get_providers()[0]
+    if device == "cuda" and active != runtime.CUDA:
+        raise ModelLoadError(
+            f"{folder.graph_path}: SEQSERVE_DEVICE=cuda but ONNX Runtime fell back to "
+            f"{active} (CUDA 13 / cuDNN 9 libraries missing?)")
+    common = dict(name=folder.name, version=folder.version, folder=path,
+                  manifest=folder.manifest, session=sess, provider=active)
+    try:
+        model = cls.from_folder(folder, common)
+    except ModelFolderError as e:
+        raise ModelLoadError(str(e)) from None
+    except (KeyError, ValueError, TypeError) as e:
+        raise ModelLoadError(f"{folder.vocab_path} or manifest: malformed ({e!r})") from None
+    model.load_seconds = time.perf_counter() - t0
+    model.fingerprint = digest
+    return model
+
+
+def smoke_check(model: LoadedModel) -> None:
+    """Cheap checks of a loaded model before it serves: a batch of two rows of
+    different lengths gives each row what it gives alone (no padding leaks between
+    rows), and the outputs are finite. Raises ``ModelLoadError`` saying what failed."""
+    rows = [np.arange(1, 6, dtype=np.int64) % 5 + 2, np.arange(1, 13, dtype=np.int64) % 7 + 2]
+    ids, lens = runtime.pad_rows([(r % max(model.probe_vocab, 2)).tolist() for r in rows], 1)
+    probe: Callable[[np.ndarray, np.ndarray], np.ndarray] = model.probe
+    try:
+        together = probe(ids, lens)
+        alone = [probe(ids[k : k + 1, : lens[k]], lens[k : k + 1])[0] for k in range(2)]
+    except NotImplementedError:
+        return
+    except Exception as e:  # ORT's several exception types
+        raise ModelLoadError(f"{model.folder}: a test batch failed ({type(e).__name__}: {e})"
+                             ) from None
+    together = np.asarray(together, dtype=np.float64)
+    if not np.all(np.isfinite(together)):
+        raise ModelLoadError(f"{model.folder}: a test batch gave non-finite outputs")
+    worst = max(float(np.max(np.abs(together[k] - np.asarray(alone[k])))) for k in range(2))
+    if worst > 1e-3:
+        raise ModelLoadError(f"{model.folder}: rows batched together differ from the same rows "
+                             f"alone by {worst:.3g} (the graph is not batch-invariant)")

@@ -1,0 +1,117 @@
+"""The text classifier (IMDB sentiment with attention): its stages.
+
+- load: the graph takes ``input_ids`` [B, T] and ``lengths`` [B] and returns
+  ``probability`` [B] and ``attention`` [B, T]; a graph with a wide n-gram term
+  (training/ngrams.py) also returns ``ngram_contributions`` [B, T], each token's share
+  of the n-gram part of the logit;
+- encode: ``WordTokenizer.encode`` (head+tail truncation, offsets for /attention);
+- run: one padded batch (``seqcore.runtime.pad_rows``);
+- decode: ``result`` (label, score, probabilities) and ``explanation`` (the tokens
+  with their attention weights, and the n-gram term when the graph has one).
+
+Calls may come from several threads at once (ONNX Runtime sessions may be run
+concurrently); each call uses the session's intra-op threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from seqcore.modelfolder import ModelFolder
+from seqcore.tasks import LoadedModel, check_contract, register
+from seqcore.tokenizer import Encoded, WordTokenizer
+
+INPUTS = {"input_ids", "lengths"}
+OUTPUTS = ["probability", "attention"]
+NGRAM_OUTPUT = "ngram_contributions"
+
+
+@dataclass
+class ClassifiedRow:
+    """One row's outputs, cut to the row's own length."""
+
+    probability: float
+    attention: np.ndarray  # [len(ids)]
+    ngrams: np.ndarray | None = None  # [len(ids)]: n-gram logit share per token, if any
+
+
+@register
+@dataclass
+class SentimentModel(LoadedModel):
+    task = "text-classification"
+    tokenizer: WordTokenizer | None = None
+    has_ngrams: bool = False  # the graph also returns NGRAM_OUTPUT
+
+    # -- load ----------------------------------------------------------------------
+    @classmethod
+    def from_folder(cls, folder: ModelFolder, common: dict[str, Any]) -> SentimentModel:
+        _, outputs = check_contract(folder, common["session"], INPUTS, OUTPUTS)
+        return cls(**common, tokenizer=WordTokenizer.from_json(folder.vocab_json()),
+                   has_ngrams=NGRAM_OUTPUT in outputs)
+
+    # -- encode --------------------------------------------------------------------
+    def encode(self, text: str, offsets: bool = True) -> Encoded:
+        assert self.tokenizer is not None
+        return self.tokenizer.encode(text, offsets=offsets)
+
+    # -- run -----------------------------------------------------------------------
+    def run(self, ids: np.ndarray, lengths: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(probability [B], attention [B, T], n-gram contributions [B, T] or None)."""
+        feed = {"input_ids": ids, "lengths": lengths}
+        if self.has_ngrams:
+            p, a, ng = self.session.run([*OUTPUTS, NGRAM_OUTPUT], feed)
+            return p, a, ng
+        p, a = self.session.run(OUTPUTS, feed)
+        return p, a, None
+
+    def warmup(self) -> None:
+        tok = self.tokenizer
+        assert tok is not None
+        for B, T in ((1, 8), (1, tok.max_len), (4, tok.max_len)):
+            ids = np.full((B, T), tok.unk_id, dtype=np.int64)
+            self.run(ids, np.full(B, T, dtype=np.int64))
+
+    def probe(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        return self.run(ids, lens)[0]
+
+    @property
+    def probe_vocab(self) -> int:
+        return self.tokenizer.vocab_size if self.tokenizer else 2
+
+    # -- decode --------------------------------------------------------------------
+    def result(self, p: float, e: Encoded) -> dict[str, Any]:
+        """A SentimentResult as a plain dict (the schema classes document it; building
+        it directly skips a re-validation of every answer)."""
+        label = "positive" if p >= 0.5 else "negative"
+        return {"label": label, "score": p if label == "positive" else 1.0 - p,
+                "probabilities": {"negative": 1.0 - p, "positive": p},
+                "model": self.name, "model_version": self.version,
+                "tokens_read": len(e.ids), "truncated": e.truncated}
+
+    def explanation(self, text: str, e: Encoded, row: ClassifiedRow) -> dict[str, Any]:
+        """The answer of /attention: the result, every token read with its attention
+        weight, and the n-gram term when the graph has one. A text without a single
+        token was read as one <unk>; it has no token to show."""
+        tokens = [{"text": t.text, "start": t.start, "end": t.end, "weight": w}
+                  for t, w in zip(e.tokens, row.attention.tolist(), strict=False)]
+        answer = {**self.result(row.probability, e), "tokens": tokens}
+        if row.ngrams is not None:
+            answer.update(ngram_answer(text, e, row.ngrams.tolist()))
+        return answer
+
+
+def ngram_answer(text: str, e: Encoded, contributions: list[float]) -> dict[str, Any]:
+    """The n-gram term's part of the answer (models that have one): its logit, and per
+    token the contribution of the n-grams ending there, with the trigram's text."""
+    grams = []
+    for k, (t, v) in enumerate(zip(e.tokens, contributions, strict=False)):
+        first = e.tokens[max(0, k - 2)]
+        start = first.start if first.start <= t.start else t.start  # head/tail junction
+        grams.append({"text": text[start:t.end], "start": start, "end": t.end,
+                      "contribution": v})
+    grams.sort(key=lambda g: -abs(g["contribution"]))
+    return {"ngram_logit": float(sum(contributions)), "ngrams": grams}
