@@ -43,6 +43,8 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.server import ServerProcess, rss_bytes
+from seqcore import runtime
+from seqcore.modelfolder import ModelFolder
 from seqcore.tokenizer import CharVocab, WordTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +64,7 @@ def review_texts(n: int, seed: int = 0) -> list[str]:
         return [r.text for r in rng.sample(test, n)]
     # synthetic: word counts drawn like IMDB's (median ~175, long tail)
     rng = random.Random(seed)
-    tok = WordTokenizer.load(MODELS / "sentiment" / "vocab.json")
+    tok = WordTokenizer.load(ModelFolder.open(MODELS / "sentiment").vocab_path)
     words = tok.itos[2:5000]
     return [" ".join(rng.choice(words) for _ in range(int(rng.lognormvariate(5.2, 0.6))))
             for _ in range(n)]
@@ -74,31 +76,20 @@ def prompts(n: int, length: int = 200, seed: int = 0) -> list[str]:
         text = NIETZSCHE.read_text(encoding="utf-8")
         starts = [rng.randrange(0, len(text) - length) for _ in range(n)]
         return [text[s : s + length] for s in starts]
-    vocab = CharVocab.load(MODELS / "chargen" / "vocab.json")
+    vocab = CharVocab.load(ModelFolder.open(MODELS / "chargen").vocab_path)
     return ["".join(rng.choice(vocab.chars[1:]) for _ in range(length)) for _ in range(n)]
 
 
 # ------------------------------------------------------------------ raw limit
 
 def _session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return runtime.session(path, threads=threads)
 
 
 def _batches(ids: list[list[int]], bs: int) -> list[tuple[np.ndarray, np.ndarray]]:
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = []
-    for i in range(0, len(order), bs):
-        b = [ids[j] for j in order[i : i + bs]]
-        lens = np.array([len(x) for x in b], dtype=np.int64)
-        arr = np.zeros((len(b), lens.max()), dtype=np.int64)
-        for k, x in enumerate(b):
-            arr[k, : len(x)] = x
-        out.append((arr, lens))
-    return out
+    return [runtime.pad_rows([ids[j] for j in order[i : i + bs]], 1)
+            for i in range(0, len(order), bs)]
 
 
 def raw_sentiment(texts: list[str]) -> dict:
@@ -108,8 +99,8 @@ def raw_sentiment(texts: list[str]) -> dict:
     best of all (callers, threads, batch size)."""
     import threading
 
-    tok = WordTokenizer.load(MODELS / "sentiment" / "vocab.json")
-    ids = [tok.encode(t).ids or [tok.unk_id] for t in texts]
+    tok = WordTokenizer.load(ModelFolder.open(MODELS / "sentiment").vocab_path)
+    ids = [tok.encode(t).ids for t in texts]
     out: dict = {}
 
     def run_all(sess: ort.InferenceSession, batches: list) -> None:
@@ -117,7 +108,7 @@ def raw_sentiment(texts: list[str]) -> dict:
             sess.run(["probability"], {"input_ids": arr, "lengths": lens})
 
     for callers, threads in ((1, 1), (1, 2), (2, 1)):
-        sess = _session(MODELS / "sentiment" / "model.onnx", threads)
+        sess = _session(ModelFolder.open(MODELS / "sentiment").graph_path, threads)
         for bs in (1, 4, 8, 16, 32):
             batches = _batches(ids, bs)
             run_all(sess, batches[:2])  # warm
@@ -135,56 +126,17 @@ def raw_sentiment(texts: list[str]) -> dict:
             "best_one_caller": best1, "best_one_caller_per_s": out[best1]}
 
 
-def batcher_limit(texts: list[str], concurrency: int = 32, seconds: float = 5.0) -> float:
-    """Rows/s of the server's own batching loop (its worker threads, batch picking
-    and ORT calls) fed by ``concurrency`` in-process callers: everything but HTTP."""
-    from app.batching import ClassificationBatcher
-    from app.config import Settings
-    from app.main import parallel_calls
-    from app.registry import load_model
-
-    s = Settings(models_dir=MODELS)
-    model = load_model(MODELS / "sentiment", s)
-    tok = model.tokenizer
-    assert tok is not None
-    ids = [tok.encode(t, offsets=False).ids for t in texts]
-
-    async def go() -> float:
-        b = ClassificationBatcher(model, max_batch_size=s.max_batch_size,
-                                  max_wait_ms=s.max_wait_ms, max_queue=4096,
-                                  queue_timeout_s=60, workers=parallel_calls(s))
-        b.start()
-        done = 0
-        stop = time.perf_counter() + seconds
-
-        async def caller(k: int) -> None:
-            nonlocal done
-            i = k
-            while time.perf_counter() < stop:
-                b.announce(1)
-                await b.submit(ids[i % len(ids)], time.perf_counter())
-                done += 1
-                i += concurrency
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(caller(k) for k in range(concurrency)))
-        per_s = done / (time.perf_counter() - t0)
-        await b.stop()
-        return per_s
-
-    return asyncio.run(go())
-
-
 def raw_generation(prompt_list: list[str], new_chars: int) -> dict:
     """Chars/s of a bare prefill + greedy step loop over B streams: one caller, and
     (B >= 32) two callers side by side with B/2 streams each, as the engine cuts a
     large step in two. The limit per B is the better of the two."""
     import threading
 
-    man = json.loads((MODELS / "chargen" / "manifest.json").read_text())
+    folder = ModelFolder.open(MODELS / "chargen")
+    man = folder.manifest
     L, H = man["state"]["layers"], man["state"]["hidden"]
-    vocab = CharVocab.load(MODELS / "chargen" / "vocab.json")
-    sess = _session(MODELS / "chargen" / "model.onnx")
+    vocab = CharVocab.load(ModelFolder.open(MODELS / "chargen").vocab_path)
+    sess = _session(folder.graph_path)
 
     def generate(B: int) -> None:
         h = np.zeros((L, B, H), np.float32)
@@ -361,7 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     plist = prompts(256)
     print("raw limits (in-process, no HTTP) ...", flush=True)
     raw_s = raw_sentiment(texts[:n_req])
-    raw_s["batcher_c32_per_s"] = batcher_limit(texts, 32, 2 if a.quick else 5)
     raw_g = raw_generation(plist, new_chars)
     print(raw_s, raw_g, flush=True)
     sent_conc = (1, 8, 32, 128)
@@ -443,10 +394,8 @@ def render(raw_s, raw_g, results, meta, sent_conc, gen_streams, reps, n_req) -> 
         f"size and thread count): **{raw_s['best_one_caller_per_s']:.0f}/s** "
         f"({b1[1]} threads, B={b1[2]}).",
         f"- **Raw limit, best of all** (two callers side by side, as the server's two "
-        f"classifier workers run): **{raw_s['best_per_s']:.0f}/s** ({ball[0]} callers, "
+        f"classifier threads run): **{raw_s['best_per_s']:.0f}/s** ({ball[0]} callers, "
         f"{ball[1]} thread each, B={ball[2]}).",
-        f"- The server's batching loop alone (its workers, batch picking and ORT calls, fed by "
-        f"32 in-process callers; no HTTP): {raw_s['batcher_c32_per_s']:.0f}/s.",
         "",
         "Naive: batching off, one classifier worker (one single-row ORT call at a time). "
         "Naive 2w: batching off, two workers (single-row calls two at a time).",
