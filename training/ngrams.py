@@ -30,13 +30,13 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from seqcore.modelfolder import ModelFolder, ModelFolderError
 from seqcore.tokenizer import WordTokenizer
 from training.augment import generate
 from training.data import DataError, load_imdb, source_record, split_train_val
@@ -285,14 +285,16 @@ def train(cfg: NgramConfig) -> dict:
     out = run_folder(cfg.out, "sentiment", cfg.replace_served)
     torch.set_num_threads(cfg.threads)
     t0 = time.time()
-    folder = Path(cfg.base)
-    if not (folder / "model.onnx").is_file():
-        raise DataError(f"no model.onnx in {folder}; pass --base")
-    base_manifest = json.loads((folder / "manifest.json").read_text())
+    try:
+        folder = ModelFolder.open(cfg.base)
+        graph_bytes = folder.graph_bytes()
+    except ModelFolderError as e:
+        raise DataError(f"{e}; pass --base") from None
+    base_manifest = folder.manifest
     if "ngram" in base_manifest:
-        raise DataError(f"{folder} already has an n-gram term; pass the encoder-only model")
-    base = onnx.load(str(folder / "model.onnx"))
-    tok = WordTokenizer.load(folder / "vocab.json")
+        raise DataError(f"{folder.path} already has an n-gram term; pass the encoder-only model")
+    base = onnx.load_from_string(graph_bytes)
+    tok = WordTokenizer.load(folder.vocab_path)
     data = load_imdb(cfg.data, cfg.sha256)
     train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
     tr_x = [tok.encode(r.text, offsets=False).ids for r in train_set]
