@@ -14,16 +14,17 @@ from collections.abc import Sequence
 class StopMatcher:
     """When one stream stops, and which of its text may be released yet.
 
-    ``push`` takes each newly generated piece of text and returns the text that may
-    be released now and the finish reason, if the stream ends here: ``"stop"`` when
-    the text ends with a stop sequence (the first one in the given order that matches
-    there), ``"length"`` at the ``max_new``-th piece. Text is held back while it could
-    still be the start of a stop sequence: a stop sequence, or a part of one that
-    completes later, is never released. At a length finish what was held back is
-    released; at a stop it is dropped together with the stop sequence.
+    ``push`` takes each newly generated piece of text (the engine pushes one
+    character at a time) and returns the text that may be released now and the finish
+    reason, if the stream ends here: ``"stop"`` when a stop sequence completes (the
+    one that completes first; of several completing at the same character, the first
+    given), ``"length"`` at the ``max_new``-th piece. Text is held back while it could
+    still be the start of a stop sequence, so a stop sequence never reaches the
+    caller. At a length finish what was held back is released; at a stop the stop
+    sequence and whatever followed it in the same piece are dropped.
 
-    Only the held-back suffix is kept: a stop sequence that ends at the newest
-    character always lies within it and the new text.
+    Only the held-back suffix is kept, not the whole text: a stop sequence completed
+    by the new piece always lies within the held-back text and that piece.
     """
 
     __slots__ = ("stops", "max_new", "n", "released", "_held", "_ends", "_inner", "_prefixes")
@@ -57,14 +58,16 @@ class StopMatcher:
         if not t:
             return "", self._length()
         last = t[-1]
-        ends = self._ends
-        if ends is None or last in ends:
-            for stop in self.stops:
-                if t.endswith(stop):
-                    self._held = ""
-                    out = t[: len(t) - len(stop)]
-                    self.released += len(out)
-                    return out, "stop"
+        if len(text) == 1:  # the engine's case: a stop can only end here
+            ends = self._ends
+            if ends is None or last in ends:
+                for stop in self.stops:
+                    if t.endswith(stop):
+                        return self._stopped(t, len(t) - len(stop))
+        else:
+            cut = self._first_stop(t)
+            if cut >= 0:
+                return self._stopped(t, cut)
         reason = self._length()
         if reason is not None or last not in self._inner:
             self._held = ""
@@ -75,6 +78,25 @@ class StopMatcher:
         self._held = t[cut:]
         self.released += cut
         return t[:cut], None
+
+    def _stopped(self, t: str, cut: int) -> tuple[str, str]:
+        self._held = ""
+        self.released += cut
+        return t[:cut], "stop"
+
+    def _first_stop(self, t: str) -> int:
+        """Where the text before the first completed stop ends in ``t``; -1: none."""
+        best_end, best_cut = len(t) + 1, -1
+        for stop in self.stops:
+            if not stop:  # an empty stop matches at the end, as str.endswith does
+                start = len(t)
+            else:
+                start = t.find(stop)
+                if start < 0:
+                    continue
+            if start + len(stop) < best_end:
+                best_end, best_cut = start + len(stop), start
+        return best_cut
 
     def _length(self) -> str | None:
         return "length" if self.max_new is not None and self.n >= self.max_new else None
