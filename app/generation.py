@@ -133,8 +133,8 @@ class _Batch:
         self.draws = [g.rng.random for g in gens]  # type: ignore[union-attr]
 
     def extend(self, other: _Batch) -> None:
-        self.gens += other.gens
-        self.draws += other.draws
+        self.gens = self.gens + other.gens
+        self.draws = self.draws + other.draws
         self.h = np.concatenate([self.h, other.h], axis=1)
         self.c = np.concatenate([self.c, other.c], axis=1)
         self.ids = np.concatenate([self.ids, other.ids])
@@ -155,6 +155,8 @@ class _Batch:
 
 
 class GenerationEngine:
+    """The generation loop of one character model (see the module docstring)."""
+
     def __init__(self, model: CharModel, *, max_streams: int, max_queue: int,
                  queue_timeout_s: float, batching: bool = True, parallel: int = 1,
                  split_min_rows: int = 8):

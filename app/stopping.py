@@ -40,8 +40,8 @@ class StopMatcher:
         # characters inside a stop's proper prefixes: text that ends with none of them
         # holds nothing back, decided without trying every prefix length
         self._inner = frozenset("".join(s[:-1] for s in self.stops))
-        # each stop's proper prefixes, longest first
-        self._prefixes = [[s[:k] for k in range(len(s) - 1, 0, -1)] for s in self.stops]
+        # each stop's proper prefixes with their lengths, longest first
+        self._prefixes = [[(k, s[:k]) for k in range(len(s) - 1, 0, -1)] for s in self.stops]
 
     @property
     def held(self) -> str:
@@ -105,10 +105,10 @@ class StopMatcher:
         """Length of the longest suffix of ``t`` that is a proper prefix of a stop."""
         best = 0
         for prefixes in self._prefixes:
-            for p in prefixes:  # longest first
-                if len(p) <= best:
+            for k, p in prefixes:  # longest first
+                if k <= best:
                     break
                 if t.endswith(p):
-                    best = len(p)
+                    best = k
                     break
         return best
