@@ -1,32 +1,45 @@
-"""Continuous batching for the character generator: the generation loop.
+"""Continuous batching for the character generator: the generation engine.
 
-One engine thread per generator model owns every active stream. Each iteration it
-(1) admits waiting streams (up to ``max_streams`` active) and prefills their prompts
-in one ONNX Runtime call (rows of different lengths, ``sequence_lens``), sampling
-each new stream's first character from the prefill logits; (2) advances EVERY active
-stream by one character with one step call ([N, 1] ids, the stacked LSTM states);
-(3) drops finished or cancelled streams at once. A stream's cost per character is
-one row of one step call: O(1) in prompt and output length, the context is never
-re-run.
+One engine thread per generator model owns every active stream. Each iteration has
+three phases:
 
-Each stream keeps its own LSTM state, sampling parameters and seeded random
-generator (one draw per character), so its text does not depend on what else runs.
-With ``batching=False`` (the naive baseline) every stream gets its own ORT calls.
+- **admit**: waiting streams join (up to ``max_streams`` active); their prompts are
+  prefilled in one ONNX Runtime call (rows of different lengths, ``sequence_lens``)
+  and each one's first character is sampled from the prefill logits;
+- **step**: every active stream advances by one character with one step call
+  ([N, 1] ids, the batch's LSTM states) and one vectorised sampling call;
+- **retire**: finished and cancelled streams leave the batch; a finished one gets its
+  ``Finish`` and its accounting (metrics, trace spans).
+
+Retire also runs right after admit, so a stream that ended at its first character, or
+was cancelled meanwhile, takes no row in the step. A stream's cost per character is
+one row of one step call: O(1) in prompt and output length, the context is never re-run.
+
+The active streams live in a ``_Batch``: row k of its arrays (LSTM state, last id,
+sampling parameters) belongs to its k-th stream, so a step passes the arrays to ORT
+as they are, with no per-row stacking; the arrays are rebuilt only when streams join
+or leave. Each stream keeps its own sampling parameters and seeded random generator
+(one draw per character), and rows are independent in the graph and in sampling, so
+its text does not depend on what else runs. With ``batching=False`` (the naive
+baseline) every stream is a batch of its own and gets its own ORT calls.
+
+When to stop is the ``StopMatcher``'s decision (like TGI's StoppingCriteria): sampling
+produces a character, the matcher says what may be released and whether a stop
+sequence or the length limit ended the stream, and retire records the finish. Text
+is held back while it could still be the start of a stop sequence, so a stop sequence
+never reaches the caller, streamed or not.
 
 A large prefill (many streams admitted at once) is cut into ``parallel`` parts of at
 least ``split_min_rows`` rows, run side by side on the cores (the engine thread runs
-one, helper threads the others): 32 prompts of 200 characters take ~85 ms in one
-call and ~45 ms in two (32 streams, in the engine: 26,000 -> 30,500 chars/s). Steps
-are not cut: a step is short, and handing half of it to another thread and joining
-cost ~0.3 ms of thread wake-ups per step here, more than it saved (one lane of
-streams per core was tried as well: +24 % at 64 streams, nothing at 32 through HTTP,
-and GIL contention below 16 streams). Rows are independent (``sequence_lens``,
-per-row state), so the split changes no answer.
+one, helper threads the others): prefill time grows with the prompts and dominates
+when many streams arrive together. Steps are not cut: a step is short, and handing
+part of it to another thread and joining costs more in thread wake-ups than it saves
+(one lane of streams per core was tried too). Rows are independent
+(``sequence_lens``, per-row state), so the split changes no answer. The measurements
+behind these choices are in docs/benchmarks.md.
 
 Output goes back to the event loop once per iteration (one ``call_soon_threadsafe``
 for all streams) as text chunks on each stream's asyncio queue, then a ``Finish``.
-Stop sequences: text is held back while it could still be the start of a stop
-sequence, so a stop sequence never reaches the caller, streamed or not.
 """
 
 from __future__ import annotations
@@ -47,6 +60,7 @@ from prometheus_client import Gauge
 from app import metrics, tracing
 from app.errors import ApiError, EngineStopped, ModelFailure, Overloaded
 from app.sampling import SamplingParams, params_arrays, sample_rows
+from app.stopping import StopMatcher
 from seqcore.tasks.generation import CharModel
 
 log = logging.getLogger("seqserve.generation")
@@ -61,8 +75,12 @@ class Finish:
     per_char_s: float
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class Stream:
+    """One generation request, as the routes see it: what to generate, and the queue
+    its text chunks, then a ``Finish`` (or an ``ApiError``), arrive on. The engine's
+    own per-stream state is private to it (``_Gen``)."""
+
     prompt_ids: list[int]
     params: SamplingParams
     seed: int
@@ -73,37 +91,72 @@ class Stream:
     streaming: bool = True  # False: the text is delivered once, at the end
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False
-    # engine-side state
-    rng: np.random.Generator | None = None
-    h: np.ndarray | None = None
-    c: np.ndarray | None = None
-    last_id: int = 0
-    text: str = ""
-    emitted: int = 0
-    n: int = 0
-    started: float = 0.0
-    first_char_at: float = 0.0
-    finished: bool = False
-    trace: Any = None  # the request's trace (app/tracing.py), when tracing is on
+    trace: Any = None  # the request's trace (app/tracing.py), set by submit when tracing is on
 
     def cancel(self) -> None:
+        """Frees the stream's slot at the next iteration (a no-op once finished)."""
         self.cancelled = True
 
 
-def _holdback(text: str, stops: list[str]) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
-    if not text or not any(text[-1] in s[:-1] for s in stops):
-        return 0  # the usual case, decided without trying every prefix length
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
+class _Gen:
+    """The engine's own state of one admitted stream (routes never see it). Its LSTM
+    state, last id and sampling parameters are its row of the ``_Batch`` arrays."""
+
+    __slots__ = ("stream", "matcher", "buffer", "rng", "started", "first_char_at",
+                 "ended", "reason", "done", "failed")
+
+    def __init__(self, stream: Stream):
+        self.stream = stream
+        self.matcher = StopMatcher(stream.stop, stream.max_new)
+        # the released text of a non-streaming stream, delivered at its finish
+        self.buffer: list[str] | None = None if stream.streaming else []
+        self.rng: np.random.Generator | None = None
+        self.started = 0.0  # its prefill began
+        self.first_char_at = 0.0
+        self.ended = 0.0
+        self.reason: str | None = None  # why it finished ("length" | "stop")
+        self.done = False  # no more characters: finished, or failed
+        self.failed = False  # an error was delivered to it
+
+
+class _Batch:
+    """Streams that step together: row k of every array belongs to ``gens[k]``."""
+
+    __slots__ = ("gens", "h", "c", "ids", "lens", "temp", "top_k", "top_p", "draws")
+
+    def __init__(self, gens: list[_Gen], h: np.ndarray, c: np.ndarray):
+        self.gens = gens
+        self.h, self.c = h, c  # [layers, B, hidden]
+        self.ids = np.zeros((len(gens), 1), dtype=np.int64)  # each row's last character
+        self.lens = np.ones(len(gens), dtype=np.int64)
+        self.temp, self.top_k, self.top_p = params_arrays([g.stream.params for g in gens])
+        self.draws = [g.rng.random for g in gens]  # type: ignore[union-attr]
+
+    def extend(self, other: _Batch) -> None:
+        self.gens = self.gens + other.gens
+        self.draws = self.draws + other.draws
+        self.h = np.concatenate([self.h, other.h], axis=1)
+        self.c = np.concatenate([self.c, other.c], axis=1)
+        self.ids = np.concatenate([self.ids, other.ids])
+        self.lens = np.ones(len(self.gens), dtype=np.int64)
+        self.temp = np.concatenate([self.temp, other.temp])
+        self.top_k = np.concatenate([self.top_k, other.top_k])
+        self.top_p = np.concatenate([self.top_p, other.top_p])
+
+    def keep(self, rows: list[int]) -> None:
+        self.gens = [self.gens[k] for k in rows]
+        self.draws = [self.draws[k] for k in rows]
+        idx = np.array(rows, dtype=np.intp)
+        # (indexing a middle axis gives a strided array: ORT would copy it every step)
+        self.h = np.ascontiguousarray(self.h[:, idx])
+        self.c = np.ascontiguousarray(self.c[:, idx])
+        self.ids, self.lens = self.ids[idx], self.lens[idx]
+        self.temp, self.top_k, self.top_p = self.temp[idx], self.top_k[idx], self.top_p[idx]
 
 
 class GenerationEngine:
+    """The generation loop of one character model (see the module docstring)."""
+
     def __init__(self, model: CharModel, *, max_streams: int, max_queue: int,
                  queue_timeout_s: float, batching: bool = True, parallel: int = 1,
                  split_min_rows: int = 8):
@@ -116,13 +169,15 @@ class GenerationEngine:
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
         self.pending: queue.Queue[Stream] = queue.Queue()
-        self.active: list[Stream] = []
+        # the active streams: one batch, or (batching off) one batch per stream
+        self._batches: list[_Batch] = []
         self._running = False
         self._thread: threading.Thread | None = None
-        self._current: list[Stream] = []  # the streams of the iteration under way
+        self._current: list[_Gen] = []  # the streams of the iteration under way
         self.dead: str | None = None  # why the engine thread ended, when it should run
         self._retiring = False  # a newer version took over: finish what is here, then end
         self._banned = (model.vocab.unk_id,) if model.vocab else ()  # never emit <unk>
+        self._chars = model.vocab.chars if model.vocab else []
         name = model.name
         self._m_queue = metrics.QUEUE_WAIT.labels(name)
         self._m_chars = metrics.GENERATED_CHARS.labels(name)
@@ -131,6 +186,9 @@ class GenerationEngine:
         self._m_step = metrics.INFERENCE.labels(name, "step")
         self._m_step_batch = metrics.BATCH_SIZE.labels(name, "step")
         self._m_real = metrics.REAL_TOKENS.labels(name)
+        self._m_prefill = metrics.INFERENCE.labels(name, "prefill")
+        self._m_prefill_batch = metrics.BATCH_SIZE.labels(name, "prefill")
+        self._m_padding = metrics.PADDING.labels(name)
 
     # -- event-loop side -------------------------------------------------------------
     def start(self) -> None:
@@ -152,8 +210,8 @@ class GenerationEngine:
             self._thread.join(timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=False)
-        for s in self.active + self._drain_pending():
-            self._fail(s, Overloaded("server is shutting down", 5, "shutting_down"))
+        self._fail_streams(self._active_streams() + self._drain_pending(),
+                           Overloaded("server is shutting down", 5, "shutting_down"))
 
     def retire(self) -> None:
         """Finish the streams already queued or running, then end the thread (a reload
@@ -185,37 +243,7 @@ class GenerationEngine:
         stream.trace = tracing.current()
         self.pending.put(stream)
 
-    @property
-    def load(self) -> tuple[int, int]:
-        return len(self.active), self.pending.qsize()
-
-    # -- engine thread ----------------------------------------------------------------
-    def _drain_pending(self) -> list[Stream]:
-        out = []
-        while True:
-            try:
-                out.append(self.pending.get_nowait())
-            except queue.Empty:
-                return out
-
-    def _deliver(self, items: list[tuple[Stream, object]]) -> None:
-        if not items:
-            return
-        loop = items[0][0].loop
-
-        def put_all() -> None:
-            for s, item in items:
-                s.out.put_nowait(item)
-
-        try:
-            loop.call_soon_threadsafe(put_all)
-        except RuntimeError:  # event loop closed during shutdown
-            pass
-
-    def _fail(self, s: Stream, exc: ApiError) -> None:
-        s.finished = True
-        self._deliver([(s, exc)])
-
+    # -- engine thread: supervision ---------------------------------------------------
     def _run(self) -> None:
         """The engine thread. An exception in one iteration fails only the streams of
         that iteration (``_fail_iteration``) and the loop goes on. If the thread ends
@@ -234,7 +262,7 @@ class GenerationEngine:
                     self._fail_iteration(e)
                 # only this thread moves streams from pending to active, and nothing
                 # is submitted to a retired engine: empty both and it has no work left
-                if self._retiring and not self.active and self.pending.empty():
+                if self._retiring and not self._batches and self.pending.empty():
                     self._running = False
         except BaseException as e:
             self.dead = f"generation loop of {name!r} stopped: {type(e).__name__}: {e}"
@@ -245,65 +273,120 @@ class GenerationEngine:
                 self.dead = f"generation loop of {name!r} stopped"
             if self.dead:
                 up.set(0)
-                for s in self._current + self.active + self._drain_pending():
-                    self._fail(s, EngineStopped(self.dead))
-                self.active = []
+                current = [g.stream for g in self._current if not g.failed]
+                self._fail_streams(current + self._active_streams() + self._drain_pending(),
+                                   EngineStopped(self.dead))
+                self._batches = []
             gauge.set(0)
 
     def _fail_iteration(self, e: Exception) -> None:
         """A bug or a bad value surfaced in one iteration (not an ORT error, which
         ``_fail_all`` handles): fail the streams it was handling, keep the loop."""
         metrics.LOOP_ERRORS.labels(self.model.name, "generation").inc()
-        streams = [s for s in self._current if not s.finished]
+        # (a Finish queued in this iteration was lost with it: those fail too)
+        gens = [g for g in self._current if not g.failed]
         error_id = uuid.uuid4().hex[:12]
-        log.error("generation loop error %s on %d streams", error_id, len(streams), exc_info=e)
-        for s in streams:
-            self._fail(s, ModelFailure(error_id))
-        self.active = [s for s in self.active if not s.finished]
+        log.error("generation loop error %s on %d streams", error_id, len(gens), exc_info=e)
+        for g in gens:
+            self._fail(g, ModelFailure(error_id))
+        # the iteration's streams are every active one: their batches go as a whole
+        # (their arrays may be half-updated)
+        self._batches = [b for b in self._batches if not all(g.done for g in b.gens)]
+        for b in self._batches:
+            if any(g.done for g in b.gens):
+                b.keep([k for k, g in enumerate(b.gens) if not g.done])
 
     def _iteration(self, gauge: Gauge) -> None:
+        out: list[tuple[Stream, object]] = []
+        if not self._admit(out):
+            return  # idle: nothing waited
+        self._retire(out, gauge)
+        if self._batches:
+            self._step(out)
+            # the gauge is set again here: when the last stream leaves, the idle wait
+            # in admit returns early and it would stay stale
+            self._retire(out, gauge)
+        self._deliver(out)
+        self._current = []
+
+    # -- phase 1: admit ---------------------------------------------------------------
+    def _admit(self, out: list) -> bool:
+        """Waiting streams join, up to ``max_streams`` active: prefilled, their first
+        character sampled. False when the engine is idle and nothing arrived."""
+        self._current = []
+        active = [g for b in self._batches for g in b.gens]
         new: list[Stream] = []
-        self._current = new
-        if not self.active:
+        if not active:
             try:
                 new.append(self.pending.get(timeout=0.05))
             except queue.Empty:
-                return
-        while len(self.active) + len(new) < self.max_streams:
+                return False
+        while len(active) + len(new) < self.max_streams:
             try:
                 new.append(self.pending.get_nowait())
             except queue.Empty:
                 break
-        self._current = new + self.active
-        out: list[tuple[Stream, object]] = []
+        gens = [_Gen(s) for s in new]
+        self._current = gens + active
         now = time.perf_counter()
         admitted = []
-        for s in new:
-            if s.cancelled:
+        for g in gens:
+            if g.stream.cancelled:
                 continue
-            if now - s.arrived > self.queue_timeout_s:
+            if now - g.stream.arrived > self.queue_timeout_s:
                 metrics.REJECTED.labels("queue_timeout").inc()
-                self._fail(s, Overloaded("waited too long for a generation slot", 1,
+                self._fail(g, Overloaded("waited too long for a generation slot", 1,
                                          "queue_timeout"))
                 continue
-            admitted.append(s)
+            admitted.append(g)
         if admitted:
-            groups = [admitted] if self.batching else [[s] for s in admitted]
-            for g in groups:
-                self._prefill(g, out)
-            self.active += [s for s in admitted if not s.finished]
-        self.active = [s for s in self.active if not (s.finished or s.cancelled)]
-        gauge.set(len(self.active))
-        if self.active:
-            groups = [self.active] if self.batching else [[s] for s in self.active]
-            for g in groups:
-                self._step(g, out)
-            self.active = [s for s in self.active if not (s.finished or s.cancelled)]
-            # set again: when the last stream leaves here, the idle wait above
-            # returns early and the gauge would stay stale
-            gauge.set(len(self.active))
-        self._deliver(out)
-        self._current = []
+            for group in [admitted] if self.batching else [[g] for g in admitted]:
+                batch = self._prefill(group, out)
+                if batch is None:
+                    continue
+                if self.batching and self._batches:
+                    self._batches[0].extend(batch)
+                else:
+                    self._batches.append(batch)
+        return True
+
+    def _prefill(self, gens: list[_Gen], out: list) -> _Batch | None:
+        """One ORT call over the prompts (split in parts when large); the first
+        character of each stream. Returns their batch, rows in admission order."""
+        B = len(gens)
+        # by prompt length, so the parts of a split call carry little padding
+        order = sorted(range(B), key=lambda k: len(gens[k].stream.prompt_ids))
+        lens = np.array([len(gens[k].stream.prompt_ids) for k in order], dtype=np.int64)
+        ids = np.zeros((B, max(1, int(lens.max()))), dtype=np.int64)
+        for row, k in enumerate(order):
+            ids[row, : lens[row]] = gens[k].stream.prompt_ids
+        h, c = self.model.zero_state(B)
+        t0 = time.perf_counter()
+        try:
+            logits, hn, cn = self._run_parts(ids, lens, h, c)
+        except Exception as e:
+            self._fail_all(gens, e)
+            return None
+        now = time.perf_counter()
+        self._m_prefill.observe(now - t0)
+        self._m_prefill_batch.observe(B)
+        real = int(lens.sum())
+        self._m_padding.inc(ids.size - real)
+        self._m_real.inc(real)
+        if order != list(range(B)):  # rows back in admission order
+            back = np.argsort(np.array(order))
+            logits = logits[back]
+            hn, cn = np.ascontiguousarray(hn[:, back]), np.ascontiguousarray(cn[:, back])
+        for g in gens:
+            g.started = t0
+            self._m_queue.observe(max(t0 - g.stream.arrived, 0.0))
+            g.rng = np.random.default_rng(g.stream.seed)
+        batch = _Batch(gens, hn, cn)
+        self._advance(batch, logits, now, out)
+        for g in gens:  # every stream's first character came from this prefill
+            g.first_char_at = now
+            self._m_ttfc.observe(now - g.stream.arrived)
+        return batch
 
     def _run_parts(self, ids: np.ndarray, lens: np.ndarray, h: np.ndarray, c: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -326,101 +409,112 @@ class GenerationEngine:
                 np.concatenate([r[1] for r in results], axis=1),
                 np.concatenate([r[2] for r in results], axis=1))
 
-    def _prefill(self, streams: list[Stream], out: list) -> None:
-        name = self.model.name
-        # by prompt length, so the parts of a split call carry little padding
-        streams = sorted(streams, key=lambda s: len(s.prompt_ids))
-        B = len(streams)
-        lens = np.array([len(s.prompt_ids) for s in streams], dtype=np.int64)
-        ids = np.zeros((B, max(1, int(lens.max()))), dtype=np.int64)
-        for k, s in enumerate(streams):
-            ids[k, : len(s.prompt_ids)] = s.prompt_ids
-        h, c = self.model.zero_state(B)
-        t0 = time.perf_counter()
-        try:
-            logits, hn, cn = self._run_parts(ids, lens, h, c)
-        except Exception as e:
-            self._fail_all(streams, e)
-            return
-        dt = time.perf_counter() - t0
-        metrics.INFERENCE.labels(name, "prefill").observe(dt)
-        metrics.BATCH_SIZE.labels(name, "prefill").observe(B)
-        metrics.PADDING.labels(name).inc(ids.size - int(lens.sum()))
-        metrics.REAL_TOKENS.labels(name).inc(int(lens.sum()))
-        for k, s in enumerate(streams):
-            s.started = t0
-            self._m_queue.observe(max(t0 - s.arrived, 0.0))
-            s.rng = np.random.default_rng(s.seed)
-            s.h, s.c = hn[:, k], cn[:, k]
-        self._advance(streams, logits, out)
+    # -- phase 2: step ----------------------------------------------------------------
+    def _step(self, out: list) -> None:
+        """One character for every active stream: one ORT call per batch (one batch
+        unless batching is off), then sampling."""
+        for b in self._batches:
+            t0 = time.perf_counter()
+            try:
+                logits, hn, cn = self.model.run(b.ids, b.lens, b.h, b.c)
+            except Exception as e:
+                self._fail_all(b.gens, e)
+                continue
+            now = time.perf_counter()
+            self._m_step.observe(now - t0)
+            B = len(b.gens)
+            self._m_step_batch.observe(B)
+            self._m_real.inc(B)
+            b.h, b.c = hn, cn
+            self._advance(b, logits, now, out)
 
-    def _step(self, streams: list[Stream], out: list) -> None:
-        B = len(streams)
-        ids = np.array([[s.last_id] for s in streams], dtype=np.int64)
-        h = np.stack([s.h for s in streams], axis=1)
-        c = np.stack([s.c for s in streams], axis=1)
-        t0 = time.perf_counter()
-        try:
-            logits, hn, cn = self.model.run(ids, np.ones(B, dtype=np.int64), h, c)
-        except Exception as e:
-            self._fail_all(streams, e)
-            return
-        dt = time.perf_counter() - t0
-        self._m_step.observe(dt)
-        self._m_step_batch.observe(B)
-        self._m_real.inc(B)
-        for k, s in enumerate(streams):
-            s.h, s.c = hn[:, k], cn[:, k]
-        self._advance(streams, logits, out)
+    def _advance(self, b: _Batch, logits: np.ndarray, now: float, out: list) -> None:
+        """Sample one character for every row (one vectorised call, one draw from each
+        stream's generator); queue the text each stream's matcher releases."""
+        u = np.array([draw() for draw in b.draws])
+        ids = sample_rows(logits, b.temp, b.top_k, b.top_p, u, self._banned)
+        b.ids = ids.astype(np.int64, copy=False).reshape(-1, 1)
+        chars = self._chars
+        self._m_chars.inc(len(b.gens))
+        for g, idx in zip(b.gens, ids.tolist(), strict=True):
+            text, reason = g.matcher.push(chars[idx])
+            if text:
+                if g.buffer is None:
+                    out.append((g.stream, text))
+                else:  # nobody reads partial text: spare the event loop a wake-up per step
+                    g.buffer.append(text)
+            if reason is not None:
+                g.reason, g.done, g.ended = reason, True, now
 
-    def _fail_all(self, streams: list[Stream], e: Exception) -> None:
+    # -- phase 3: retire --------------------------------------------------------------
+    def _retire(self, out: list, gauge: Gauge) -> None:
+        """Finished and cancelled streams leave their batch; a finished one gets its
+        Finish. A cancelled one leaves without a word (nobody reads it)."""
+        batches, n = [], 0
+        for b in self._batches:
+            stay = [k for k, g in enumerate(b.gens) if not (g.done or g.stream.cancelled)]
+            if len(stay) < len(b.gens):
+                for g in b.gens:
+                    if g.reason is not None and not g.failed:
+                        self._finish(g, out)
+                if not stay:
+                    continue
+                b.keep(stay)
+            batches.append(b)
+            n += len(b.gens)
+        self._batches = batches
+        gauge.set(n)
+
+    def _finish(self, g: _Gen, out: list) -> None:
+        s, m = g.stream, g.matcher
+        if g.buffer:
+            out.append((s, "".join(g.buffer)))
+        per_char = (g.ended - g.first_char_at) / (m.n - 1) if m.n > 1 else 0.0
+        if m.n > 1:
+            self._m_per_char.observe(per_char)
+        if s.trace is not None:
+            tracing.record(s.trace, "queue", s.arrived, g.started)
+            tracing.record(s.trace, "generate", g.started, g.ended, chars=m.n,
+                           model=self.model.name)
+        out.append((s, Finish(g.reason, m.released, g.started - s.arrived,  # type: ignore[arg-type]
+                              g.first_char_at - s.arrived, per_char)))
+
+    # -- delivery and failures --------------------------------------------------------
+    def _active_streams(self) -> list[Stream]:
+        return [g.stream for b in self._batches for g in b.gens]
+
+    def _drain_pending(self) -> list[Stream]:
+        out = []
+        while True:
+            try:
+                out.append(self.pending.get_nowait())
+            except queue.Empty:
+                return out
+
+    def _deliver(self, items: list[tuple[Stream, object]]) -> None:
+        if not items:
+            return
+        loop = items[0][0].loop
+
+        def put_all() -> None:
+            for s, item in items:
+                s.out.put_nowait(item)
+
+        try:
+            loop.call_soon_threadsafe(put_all)
+        except RuntimeError:  # event loop closed during shutdown
+            pass
+
+    def _fail(self, g: _Gen, exc: ApiError) -> None:
+        g.done = g.failed = True
+        self._deliver([(g.stream, exc)])
+
+    def _fail_streams(self, streams: list[Stream], exc: ApiError) -> None:
+        for s in dict.fromkeys(streams):  # each once
+            self._deliver([(s, exc)])
+
+    def _fail_all(self, gens: list[_Gen], e: Exception) -> None:
         error_id = uuid.uuid4().hex[:12]
-        log.error("generation inference error %s on %d streams: %s", error_id, len(streams), e)
-        for s in streams:
-            self._fail(s, ModelFailure(error_id))
-
-    def _advance(self, streams: list[Stream], logits: np.ndarray, out: list) -> None:
-        """Sample one character for every stream (one vectorised call) and queue
-        whatever text each stream can release."""
-        now = time.perf_counter()
-        temp, top_k, top_p = params_arrays([s.params for s in streams])
-        u = np.array([s.rng.random() for s in streams])  # type: ignore[union-attr]
-        ids = sample_rows(logits, temp, top_k, top_p, u, self._banned)
-        chars = self.model.vocab.chars  # type: ignore[union-attr]
-        self._m_chars.inc(len(streams))
-        for s, idx in zip(streams, ids.tolist(), strict=True):
-            s.last_id = idx
-            s.text += chars[idx]
-            s.n += 1
-            if s.n == 1:
-                s.first_char_at = now
-                self._m_ttfc.observe(now - s.arrived)
-            reason = None
-            cut = len(s.text)
-            for stop in s.stop:
-                if s.text.endswith(stop):
-                    reason, cut = "stop", len(s.text) - len(stop)
-                    break
-            if reason is None and s.n >= s.max_new:
-                reason = "length"
-            if reason:
-                release = cut
-            elif s.streaming:
-                release = len(s.text) - _holdback(s.text, s.stop)
-            else:  # nobody reads partial text: spare the event loop a wake-up per step
-                release = 0
-            if release > s.emitted:
-                out.append((s, s.text[s.emitted : release]))
-                s.emitted = release
-            if reason:
-                s.finished = True
-                s.text = s.text[:cut]
-                per_char = (now - s.first_char_at) / (s.n - 1) if s.n > 1 else 0.0
-                if s.n > 1:
-                    self._m_per_char.observe(per_char)
-                if s.trace is not None:
-                    tracing.record(s.trace, "queue", s.arrived, s.started)
-                    tracing.record(s.trace, "generate", s.started, now, chars=s.n,
-                                   model=self.model.name)
-                out.append((s, Finish(reason, len(s.text), s.started - s.arrived,
-                                      s.first_char_at - s.arrived, per_char)))
+        log.error("generation inference error %s on %d streams: %s", error_id, len(gens), e)
+        for g in gens:
+            self._fail(g, ModelFailure(error_id))

@@ -347,8 +347,23 @@ def main(argv: list[str] | None = None) -> int:
     report = render(raw_s, raw_g, results, meta, sent_conc, gen_streams, a.reps, n_req)
     print(report)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(report)
+    Path(a.out).write_text(report + kept_sections(Path(a.out)))
     return 0
+
+
+# The hand-written part of docs/benchmarks.md starts at this heading: a run keeps it.
+KEPT_HEADING = "## Generation engine: decisions"
+
+
+def kept_sections(path: Path) -> str:
+    """The report's hand-written sections (from ``KEPT_HEADING`` on), to keep when the
+    generated part is rewritten; "" when there are none."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    at = text.find("\n" + KEPT_HEADING)
+    return text[at:] if at >= 0 else ""
 
 
 def machine() -> str:

@@ -1,0 +1,195 @@
+"""The generation engine's phases (admit, step, retire), driven one by one without
+its thread or HTTP, on the tiny character model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from app.generation import Finish, GenerationEngine, Stream
+from app.sampling import SamplingParams
+
+
+class _Gauge:
+    value = -1
+
+    def set(self, v: float) -> None:
+        self.value = v
+
+
+@pytest.fixture(scope="module")
+def chargen(tiny_models_dir):
+    from app.config import Settings
+    from app.registry import load_model
+
+    return load_model(tiny_models_dir / "chargen", Settings(models_dir=tiny_models_dir))
+
+
+def _stream(model, prompt: str, loop, *, seed: int = 1, max_new: int = 50,
+            stop: list[str] | None = None, streaming: bool = True, t: float = 1.0) -> Stream:
+    return Stream(model.vocab.encode(prompt)[0], SamplingParams(t, None, None), seed=seed,
+                  max_new=max_new, stop=stop or [], arrived=time.perf_counter(), loop=loop,
+                  streaming=streaming)
+
+
+def _counting(model, monkeypatch) -> list[tuple[int, int]]:
+    shapes: list[tuple[int, int]] = []
+    run = model.run
+
+    def counting(ids, *args):
+        shapes.append(ids.shape)
+        return run(ids, *args)
+
+    monkeypatch.setattr(model, "run", counting)
+    return shapes
+
+
+def _in_loop(fn):
+    async def go():
+        return fn(asyncio.get_running_loop())
+
+    return asyncio.run(go())
+
+
+def test_admit_takes_up_to_max_streams_prefills_them_at_once_in_arrival_order(
+        chargen, monkeypatch):
+    shapes = _counting(chargen, monkeypatch)
+
+    def go(loop):
+        e = GenerationEngine(chargen, max_streams=3, max_queue=10, queue_timeout_s=30)
+        streams = [_stream(chargen, "the " * (5 - i), loop, seed=i) for i in range(5)]
+        for s in streams:
+            e.submit(s)
+        out: list = []
+        assert e._admit(out)
+        (batch,) = e._batches
+        assert [g.stream for g in batch.gens] == streams[:3]  # rows in arrival order
+        assert e.pending.qsize() == 2
+        assert shapes == [(3, 20)]  # one prefill call, padded to the longest prompt
+        assert batch.h.shape[1] == batch.c.shape[1] == 3 and batch.ids.shape == (3, 1)
+        assert all(g.matcher.n == 1 for g in batch.gens)  # the first character each
+        assert [s for s, _ in out] == streams[:3]
+        return True
+
+    assert _in_loop(go)
+
+
+def test_step_gives_every_active_stream_one_character_in_one_call(chargen, monkeypatch):
+    shapes = _counting(chargen, monkeypatch)
+
+    def go(loop):
+        for batching, calls in ((True, [(4, 1)]), (False, [(1, 1)] * 4)):
+            e = GenerationEngine(chargen, max_streams=8, max_queue=10, queue_timeout_s=30,
+                                 batching=batching)
+            for i in range(4):
+                e.submit(_stream(chargen, "the ", loop, seed=i))
+            e._admit([])
+            shapes.clear()
+            out: list = []
+            e._step(out)
+            assert shapes == calls
+            gens = [g for b in e._batches for g in b.gens]
+            assert [g.matcher.n for g in gens] == [2] * 4
+            assert len(out) == 4 and all(len(text) == 1 for _, text in out)
+        return True
+
+    assert _in_loop(go)
+
+
+def test_retire_finishes_ended_streams_and_drops_cancelled_ones_silently(chargen):
+    def go(loop):
+        e = GenerationEngine(chargen, max_streams=8, max_queue=10, queue_timeout_s=30)
+        short = _stream(chargen, "the ", loop, max_new=2)
+        quiet = _stream(chargen, "the ", loop, max_new=3, streaming=False)
+        gone = _stream(chargen, "a ", loop)
+        stays = _stream(chargen, "the man ", loop)
+        for s in (short, quiet, gone, stays):
+            e.submit(s)
+        gauge, out = _Gauge(), []
+        e._admit(out)
+        e._retire(out, gauge)
+        assert gauge.value == 4
+        e._step(out)
+        gone.cancel()
+        e._retire(out, gauge)
+        (batch,) = e._batches
+        assert [g.stream for g in batch.gens] == [quiet, stays] and gauge.value == 2
+        assert batch.h.shape[1] == 2 and batch.h.flags.c_contiguous
+        finishes = [(s, item) for s, item in out if isinstance(item, Finish)]
+        assert [s for s, _ in finishes] == [short]
+        assert finishes[0][1].reason == "length" and finishes[0][1].generated_chars == 2
+        assert not any(s is gone for s, item in out if isinstance(item, Finish))
+        assert not any(s is quiet for s, _ in out)  # a plain request: no partial text
+        out.clear()
+        e._step(out)
+        e._retire(out, gauge)
+        text, fin = [item for s, item in out if s is quiet]  # the whole text, then Finish
+        assert len(text) == 3 and fin.generated_chars == 3 and fin.reason == "length"
+        return True
+
+    assert _in_loop(go)
+
+
+def _texts(model, bodies: list[dict], **engine) -> list[str]:
+    async def go() -> list[str]:
+        e = GenerationEngine(model, max_queue=100, queue_timeout_s=30, **engine)
+        loop = asyncio.get_running_loop()
+        streams = [_stream(model, b["prompt"], loop, seed=b["seed"], max_new=b["n"],
+                           stop=b.get("stop"), t=0.9) for b in bodies]
+        for s in streams:
+            e.submit(s)
+        e.start()
+        texts = []
+        for s in streams:
+            parts = []
+            while not isinstance(item := await s.out.get(), Finish):
+                parts.append(item)
+            texts.append("".join(parts))
+        e.stop()
+        return texts
+
+    return asyncio.run(go())
+
+
+def test_a_stream_gets_the_same_text_alone_and_while_others_join_and_leave(chargen):
+    """Rows leave the batch arrays (finished at different lengths, or at a stop) and
+    new ones join them while a long stream runs: its state stays its own."""
+    long = {"prompt": "the man ", "seed": 42, "n": 120}
+    others = [{"prompt": "x" * (1 + i) + " the ", "seed": i, "n": 3 + 7 * i,
+               "stop": ["e"] if i % 3 == 0 else None} for i in range(12)]
+    (alone,) = _texts(chargen, [long], max_streams=8)
+    together = _texts(chargen, [long, *others], max_streams=4)  # the rest wait, then join
+    assert together[0] == alone
+    for b, text in zip(others, together[1:], strict=True):
+        assert _texts(chargen, [b], max_streams=1) == [text]
+
+
+def test_the_batch_arrays_are_passed_to_the_step_as_they_are(chargen, monkeypatch):
+    """No per-step stacking of per-stream rows: the step call gets the batch's arrays."""
+    seen: list = []
+    run = chargen.run
+
+    def spy(ids, lens, h, c):
+        seen.append((ids, h, c))
+        return run(ids, lens, h, c)
+
+    monkeypatch.setattr(chargen, "run", spy)
+
+    def go(loop):
+        e = GenerationEngine(chargen, max_streams=8, max_queue=10, queue_timeout_s=30)
+        for i in range(3):
+            e.submit(_stream(chargen, "the ", loop, seed=i))
+        e._admit([])
+        (b,) = e._batches
+        h, c, ids = b.h, b.c, b.ids
+        seen.clear()
+        e._step([])
+        ((ids2, h2, c2),) = seen
+        assert ids2 is ids and h2 is h and c2 is c
+        assert b.ids.dtype == np.int64 and b.ids.shape == (3, 1)
+        return True
+
+    assert _in_loop(go)
