@@ -59,8 +59,8 @@ from prometheus_client import Gauge
 
 from app import metrics, tracing
 from app.errors import ApiError, EngineStopped, ModelFailure, Overloaded
-from app.sampling import SamplingParams, params_arrays, sample_rows
 from app.stopping import StopMatcher
+from seqcore.sampling import RowSampler, SamplingParams, params_arrays
 from seqcore.tasks.generation import CharModel
 
 log = logging.getLogger("seqserve.generation")
@@ -122,7 +122,7 @@ class _Gen:
 class _Batch:
     """Streams that step together: row k of every array belongs to ``gens[k]``."""
 
-    __slots__ = ("gens", "h", "c", "ids", "lens", "temp", "top_k", "top_p", "draws")
+    __slots__ = ("gens", "h", "c", "ids", "lens", "temp", "top_k", "top_p", "draws", "sampler")
 
     def __init__(self, gens: list[_Gen], h: np.ndarray, c: np.ndarray):
         self.gens = gens
@@ -130,6 +130,7 @@ class _Batch:
         self.ids = np.zeros((len(gens), 1), dtype=np.int64)  # each row's last character
         self.lens = np.ones(len(gens), dtype=np.int64)
         self.temp, self.top_k, self.top_p = params_arrays([g.stream.params for g in gens])
+        self.sampler: RowSampler | None = None  # built at the first step, again when rows change
         self.draws = [g.rng.random for g in gens]  # type: ignore[union-attr]
 
     def extend(self, other: _Batch) -> None:
@@ -142,6 +143,7 @@ class _Batch:
         self.temp = np.concatenate([self.temp, other.temp])
         self.top_k = np.concatenate([self.top_k, other.top_k])
         self.top_p = np.concatenate([self.top_p, other.top_p])
+        self.sampler = None
 
     def keep(self, rows: list[int]) -> None:
         self.gens = [self.gens[k] for k in rows]
@@ -152,6 +154,7 @@ class _Batch:
         self.c = np.ascontiguousarray(self.c[:, idx])
         self.ids, self.lens = self.ids[idx], self.lens[idx]
         self.temp, self.top_k, self.top_p = self.temp[idx], self.top_k[idx], self.top_p[idx]
+        self.sampler = None
 
 
 class GenerationEngine:
@@ -432,7 +435,9 @@ class GenerationEngine:
         """Sample one character for every row (one vectorised call, one draw from each
         stream's generator); queue the text each stream's matcher releases."""
         u = np.array([draw() for draw in b.draws])
-        ids = sample_rows(logits, b.temp, b.top_k, b.top_p, u, self._banned)
+        if b.sampler is None:
+            b.sampler = RowSampler(b.temp, b.top_k, b.top_p, self._banned, logits.shape[1])
+        ids = b.sampler(logits, u)
         b.ids = ids.astype(np.int64, copy=False).reshape(-1, 1)
         chars = self._chars
         self._m_chars.inc(len(b.gens))

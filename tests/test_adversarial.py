@@ -633,8 +633,8 @@ def test_protect_ops_puts_metrics_models_and_docs_behind_the_key(make_client, ti
 
 def test_sampling_bounds_hold_in_the_sampler_itself():
     """What the schema admits, the sampler holds: top_k at its cap is 'all ids'."""
-    from app.sampling import SamplingParams, params_arrays, sample_rows
     from app.schemas import TOP_K_CAP
+    from seqcore.sampling import SamplingParams, params_arrays, sample_rows
 
     logits = np.random.default_rng(0).normal(size=(2, 40)).astype(np.float32)
     arrays = params_arrays([SamplingParams(1.0, TOP_K_CAP, None), SamplingParams(10.0, 1, 1.0)])

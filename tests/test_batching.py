@@ -136,7 +136,7 @@ def test_parallel_calls_setting_wins_over_the_cpu_count():
 
 def _generate_all(model, parallel: int, bodies: list[dict]) -> list[str]:
     from app.generation import Finish, GenerationEngine, Stream
-    from app.sampling import SamplingParams
+    from seqcore.sampling import SamplingParams
 
     async def go() -> list[str]:
         e = GenerationEngine(model, max_streams=64, max_queue=64, queue_timeout_s=30,

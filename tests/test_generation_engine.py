@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.generation import Finish, GenerationEngine, Stream
-from app.sampling import SamplingParams
+from seqcore.sampling import SamplingParams
 
 
 class _Gauge:

@@ -25,7 +25,7 @@ from hypothesis.extra import numpy as hnp
 
 from app.config import Settings
 from app.main import create_app
-from app.sampling import SamplingParams, next_distribution, sample, sample_rows
+from seqcore.sampling import SamplingParams, next_distribution, sample, sample_rows
 from seqcore.tokenizer import CharVocab, WordTokenizer, token_strings, tokenize
 
 # numeric warnings (overflow, invalid value) in sampling are bugs here, not noise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.sampling import (
+from seqcore.sampling import (
     SamplingParams,
     next_distribution,
     params_arrays,
@@ -59,3 +59,39 @@ def test_same_seed_same_draws():
     g = np.random.default_rng(5)
     b = [sample(logits, SamplingParams(1.0), g) for _ in range(3)]
     assert a == [b[0]] * 3 and len(set(b)) >= 1
+
+
+def test_the_short_path_and_the_row_sampler_pick_what_the_general_path_picks():
+    """Rows without top-k/top-p take a short path (and a generation batch precomputes it
+    in a RowSampler); over many random rows, temperatures from greedy to 10, tiny and
+    huge logits and a banned id, every id equals the general path's."""
+    from seqcore.sampling import RowSampler, _sample_general
+
+    rng = np.random.default_rng(7)
+    V, banned, checked = 60, (1,), 0
+    for trial in range(400):
+        B = int(rng.integers(1, 40))
+        lg = (rng.normal(size=(B, V)) * rng.choice([0.01, 1, 30])).astype(np.float32)
+        T = rng.choice([0.0, 1e-35, 0.01, 0.3, 0.8, 1.0, 2.5, 10.0], size=B)
+        k = np.where(rng.random(B) < 0.2, rng.integers(1, 10, B), 0)
+        p = np.where(rng.random(B) < 0.2, rng.random(B), 1.0)
+        if trial % 2:  # half the batches: temperature rows only (the RowSampler's own path)
+            T, k, p = rng.choice([0.05, 0.8, 2.0], size=B), np.zeros(B, np.int64), np.ones(B)
+        u = rng.random(B)
+        want = _sample_general(lg, T, k, p, u, banned)
+        assert (sample_rows(lg, T, k, p, u, banned) == want).all()
+        assert (RowSampler(T, k, p, banned, V)(lg, u) == want).all()
+        assert not np.isin(want, banned).any()
+        checked += B
+    assert checked > 4000
+
+
+def test_a_draw_at_the_very_top_never_returns_a_banned_or_empty_id():
+    from seqcore.sampling import RowSampler
+
+    lg = np.zeros((1, 5), np.float32)
+    lg[0, 3] = -1e4  # exp underflows to 0 at T=1: an id with no mass
+    top = np.array([np.nextafter(1.0, 0.0)])
+    one = (np.array([1.0]), np.array([0]), np.array([1.0]))
+    assert sample_rows(lg, *one, top, (4,)) == 2
+    assert RowSampler(*one, (4,), 5)(lg, top) == 2

@@ -29,11 +29,11 @@ from app.errors import ApiError, error_body
 from app.generation import Finish, Stream
 from app.openapi import sse_response
 from app.routes.common import ERROR_RESPONSES, json_body, parse_body, timing_headers
-from app.sampling import SamplingParams
 from app.schemas import GenerateRequest, GenerateResponse
 from app.schemas_stream import GenerateStreamEvent
 from app.state import AppState, model_for
 from app.validation import check_generate
+from seqcore.sampling import SamplingParams
 from seqcore.tasks.generation import CharModel
 
 router = APIRouter(tags=["inference"])

@@ -43,7 +43,6 @@ from app.routes.generate import (
     first_output,
     start_stream,
 )
-from app.sampling import SamplingParams
 from app.schemas_openai import (
     DEFAULT_MAX_TOKENS,
     Completion,
@@ -52,6 +51,7 @@ from app.schemas_openai import (
 )
 from app.state import AppState, get_state, model_for
 from app.validation import check_generate
+from seqcore.sampling import SamplingParams
 from seqcore.tasks import LoadedModel
 from seqcore.tasks.generation import CharModel
 

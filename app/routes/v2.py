@@ -46,7 +46,6 @@ from app.protocol_errors import fields_renamed
 from app.routes.classify import arrival, classify
 from app.routes.common import timing_headers
 from app.routes.generate import collect, draw_seed, start_stream
-from app.sampling import SamplingParams
 from app.schemas_openai import MAX_SEED, MAX_TOKENS_CAP, MAX_TOP_K
 from app.schemas_v2 import (
     GENERATION_PARAMETERS,
@@ -61,6 +60,7 @@ from app.schemas_v2 import (
 )
 from app.state import AppState, get_state
 from app.validation import check_generate, check_texts
+from seqcore.sampling import SamplingParams
 from seqcore.tasks import LoadedModel
 from seqcore.tasks.classification import SentimentModel
 from seqcore.tasks.generation import CharModel
