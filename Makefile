@@ -54,7 +54,7 @@ test-web: $(VENV)/.test
 
 # ruff, and the lock files still pin every requirement of pyproject.toml (else `make lock`)
 lint: $(VENV)/.test
-	$(PY) -m ruff check app training tests bench deploy
+	$(PY) -m ruff check app seqcore training tests bench deploy
 	$(PY) deploy/image/requirements.py --check requirements.lock
 	$(PY) deploy/image/requirements.py --gpu --check requirements-gpu.lock
 	$(PY) deploy/image/requirements.py --extra all --exclude torch --check requirements-dev.lock
@@ -69,8 +69,18 @@ lock: | $(VENV)/bin/python
 	$(PY) deploy/image/requirements.py --gpu | $(UV_COMPILE) --generate-hashes -o requirements-gpu.lock -
 	$(PY) deploy/image/requirements.py --extra all --exclude torch | $(UV_COMPILE) -o requirements-dev.lock -
 
-bench: $(VENV)/.test
-	$(PY) -m bench.run
+# The LitServe peer of the benchmark runs in a venv of its own (pinned: litserve, and
+# the onnxruntime and numpy the service locks), so it cannot disturb $(VENV).
+LITSERVE_VENV ?= .cache/bench/litserve-venv
+LITSERVE_PINS ?= litserve==0.2.19 onnxruntime==1.32.0 numpy==2.4.6
+$(LITSERVE_VENV)/.ready:
+	$(PYTHON) -m venv $(LITSERVE_VENV)
+	$(LITSERVE_VENV)/bin/python -m pip --disable-pip-version-check -q install $(LITSERVE_PINS)
+	touch $@
+
+# BENCH_ARGS: e.g. --quick (a smoke run of a few minutes, written to .cache/bench/)
+bench: $(VENV)/.test $(LITSERVE_VENV)/.ready
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 # 50,000 mixed valid/invalid requests at concurrency 64 against a real server (loopback)
 soak: $(VENV)/.test

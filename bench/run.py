@@ -1,25 +1,35 @@
-"""Benchmark: the raw ONNX Runtime limit vs a naive server vs the real server, one run.
+"""Benchmark: the raw ONNX Runtime limits vs a naive server vs the real server vs a
+LitServe peer, in one run, with the floors of issue #14 at the top of the report.
 
     make bench                       # or: python -m bench.run [--reps 3] [--quick]
+    make bench BENCH_ARGS=--quick    # a smoke run (tiny durations, one round)
 
 On the same inputs (IMDB-length review texts from the IMDB test split when
 ../shared/data is there, else synthetic reviews of the same length distribution;
-generation prompts of ~200 characters, 200 new characters):
+generation prompts of ~200 characters, 200 new characters at T=0.8):
 
-1. raw limit: in-process ``session.run`` at the best batch size, no HTTP: one
-   caller (1 or 2 ORT threads) as the issue defines it, and two callers side by
-   side (the machine's limit); plus the server's own batching loop without HTTP;
+1. raw limits, in-process, no HTTP: /sentiment's ``session.run`` at the best batch
+   size (one caller with 1 or 2 ORT threads, and two callers side by side);
+   generation's prefill + step graph + temperature sampling (``seqcore.sampling``, the
+   service's sampling for a temperature-only request in numpy: seqcore has none and
+   bench imports nothing from app) at 1, 8, 32, 64 streams, one caller or two callers
+   with half the streams each (the better counts), the bare greedy step at 1 and 32
+   streams, and the share of a step that sampling takes;
 2. naive server: the same app with batching off and one classifier worker
-   (SEQSERVE_BATCHING=false, SEQSERVE_PARALLEL_CALLS=1, SEQSERVE_GEN_BATCHING=false:
-   one ORT call at a time, one row per call; one sequential generation per stream
-   and step); and, for /sentiment only, "naive 2w": batching off but two workers
-   (two single-row calls side by side, i.e. what parallelism alone buys);
-3. real server: default settings.
+   (SEQSERVE_BATCHING=false, SEQSERVE_PARALLEL_CALLS=1, SEQSERVE_GEN_BATCHING=false);
+   and, for /sentiment only, "naive 2w": batching off but two workers;
+3. real server (default settings) with the LitServe peer (bench/litserve_peer.py,
+   LitServe 0.2.19 in .cache/bench/litserve-venv, the same graphs, tokenizers and
+   sampling) running alongside; their rounds are interleaved cell by cell:
+   /sentiment at concurrency 1, 8, 32, 128 (peer: 1, 32, 128); /generate
+   non-streamed at 1, 8, 32, 64 streams; streamed (SSE; the peer: JSON lines,
+   LitServe's continuous-batching loop) at 1, 32, 64 (peer: 32, 64); time to first
+   character with no other load.
 
-/sentiment at concurrency 1, 8, 32, 128; /generate at 1, 8, 32, 64 concurrent
-streams. Each cell is the median of ``--reps`` repetitions. Prints the table and
-writes it to docs/benchmarks.md with the machine described. A benchmark, not a test:
-nothing here asserts timings. Servers and the load generator run on loopback only.
+Each cell is the median of ``--reps`` rounds. Prints the report and writes it to
+docs/benchmarks.md (``--quick``: .cache/bench/benchmarks-quick.md) with the machine
+described and the floors (value, met yes/no) first. A benchmark, not a test: nothing
+here asserts timings. Servers and load generators run on loopback only.
 """
 
 from __future__ import annotations
@@ -42,15 +52,18 @@ import aiohttp
 import numpy as np
 import onnxruntime as ort
 
-from bench.server import ServerProcess, rss_bytes
+from bench.server import ServerProcess, free_port, rss_bytes
 from seqcore import runtime
 from seqcore.modelfolder import ModelFolder
+from seqcore.sampling import RowSampler
 from seqcore.tokenizer import CharVocab, WordTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 IMDB = ROOT.parent / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
 NIETZSCHE = ROOT.parent / "shared" / "data" / "nietzsche.txt"
+PEER_PYTHON = ROOT / ".cache" / "bench" / "litserve-venv" / "bin" / "python"
+TEMPERATURE = 0.8
 
 
 # ------------------------------------------------------------------ inputs
@@ -126,44 +139,81 @@ def raw_sentiment(texts: list[str]) -> dict:
             "best_one_caller": best1, "best_one_caller_per_s": out[best1]}
 
 
-def raw_generation(prompt_list: list[str], new_chars: int) -> dict:
-    """Chars/s of a bare prefill + greedy step loop over B streams: one caller, and
-    (B >= 32) two callers side by side with B/2 streams each, as the engine cuts a
-    large step in two. The limit per B is the better of the two."""
+def raw_generation(prompt_list: list[str], new_chars: int,
+                   streams: tuple[int, ...] = (1, 8, 32, 64)) -> dict:
+    """Chars/s of a bare prefill + step loop over B streams WITH the service's own
+    sampling (``seqcore.sampling.RowSampler``, as the engine runs it: temperature 0.8,
+    one uniform draw per stream from its own generator): one caller, and (B >= 32)
+    two callers side by side with B/2 streams each, as the engine cuts a large step in
+    two. The limit per B is the better of the two.
+
+    Also the bare step (greedy argmax, one caller) at 1 and 32 streams, and how long
+    the sampling takes next to the graph step it follows (timed inside the sampled
+    one-caller loop)."""
     import threading
 
     folder = ModelFolder.open(MODELS / "chargen")
     man = folder.manifest
     L, H = man["state"]["layers"], man["state"]["hidden"]
-    vocab = CharVocab.load(ModelFolder.open(MODELS / "chargen").vocab_path)
+    vocab = CharVocab.load(folder.vocab_path)
+    banned = (vocab.unk_id,)
     sess = _session(folder.graph_path)
 
-    def generate(B: int) -> None:
+    def generate(B: int, sample: bool = True, timing: list[float] | None = None) -> None:
+        rngs = [np.random.default_rng(k) for k in range(B)]
+        sampler = RowSampler(np.full(B, TEMPERATURE), np.zeros(B, np.int64), np.ones(B), banned,
+                             vocab.vocab_size)
         h = np.zeros((L, B, H), np.float32)
         c = np.zeros_like(h)
         ids = np.array([vocab.encode(p)[0] for p in (prompt_list * B)[:B]], dtype=np.int64)
         logits, h, c = sess.run(None, {"input_ids": ids, "lengths": np.full(B, ids.shape[1]),
                                        "h0": h, "c0": c})
         ones = np.ones(B, np.int64)
-        for _ in range(new_chars - 1):
-            nxt = logits.argmax(1)[:, None].astype(np.int64)
-            logits, h, c = sess.run(None, {"input_ids": nxt, "lengths": ones, "h0": h, "c0": c})
-
-    out, split = {}, {}
-    for B in (1, 8, 32, 64):
-        t0 = time.perf_counter()
-        generate(B)
-        out[B] = B * new_chars / (time.perf_counter() - t0)
-        if B >= 32:
-            halves = [threading.Thread(target=generate, args=(B // 2,)) for _ in range(2)]
+        t_sample = t_step = 0.0
+        for k in range(new_chars):
             t0 = time.perf_counter()
-            for t in halves:
-                t.start()
-            for t in halves:
-                t.join()
-            split[B] = B * new_chars / (time.perf_counter() - t0)
+            if sample:
+                nxt = sampler(logits, np.array([g.random() for g in rngs]))
+            else:
+                nxt = logits.argmax(1)
+            t1 = time.perf_counter()
+            if k == new_chars - 1:
+                break
+            logits, h, c = sess.run(None, {"input_ids": nxt[:, None].astype(np.int64),
+                                           "lengths": ones, "h0": h, "c0": c})
+            t_sample += t1 - t0
+            t_step += time.perf_counter() - t1
+        if timing is not None:
+            timing[:] = [t_sample, t_step]
+
+    def timed(fn, *args) -> float:
+        t0 = time.perf_counter()
+        fn(*args)
+        return time.perf_counter() - t0
+
+    def two_callers(B: int) -> float:
+        halves = [threading.Thread(target=generate, args=(B // 2,)) for _ in range(2)]
+        t0 = time.perf_counter()
+        for t in halves:
+            t.start()
+        for t in halves:
+            t.join()
+        return time.perf_counter() - t0
+
+    generate(1)  # warm
+    out, split, greedy, share = {}, {}, {}, {}
+    for B in streams:
+        timing = [0.0, 0.0]
+        out[B] = B * new_chars / timed(generate, B, True, timing)
+        if B in (1, 32):
+            share[B] = timing[0] / timing[1]
+            greedy[B] = B * new_chars / timed(generate, B, False)
+        if B >= 32:
+            split[B] = B * new_chars / two_callers(B)
     best = {B: max(out[B], split.get(B, 0.0)) for B in out}
-    return {"one_caller": out, "two_callers": split, "chars_per_s_by_streams": best}
+    layout = {B: "two callers" if split.get(B, 0.0) > out[B] else "one caller" for B in out}
+    return {"one_caller": out, "two_callers": split, "chars_per_s_by_streams": best,
+            "layout": layout, "greedy_one_caller": greedy, "sampling_share": share}
 
 
 # ------------------------------------------------------------------ servers
@@ -261,7 +311,7 @@ async def load_generate(url: str, prompt_list: list[str], streams: int, per_stre
             nonlocal chars, errors
             for k in range(per_stream):
                 body = {"prompt": prompt_list[(w * per_stream + k) % len(prompt_list)],
-                        "max_new_chars": new_chars, "temperature": 0.8, "seed": w * 1000 + k}
+                        "max_new_chars": new_chars, "temperature": TEMPERATURE, "seed": w * 1000 + k}
                 t0 = time.perf_counter()
                 async with s.post("/generate", json=body) as r:
                     data = await r.json()
@@ -277,18 +327,134 @@ async def load_generate(url: str, prompt_list: list[str], streams: int, per_stre
             "p99_ms": pct(lat, 99) * 1e3, "errors": errors}
 
 
+async def load_generate_stream(url: str, prompt_list: list[str], streams: int,
+                               per_stream: int, new_chars: int) -> dict:
+    """Streamed /generate: this service's SSE (``data: {"text", "finish_reason"}``
+    events) or the peer's JSON lines (the same objects); characters are counted from
+    the events' text. Also the time to each request's first character."""
+    lat: list[float] = []
+    first: list[float] = []
+    chars = 0
+    errors = 0
+    conn = aiohttp.TCPConnector(limit=streams)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(url, connector=conn, timeout=timeout) as s:
+        async def worker(w: int) -> None:
+            nonlocal chars, errors
+            for k in range(per_stream):
+                body = {"prompt": prompt_list[(w * per_stream + k) % len(prompt_list)],
+                        "max_new_chars": new_chars, "temperature": TEMPERATURE,
+                        "seed": w * 1000 + k, "stream": True}
+                t0 = time.perf_counter()
+                got, failed = 0, False
+                async with s.post("/generate", json=body) as r:
+                    if r.status != 200:
+                        errors += 1
+                        await r.read()
+                        continue
+                    async for raw in r.content:
+                        line = raw.strip()
+                        if line.startswith(b"event:"):
+                            failed = failed or line.endswith(b"error")
+                            continue
+                        if line.startswith(b"data:"):
+                            line = line[5:].strip()
+                        if not line.startswith(b"{"):
+                            continue
+                        n = len(json.loads(line).get("text") or "")
+                        if n and not got:
+                            first.append(time.perf_counter() - t0)
+                        got += n
+                errors += failed or got != new_chars
+                chars += got
+                lat.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(streams)))
+        wall = time.perf_counter() - t0
+    return {"chars_per_s": chars / wall, "p50_ms": pct(lat, 50) * 1e3,
+            "p99_ms": pct(lat, 99) * 1e3, "first_char_p50_ms": pct(first, 50) * 1e3,
+            "errors": errors}
+
+
 async def ttfc(url: str, prompt: str, reps: int = 20) -> float:
+    """Median time from sending a streamed request to the first event with text, one
+    request at a time (no other load)."""
     out = []
     async with aiohttp.ClientSession(url) as s:
         for i in range(reps):
             t0 = time.perf_counter()
             async with s.post("/generate", json={"prompt": prompt, "max_new_chars": 50,
+                                                 "temperature": TEMPERATURE,
                                                  "stream": True, "seed": i}) as r:
-                async for _line in r.content:
-                    out.append(time.perf_counter() - t0)
-                    break
+                async for raw in r.content:
+                    line = raw.strip().removeprefix(b"data:").strip()
+                    if line.startswith(b"{") and json.loads(line).get("text"):
+                        out.append(time.perf_counter() - t0)
+                        break
                 await r.read()
-    return statistics.median(out)
+    return statistics.median(out) if out else float("nan")
+
+
+class PeerProcess:
+    """bench/litserve_peer.py in its own venv (LitServe pinned) on a free loopback
+    port, in a process group of its own (LitServe starts worker processes), stopped
+    with the whole group."""
+
+    def __init__(self, python: Path, **options: object):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [str(python), str(ROOT / "bench" / "litserve_peer.py"),
+                     "--models", str(MODELS)]
+        for k, v in options.items():
+            self.args += [f"--{k.replace('_', '-')}", str(v)]
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc: subprocess.Popen | None = None
+
+    def settings(self) -> dict:
+        out = subprocess.run([*self.args, "--print-settings"], env=self.env, cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
+    def __enter__(self) -> PeerProcess:
+        import tempfile
+        import urllib.request
+
+        self.log = tempfile.NamedTemporaryFile(prefix="litserve-peer-", suffix=".log",
+                                               delete=False)
+        self.proc = subprocess.Popen([*self.args, "--port", str(self.port)], env=self.env,
+                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.__exit__()
+                raise RuntimeError(f"LitServe peer exited: see {self.log.name}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError(f"LitServe peer not ready in 180 s: see {self.log.name}")
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # start_new_session: the group is the peer's own
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(pgid, sig)  # the workers too, even when the main one is gone
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                pass
+        self.log.close()
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -300,55 +466,170 @@ def median_of(runs: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    ap.add_argument("--reps", type=int, default=None, help="rounds per cell (3; --quick: 1)")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny durations, one round (a smoke run: no figures to quote); "
+                         "writes .cache/bench/benchmarks-quick.md unless --out")
+    ap.add_argument("--out", default=None, help="the report (default docs/benchmarks.md)")
     ap.add_argument("--no-wrk", action="store_true",
                     help="drive /sentiment from Python (aiohttp) even when wrk is installed")
+    ap.add_argument("--peer-python", default=str(PEER_PYTHON),
+                    help="python of the LitServe venv (`make bench` creates it)")
+    ap.add_argument("--no-peer", action="store_true", help="leave the LitServe peer out")
+    ap.add_argument("--peer-batch-timeout-ms", type=float, default=3.0)
     a = ap.parse_args(argv)
-    n_req = 300 if a.quick else 1000
+    reps = a.reps or (1 if a.quick else 3)
+    out_path = Path(a.out or (ROOT / ".cache" / "bench" / "benchmarks-quick.md" if a.quick
+                              else ROOT / "docs" / "benchmarks.md"))
+    n_req = 100 if a.quick else 1000
+    wrk_s = 1 if a.quick else 5
     use_wrk = shutil.which("wrk") is not None and not a.no_wrk
-    new_chars = 200
-    texts = review_texts(1000)
+    new_chars = 50 if a.quick else 200
+    texts = review_texts(200 if a.quick else 1000)
     plist = prompts(256)
+    peer_python = Path(a.peer_python)
+    use_peer = not a.no_peer and peer_python.exists()
+    if not a.no_peer and not use_peer:
+        print(f"no LitServe venv at {peer_python} (`make bench` creates it): peer left out",
+              flush=True)
+    t_start = time.perf_counter()
     print("raw limits (in-process, no HTTP) ...", flush=True)
     raw_s = raw_sentiment(texts[:n_req])
     raw_g = raw_generation(plist, new_chars)
     print(raw_s, raw_g, flush=True)
     sent_conc = (1, 8, 32, 128)
     gen_streams = (1, 8, 32, 64)
-    results: dict = {"naive": {}, "naive2": {}, "real": {}}
-    meta: dict = {}
+    stream_streams = (1, 32, 64)
+    peer_sent, peer_stream = (1, 32, 128), (32, 64)
+    results: dict = {"naive": {}, "naive2": {}, "real": {}, "peer": {}}
+    meta: dict = {"quick": a.quick}
+
+    def sentiment_cell(url: str, c: int) -> dict:
+        if use_wrk:
+            return load_sentiment_wrk(url, texts, c, wrk_s)
+        return asyncio.run(load_sentiment(url, texts, c, max(n_req // (4 if c == 1 else 1),
+                                                             c * 2)))
+
+    def per_stream(st: int) -> int:
+        return 1 if st >= 32 else (2 if st >= 8 else 4)
+
+    # naive servers, one after the other (rounds back to back per cell)
     modes = (("naive", {"batching": False, "gen_batching": False, "parallel_calls": 1}),
-             ("naive2", {"batching": False, "parallel_calls": 2}),
-             ("real", {}))
+             ("naive2", {"batching": False, "parallel_calls": 2}))
     for mode, settings in modes:
         with server(**settings) as (url, pid, startup):
             meta[mode] = {"startup_s": startup, "rss_start_mb": rss_mb(pid)}
-            asyncio.run(load_sentiment(url, texts, 8, 100))  # warm the HTTP path
+            asyncio.run(load_sentiment(url, texts, 8, 50 if a.quick else 100))  # warm
             for c in sent_conc:
-                n = max(n_req // (4 if c == 1 else 1), c * 2)
-                if use_wrk:
-                    runs = [load_sentiment_wrk(url, texts, c, 2 if a.quick else 5)
-                            for _ in range(a.reps)]
-                else:
-                    runs = [asyncio.run(load_sentiment(url, texts, c, n)) for _ in range(a.reps)]
-                results[mode][("sentiment", c)] = median_of(runs)
+                results[mode][("sentiment", c)] = median_of(
+                    [sentiment_cell(url, c) for _ in range(reps)])
                 print(mode, "sentiment", c, results[mode][("sentiment", c)], flush=True)
             for st in gen_streams if mode != "naive2" else ():
-                per = 1 if st >= 32 else (2 if st >= 8 else 4)
-                runs = [asyncio.run(load_generate(url, plist, st, per, new_chars))
-                        for _ in range(a.reps)]
-                results[mode][("generate", st)] = median_of(runs)
+                results[mode][("generate", st)] = median_of(
+                    [asyncio.run(load_generate(url, plist, st, per_stream(st), new_chars))
+                     for _ in range(reps)])
                 print(mode, "generate", st, results[mode][("generate", st)], flush=True)
-            meta[mode]["ttfc_ms"] = asyncio.run(ttfc(url, plist[0])) * 1e3
-            meta[mode]["rss_end_mb"] = rss_mb(pid)
+
+    # the real server with the LitServe peer alongside: rounds interleaved, each cell
+    # measured on ours then on the peer before the next cell
+    peer = (PeerProcess(peer_python, batch_timeout_ms=a.peer_batch_timeout_ms)
+            if use_peer else None)
+    meta["peer_settings"] = peer.settings() if peer else None
+    with server() as (url, pid, startup), (peer or _nothing()) as pp:
+        meta["real"] = {"startup_s": startup, "rss_start_mb": rss_mb(pid)}
+        for target in [url] + ([pp.url] if pp else []):  # warm the HTTP paths
+            asyncio.run(load_sentiment(target, texts, 8, 50 if a.quick else 100))
+            asyncio.run(load_generate_stream(target, plist, 4, 1, new_chars))
+        meta["real"]["ttfc_ms"] = asyncio.run(ttfc(url, plist[0], 5 if a.quick else 20)) * 1e3
+        if pp:
+            meta["peer_ttfc_ms"] = asyncio.run(ttfc(pp.url, plist[0], 5 if a.quick else 20)) * 1e3
+        cells: list[tuple[str, int]] = ([("sentiment", c) for c in sent_conc]
+                                        + [("generate", st) for st in gen_streams]
+                                        + [("stream", st) for st in stream_streams])
+        runs: dict = {}
+        for r in range(reps):
+            for kind, n in cells:
+                for who, target in (("real", url), ("peer", pp.url if pp else None)):
+                    if who == "peer" and (target is None or (kind, n) not in (
+                            [("sentiment", c) for c in peer_sent]
+                            + [("stream", st) for st in peer_stream])):
+                        continue
+                    if kind == "sentiment":
+                        res = sentiment_cell(target, n)
+                    elif kind == "generate":
+                        res = asyncio.run(load_generate(target, plist, n, per_stream(n),
+                                                        new_chars))
+                    else:
+                        res = asyncio.run(load_generate_stream(target, plist, n,
+                                                               per_stream(n), new_chars))
+                    runs.setdefault((who, kind, n), []).append(res)
+                    print(f"round {r + 1}/{reps}", who, kind, n, res, flush=True)
+        for (who, kind, n), rr in runs.items():
+            results[who][(kind, n)] = median_of(rr)
+        meta["real"]["rss_end_mb"] = rss_mb(pid)
     meta["loadgen"] = "wrk (1 thread, C)" if use_wrk else "aiohttp (Python)"
-    report = render(raw_s, raw_g, results, meta, sent_conc, gen_streams, a.reps, n_req)
+    meta["new_chars"] = new_chars
+    meta["minutes"] = (time.perf_counter() - t_start) / 60
+    report = render(raw_s, raw_g, results, meta, sent_conc, gen_streams, reps, n_req)
     print(report)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(report + kept_sections(Path(a.out)))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(report + kept_sections(out_path))
+    print(f"written to {out_path}")
     return 0
+
+
+@contextmanager
+def _nothing():
+    yield None
+
+
+def floors(raw_s: dict, raw_g: dict, results: dict, meta: dict) -> list[tuple]:
+    """(floor, measured, met) rows: met None where the floor was not measured."""
+    real, peer = results["real"], results["peer"]
+    raw = raw_g["chars_per_s_by_streams"]
+    two_callers = max(x for k, x in raw_s["by_batch"].items() if k[0] == 2)
+    rows: list[tuple] = []
+
+    def ratio(name: str, num: float | None, den: float | None, floor: float,
+              fmt: str = "pct") -> None:
+        if num is None or den is None or not den:
+            rows.append((name, "not measured", None))
+            return
+        x = num / den
+        shown = f"{x:.0%}" if fmt == "pct" else f"{x:.2f}x"
+        rows.append((name, shown, x >= floor))
+
+    def get(d: dict, key: tuple, field: str) -> float | None:
+        return d[key][field] if key in d else None
+
+    for st in (1, 32):
+        ratio(f"non-streamed /generate >= 80 % of raw (step + sampling) at {st} "
+              f"stream{'s' if st > 1 else ''}",
+              get(real, ("generate", st), "chars_per_s"), raw.get(st), 0.8)
+    for st in (32, 64):
+        ratio(f"streamed /generate >= 60 % of raw at {st} streams",
+              get(real, ("stream", st), "chars_per_s"), raw.get(st), 0.6)
+    ratio("streamed at 32 >= 80 % of non-streamed at 32",
+          get(real, ("stream", 32), "chars_per_s"), get(real, ("generate", 32), "chars_per_s"),
+          0.8)
+    for st in (1, 32):
+        x = raw_g["sampling_share"].get(st)
+        rows.append((f"sampling <= 15 % of a step at {st} stream{'s' if st > 1 else ''}",
+                     f"{x:.0%}" if x is not None else "not measured",
+                     None if x is None else x <= 0.15))
+    t = meta["real"].get("ttfc_ms")
+    rows.append(("time to first character <= 5 ms unloaded (SSE, median)",
+                 f"{t:.1f} ms", t <= 5.0))
+    ratio("/sentiment at c=32 >= 70 % of the two-caller raw limit",
+          get(real, ("sentiment", 32), "per_s"), two_callers, 0.7)
+    for st in (32, 64):
+        ratio(f">= 2x LitServe on streamed /generate at {st} streams",
+              get(real, ("stream", st), "chars_per_s"), get(peer, ("stream", st), "chars_per_s"),
+              2.0, "x")
+    for c in (1, 32, 128):
+        ratio(f">= 2x LitServe on /sentiment at c={c}", get(real, ("sentiment", c), "per_s"),
+              get(peer, ("sentiment", c), "per_s"), 2.0, "x")
+    return rows
 
 
 # The hand-written part of docs/benchmarks.md starts at this heading: a run keeps it.
@@ -386,9 +667,27 @@ def render(raw_s, raw_g, results, meta, sent_conc, gen_streams, reps, n_req) -> 
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` on: {machine()}.",
         f"Load generators: /sentiment {meta['loadgen']}, /generate aiohttp; they share the "
         "machine with the server, loopback only. "
-        f"Each cell: median of {reps} repetitions. Shared, noisy machine: compare ratios "
-        "within this run only.",
+        f"Each cell: median of {reps} rounds (the real server and the LitServe peer run "
+        "side by side, their rounds interleaved cell by cell). Shared, noisy machine: "
+        "compare ratios within this run only."
+        + (" **A `--quick` smoke run: tiny durations, no figures to quote.**"
+           if meta.get("quick") else ""),
+        f"Whole run: {meta['minutes']:.1f} minutes.",
         "",
+        "## Floors (issue #14)",
+        "",
+        "| floor | measured | met |",
+        "|---|---:|:---:|",
+        *(f"| {name} | {shown} | {'—' if met is None else 'yes' if met else 'no'} |"
+          for name, shown, met in floors(raw_s, raw_g, results, meta)),
+        "",
+        "Raw generation limit: in-process prefill + step graph + the service's own sampling "
+        "(`seqcore.sampling.RowSampler` at T=0.8, as the generation engine runs it: `<unk>` "
+        "banned, inverse CDF with one uniform draw per stream from its own generator), best "
+        "layout of callers. "
+        "Sampling share: time in sampling / time in the graph step, per step, one caller.",
+        "",
+        *streaming_section(raw_s, raw_g, results, meta),
         "## /sentiment (IMDB test reviews)",
         "",
         "Raw limits (in-process, no HTTP, length-sorted batches built beforehand), reviews/s:",
@@ -433,9 +732,11 @@ def render(raw_s, raw_g, results, meta, sent_conc, gen_streams, reps, n_req) -> 
     g1 = results["real"][("generate", 1)]["chars_per_s"]
     lines += [
         "",
-        "## /generate (prompts of 200 characters, 200 new characters, T=0.8)",
+        f"## /generate, non-streamed (prompts of 200 characters, {meta['new_chars']} new "
+        "characters, T=0.8)",
         "",
-        "Raw limit (in-process prefill + step loop, greedy, no HTTP), one caller: "
+        "Raw limit (in-process prefill + step loop with temperature sampling, no HTTP), "
+        "one caller: "
         + ", ".join(f"{b} streams: {v:.0f} chars/s" for b, v in raw_g["one_caller"].items())
         + "; two callers side by side, half the streams each: "
         + ", ".join(f"{b} streams: {v:.0f} chars/s" for b, v in raw_g["two_callers"].items())
@@ -459,7 +760,7 @@ def render(raw_s, raw_g, results, meta, sent_conc, gen_streams, reps, n_req) -> 
         "",
         f"- Start-up to ready (process start to /readyz 200): real {r['startup_s']:.2f} s, "
         f"naive {meta['naive']['startup_s']:.2f} s.",
-        f"- Time to first character, 200-char prompt, no other load (SSE, median of 20): "
+        f"- Time to first character, 200-char prompt, no other load (SSE, median): "
         f"{r['ttfc_ms']:.1f} ms.",
         f"- Resident memory of the serving process: {r['rss_start_mb']:.0f} MB after start-up, "
         f"{r['rss_end_mb']:.0f} MB after the run.",
@@ -468,6 +769,70 @@ def render(raw_s, raw_g, results, meta, sent_conc, gen_streams, reps, n_req) -> 
         "",
     ]
     return "\n".join(lines)
+
+
+def streaming_section(raw_s, raw_g, results, meta) -> list[str]:
+    real, peer = results["real"], results["peer"]
+    raw = raw_g["chars_per_s_by_streams"]
+    lines = [
+        f"## Generation: raw limit, non-streamed, streamed ({meta['new_chars']} new "
+        "characters, T=0.8), chars/s",
+        "",
+        "| streams | raw (step + sampling) | raw layout | bare step (greedy) "
+        "| sampling / step | non-streamed | / raw | streamed SSE | / raw "
+        "| streamed / non-streamed | first char p50 ms (streamed) | LitServe streamed "
+        "| ours / LitServe |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def f(d: dict, key: tuple, field: str, fmt: str = "{:.0f}") -> str:
+        return fmt.format(d[key][field]) if key in d else "—"
+
+    def r(num: float | None, den: float | None, fmt: str = "{:.0%}") -> str:
+        return fmt.format(num / den) if num is not None and den else "—"
+
+    def v(d: dict, key: tuple, field: str) -> float | None:
+        return d[key][field] if key in d else None
+
+    for st in sorted(set(raw) | {k[1] for k in real if k[0] in ("generate", "stream")}):
+        ns, sm = v(real, ("generate", st), "chars_per_s"), v(real, ("stream", st), "chars_per_s")
+        pe = v(peer, ("stream", st), "chars_per_s")
+        greedy = raw_g["greedy_one_caller"].get(st)
+        share = raw_g["sampling_share"].get(st)
+        lines.append(
+            f"| {st} | {raw[st]:.0f} | {raw_g['layout'][st]} | "
+            f"{'—' if greedy is None else f'{greedy:.0f}'} | "
+            f"{'—' if share is None else f'{share:.0%}'} | "
+            f"{f(real, ('generate', st), 'chars_per_s')} | {r(ns, raw.get(st))} | "
+            f"{f(real, ('stream', st), 'chars_per_s')} | {r(sm, raw.get(st))} | {r(sm, ns)} | "
+            f"{f(real, ('stream', st), 'first_char_p50_ms', '{:.1f}')} | "
+            f"{f(peer, ('stream', st), 'chars_per_s')} | {r(sm, pe, '{:.2f}x')} |")
+    two_callers = max(x for k, x in raw_s["by_batch"].items() if k[0] == 2)
+    lines += [
+        "",
+        f"Time to first character, no other load (SSE, median): ours "
+        f"{meta['real']['ttfc_ms']:.1f} ms"
+        + (f", LitServe peer {meta['peer_ttfc_ms']:.1f} ms." if "peer_ttfc_ms" in meta
+           else "."),
+        "",
+        "## /sentiment: ours vs the LitServe peer, req/s",
+        "",
+        "| concurrency | ours | ours p50 / p99 ms | LitServe | LitServe p50 / p99 ms "
+        "| ours / LitServe | ours / two-caller raw |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in sorted({k[1] for k in real if k[0] == "sentiment"}):
+        o, p = real[("sentiment", c)], peer.get(("sentiment", c))
+        lines.append(
+            f"| {c} | {o['per_s']:.0f} | {o['p50_ms']:.1f} / {o['p99_ms']:.1f} | "
+            + (f"{p['per_s']:.0f} | {p['p50_ms']:.1f} / {p['p99_ms']:.1f} | "
+               f"{o['per_s'] / p['per_s']:.2f}x | " if p else "— | — | — | ")
+            + f"{o['per_s'] / two_callers:.0%} |")
+    ps = meta.get("peer_settings")
+    lines += ["", "LitServe peer (`bench/litserve_peer.py`, its own venv, the same ONNX "
+              "models, seqcore's tokenizers and the same sampling): "
+              + (f"`{json.dumps(ps)}`." if ps else "not run (no LitServe venv)."), ""]
+    return lines
 
 
 if __name__ == "__main__":
