@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # generation (/generate)
     gen_batching: bool = Field(True, description="one ORT step call for all active streams")
     gen_max_streams: int = Field(64, ge=1, le=1024, description="streams stepped together")
+    gen_stream_interval_ms: float = Field(
+        20.0, ge=0.0, le=1000.0, description="streamed text is sent at most this often per "
+        "stream (the first characters at once); 0 = every character")
     gen_max_queue: int = Field(256, ge=1, le=100_000, description="streams waiting to start before 503")
     gen_timeout_s: float = Field(120.0, gt=0, le=3600, description="wall-clock limit of one generation")
 

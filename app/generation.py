@@ -38,8 +38,15 @@ part of it to another thread and joining costs more in thread wake-ups than it s
 (``sequence_lens``, per-row state), so the split changes no answer. The measurements
 behind these choices are in docs/benchmarks.md.
 
-Output goes back to the event loop once per iteration (one ``call_soon_threadsafe``
-for all streams) as text chunks on each stream's asyncio queue, then a ``Finish``.
+Output goes back to the event loop as text chunks on each stream's asyncio queue,
+then a ``Finish``, with one ``call_soon_threadsafe`` for all streams at a time. New
+streams' first characters go out at once (time to first character is not traded
+away); after that, streamed text is flushed at most every ``flush_interval_s``
+(``SEQSERVE_GEN_STREAM_INTERVAL_MS``, 20 ms by default): a reader sees text within a
+frame or two of its existence, and the event loop wakes 50 times a second instead of
+once per character, which at a few thousand characters a second per stream would
+otherwise take the CPU the engine needs. A non-streamed answer is delivered once, at
+its finish.
 """
 
 from __future__ import annotations
@@ -108,8 +115,9 @@ class _Gen:
     def __init__(self, stream: Stream):
         self.stream = stream
         self.matcher = StopMatcher(stream.stop, stream.max_new)
-        # the released text of a non-streaming stream, delivered at its finish
-        self.buffer: list[str] | None = None if stream.streaming else []
+        # released text not yet delivered: a streaming stream's goes out at the engine's
+        # next flush (``flush_interval_s``), a non-streaming one's at its finish
+        self.buffer: list[str] = []
         self.rng: np.random.Generator | None = None
         self.started = 0.0  # its prefill began
         self.first_char_at = 0.0
@@ -162,8 +170,12 @@ class GenerationEngine:
 
     def __init__(self, model: CharModel, *, max_streams: int, max_queue: int,
                  queue_timeout_s: float, batching: bool = True, parallel: int = 1,
-                 split_min_rows: int = 8):
+                 split_min_rows: int = 8, flush_interval_s: float = 0.0):
         self.model = model
+        # streamed text goes to the event loop at most this often (first characters at
+        # once): one wake-up per interval instead of one per character and stream
+        self.flush_interval_s = flush_interval_s
+        self._last_flush = time.perf_counter()
         self.parallel = parallel if batching else 1
         self.split_min_rows = split_min_rows
         self._pool: ThreadPoolExecutor | None = None
@@ -304,6 +316,9 @@ class GenerationEngine:
         if not self._admit(out):
             return  # idle: nothing waited
         self._retire(out, gauge)
+        if out:  # first characters (and early finishes) go out before the step
+            self._deliver(out)
+            out = []
         if self._batches:
             self._step(out)
             # the gauge is set again here: when the last stream leaves, the idle wait
@@ -385,7 +400,7 @@ class GenerationEngine:
             self._m_queue.observe(max(t0 - g.stream.arrived, 0.0))
             g.rng = np.random.default_rng(g.stream.seed)
         batch = _Batch(gens, hn, cn)
-        self._advance(batch, logits, now, out)
+        self._advance(batch, logits, now, out, flush=True)  # first characters: at once
         for g in gens:  # every stream's first character came from this prefill
             g.first_char_at = now
             self._m_ttfc.observe(now - g.stream.arrived)
@@ -431,9 +446,12 @@ class GenerationEngine:
             b.h, b.c = hn, cn
             self._advance(b, logits, now, out)
 
-    def _advance(self, b: _Batch, logits: np.ndarray, now: float, out: list) -> None:
+    def _advance(self, b: _Batch, logits: np.ndarray, now: float, out: list,
+                 flush: bool = False) -> None:
         """Sample one character for every row (one vectorised call, one draw from each
-        stream's generator); queue the text each stream's matcher releases."""
+        stream's generator); the text each stream's matcher releases joins its buffer,
+        and streaming streams' buffers are queued when ``flush`` or when
+        ``flush_interval_s`` has passed since the last time."""
         u = np.array([draw() for draw in b.draws])
         if b.sampler is None:
             b.sampler = RowSampler(b.temp, b.top_k, b.top_p, self._banned, logits.shape[1])
@@ -444,12 +462,16 @@ class GenerationEngine:
         for g, idx in zip(b.gens, ids.tolist(), strict=True):
             text, reason = g.matcher.push(chars[idx])
             if text:
-                if g.buffer is None:
-                    out.append((g.stream, text))
-                else:  # nobody reads partial text: spare the event loop a wake-up per step
-                    g.buffer.append(text)
+                g.buffer.append(text)
             if reason is not None:
                 g.reason, g.done, g.ended = reason, True, now
+        if flush or now - self._last_flush >= self.flush_interval_s:
+            if not flush:
+                self._last_flush = now
+            for g in b.gens:
+                if g.buffer and g.stream.streaming and not g.done:  # done: its Finish takes it
+                    out.append((g.stream, "".join(g.buffer)))
+                    g.buffer.clear()
 
     # -- phase 3: retire --------------------------------------------------------------
     def _retire(self, out: list, gauge: Gauge) -> None:

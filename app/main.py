@@ -86,7 +86,8 @@ def classification_loop(s: Settings, m: SentimentModel) -> ClassificationBatcher
 def generation_loop(s: Settings, m: CharModel) -> GenerationEngine:
     return GenerationEngine(m, max_streams=s.gen_max_streams, max_queue=s.gen_max_queue,
                             queue_timeout_s=s.queue_timeout_s, batching=s.gen_batching,
-                            parallel=1 if m.provider == CUDA else parallel_calls(s))
+                            parallel=1 if m.provider == CUDA else parallel_calls(s),
+                            flush_interval_s=s.gen_stream_interval_ms / 1000)
 
 
 # The loop that serves each task (seqcore.tasks.TASKS): a new task adds its line here.

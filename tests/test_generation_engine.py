@@ -193,3 +193,27 @@ def test_the_batch_arrays_are_passed_to_the_step_as_they_are(chargen, monkeypatc
         return True
 
     assert _in_loop(go)
+
+
+def test_streamed_text_is_flushed_per_interval_and_the_first_character_at_once(chargen):
+    """With a flush interval, a streaming stream gets its first character from the
+    prefill at once, later text in chunks no more often than the interval, and the
+    same text as with a flush every step."""
+
+    async def chunks_of(interval: float) -> list[str]:
+        e = GenerationEngine(chargen, max_streams=4, max_queue=10, queue_timeout_s=30,
+                             flush_interval_s=interval)
+        s = _stream(chargen, "the man ", asyncio.get_running_loop(), seed=3, max_new=60)
+        e.submit(s)
+        e.start()
+        parts = []
+        while not isinstance(item := await s.out.get(), Finish):
+            parts.append(item)
+        e.stop()
+        return parts
+
+    every_step = asyncio.run(chunks_of(0.0))
+    held = asyncio.run(chunks_of(60.0))  # longer than the whole generation
+    assert len(every_step) == 60 and all(len(p) == 1 for p in every_step)
+    assert len(held[0]) == 1  # the first character did not wait for the interval
+    assert len(held) == 2 and "".join(held) == "".join(every_step)  # the rest, at the finish
