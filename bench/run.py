@@ -218,11 +218,15 @@ def raw_generation(prompt_list: list[str], new_chars: int,
 
 # ------------------------------------------------------------------ servers
 
+DEVICE = "auto"  # --device
+
+
 @contextmanager
 def server(**settings: object):
     """The app on a free loopback port -> (url, pid, seconds from process start to
     ready); SIGTERM at the end."""
-    srv = ServerProcess(MODELS, log_level="warning", max_queue=4096, **settings)
+    srv = ServerProcess(MODELS, log_level="warning", max_queue=4096,
+                        **{"device": DEVICE, **settings})
     t0 = time.perf_counter()
     with srv:
         startup = time.perf_counter() - t0
@@ -476,8 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-python", default=str(PEER_PYTHON),
                     help="python of the LitServe venv (`make bench` creates it)")
     ap.add_argument("--no-peer", action="store_true", help="leave the LitServe peer out")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="SEQSERVE_DEVICE of the servers (bench/gpu_check.sh: cuda)")
     ap.add_argument("--peer-batch-timeout-ms", type=float, default=3.0)
     a = ap.parse_args(argv)
+    global DEVICE
+    DEVICE = a.device
     reps = a.reps or (1 if a.quick else 3)
     out_path = Path(a.out or (ROOT / ".cache" / "bench" / "benchmarks-quick.md" if a.quick
                               else ROOT / "docs" / "benchmarks.md"))
