@@ -2,7 +2,7 @@
 /v1/models/{name}/reload`` (one model) rescan SEQSERVE_MODELS_DIR.
 
 A folder whose manifest, graph or vocabulary changed since it was loaded (its
-``fingerprint``, app/registry.py) is a new version. It is loaded beside the serving
+``fingerprint``, seqcore/modelfolder.py) is a new version. It is loaded beside the serving
 one, in a thread (the event loop keeps answering), and must pass the same checks as
 at start-up: ONNX Runtime loads it, its inputs and outputs are the task's contract,
 its task is the one it replaces, a two-row batch gives each row what it gives alone

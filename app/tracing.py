@@ -116,7 +116,7 @@ class TracingMiddleware:
 
         self.app = app
         self.tracer = tracer
-        self.known_paths = known_paths  # routes answered without a route object (fast path)
+        self.known_paths = known_paths  # every route's path template (the route label)
         self._context, self._propagate, self._trace = context, propagate, trace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
