@@ -2,10 +2,18 @@
 
     python -m training.train_chargen --data ../shared/data/nietzsche.txt --out models/chargen --replace-served
 
-Recipe (defaults reproduce the committed model): lowercased characters, 2-layer
-LSTM 256 with a 64-d embedding, dropout 0.1, trained to predict EVERY next character
-of contiguous 128-character chunks (truncated BPTT; a fresh random offset each
-epoch so chunk borders move), Adam 2e-3 with cosine decay to 1e-4, gradient clip 1.
+Recipe: lowercased characters, 2-layer LSTM 256 with a 64-d embedding, trained to
+predict EVERY next character with truncated BPTT over 128-character chunks, Adam
+2e-3 with cosine decay to 1e-4, gradient clip 1.
+
+Stateful (the default, ``--stateful``): the training text is laid out as
+``batch_size`` contiguous streams side by side; each epoch walks them in order, one
+chunk at a time, and each chunk starts from the (detached) state the previous chunk
+ended with, so the model learns to use context longer than a chunk, as it is used
+when serving. The state is reset at the start of each epoch, and the streams start
+at a fresh random offset each epoch so chunk borders move. ``--no-stateful`` is the
+older recipe: chunks in random order, each from a zero state.
+
 Held-out = the last 5 % of the text, scored with the state carried through it (the
 way the service uses the model: prefill, then one step per character). Early stopping
 keeps the best held-out epoch.
@@ -45,9 +53,11 @@ class TrainConfig:
     emb_dim: int = 64
     hidden: int = 256
     layers: int = 2
-    dropout: float = 0.1
+    stateful: bool = True  # carry the state from chunk to chunk (see the module's doc)
+    dropout: float = 0.15  # between the recurrent layers and before the head
+    emb_dropout: float = 0.05  # on the character embeddings
     chunk: int = 128
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 2e-3
     lr_min: float = 1e-4
     clip: float = 1.0
@@ -60,6 +70,32 @@ class TrainConfig:
     threads: int = 1
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     max_minutes: float = 44.0
+
+
+def chunk_batches(ids: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
+    """One epoch of (x, y) batches, each [batch, <=chunk], and whether the batch
+    continues the previous one's streams (so its state should be carried)."""
+    offset = int(torch.randint(0, cfg.chunk, (1,), generator=gen))
+    if cfg.stateful:
+        n = (len(ids) - 1 - offset) // cfg.batch_size  # chars per stream
+        x = ids[offset : offset + n * cfg.batch_size].view(cfg.batch_size, n)
+        y = ids[offset + 1 : offset + 1 + n * cfg.batch_size].view(cfg.batch_size, n)
+        for t in range(0, n, cfg.chunk):
+            yield x[:, t : t + cfg.chunk], y[:, t : t + cfg.chunk], t > 0
+        return
+    n_chunks = (len(ids) - 1 - cfg.chunk) // cfg.chunk
+    starts = offset + torch.arange(n_chunks) * cfg.chunk
+    starts = starts[torch.randperm(n_chunks, generator=gen)]
+    for i in range(0, n_chunks, cfg.batch_size):
+        idx = starts[i : i + cfg.batch_size].unsqueeze(1) + torch.arange(cfg.chunk + 1)
+        seq = ids[idx]
+        yield seq[:, :-1], seq[:, 1:], False
+
+
+def batches_per_epoch(n_ids: int, cfg: TrainConfig) -> int:
+    if cfg.stateful:  # the largest count over the random offsets
+        return math.ceil(((n_ids - 1) // cfg.batch_size) / cfg.chunk)
+    return math.ceil(((n_ids - 1 - cfg.chunk) // cfg.chunk) / cfg.batch_size)
 
 
 def heldout_loss(model: CharLSTM, ids: torch.Tensor, streams: int) -> float:
@@ -88,14 +124,14 @@ def train(cfg: TrainConfig) -> dict:
     train_ids = torch.tensor(vocab.encode(train_text)[0], dtype=torch.long)
     held_ids = torch.tensor(vocab.encode(held_text)[0], dtype=torch.long)
     mcfg = CharConfig(vocab_size=vocab.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
-                      layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell)
+                      layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell,
+                      emb_dropout=cfg.emb_dropout)
     model = CharLSTM(mcfg)
     dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                        else ("cpu" if cfg.device == "auto" else cfg.device))
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    n_chunks = (len(train_ids) - 1 - cfg.chunk) // cfg.chunk
-    steps_per_epoch = math.ceil(n_chunks / cfg.batch_size)
+    steps_per_epoch = batches_per_epoch(len(train_ids), cfg)
     total_steps = steps_per_epoch * cfg.epochs
     gen = torch.Generator().manual_seed(cfg.seed)
     best, best_state, best_epoch, history = float("inf"), None, 0, []
@@ -105,36 +141,35 @@ def train(cfg: TrainConfig) -> dict:
           f"{len(held_ids):,}, {n_params:,} params", flush=True)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        offset = int(torch.randint(0, cfg.chunk, (1,), generator=gen))
-        starts = offset + torch.arange(n_chunks) * cfg.chunk
-        starts = starts[torch.randperm(n_chunks, generator=gen)]
-        t0, tot = time.time(), 0.0
-        bar = tqdm(range(0, n_chunks, cfg.batch_size), desc=f"epoch {epoch}", leave=False,
+        t0, tot, n_batches, state = time.time(), 0.0, 0, None
+        batches = chunk_batches(train_ids, cfg, gen)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}", leave=False,
                    disable=not sys.stderr.isatty())
-        for i in bar:
-            s = starts[i : i + cfg.batch_size]
-            idx = s.unsqueeze(1) + torch.arange(cfg.chunk + 1)
-            seq = train_ids[idx]
-            x, y = seq[:, :-1].clone(), seq[:, 1:]
+        for x, y, carry in bar:
+            x = x.clone()
             if cfg.unk_noise > 0:
                 noise = torch.rand(x.shape, generator=gen) < cfg.unk_noise
                 x[noise] = vocab.unk_id
-            progress = step / total_steps
+            progress = min(step / total_steps, 1.0)
             lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
             for g in opt.param_groups:
                 g["lr"] = lr
-            logits, _ = model(x.to(dev))
+            if not carry:
+                state = None
+            logits, state = model(x.to(dev), state)
+            state = (state[0].detach(), state[1].detach())
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.to(dev).reshape(-1))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
             step += 1
+            n_batches += 1
             tot += loss.item()
         val = heldout_loss(model, held_ids.to(dev), cfg.eval_streams)
-        history.append({"epoch": epoch, "train_loss": tot / steps_per_epoch, "heldout_loss": val,
+        history.append({"epoch": epoch, "train_loss": tot / n_batches, "heldout_loss": val,
                         "seconds": round(time.time() - t0, 1)})
-        print(f"epoch {epoch:2d} train {tot / steps_per_epoch:.4f} held-out {val:.4f} nats/char "
+        print(f"epoch {epoch:2d} train {tot / n_batches:.4f} held-out {val:.4f} nats/char "
               f"({val / math.log(2):.4f} bits) lr {lr:.2e} {time.time() - t0:.0f}s", flush=True)
         if val < best:
             best, best_epoch = val, epoch
