@@ -21,55 +21,72 @@ keeps the best held-out epoch.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from app.tokenizer import CharVocab
-from training.data import DataError, load_text, source_record
+from training.data import load_text, source_record
 from training.evaluate import chargen_loss_onnx
 from training.export import build_char_graph, check_char
-from training.manifest import OutputError, run_folder, write_model_folder
+from training.manifest import run_folder, write_model_folder
 from training.models import CELLS, CharConfig, CharLSTM
+from training.scaffold import (
+    Progress,
+    Stopping,
+    command_line,
+    cosine_lr,
+    option,
+    pick_device,
+    planned_steps,
+    plot_history,
+    set_lr,
+    set_threads,
+)
 
 
 @dataclass
 class TrainConfig:
-    data: str = "../shared/data/nietzsche.txt"
-    out: str = ""  # default: a new runs/chargen-<time> folder, never the served models/
-    replace_served: bool = False  # allow --out inside the served models/ folder
-    name: str = "chargen"  # the model's name in the manifest (requests' `model` field)
-    cell: str = "lstm"  # recurrent cell: lstm | gru | rnn
-    sha256: str | None = None
-    emb_dim: int = 64
-    hidden: int = 256
-    layers: int = 2
-    stateful: bool = True  # carry the state from chunk to chunk (see the module's doc)
-    dropout: float = 0.15  # between the recurrent layers and before the head
-    emb_dropout: float = 0.05  # on the character embeddings
-    chunk: int = 128
-    batch_size: int = 32
-    lr: float = 2e-3
-    lr_min: float = 1e-4
-    clip: float = 1.0
-    epochs: int = 36
-    patience: int = 6
-    unk_noise: float = 0.001  # fraction of input chars replaced by <unk>, so the id is learnt
-    heldout_fraction: float = 0.05
-    eval_streams: int = 16
-    seed: int = 1234
-    threads: int = 1
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
-    max_minutes: float = 44.0
+    data: str = option("../shared/data/nietzsche.txt", "the text: a path or URL")
+    out: str = option("", "output model folder (empty: a new runs/chargen-<time> folder, "
+                          "never the served models/)")
+    replace_served: bool = option(False, "allow --out inside the served models/ folder")
+    name: str = option("chargen", "the model's name in the manifest (requests' `model` field)")
+    cell: str = option("lstm", "recurrent cell: lstm | gru | rnn")
+    sha256: str | None = option(None, "expected sha256 of the data file (checked when given)")
+    emb_dim: int = option(64, "character embedding size")
+    hidden: int = option(256, "hidden units per recurrent layer")
+    layers: int = option(2, "recurrent layers")
+    stateful: bool = option(True, "carry the (detached) state from chunk to chunk through "
+                                  "contiguous streams; --no-stateful: shuffled chunks, each "
+                                  "from a zero state")
+    dropout: float = option(0.15, "dropout between the recurrent layers and before the head")
+    emb_dropout: float = option(0.05, "dropout on the character embeddings")
+    chunk: int = option(128, "characters per truncated-BPTT chunk")
+    batch_size: int = option(32, "chunks per batch (stateful: the number of streams)")
+    lr: float = option(2e-3, "Adam learning rate at the start of the cosine schedule")
+    lr_min: float = option(1e-4, "learning-rate floor at the end of the cosine schedule")
+    clip: float = option(1.0, "gradient-norm clip")
+    epochs: int = option(36, "epochs planned (the cosine schedule spans them)")
+    patience: int = option(6, "early stopping: epochs without a better held-out loss")
+    unk_noise: float = option(0.001, "fraction of input chars replaced by <unk>, so the id "
+                                     "is learnt")
+    heldout_fraction: float = option(0.05, "the last fraction of the text, held out")
+    eval_streams: int = option(16, "held-out text cut into this many streams for scoring")
+    seed: int = option(1234, "random seed")
+    threads: int = option(1, "torch CPU threads")
+    device: str = option("auto", "auto (CUDA when present) | cpu | cuda")
+    max_minutes: float = option(44.0, "wall-clock budget for training (checked after each "
+                                      "epoch)")
+    max_steps: int = option(0, "stop after this many optimizer steps in total (0: no limit); "
+                               "the model is still exported and evaluated")
 
 
 def chunk_batches(ids: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
@@ -116,44 +133,47 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
+    t_start = time.time()
     text = load_text(cfg.data, cfg.sha256).lower()
     split = int(len(text) * (1 - cfg.heldout_fraction))
     train_text, held_text = text[:split], text[split:]
-    vocab = CharVocab.build(train_text)
-    train_ids = torch.tensor(vocab.encode(train_text)[0], dtype=torch.long)
-    held_ids = torch.tensor(vocab.encode(held_text)[0], dtype=torch.long)
+    with Progress(3, "data", unit="part") as prog:
+        vocab = CharVocab.build(train_text)
+        prog.update()
+        train_ids = torch.tensor(vocab.encode(train_text)[0], dtype=torch.long)
+        prog.update()
+        held_ids = torch.tensor(vocab.encode(held_text)[0], dtype=torch.long)
+        prog.update()
     mcfg = CharConfig(vocab_size=vocab.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
                       layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell,
                       emb_dropout=cfg.emb_dropout)
     model = CharLSTM(mcfg)
-    dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                       else ("cpu" if cfg.device == "auto" else cfg.device))
+    dev = pick_device(cfg.device)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps_per_epoch = batches_per_epoch(len(train_ids), cfg)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = planned_steps(steps_per_epoch, cfg.epochs, cfg.max_steps)
     gen = torch.Generator().manual_seed(cfg.seed)
-    best, best_state, best_epoch, history = float("inf"), None, 0, []
-    t_start, step = time.time(), 0
+    stop = Stopping(cfg.patience, cfg.max_minutes, cfg.max_steps, higher_is_better=False,
+                    start=t_start)
+    best_state, history, step = None, [], 0
     n_params = sum(p.numel() for p in model.parameters())
     print(f"chargen: vocab {vocab.vocab_size}, train {len(train_ids):,} chars, held-out "
-          f"{len(held_ids):,}, {n_params:,} params", flush=True)
+          f"{len(held_ids):,}, {n_params:,} params, {'stateful' if cfg.stateful else 'zero-state'}"
+          f" chunks, {steps_per_epoch} steps/epoch, {total_steps} steps planned", flush=True)
+    prog = Progress(total_steps, "train")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0, tot, n_batches, state = time.time(), 0.0, 0, None
-        batches = chunk_batches(train_ids, cfg, gen)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}", leave=False,
-                   disable=not sys.stderr.isatty())
-        for x, y, carry in bar:
+        prog.set_postfix(f"epoch {epoch}/{cfg.epochs}")
+        for x, y, carry in chunk_batches(train_ids, cfg, gen):
             x = x.clone()
             if cfg.unk_noise > 0:
                 noise = torch.rand(x.shape, generator=gen) < cfg.unk_noise
                 x[noise] = vocab.unk_id
-            progress = min(step / total_steps, 1.0)
-            lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
-            for g in opt.param_groups:
-                g["lr"] = lr
+            lr = cosine_lr(step, total_steps, cfg.lr, cfg.lr_min)
+            set_lr(opt, lr)
             if not carry:
                 state = None
             logits, state = model(x.to(dev), state)
@@ -166,20 +186,22 @@ def train(cfg: TrainConfig) -> dict:
             step += 1
             n_batches += 1
             tot += loss.item()
+            prog.update()
+            if stop.out_of_steps(step):
+                break
         val = heldout_loss(model, held_ids.to(dev), cfg.eval_streams)
-        history.append({"epoch": epoch, "train_loss": tot / n_batches, "heldout_loss": val,
+        history.append({"epoch": epoch, "train_loss": round(tot / n_batches, 4),
+                        "heldout_loss": round(val, 4), "lr": lr, "steps": n_batches,
                         "seconds": round(time.time() - t0, 1)})
         print(f"epoch {epoch:2d} train {tot / n_batches:.4f} held-out {val:.4f} nats/char "
               f"({val / math.log(2):.4f} bits) lr {lr:.2e} {time.time() - t0:.0f}s", flush=True)
-        if val < best:
-            best, best_epoch = val, epoch
+        if stop.improved(epoch, val):
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= cfg.patience:
-            print(f"early stop: no improvement for {cfg.patience} epochs", flush=True)
+        if stop.should_stop(epoch, step):
+            print(stop.reason, flush=True)
             break
-        if (time.time() - t_start) / 60 > cfg.max_minutes:
-            print("time budget reached", flush=True)
-            break
+    prog.close()
+    best, best_epoch = stop.best, stop.best_epoch
     model.load_state_dict(best_state)
     model.cpu().eval()
     graph = build_char_graph(model)
@@ -194,38 +216,25 @@ def train(cfg: TrainConfig) -> dict:
         "parameters": n_params,
         "data": {**source_record(cfg.data), "heldout": f"last {cfg.heldout_fraction:.0%} of text",
                  "train_chars": len(train_ids), "heldout_chars": len(held_ids)},
-        "training": {**asdict(cfg), "best_epoch": best_epoch, "history": history,
+        "training": {**asdict(cfg), "best_epoch": best_epoch, "steps": step,
+                     "stopped": stop.reason or "all epochs", "history": history,
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
         "metrics": chargen_loss_onnx(graph.SerializeToString(), vocab, held_text,
                                      streams=cfg.eval_streams, layers=cfg.layers,
-                                     hidden=cfg.hidden),
+                                     hidden=cfg.hidden, progress=True),
         "export_checks": checks,
         "state": {"layers": cfg.layers, "hidden": cfg.hidden},
     }
     write_model_folder(out, graph, vocab, manifest)
+    plot_history(history, Path(out) / "curves.png",
+                 f"{cfg.name}: char {cfg.cell.upper()} {cfg.layers}x{cfg.hidden}")
     print(json.dumps({"out": str(out), "heldout_loss": best, "best_epoch": best_epoch,
                       "export": checks}))
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in asdict(TrainConfig()).items():
-        if isinstance(v, bool):
-            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
-                           action=argparse.BooleanOptionalAction)
-        else:
-            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
-                           type=type(v) if v is not None else str,
-                           choices=CELLS if k == "cell" else None)
-    cfg = TrainConfig(**vars(p.parse_args(argv)))
-    try:
-        train(cfg)
-    except (DataError, OutputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return command_line(TrainConfig, train, __doc__, argv, choices={"cell": CELLS})
 
 
 if __name__ == "__main__":
