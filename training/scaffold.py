@@ -253,8 +253,13 @@ def plot_history(history: list[dict], path: Path | str, title: str = "") -> Path
     losses = [k for k in keys if "loss" in k]
     others = [k for k in keys if k not in losses]
     x = list(range(1, len(history) + 1))
-    fig, axes = plt.subplots(2, 1, figsize=(7, 6), sharex=True,
-                             gridspec_kw={"height_ratios": [3, 1]})
+    with_lr = any("lr" in h for h in history)
+    if with_lr:
+        fig, axes = plt.subplots(2, 1, figsize=(7, 6), sharex=True,
+                                 gridspec_kw={"height_ratios": [3, 1]})
+    else:
+        fig, ax0 = plt.subplots(figsize=(7, 4.5))
+        axes = [ax0]
     ax = axes[0]
     for k in losses:
         ax.plot(x, [h.get(k) for h in history], marker="o", ms=3, label=k)
@@ -272,11 +277,11 @@ def plot_history(history: list[dict], path: Path | str, title: str = "") -> Path
     elif losses:
         ax.legend(loc="best")
     ax.set_title(title)
-    if any("lr" in h for h in history):
+    if with_lr:
         axes[1].plot(x, [h.get("lr") for h in history], color="gray")
-    axes[1].set_ylabel("lr")
-    axes[1].set_xlabel("epoch" if "member" not in history[0] else "epoch (all members)")
-    axes[1].grid(alpha=0.3)
+        axes[1].set_ylabel("lr")
+        axes[1].grid(alpha=0.3)
+    axes[-1].set_xlabel("epoch" if "member" not in history[0] else "epoch (members in turn)")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

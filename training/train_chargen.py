@@ -2,9 +2,10 @@
 
     python -m training.train_chargen --data ../shared/data/nietzsche.txt --out models/chargen --replace-served
 
-Recipe: lowercased characters, 2-layer LSTM 256 with a 64-d embedding, trained to
-predict EVERY next character with truncated BPTT over 128-character chunks, Adam
-2e-3 with cosine decay to 1e-4, gradient clip 1.
+Recipe: lowercased characters, 2-layer LSTM 256 with a 64-d embedding (dropout 0.05
+on it, 0.15 between the layers and before the head), trained to predict EVERY next
+character with truncated BPTT over 128-character chunks in batches of 32, Adam 2e-3
+with cosine decay to 1e-4, gradient clip 1.
 
 Stateful (the default, ``--stateful``): the training text is laid out as
 ``batch_size`` contiguous streams side by side; each epoch walks them in order, one
