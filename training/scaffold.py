@@ -183,6 +183,13 @@ class Progress:
         return (f"{self.desc}: {self.unit} {self.n}/{self.total}{pct}{post}, "
                 f"{_clock(time.time() - self.start)} elapsed{tail}")
 
+    def write(self, message: str) -> None:
+        """Print a line (to stdout) without breaking the bar."""
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stdout)
+        else:
+            print(message, flush=True)
+
     def set_postfix(self, text: str) -> None:
         self.postfix = text
         if self.bar is not None:

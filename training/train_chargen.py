@@ -194,12 +194,12 @@ def train(cfg: TrainConfig) -> dict:
         history.append({"epoch": epoch, "train_loss": round(tot / n_batches, 4),
                         "heldout_loss": round(val, 4), "lr": lr, "steps": n_batches,
                         "seconds": round(time.time() - t0, 1)})
-        print(f"epoch {epoch:2d} train {tot / n_batches:.4f} held-out {val:.4f} nats/char "
-              f"({val / math.log(2):.4f} bits) lr {lr:.2e} {time.time() - t0:.0f}s", flush=True)
+        prog.write(f"epoch {epoch:2d} train {tot / n_batches:.4f} held-out {val:.4f} nats/char "
+                   f"({val / math.log(2):.4f} bits) lr {lr:.2e} {time.time() - t0:.0f}s")
         if stop.improved(epoch, val):
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if stop.should_stop(epoch, step):
-            print(stop.reason, flush=True)
+            prog.write(stop.reason)
             break
     prog.close()
     best, best_epoch = stop.best, stop.best_epoch

@@ -231,6 +231,7 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
         if cfg.ema > 0 else None)
     lengths = [len(s) for s in tr_x]
     m_start = time.time()
+    say = prog.write if prog is not None else (lambda m: print(m, flush=True))
     # the whole run's budget is checked here; the member's own share below
     stop = Stopping(cfg.patience, cfg.max_minutes, max_steps, higher_is_better=True,
                     start=t_start)
@@ -268,15 +269,15 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
         history.append({"epoch": epoch, "train_loss": round(tot / n_batches, 4),
                         "val_accuracy": round(acc, 4), "val_loss": round(vloss, 4),
                         "lr": lr, "steps": n_batches, "seconds": round(time.time() - t0, 1)})
-        print(f"[seed {seed}] epoch {epoch} train loss {tot / n_batches:.4f} val acc "
-              f"{acc:.4f} val loss {vloss:.4f} lr {lr:.1e} {time.time() - t0:.0f}s", flush=True)
+        say(f"[seed {seed}] epoch {epoch} train loss {tot / n_batches:.4f} val acc "
+            f"{acc:.4f} val loss {vloss:.4f} lr {lr:.1e} {time.time() - t0:.0f}s")
         if stop.improved(epoch, acc):
             best_state = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
         if stop.should_stop(epoch, step):
-            print(stop.reason, flush=True)
+            say(stop.reason)
             break
         if (time.time() - m_start) / 60 > minutes:
-            print("time budget reached", flush=True)
+            say("time budget reached")
             break
     model.load_state_dict(best_state)
     model.cpu().eval()  # export and checks run on the CPU
