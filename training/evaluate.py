@@ -34,15 +34,27 @@ def ort_session(model: bytes | str, threads: int = 1):
     return runtime.session(model, threads=threads)
 
 
+def _steps(n: int, desc: str, progress: bool):
+    """range(n), with a training-style progress report when ``progress``."""
+    if not progress:
+        return range(n)
+    from training.scaffold import track
+
+    return track(range(n), desc, total=n, unit="step")
+
+
 def sentiment_probabilities_onnx(model: bytes | str, tok: WordTokenizer, texts: list[str],
-                                 batch_size: int = 64) -> tuple[np.ndarray, list]:
+                                 batch_size: int = 64, progress: bool = False
+                                 ) -> tuple[np.ndarray, list]:
     """P(positive) of every text through ONNX Runtime (batched by length), and the
     encodings (``truncated``, ``n_tokens_total``)."""
     sess = ort_session(model)
     enc = [tok.encode(t, offsets=False) for t in texts]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
     probs = np.zeros(len(enc), dtype=np.float32)
-    for i in range(0, len(order), batch_size):
+    n_batches = -(-len(order) // batch_size)
+    for k_batch in _steps(n_batches, "evaluate", progress):
+        i = k_batch * batch_size
         b = order[i : i + batch_size]
         ids, lens = runtime.pad_rows([enc[j].ids for j in b], tok.unk_id)
         probs[b] = sess.run(["probability"], {"input_ids": ids, "lengths": lens})[0]
@@ -50,9 +62,10 @@ def sentiment_probabilities_onnx(model: bytes | str, tok: WordTokenizer, texts: 
 
 
 def sentiment_accuracy_onnx(model: bytes | str, tok: WordTokenizer, reviews: list[Review],
-                            batch_size: int = 64) -> dict:
+                            batch_size: int = 64, progress: bool = False) -> dict:
     t0 = time.time()
-    probs, enc = sentiment_probabilities_onnx(model, tok, [r.text for r in reviews], batch_size)
+    probs, enc = sentiment_probabilities_onnx(model, tok, [r.text for r in reviews], batch_size,
+                                              progress)
     labels = np.array([r.label for r in reviews])
     correct = (probs > 0.5).astype(int) == labels
     long = np.array([e.truncated for e in enc])
@@ -91,7 +104,7 @@ def negation_accuracy_onnx(model: bytes | str, tok: WordTokenizer, items: list[d
 
 
 def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: int = 16,
-                      layers: int = 2, hidden: int = 256) -> dict:
+                      layers: int = 2, hidden: int = 256, progress: bool = False) -> dict:
     sess = ort_session(model)
     ids = np.array(vocab.encode(text)[0], dtype=np.int64)
     n = (len(ids) - 1) // streams
@@ -102,7 +115,7 @@ def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: 
     lens = np.ones(streams, np.int64)
     nll = 0.0
     t0 = time.time()
-    for t in range(n):
+    for t in _steps(n, "evaluate held-out", progress):
         feed = {"input_ids": x[:, t : t + 1], "lengths": lens, "h0": h, "c0": c}
         logits, h, c = sess.run(None, feed)
         logp = runtime.log_softmax(logits)

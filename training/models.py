@@ -106,8 +106,9 @@ class CharConfig:
     emb_dim: int = 64
     hidden: int = 256
     layers: int = 2
-    dropout: float = 0.1
+    dropout: float = 0.1  # between the recurrent layers and before the head
     cell: str = "lstm"
+    emb_dropout: float | None = None  # on the embeddings; None: the same as ``dropout``
 
 
 class CharLSTM(nn.Module):
@@ -117,6 +118,7 @@ class CharLSTM(nn.Module):
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.rnn = recurrent_layer(cfg.cell, cfg.emb_dim, cfg.hidden, cfg.layers, cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
+        self.emb_drop = nn.Dropout(cfg.dropout if cfg.emb_dropout is None else cfg.emb_dropout)
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
 
     def run_rnn(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -131,5 +133,5 @@ class CharLSTM(nn.Module):
     def forward(self, ids: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """ids [B, T] -> (logits [B, T, V], (h, c) each [layers, B, H])."""
-        y, state = self.run_rnn(self.drop(self.embedding(ids)), state)
+        y, state = self.run_rnn(self.emb_drop(self.embedding(ids)), state)
         return self.head(self.drop(y)), state

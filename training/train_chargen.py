@@ -2,10 +2,19 @@
 
     python -m training.train_chargen --data ../shared/data/nietzsche.txt --out models/chargen --replace-served
 
-Recipe (defaults reproduce the committed model): lowercased characters, 2-layer
-LSTM 256 with a 64-d embedding, dropout 0.1, trained to predict EVERY next character
-of contiguous 128-character chunks (truncated BPTT; a fresh random offset each
-epoch so chunk borders move), Adam 2e-3 with cosine decay to 1e-4, gradient clip 1.
+Recipe: lowercased characters, 2-layer LSTM 256 with a 64-d embedding (dropout 0.05
+on it, 0.15 between the layers and before the head), trained to predict EVERY next
+character with truncated BPTT over 128-character chunks in batches of 32, Adam 2e-3
+with cosine decay to 1e-4, gradient clip 1.
+
+Stateful (the default, ``--stateful``): the training text is laid out as
+``batch_size`` contiguous streams side by side; each epoch walks them in order, one
+chunk at a time, and each chunk starts from the (detached) state the previous chunk
+ended with, so the model learns to use context longer than a chunk, as it is used
+when serving. The state is reset at the start of each epoch, and the streams start
+at a fresh random offset each epoch so chunk borders move. ``--no-stateful`` is the
+older recipe: chunks in random order, each from a zero state.
+
 Held-out = the last 5 % of the text, scored with the state carried through it (the
 way the service uses the model: prefill, then one step per character). Early stopping
 keeps the best held-out epoch.
@@ -13,53 +22,98 @@ keeps the best held-out epoch.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from seqcore.tokenizer import CharVocab
-from training.data import DataError, load_text, source_record
+from training.data import load_text, source_record
 from training.evaluate import chargen_loss_onnx
 from training.export import build_char_graph, check_char
-from training.manifest import OutputError, run_folder, write_model_folder
+from training.manifest import run_folder, write_model_folder
 from training.models import CELLS, CharConfig, CharLSTM
+from training.scaffold import (
+    Progress,
+    Stopping,
+    command_line,
+    cosine_lr,
+    option,
+    pick_device,
+    planned_steps,
+    plot_history,
+    set_lr,
+    set_threads,
+)
 
 
 @dataclass
 class TrainConfig:
-    data: str = "../shared/data/nietzsche.txt"
-    out: str = ""  # default: a new runs/chargen-<time> folder, never the served models/
-    replace_served: bool = False  # allow --out inside the served models/ folder
-    name: str = "chargen"  # the model's name in the manifest (requests' `model` field)
-    cell: str = "lstm"  # recurrent cell: lstm | gru | rnn
-    sha256: str | None = None
-    emb_dim: int = 64
-    hidden: int = 256
-    layers: int = 2
-    dropout: float = 0.1
-    chunk: int = 128
-    batch_size: int = 64
-    lr: float = 2e-3
-    lr_min: float = 1e-4
-    clip: float = 1.0
-    epochs: int = 36
-    patience: int = 6
-    unk_noise: float = 0.001  # fraction of input chars replaced by <unk>, so the id is learnt
-    heldout_fraction: float = 0.05
-    eval_streams: int = 16
-    seed: int = 1234
-    threads: int = 1
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
-    max_minutes: float = 44.0
+    data: str = option("../shared/data/nietzsche.txt", "the text: a path or URL")
+    out: str = option("", "output model folder (empty: a new runs/chargen-<time> folder, "
+                          "never the served models/)")
+    replace_served: bool = option(False, "allow --out inside the served models/ folder")
+    name: str = option("chargen", "the model's name in the manifest (requests' `model` field)")
+    cell: str = option("lstm", "recurrent cell: lstm | gru | rnn")
+    sha256: str | None = option(None, "expected sha256 of the data file (checked when given)")
+    emb_dim: int = option(64, "character embedding size")
+    hidden: int = option(256, "hidden units per recurrent layer")
+    layers: int = option(2, "recurrent layers")
+    stateful: bool = option(True, "carry the (detached) state from chunk to chunk through "
+                                  "contiguous streams; --no-stateful: shuffled chunks, each "
+                                  "from a zero state")
+    dropout: float = option(0.15, "dropout between the recurrent layers and before the head")
+    emb_dropout: float = option(0.05, "dropout on the character embeddings")
+    chunk: int = option(128, "characters per truncated-BPTT chunk")
+    batch_size: int = option(32, "chunks per batch (stateful: the number of streams)")
+    lr: float = option(2e-3, "Adam learning rate at the start of the cosine schedule")
+    lr_min: float = option(1e-4, "learning-rate floor at the end of the cosine schedule")
+    clip: float = option(1.0, "gradient-norm clip")
+    epochs: int = option(36, "epochs planned (the cosine schedule spans them)")
+    patience: int = option(6, "early stopping: epochs without a better held-out loss")
+    unk_noise: float = option(0.001, "fraction of input chars replaced by <unk>, so the id "
+                                     "is learnt")
+    heldout_fraction: float = option(0.05, "the last fraction of the text, held out")
+    eval_streams: int = option(16, "held-out text cut into this many streams for scoring")
+    seed: int = option(1234, "random seed")
+    threads: int = option(1, "torch CPU threads")
+    device: str = option("auto", "auto (CUDA when present) | cpu | cuda")
+    max_minutes: float = option(44.0, "wall-clock budget for training (checked after each "
+                                      "epoch)")
+    max_steps: int = option(0, "stop after this many optimizer steps in total (0: no limit); "
+                               "the model is still exported and evaluated")
+
+
+def chunk_batches(ids: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):
+    """One epoch of (x, y) batches, each [batch, <=chunk], and whether the batch
+    continues the previous one's streams (so its state should be carried)."""
+    offset = int(torch.randint(0, cfg.chunk, (1,), generator=gen))
+    if cfg.stateful:
+        n = (len(ids) - 1 - offset) // cfg.batch_size  # chars per stream
+        x = ids[offset : offset + n * cfg.batch_size].view(cfg.batch_size, n)
+        y = ids[offset + 1 : offset + 1 + n * cfg.batch_size].view(cfg.batch_size, n)
+        for t in range(0, n, cfg.chunk):
+            yield x[:, t : t + cfg.chunk], y[:, t : t + cfg.chunk], t > 0
+        return
+    n_chunks = (len(ids) - 1 - cfg.chunk) // cfg.chunk
+    starts = offset + torch.arange(n_chunks) * cfg.chunk
+    starts = starts[torch.randperm(n_chunks, generator=gen)]
+    for i in range(0, n_chunks, cfg.batch_size):
+        idx = starts[i : i + cfg.batch_size].unsqueeze(1) + torch.arange(cfg.chunk + 1)
+        seq = ids[idx]
+        yield seq[:, :-1], seq[:, 1:], False
+
+
+def batches_per_epoch(n_ids: int, cfg: TrainConfig) -> int:
+    if cfg.stateful:  # the largest count over the random offsets
+        return math.ceil(((n_ids - 1) // cfg.batch_size) / cfg.chunk)
+    return math.ceil(((n_ids - 1 - cfg.chunk) // cfg.chunk) / cfg.batch_size)
 
 
 def heldout_loss(model: CharLSTM, ids: torch.Tensor, streams: int) -> float:
@@ -80,71 +134,75 @@ def train(cfg: TrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
+    t_start = time.time()
     text = load_text(cfg.data, cfg.sha256).lower()
     split = int(len(text) * (1 - cfg.heldout_fraction))
     train_text, held_text = text[:split], text[split:]
-    vocab = CharVocab.build(train_text)
-    train_ids = torch.tensor(vocab.encode(train_text)[0], dtype=torch.long)
-    held_ids = torch.tensor(vocab.encode(held_text)[0], dtype=torch.long)
+    with Progress(3, "data", unit="part") as prog:
+        vocab = CharVocab.build(train_text)
+        prog.update()
+        train_ids = torch.tensor(vocab.encode(train_text)[0], dtype=torch.long)
+        prog.update()
+        held_ids = torch.tensor(vocab.encode(held_text)[0], dtype=torch.long)
+        prog.update()
     mcfg = CharConfig(vocab_size=vocab.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
-                      layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell)
+                      layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell,
+                      emb_dropout=cfg.emb_dropout)
     model = CharLSTM(mcfg)
-    dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                       else ("cpu" if cfg.device == "auto" else cfg.device))
+    dev = pick_device(cfg.device)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    n_chunks = (len(train_ids) - 1 - cfg.chunk) // cfg.chunk
-    steps_per_epoch = math.ceil(n_chunks / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+    steps_per_epoch = batches_per_epoch(len(train_ids), cfg)
+    total_steps = planned_steps(steps_per_epoch, cfg.epochs, cfg.max_steps)
     gen = torch.Generator().manual_seed(cfg.seed)
-    best, best_state, best_epoch, history = float("inf"), None, 0, []
-    t_start, step = time.time(), 0
+    stop = Stopping(cfg.patience, cfg.max_minutes, cfg.max_steps, higher_is_better=False,
+                    start=t_start)
+    best_state, history, step = None, [], 0
     n_params = sum(p.numel() for p in model.parameters())
     print(f"chargen: vocab {vocab.vocab_size}, train {len(train_ids):,} chars, held-out "
-          f"{len(held_ids):,}, {n_params:,} params", flush=True)
+          f"{len(held_ids):,}, {n_params:,} params, {'stateful' if cfg.stateful else 'zero-state'}"
+          f" chunks, {steps_per_epoch} steps/epoch, {total_steps} steps planned", flush=True)
+    prog = Progress(total_steps, "train")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        offset = int(torch.randint(0, cfg.chunk, (1,), generator=gen))
-        starts = offset + torch.arange(n_chunks) * cfg.chunk
-        starts = starts[torch.randperm(n_chunks, generator=gen)]
-        t0, tot = time.time(), 0.0
-        bar = tqdm(range(0, n_chunks, cfg.batch_size), desc=f"epoch {epoch}", leave=False,
-                   disable=not sys.stderr.isatty())
-        for i in bar:
-            s = starts[i : i + cfg.batch_size]
-            idx = s.unsqueeze(1) + torch.arange(cfg.chunk + 1)
-            seq = train_ids[idx]
-            x, y = seq[:, :-1].clone(), seq[:, 1:]
+        t0, tot, n_batches, state = time.time(), 0.0, 0, None
+        prog.set_postfix(f"epoch {epoch}/{cfg.epochs}")
+        for x, y, carry in chunk_batches(train_ids, cfg, gen):
+            x = x.clone()
             if cfg.unk_noise > 0:
                 noise = torch.rand(x.shape, generator=gen) < cfg.unk_noise
                 x[noise] = vocab.unk_id
-            progress = step / total_steps
-            lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            logits, _ = model(x.to(dev))
+            lr = cosine_lr(step, total_steps, cfg.lr, cfg.lr_min)
+            set_lr(opt, lr)
+            if not carry:
+                state = None
+            logits, state = model(x.to(dev), state)
+            state = (state[0].detach(), state[1].detach())
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.to(dev).reshape(-1))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
             step += 1
+            n_batches += 1
             tot += loss.item()
+            prog.update()
+            if stop.out_of_steps(step):
+                break
         val = heldout_loss(model, held_ids.to(dev), cfg.eval_streams)
-        history.append({"epoch": epoch, "train_loss": tot / steps_per_epoch, "heldout_loss": val,
+        history.append({"epoch": epoch, "train_loss": round(tot / n_batches, 4),
+                        "heldout_loss": round(val, 4), "lr": lr, "steps": n_batches,
                         "seconds": round(time.time() - t0, 1)})
-        print(f"epoch {epoch:2d} train {tot / steps_per_epoch:.4f} held-out {val:.4f} nats/char "
-              f"({val / math.log(2):.4f} bits) lr {lr:.2e} {time.time() - t0:.0f}s", flush=True)
-        if val < best:
-            best, best_epoch = val, epoch
+        prog.write(f"epoch {epoch:2d} train {tot / n_batches:.4f} held-out {val:.4f} nats/char "
+                   f"({val / math.log(2):.4f} bits) lr {lr:.2e} {time.time() - t0:.0f}s")
+        if stop.improved(epoch, val):
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif epoch - best_epoch >= cfg.patience:
-            print(f"early stop: no improvement for {cfg.patience} epochs", flush=True)
+        if stop.should_stop(epoch, step):
+            prog.write(stop.reason)
             break
-        if (time.time() - t_start) / 60 > cfg.max_minutes:
-            print("time budget reached", flush=True)
-            break
+    prog.close()
+    best, best_epoch = stop.best, stop.best_epoch
     model.load_state_dict(best_state)
     model.cpu().eval()
     graph = build_char_graph(model)
@@ -159,38 +217,25 @@ def train(cfg: TrainConfig) -> dict:
         "parameters": n_params,
         "data": {**source_record(cfg.data), "heldout": f"last {cfg.heldout_fraction:.0%} of text",
                  "train_chars": len(train_ids), "heldout_chars": len(held_ids)},
-        "training": {**asdict(cfg), "best_epoch": best_epoch, "history": history,
+        "training": {**asdict(cfg), "best_epoch": best_epoch, "steps": step,
+                     "stopped": stop.reason or "all epochs", "history": history,
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
         "metrics": chargen_loss_onnx(graph.SerializeToString(), vocab, held_text,
                                      streams=cfg.eval_streams, layers=cfg.layers,
-                                     hidden=cfg.hidden),
+                                     hidden=cfg.hidden, progress=True),
         "export_checks": checks,
         "state": {"layers": cfg.layers, "hidden": cfg.hidden},
     }
     write_model_folder(out, graph, vocab, manifest)
+    plot_history(history, Path(out) / "curves.png",
+                 f"{cfg.name}: char {cfg.cell.upper()} {cfg.layers}x{cfg.hidden}")
     print(json.dumps({"out": str(out), "heldout_loss": best, "best_epoch": best_epoch,
                       "export": checks}))
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in asdict(TrainConfig()).items():
-        if isinstance(v, bool):
-            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
-                           action=argparse.BooleanOptionalAction)
-        else:
-            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
-                           type=type(v) if v is not None else str,
-                           choices=CELLS if k == "cell" else None)
-    cfg = TrainConfig(**vars(p.parse_args(argv)))
-    try:
-        train(cfg)
-    except (DataError, OutputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return command_line(TrainConfig, train, __doc__, argv, choices={"cell": CELLS})
 
 
 if __name__ == "__main__":

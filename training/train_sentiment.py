@@ -1,9 +1,9 @@
 """Train the IMDB sentiment classifier (biLSTM + dot-product attention), export to ONNX.
 
-    python -m training.train_sentiment --data ../shared/data/aclImdb_v1_labeled.tar.gz \
+    python -m training.train_sentiment --data ../shared/data/aclImdb_v1_labeled.tar.gz \\
         --out models/sentiment --replace-served
 
-Recipe (defaults reproduce the committed model): the tokenizer of app/tokenizer.py,
+Recipe (defaults reproduce the committed model): the tokenizer of seqcore/tokenizer.py,
 a 20k-word vocabulary from the training split, reviews up to 800 tokens (98 % of
 IMDB reviews fit; longer ones keep their first 200 and last 600 tokens), Embedding
 128 -> biLSTM 128 -> attention -> dense. The embedding starts from the training
@@ -19,11 +19,9 @@ Runtime on the exported graph (README "Training" has the ablation).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,8 +30,8 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from seqcore.runtime import pad_rows
 from seqcore.tokenizer import WordTokenizer, tokenize
 from training.augment import generate
 from training.data import DataError, load_imdb, source_record, split_train_val
@@ -45,46 +43,73 @@ from training.export import (
     check_sentiment,
     sentiment_from_graph,
 )
-from training.manifest import OutputError, run_folder, write_model_folder
+from training.manifest import run_folder, write_model_folder
 from training.models import CELLS, SentimentConfig, SentimentLSTM
+from training.scaffold import (
+    Progress,
+    Stopping,
+    command_line,
+    cosine_lr,
+    option,
+    pick_device,
+    planned_steps,
+    plot_history,
+    set_lr,
+    set_threads,
+    track,
+)
 
 
 @dataclass
 class TrainConfig:
-    data: str = "../shared/data/aclImdb_v1_labeled.tar.gz"
-    out: str = ""  # default: a new runs/sentiment-<time> folder, never the served models/
-    replace_served: bool = False  # allow --out inside the served models/ folder
-    name: str = "sentiment"  # the model's name in the manifest (requests' `model` field)
-    cell: str = "lstm"  # recurrent cell: lstm | gru | rnn
-    sha256: str | None = None
-    init_from: str = ""  # a model folder: start from its vocabulary and weights (fine-tune)
-    augment: int = 0  # negation-augmentation sentences added to the training split
-    max_vocab: int = 20000
-    min_count: int = 2
-    max_len: int = 800
-    head_len: int = 200
-    emb_dim: int = 128
-    hidden: int = 128
-    emb_dropout: float = 0.3
-    out_dropout: float = 0.5
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_min: float = 5e-5
-    weight_decay: float = 0.0
-    word_dropout: float = 0.1  # fraction of training tokens replaced by <unk>
-    ema: float = 0.99  # if > 0, evaluate/export an exponential moving average of the weights
-    members: int = 1  # > 1: train that many seeds and export the mean of their outputs
-    nb_init: float = 1.0  # > 0: embedding dim 0 starts as the words' NB log-count ratio
-    w2v_epochs: int = 5  # > 0: other embedding dims start from word2vec on the train split
-    clip: float = 1.0
-    epochs: int = 6
-    patience: int = 2
-    val_fraction: float = 0.1
-    seed: int = 1234
-    threads: int = 1
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda
-    max_minutes: float = 40.0
-    test: bool = True  # report test accuracy (ONNX Runtime) at the end
+    data: str = option("../shared/data/aclImdb_v1_labeled.tar.gz",
+                       "the IMDB archive or extracted folder: a path or URL")
+    out: str = option("", "output model folder (empty: a new runs/sentiment-<time> folder, "
+                          "never the served models/)")
+    replace_served: bool = option(False, "allow --out inside the served models/ folder")
+    name: str = option("sentiment", "the model's name in the manifest (requests' `model` "
+                                    "field)")
+    cell: str = option("lstm", "recurrent cell: lstm | gru | rnn")
+    sha256: str | None = option(None, "expected sha256 of the data archive (checked when "
+                                      "given)")
+    init_from: str = option("", "a model folder: start from its vocabulary and weights "
+                                "(fine-tune)")
+    augment: int = option(0, "negation-augmentation sentences added to the training split")
+    max_vocab: int = option(20000, "vocabulary size (most frequent training words)")
+    min_count: int = option(2, "a word needs this many training occurrences to get an id")
+    max_len: int = option(800, "tokens read per review (longer: head + tail)")
+    head_len: int = option(200, "of a longer review, the first this many tokens are kept "
+                                "(the rest from its end)")
+    emb_dim: int = option(128, "word embedding size")
+    hidden: int = option(128, "hidden units per direction")
+    emb_dropout: float = option(0.3, "dropout on the word embeddings")
+    out_dropout: float = option(0.5, "dropout before the output layer")
+    batch_size: int = option(64, "reviews per batch")
+    lr: float = option(1e-3, "Adam learning rate at the start of the cosine schedule")
+    lr_min: float = option(5e-5, "learning-rate floor at the end of the cosine schedule")
+    weight_decay: float = option(0.0, "Adam weight decay")
+    word_dropout: float = option(0.1, "fraction of training tokens replaced by <unk>")
+    ema: float = option(0.99, "if > 0, evaluate/export an exponential moving average of the "
+                              "weights with this decay")
+    members: int = option(1, "> 1: train that many seeds and export the mean of their outputs")
+    nb_init: float = option(1.0, "> 0: embedding dim 0 starts as the words' naive-Bayes "
+                                 "log-count ratio (times this)")
+    w2v_epochs: int = option(5, "> 0: the other embedding dims start from word2vec on the "
+                                "train split, this many epochs")
+    clip: float = option(1.0, "gradient-norm clip")
+    epochs: int = option(6, "epochs planned per member (the cosine schedule spans them)")
+    patience: int = option(2, "early stopping: epochs without a better validation accuracy")
+    val_fraction: float = option(0.1, "fraction of the train split held out for validation "
+                                      "(fixed seed)")
+    seed: int = option(1234, "random seed (member i uses seed + i)")
+    threads: int = option(1, "torch CPU threads")
+    device: str = option("auto", "auto (CUDA when present) | cpu | cuda")
+    max_minutes: float = option(40.0, "wall-clock budget for the whole run (checked after "
+                                      "each epoch)")
+    max_steps: int = option(0, "stop after this many optimizer steps in total, shared among "
+                               "the members (0: no limit); the model is still exported and "
+                               "evaluated")
+    test: bool = option(True, "report test accuracy (ONNX Runtime) at the end")
 
 
 def length_batches(lengths: list[int], batch_size: int, rng: random.Random,
@@ -103,14 +128,9 @@ def length_batches(lengths: list[int], batch_size: int, rng: random.Random,
 
 
 def collate(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    lens = [max(1, len(s)) for s in seqs]
-    ids = torch.zeros(len(seqs), max(lens), dtype=torch.long)
-    for b, s in enumerate(seqs):
-        if s:
-            ids[b, : len(s)] = torch.tensor(s)
-        else:
-            ids[b, 0] = 1  # an empty review reads as one unknown token
-    return ids, torch.tensor(lens)
+    """A padded batch, as the service pads one (an empty review: one ``<unk>``)."""
+    ids, lens = pad_rows(seqs, WordTokenizer.unk_id)
+    return torch.from_numpy(ids), torch.from_numpy(lens)
 
 
 def evaluate_torch(model: torch.nn.Module, seqs: list[list[int]], labels: list[int],
@@ -138,10 +158,20 @@ def word2vec_init(texts: list[list[str]], tok: WordTokenizer, dim: int, epochs: 
     import zlib
 
     from gensim.models import Word2Vec
+    from gensim.models.callbacks import CallbackAny2Vec
 
-    w2v = Word2Vec(texts, vector_size=dim, window=5, min_count=1, sg=1, negative=5,
-                   epochs=epochs, workers=1, seed=seed,
-                   hashfxn=lambda s: zlib.crc32(s.encode()))
+    class _EpochProgress(CallbackAny2Vec):
+        def __init__(self, prog: Progress):
+            self.prog = prog
+
+        def on_epoch_end(self, model) -> None:
+            self.prog.update()
+
+    with Progress(epochs, "word2vec", unit="epoch") as prog:
+        w2v = Word2Vec(texts, vector_size=dim, window=5, min_count=1, sg=1, negative=5,
+                       epochs=epochs, workers=1, seed=seed,
+                       hashfxn=lambda s: zlib.crc32(s.encode()),
+                       callbacks=[_EpochProgress(prog)])
     g = torch.Generator().manual_seed(seed)
     out = torch.randn(tok.vocab_size, dim, generator=g)
     known = [i for i, w in enumerate(tok.itos) if w in w2v.wv.key_to_index]
@@ -149,12 +179,6 @@ def word2vec_init(texts: list[list[str]], tok: WordTokenizer, dim: int, epochs: 
     out[known] = vecs / vecs.std()
     print(f"word2vec: {len(known)} of {tok.vocab_size} words, {epochs} epochs", flush=True)
     return out
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def nb_log_count_ratio(seqs: list[list[int]], labels: list[int], vocab: int) -> torch.Tensor:
@@ -171,10 +195,12 @@ def nb_log_count_ratio(seqs: list[list[int]], labels: list[int], vocab: int) -> 
 def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list[int]],
                  tr_y: list[int], va_x: list[list[int]], va_y: list[int], t_start: float,
                  minutes: float, w2v: torch.Tensor | None = None,
-                 init: SentimentLSTM | None = None
+                 init: SentimentLSTM | None = None, max_steps: int = 0,
+                 prog: Progress | None = None
                  ) -> tuple[SentimentLSTM, float, int, list[dict]]:
-    """Train one model with ``seed`` (from ``init``'s weights when given); returns the
-    best-validation weights."""
+    """Train one model with ``seed`` (from ``init``'s weights when given) for at most
+    ``minutes`` and ``max_steps`` steps (0: no limit); returns the best-validation
+    weights."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     mcfg = SentimentConfig(vocab_size=tok.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
@@ -194,27 +220,31 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(tr_x) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    best, best_state, best_epoch, history, step = -1.0, None, 0, [], 0
+    total = planned_steps(steps_per_epoch, cfg.epochs, max_steps)
+    best_state, history, step = None, [], 0
     ema = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
         if cfg.ema > 0 else None)
     lengths = [len(s) for s in tr_x]
     m_start = time.time()
+    say = prog.write if prog is not None else (lambda m: print(m, flush=True))
+    # the whole run's budget is checked here; the member's own share below
+    stop = Stopping(cfg.patience, cfg.max_minutes, max_steps, higher_is_better=True,
+                    start=t_start)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        t0, tot = time.time(), 0.0
-        batches = length_batches(lengths, cfg.batch_size, rng)
-        for b in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty()):
+        t0, tot, n_batches = time.time(), 0.0, 0
+        if prog is not None:
+            prog.set_postfix(f"seed {seed} epoch {epoch}/{cfg.epochs}")
+        for b in length_batches(lengths, cfg.batch_size, rng):
             ids, lens = collate([tr_x[j] for j in b])
             if cfg.word_dropout > 0:
                 drop = (torch.rand(ids.shape) < cfg.word_dropout) & (ids != tok.pad_id)
                 ids = ids.masked_fill(drop, tok.unk_id)
             y = torch.tensor([tr_y[j] for j in b], dtype=torch.float, device=dev)
             ids, lens = ids.to(dev), lens.to(dev)
-            lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * step / total))
-            for g in opt.param_groups:
-                g["lr"] = lr
+            lr = cosine_lr(step, total, cfg.lr, cfg.lr_min)
+            set_lr(opt, lr)
             logit, _ = model(ids, lens)
             loss = F.binary_cross_entropy_with_logits(logit, y)
             opt.zero_grad()
@@ -225,25 +255,29 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
                 ema.update_parameters(model)
             tot += loss.item()
             step += 1
+            n_batches += 1
+            if prog is not None:
+                prog.update()
+            if stop.out_of_steps(step):
+                break
         eval_model = ema.module if ema is not None else model
         acc, vloss = evaluate_torch(eval_model, va_x, va_y)
-        history.append({"epoch": epoch, "train_loss": round(tot / len(batches), 4),
+        history.append({"epoch": epoch, "train_loss": round(tot / n_batches, 4),
                         "val_accuracy": round(acc, 4), "val_loss": round(vloss, 4),
-                        "seconds": round(time.time() - t0, 1)})
-        print(f"[seed {seed}] epoch {epoch} train loss {tot / len(batches):.4f} val acc "
-              f"{acc:.4f} val loss {vloss:.4f} lr {lr:.1e} {time.time() - t0:.0f}s", flush=True)
-        if acc > best:
-            best, best_epoch = acc, epoch
+                        "lr": lr, "steps": n_batches, "seconds": round(time.time() - t0, 1)})
+        say(f"[seed {seed}] epoch {epoch} train loss {tot / n_batches:.4f} val acc "
+            f"{acc:.4f} val loss {vloss:.4f} lr {lr:.1e} {time.time() - t0:.0f}s")
+        if stop.improved(epoch, acc):
             best_state = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
-        elif epoch - best_epoch >= cfg.patience:
-            print(f"early stop: no improvement for {cfg.patience} epochs", flush=True)
+        if stop.should_stop(epoch, step):
+            say(stop.reason)
             break
-        if (time.time() - m_start) / 60 > minutes or (time.time() - t_start) / 60 > cfg.max_minutes:
-            print("time budget reached", flush=True)
+        if (time.time() - m_start) / 60 > minutes:
+            say("time budget reached")
             break
     model.load_state_dict(best_state)
     model.cpu().eval()  # export and checks run on the CPU
-    return model, best, best_epoch, history
+    return model, stop.best, stop.best_epoch, history
 
 
 def load_init(cfg: TrainConfig) -> tuple[WordTokenizer, SentimentLSTM]:
@@ -267,7 +301,7 @@ def load_init(cfg: TrainConfig) -> tuple[WordTokenizer, SentimentLSTM]:
 def train(cfg: TrainConfig) -> dict:
     out = run_folder(cfg.out, "sentiment", cfg.replace_served)  # refused before any work
     np.random.seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     t_start = time.time()
     data = load_imdb(cfg.data, cfg.sha256)
     train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
@@ -275,32 +309,44 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.init_from:
         tok, init = load_init(cfg)
     else:
-        tok = WordTokenizer.build((r.text for r in train_set), cfg.max_vocab, cfg.min_count,
-                                  cfg.max_len, cfg.head_len)
-    tr_x = [tok.encode(r.text).ids for r in train_set]
+        tok = WordTokenizer.build((r.text for r in track(train_set, "vocabulary", unit="review")),
+                                  cfg.max_vocab, cfg.min_count, cfg.max_len, cfg.head_len)
+    tr_x = [tok.encode(r.text).ids for r in track(train_set, "encode train", unit="review")]
     tr_y = [r.label for r in train_set]
     if cfg.augment > 0:  # training split only: validation and test stay pure IMDB
         extra = generate(cfg.augment, cfg.seed)
         tr_x += [tok.encode(t).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
         print(f"negation augmentation: {len(extra)} sentences", flush=True)
-    va_x = [tok.encode(r.text).ids for r in val_set]
+    va_x = [tok.encode(r.text).ids for r in track(val_set, "encode validation", unit="review")]
     va_y = [r.label for r in val_set]
     print(f"sentiment: vocab {tok.vocab_size}, train {len(tr_x)}, val {len(va_x)}, "
           f"{cfg.members} member(s)", flush=True)
     w2v = None
     if cfg.w2v_epochs > 0 and init is None:
         dim = cfg.emb_dim - (1 if cfg.nb_init > 0 else 0)
-        w2v = word2vec_init([[t.text for t in tokenize(r.text)] for r in train_set], tok, dim,
-                            cfg.w2v_epochs, cfg.seed)
-    members, member_info = [], []
+        w2v = word2vec_init([[t.text for t in tokenize(r.text)]
+                             for r in track(train_set, "word2vec input", unit="review")],
+                            tok, dim, cfg.w2v_epochs, cfg.seed)
+    members, member_info, run_history = [], [], []
+    steps_per_epoch = math.ceil(len(tr_x) / cfg.batch_size)
+    prog = Progress(planned_steps(steps_per_epoch * cfg.members, cfg.epochs, cfg.max_steps),
+                    "train")
     for i in range(cfg.members):
         minutes = (cfg.max_minutes - (time.time() - t_start) / 60) / (cfg.members - i)
+        steps = 0
+        if cfg.max_steps > 0:  # the steps left, shared among the members left
+            left = cfg.max_steps - sum(h["steps"] for h in run_history)
+            steps = max(1, math.ceil(left / (cfg.members - i)))
         model, best, best_epoch, history = train_member(
-            cfg, cfg.seed + i, tok, tr_x, tr_y, va_x, va_y, t_start, minutes, w2v, init)
+            cfg, cfg.seed + i, tok, tr_x, tr_y, va_x, va_y, t_start, minutes, w2v, init,
+            steps, prog)
         members.append(model)
         member_info.append({"seed": cfg.seed + i, "val_accuracy": round(best, 4),
                             "best_epoch": best_epoch, "history": history})
+        run_history += [{**h, "member": cfg.seed + i} if cfg.members > 1 else h
+                        for h in history]
+    prog.close()
     if len(members) == 1:
         model = members[0]
         graph = build_sentiment_graph(model)
@@ -312,7 +358,8 @@ def train(cfg: TrainConfig) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     metrics: dict = {"val_accuracy": round(val_acc, 4)}
     if cfg.test:
-        metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"]))
+        metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"],
+                                               progress=True))
         neg = negation_accuracy_onnx(graph.SerializeToString(), tok, load_negation_set())
         metrics.update(negation_accuracy=neg["negation_accuracy"],
                        negation_by_kind={k: v["accuracy"] for k, v in neg["by_kind"].items()})
@@ -330,12 +377,14 @@ def train(cfg: TrainConfig) -> dict:
         "data": {**source_record(cfg.data), "train": len(tr_x), "validation": len(va_x),
                  "validation_split": f"{cfg.val_fraction:.0%} of train, seed {cfg.seed}",
                  "test": len(data["test"])},
-        "training": {**asdict(cfg), "members_trained": member_info,
+        "training": {**asdict(cfg), "members_trained": member_info, "history": run_history,
+                     "steps": sum(h["steps"] for h in run_history),
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
         "metrics": metrics,
         "export_checks": checks,
     }
     write_model_folder(out, graph, tok, manifest)
+    plot_history(run_history, Path(out) / "curves.png", f"{cfg.name}: {arch}")
     print(json.dumps({"out": str(out), "metrics": metrics, "members": member_info and
                       [{k: m[k] for k in ("seed", "val_accuracy", "best_epoch")}
                        for m in member_info], "export": checks}))
@@ -343,23 +392,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in asdict(TrainConfig()).items():
-        if isinstance(v, bool):
-            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
-                           action=argparse.BooleanOptionalAction)
-        else:
-            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
-                           type=type(v) if v is not None else str,
-                           choices=CELLS if k == "cell" else None)
-    cfg = TrainConfig(**vars(p.parse_args(argv)))
-    try:
-        train(cfg)
-    except (DataError, OutputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return command_line(TrainConfig, train, __doc__, argv, choices={"cell": CELLS})
 
 
 if __name__ == "__main__":
