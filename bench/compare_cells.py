@@ -52,7 +52,8 @@ def sentiment_row(folder: Path, test) -> tuple[dict, dict]:
         t0 = time.perf_counter()
         sess.run(["probability"], feed)
         times.append(time.perf_counter() - t0)
-    hist = m["training"]["members_trained"][0]["history"]
+    t = m["training"]
+    hist = t["history"] if "history" in t else t["members_trained"][0]["history"]  # older runs
     row = {"cell": m.get("cell", "lstm"), "test_accuracy": float(correct.mean()),
            "parameters": m["parameters"], "mb": (folder / "model.onnx").stat().st_size / 1e6,
            "ms_per_review": 1000 * float(np.median(times)), "epochs": len(hist),

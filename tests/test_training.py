@@ -338,26 +338,6 @@ def test_tiny_chargen_training_lowers_heldout_loss_and_evaluates(tmp_path, capsy
                manifest["metrics"]["heldout_loss_nats_per_char"]) < 1e-3
 
 
-def test_ensemble_graph_averages_members_and_stays_batch_invariant():
-    from training.export import SentimentEnsemble, build_sentiment_ensemble_graph
-
-    torch.manual_seed(3)
-    members = [SentimentLSTM(SentimentConfig(vocab_size=40, emb_dim=6, hidden=5)).eval()
-               for _ in range(2)]
-    ens = SentimentEnsemble(members).eval()
-    g = build_sentiment_ensemble_graph(ens)
-    res = check_sentiment(ens, g)
-    assert res["row_alone_vs_batch_max_abs_diff"] <= 1e-5
-    ids = np.array([[3, 4, 5, 0], [6, 7, 8, 9]], dtype=np.int64)
-    lens = np.array([3, 4], dtype=np.int64)
-    p, a = _sess(g).run(None, {"input_ids": ids, "lengths": lens})
-    singles = [_sess(build_sentiment_graph(m)).run(None, {"input_ids": ids, "lengths": lens})
-               for m in members]
-    np.testing.assert_allclose(p, np.mean([s[0] for s in singles], 0), atol=1e-6)
-    np.testing.assert_allclose(a, np.mean([s[1] for s in singles], 0), atol=1e-6)
-    assert np.allclose(a.sum(1), 1.0, atol=1e-5)
-
-
 def test_fast_id_path_gives_the_same_ids_as_the_offset_path():
     from hypothesis import given, settings
     from hypothesis import strategies as st

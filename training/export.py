@@ -67,12 +67,12 @@ def _rnn_weights(rnn: torch.nn.RNNBase, layer: int, cell: str
 
 def sentiment_from_graph(m: onnx.ModelProto, emb_dropout: float = 0.3,
                          out_dropout: float = 0.5) -> SentimentLSTM:
-    """The torch model of an exported (single-member) sentiment graph: the inverse of
+    """The torch model of an exported sentiment graph: the inverse of
     ``build_sentiment_graph``, so a served model can be trained further."""
     init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     ops = {n.op_type for n in m.graph.node} & set(_OP.values())
     if len(ops) != 1 or not {"emb", "W", "R", "B", "Wc_T", "bc", "Wo_T", "bo"} <= set(init):
-        raise ExportCheckError("not a single-member sentiment graph of this project")
+        raise ExportCheckError("not a sentiment graph of this project")
     cell = {v: k for k, v in _OP.items()}[ops.pop()]
     order = _GATES[cell]
     emb, W, R, B = init["emb"], init["W"], init["R"], init["B"]
@@ -187,24 +187,6 @@ def build_sentiment_graph(model: SentimentLSTM) -> onnx.ModelProto:
     return _finish(graph)
 
 
-class SentimentEnsemble(torch.nn.Module):
-    """Several SentimentLSTMs averaged: probability = mean of the members'
-    probabilities, attention = mean of their attention distributions (still a
-    distribution over the same tokens). ``forward`` returns the logit of the mean
-    probability, so it drops in wherever a SentimentLSTM is checked."""
-
-    def __init__(self, members: list[SentimentLSTM]):
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-        self.cfg = members[0].cfg
-
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor):
-        outs = [m(ids, lengths) for m in self.members]
-        p = torch.stack([torch.sigmoid(o[0]) for o in outs]).mean(0)
-        a = torch.stack([o[1] for o in outs]).mean(0)
-        return torch.logit(p.double()).float(), a
-
-
 def _prefixed(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> tuple[list, list]:
     def rn(name: str) -> str:
         return name if (name in keep or not name) else prefix + name
@@ -225,32 +207,6 @@ def _prefixed(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> tuple[list
         t2.name = rn(t.name)
         inits.append(t2)
     return nodes, inits
-
-
-def build_sentiment_ensemble_graph(ens: SentimentEnsemble) -> onnx.ModelProto:
-    """One graph running every member on the same inputs and averaging them."""
-    if len(ens.members) == 1:
-        return build_sentiment_graph(ens.members[0])
-    return merge_sentiment_graphs([build_sentiment_graph(m) for m in ens.members])
-
-
-def merge_sentiment_graphs(members: list[onnx.ModelProto]) -> onnx.ModelProto:
-    """Average exported sentiment graphs that share one vocabulary into one graph."""
-    nodes, inits = [], []
-    for i, g in enumerate(members):
-        n_, i_ = _prefixed(g.graph, f"m{i}_", {"input_ids", "lengths"})
-        nodes += n_
-        inits += i_
-    k = len(members)
-    nodes += [
-        helper.make_node("Mean", [f"m{i}_probability" for i in range(k)], ["probability"]),
-        helper.make_node("Mean", [f"m{i}_attention" for i in range(k)], ["attention"]),
-    ]
-    first = members[0].graph
-    graph = helper.make_graph(nodes, "sentiment_lstm_attention_ensemble",
-                              inputs=list(first.input), outputs=list(first.output),
-                              initializer=inits)
-    return _finish(graph)
 
 
 def build_char_graph(model: CharLSTM) -> onnx.ModelProto:

@@ -255,7 +255,7 @@ def plot_history(history: list[dict], path: Path | str, title: str = "") -> Path
         return None
     if not history:
         return None
-    skip = {"epoch", "seconds", "lr", "steps", "member"}
+    skip = {"epoch", "seconds", "lr", "steps"}
     keys = [k for k in history[0] if k not in skip and isinstance(history[0][k], int | float)]
     losses = [k for k in keys if "loss" in k]
     others = [k for k in keys if k not in losses]
@@ -288,7 +288,7 @@ def plot_history(history: list[dict], path: Path | str, title: str = "") -> Path
         axes[1].plot(x, [h.get("lr") for h in history], color="gray")
         axes[1].set_ylabel("lr")
         axes[1].grid(alpha=0.3)
-    axes[-1].set_xlabel("epoch" if "member" not in history[0] else "epoch (members in turn)")
+    axes[-1].set_xlabel("epoch")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

@@ -37,8 +37,6 @@ from training.augment import generate
 from training.data import DataError, load_imdb, source_record, split_train_val
 from training.evaluate import load_negation_set, negation_accuracy_onnx, sentiment_accuracy_onnx
 from training.export import (
-    SentimentEnsemble,
-    build_sentiment_ensemble_graph,
     build_sentiment_graph,
     check_sentiment,
     sentiment_from_graph,
@@ -91,24 +89,22 @@ class TrainConfig:
     word_dropout: float = option(0.1, "fraction of training tokens replaced by <unk>")
     ema: float = option(0.99, "if > 0, evaluate/export an exponential moving average of the "
                               "weights with this decay")
-    members: int = option(1, "> 1: train that many seeds and export the mean of their outputs")
     nb_init: float = option(1.0, "> 0: embedding dim 0 starts as the words' naive-Bayes "
                                  "log-count ratio (times this)")
     w2v_epochs: int = option(5, "> 0: the other embedding dims start from word2vec on the "
                                 "train split, this many epochs")
     clip: float = option(1.0, "gradient-norm clip")
-    epochs: int = option(6, "epochs planned per member (the cosine schedule spans them)")
+    epochs: int = option(6, "epochs planned (the cosine schedule spans them)")
     patience: int = option(2, "early stopping: epochs without a better validation accuracy")
     val_fraction: float = option(0.1, "fraction of the train split held out for validation "
                                       "(fixed seed)")
-    seed: int = option(1234, "random seed (member i uses seed + i)")
+    seed: int = option(1234, "random seed")
     threads: int = option(1, "torch CPU threads")
     device: str = option("auto", "auto (CUDA when present) | cpu | cuda")
     max_minutes: float = option(40.0, "wall-clock budget for the whole run (checked after "
                                       "each epoch)")
-    max_steps: int = option(0, "stop after this many optimizer steps in total, shared among "
-                               "the members (0: no limit); the model is still exported and "
-                               "evaluated")
+    max_steps: int = option(0, "stop after this many optimizer steps in total (0: no "
+                               "limit); the model is still exported and evaluated")
     test: bool = option(True, "report test accuracy (ONNX Runtime) at the end")
 
 
@@ -192,7 +188,7 @@ def nb_log_count_ratio(seqs: list[list[int]], labels: list[int], vocab: int) -> 
     return torch.tensor(r / r.std(), dtype=torch.float)
 
 
-def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list[int]],
+def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list[int]],
                  tr_y: list[int], va_x: list[list[int]], va_y: list[int], t_start: float,
                  minutes: float, w2v: torch.Tensor | None = None,
                  init: SentimentLSTM | None = None, max_steps: int = 0,
@@ -228,7 +224,7 @@ def train_member(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[lis
     lengths = [len(s) for s in tr_x]
     m_start = time.time()
     say = prog.write if prog is not None else (lambda m: print(m, flush=True))
-    # the whole run's budget is checked here; the member's own share below
+    # the whole run's budget (max_minutes, from the run's start)
     stop = Stopping(cfg.patience, cfg.max_minutes, max_steps, higher_is_better=True,
                     start=t_start)
     for epoch in range(1, cfg.epochs + 1):
@@ -320,39 +316,21 @@ def train(cfg: TrainConfig) -> dict:
         print(f"negation augmentation: {len(extra)} sentences", flush=True)
     va_x = [tok.encode(r.text).ids for r in track(val_set, "encode validation", unit="review")]
     va_y = [r.label for r in val_set]
-    print(f"sentiment: vocab {tok.vocab_size}, train {len(tr_x)}, val {len(va_x)}, "
-          f"{cfg.members} member(s)", flush=True)
+    print(f"sentiment: vocab {tok.vocab_size}, train {len(tr_x)}, val {len(va_x)}", flush=True)
     w2v = None
     if cfg.w2v_epochs > 0 and init is None:
         dim = cfg.emb_dim - (1 if cfg.nb_init > 0 else 0)
         w2v = word2vec_init([[t.text for t in tokenize(r.text)]
                              for r in track(train_set, "word2vec input", unit="review")],
                             tok, dim, cfg.w2v_epochs, cfg.seed)
-    members, member_info, run_history = [], [], []
     steps_per_epoch = math.ceil(len(tr_x) / cfg.batch_size)
-    prog = Progress(planned_steps(steps_per_epoch * cfg.members, cfg.epochs, cfg.max_steps),
-                    "train")
-    for i in range(cfg.members):
-        minutes = (cfg.max_minutes - (time.time() - t_start) / 60) / (cfg.members - i)
-        steps = 0
-        if cfg.max_steps > 0:  # the steps left, shared among the members left
-            left = cfg.max_steps - sum(h["steps"] for h in run_history)
-            steps = max(1, math.ceil(left / (cfg.members - i)))
-        model, best, best_epoch, history = train_member(
-            cfg, cfg.seed + i, tok, tr_x, tr_y, va_x, va_y, t_start, minutes, w2v, init,
-            steps, prog)
-        members.append(model)
-        member_info.append({"seed": cfg.seed + i, "val_accuracy": round(best, 4),
-                            "best_epoch": best_epoch, "history": history})
-        run_history += [{**h, "member": cfg.seed + i} if cfg.members > 1 else h
-                        for h in history]
+    prog = Progress(planned_steps(steps_per_epoch, cfg.epochs, cfg.max_steps), "train")
+    minutes = cfg.max_minutes - (time.time() - t_start) / 60
+    model, best, best_epoch, run_history = train_model(
+        cfg, cfg.seed, tok, tr_x, tr_y, va_x, va_y, t_start, minutes, w2v, init,
+        cfg.max_steps, prog)
     prog.close()
-    if len(members) == 1:
-        model = members[0]
-        graph = build_sentiment_graph(model)
-    else:
-        model = SentimentEnsemble(members).eval()
-        graph = build_sentiment_ensemble_graph(model)
+    graph = build_sentiment_graph(model)
     checks = check_sentiment(model, graph)
     val_acc, _ = evaluate_torch(model, va_x, va_y)
     n_params = sum(p.numel() for p in model.parameters())
@@ -364,11 +342,9 @@ def train(cfg: TrainConfig) -> dict:
         metrics.update(negation_accuracy=neg["negation_accuracy"],
                        negation_by_kind={k: v["accuracy"] for k, v in neg["by_kind"].items()})
     arch = f"bi{cfg.cell.upper()} {cfg.hidden} + dot-product attention, embedding {cfg.emb_dim}"
-    if cfg.members > 1:
-        arch = f"mean of {cfg.members} x ({arch}), one vocabulary"
     manifest = {
         "name": cfg.name,
-        "version": f"1.{cfg.members}.{cfg.seed}",
+        "version": f"1.1.{cfg.seed}",
         "task": "text-classification",
         "cell": cfg.cell,
         "labels": ["negative", "positive"],
@@ -377,7 +353,8 @@ def train(cfg: TrainConfig) -> dict:
         "data": {**source_record(cfg.data), "train": len(tr_x), "validation": len(va_x),
                  "validation_split": f"{cfg.val_fraction:.0%} of train, seed {cfg.seed}",
                  "test": len(data["test"])},
-        "training": {**asdict(cfg), "members_trained": member_info, "history": run_history,
+        "training": {**asdict(cfg), "best_epoch": best_epoch,
+                     "best_val_accuracy": round(best, 4), "history": run_history,
                      "steps": sum(h["steps"] for h in run_history),
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
         "metrics": metrics,
@@ -385,9 +362,8 @@ def train(cfg: TrainConfig) -> dict:
     }
     write_model_folder(out, graph, tok, manifest)
     plot_history(run_history, Path(out) / "curves.png", f"{cfg.name}: {arch}")
-    print(json.dumps({"out": str(out), "metrics": metrics, "members": member_info and
-                      [{k: m[k] for k in ("seed", "val_accuracy", "best_epoch")}
-                       for m in member_info], "export": checks}))
+    print(json.dumps({"out": str(out), "metrics": metrics, "best_epoch": best_epoch,
+                      "export": checks}))
     return manifest
 
 
