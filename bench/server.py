@@ -41,7 +41,9 @@ class ServerProcess:
     kills the process on exit if it is still running.
     """
 
-    def __init__(self, models_dir: Path, *, ready_timeout_s: float = 60.0, **settings: Any):
+    def __init__(self, models_dir: Path, *, ready_timeout_s: float = 60.0,
+                 root: Path = ROOT, **settings: Any):
+        self.root = Path(root)  # the checkout whose ``app`` runs (bench.ab: another one)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.models_dir = Path(models_dir)
@@ -59,7 +61,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ServerProcess:
-        self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=self.env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=self.root, env=self.env,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         return self

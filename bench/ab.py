@@ -1,0 +1,64 @@
+"""/sentiment of this checkout against another one (e.g. the previous main), in one
+run: both servers up side by side on the same models, the same load generator, rounds
+interleaved (A, B, A, B, ...), medians.
+
+    git worktree add /tmp/seqserve-base <ref>
+    python -m bench.ab --baseline /tmp/seqserve-base [--concurrency 32] [--rounds 5]
+
+Only the servers differ: each runs ``python -m app`` from its own checkout with this
+checkout's models, the load comes from ``bench.run``'s generator (wrk when installed,
+else aiohttp) over the same IMDB-length review texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+from pathlib import Path
+
+from bench.run import MODELS, load_sentiment, load_sentiment_wrk, review_texts
+from bench.server import ROOT, ServerProcess
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline", required=True, help="the other checkout's root folder")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=5.0, help="per round (wrk)")
+    ap.add_argument("--requests", type=int, default=3000, help="per round (aiohttp)")
+    a = ap.parse_args(argv)
+    texts = review_texts(1000)
+    use_wrk = shutil.which("wrk") is not None
+    servers = {"this": ServerProcess(MODELS, log_level="warning", max_queue=4096),
+               "baseline": ServerProcess(MODELS, log_level="warning", max_queue=4096,
+                                         root=Path(a.baseline))}
+    runs: dict[str, list[dict]] = {k: [] for k in servers}
+    try:
+        for s in servers.values():
+            s.start().wait_ready()
+        for s in servers.values():  # warm both
+            asyncio.run(load_sentiment(s.url, texts, 8, 200))
+        for r in range(a.rounds):
+            for name, s in (servers.items() if r % 2 == 0 else reversed(servers.items())):
+                res = (load_sentiment_wrk(s.url, texts, a.concurrency, a.seconds) if use_wrk
+                       else asyncio.run(load_sentiment(s.url, texts, a.concurrency, a.requests)))
+                runs[name].append(res)
+                print(f"round {r + 1} {name}: {res['per_s']:.0f} req/s, p99 "
+                      f"{res['p99_ms']:.1f} ms, errors {res['errors']}", flush=True)
+    finally:
+        for s in servers.values():
+            s.__exit__()
+    med = {k: statistics.median(x["per_s"] for x in v) for k, v in runs.items()}
+    print(f"\n/sentiment at concurrency {a.concurrency}, median of {a.rounds} interleaved rounds "
+          f"({'wrk' if use_wrk else 'aiohttp'}): this checkout ({ROOT}) {med['this']:.0f} req/s, "
+          f"baseline ({a.baseline}) {med['baseline']:.0f} req/s, ratio "
+          f"{med['this'] / med['baseline']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
