@@ -303,15 +303,15 @@ def test_a_failure_inside_the_generation_loop_fails_only_its_streams(make_client
     import app.generation as generation
 
     client = make_client(tiny_models_dir)
-    real, calls = generation.sample_rows, []
+    real, calls = generation.RowSampler.__call__, []  # the sampling of every step
 
-    def broken_once(*args, **kwargs):
+    def broken_once(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
             raise OverflowError("Python int too large to convert to C long")
-        return real(*args, **kwargs)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(generation, "sample_rows", broken_once)
+    monkeypatch.setattr(generation.RowSampler, "__call__", broken_once)
     r = client.post("/generate", json={"prompt": "the ", "max_new_chars": 5, "seed": 1})
     assert r.status_code == 500 and r.json()["error"]["code"] == "inference_error"
     r = client.post("/generate", json={"prompt": "the ", "max_new_chars": 5, "seed": 1})
