@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", required=True, help="the other checkout's root folder")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=5.0, help="per round (wrk)")
+    ap.add_argument("--seconds", type=int, default=5, help="per round (wrk)")
     ap.add_argument("--requests", type=int, default=3000, help="per round (aiohttp)")
     a = ap.parse_args(argv)
     texts = review_texts(1000)

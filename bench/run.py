@@ -41,6 +41,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import time
@@ -544,13 +545,21 @@ def main(argv: list[str] | None = None) -> int:
             if use_peer else None)
     meta["peer_settings"] = peer.settings() if peer else None
     with server() as (url, pid, startup), (peer or _nothing()) as pp:
+        # Only the server being measured runs: the other one is stopped (SIGSTOP) for
+        # the duration, because an idle LitServe peer busy-polls its queues (measured:
+        # ~1.3 cores of 2 while idle), which would halve whatever ran beside it.
+        procs = {"real": (pid, False), "peer": (pp.proc.pid, True) if pp else (0, True)}
         meta["real"] = {"startup_s": startup, "rss_start_mb": rss_mb(pid)}
-        for target in [url] + ([pp.url] if pp else []):  # warm the HTTP paths
-            asyncio.run(load_sentiment(target, texts, 8, 50 if a.quick else 100))
-            asyncio.run(load_generate_stream(target, plist, 4, 1, new_chars))
-        meta["real"]["ttfc_ms"] = asyncio.run(ttfc(url, plist[0], 5 if a.quick else 20)) * 1e3
+        for who, target in [("real", url)] + ([("peer", pp.url)] if pp else []):
+            with only(who, procs):  # warm the HTTP paths
+                asyncio.run(load_sentiment(target, texts, 8, 50 if a.quick else 100))
+                asyncio.run(load_generate_stream(target, plist, 4, 1, new_chars))
+        with only("real", procs):
+            meta["real"]["ttfc_ms"] = asyncio.run(ttfc(url, plist[0], 5 if a.quick else 20)) * 1e3
         if pp:
-            meta["peer_ttfc_ms"] = asyncio.run(ttfc(pp.url, plist[0], 5 if a.quick else 20)) * 1e3
+            with only("peer", procs):
+                meta["peer_ttfc_ms"] = asyncio.run(
+                    ttfc(pp.url, plist[0], 5 if a.quick else 20)) * 1e3
         cells: list[tuple[str, int]] = ([("sentiment", c) for c in sent_conc]
                                         + [("generate", st) for st in gen_streams]
                                         + [("stream", st) for st in stream_streams])
@@ -562,14 +571,15 @@ def main(argv: list[str] | None = None) -> int:
                             [("sentiment", c) for c in peer_sent]
                             + [("stream", st) for st in peer_stream])):
                         continue
-                    if kind == "sentiment":
-                        res = sentiment_cell(target, n)
-                    elif kind == "generate":
-                        res = asyncio.run(load_generate(target, plist, n, per_stream(n),
-                                                        new_chars))
-                    else:
-                        res = asyncio.run(load_generate_stream(target, plist, n,
-                                                               per_stream(n), new_chars))
+                    with only(who, procs):
+                        if kind == "sentiment":
+                            res = sentiment_cell(target, n)
+                        elif kind == "generate":
+                            res = asyncio.run(load_generate(target, plist, n, per_stream(n),
+                                                            new_chars))
+                        else:
+                            res = asyncio.run(load_generate_stream(target, plist, n,
+                                                                   per_stream(n), new_chars))
                     runs.setdefault((who, kind, n), []).append(res)
                     print(f"round {r + 1}/{reps}", who, kind, n, res, flush=True)
         for (who, kind, n), rr in runs.items():
@@ -589,6 +599,20 @@ def main(argv: list[str] | None = None) -> int:
 @contextmanager
 def _nothing():
     yield None
+
+
+@contextmanager
+def only(active: str, procs: dict[str, tuple[int, bool]]):
+    """Every server in ``procs`` (name -> (pid, whole process group?)) but ``active`` is
+    stopped with SIGSTOP for the duration, then continued."""
+    stopped = [(pid, group) for name, (pid, group) in procs.items() if name != active and pid]
+    for pid, group in stopped:
+        (os.killpg if group else os.kill)(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid, group in stopped:
+            (os.killpg if group else os.kill)(pid, signal.SIGCONT)
 
 
 def floors(raw_s: dict, raw_g: dict, results: dict, meta: dict) -> list[tuple]:
@@ -675,8 +699,9 @@ def render(raw_s, raw_g, results, meta, sent_conc, gen_streams, reps, n_req) -> 
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` on: {machine()}.",
         f"Load generators: /sentiment {meta['loadgen']}, /generate aiohttp; they share the "
         "machine with the server, loopback only. "
-        f"Each cell: median of {reps} rounds (the real server and the LitServe peer run "
-        "side by side, their rounds interleaved cell by cell). Shared, noisy machine: "
+        f"Each cell: median of {reps} rounds (the real server and the LitServe peer are both "
+        "up, their rounds interleaved cell by cell; the one not measured is stopped with "
+        "SIGSTOP, as an idle LitServe busy-polls). Shared, noisy machine: "
         "compare ratios within this run only."
         + (" **A `--quick` smoke run: tiny durations, no figures to quote.**"
            if meta.get("quick") else ""),
