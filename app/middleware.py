@@ -63,6 +63,7 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, known_paths: set[str] | frozenset[str] = frozenset()):
         self.app = app
         self.known_paths = known_paths
+        self._children: dict[tuple, tuple] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -114,10 +115,17 @@ class RequestContextMiddleware:
             path = getattr(route, "path", None) or (
                 scope["path"] if scope["path"] in self.known_paths else "unmatched")
             dt = time.perf_counter() - arrived
-            labels = (path, scope["method"], str(status))
-            metrics.REQUEST_DURATION.labels(*labels).observe(dt)
-            metrics.REQUESTS.labels(*labels).inc()
-            if path not in ("/metrics", "/healthz", "/readyz"):
+            key = (path, scope["method"], status)
+            children = self._children.get(key)
+            if children is None:  # the labelled series, looked up once per combination
+                labels = (path, scope["method"], str(status))
+                children = (metrics.REQUEST_DURATION.labels(*labels),
+                            metrics.REQUESTS.labels(*labels))
+                if len(self._children) < 4096:  # paths are route templates: few
+                    self._children[key] = children
+            children[0].observe(dt)
+            children[1].inc()
+            if path not in ("/metrics", "/healthz", "/readyz") and log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 # the fields of the JSON line (SEQSERVE_LOG_FORMAT=json); the text line
                 # shows the message only

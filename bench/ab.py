@@ -18,7 +18,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from bench.run import MODELS, load_sentiment, load_sentiment_wrk, review_texts
+from bench.run import MODELS, load_sentiment, load_sentiment_wrk, only, review_texts
 from bench.server import ROOT, ServerProcess
 
 
@@ -40,12 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for s in servers.values():
             s.start().wait_ready()
+        procs = {name: (s.pid, False) for name, s in servers.items()}
         for s in servers.values():  # warm both
             asyncio.run(load_sentiment(s.url, texts, 8, 200))
         for r in range(a.rounds):
             for name, s in (servers.items() if r % 2 == 0 else reversed(servers.items())):
-                res = (load_sentiment_wrk(s.url, texts, a.concurrency, a.seconds) if use_wrk
-                       else asyncio.run(load_sentiment(s.url, texts, a.concurrency, a.requests)))
+                with only(name, procs):  # the other server is stopped meanwhile
+                    res = (load_sentiment_wrk(s.url, texts, a.concurrency, a.seconds)
+                           if use_wrk else
+                           asyncio.run(load_sentiment(s.url, texts, a.concurrency, a.requests)))
                 runs[name].append(res)
                 print(f"round {r + 1} {name}: {res['per_s']:.0f} req/s, p99 "
                       f"{res['p99_ms']:.1f} ms, errors {res['errors']}", flush=True)
