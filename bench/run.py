@@ -571,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
                             [("sentiment", c) for c in peer_sent]
                             + [("stream", st) for st in peer_stream])):
                         continue
+                    time.sleep(1.0)  # the previous cell's last requests drain first
                     with only(who, procs):
                         if kind == "sentiment":
                             res = sentiment_cell(target, n)
