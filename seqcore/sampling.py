@@ -109,16 +109,25 @@ def _sample_simple(logits: np.ndarray, temperature: np.ndarray, u: np.ndarray,
         top = z.argmax(axis=1)  # the lowest id on ties
         if greedy.all():
             return top
+    t_col = (np.where(greedy, 1.0, temperature) if some_greedy else temperature)[:, None]
+    idx = _draw_at_temperature(z, t_col, u)
+    if some_greedy:
+        idx = np.where(greedy, top, idx)
+    return idx
+
+
+def _draw_at_temperature(z: np.ndarray, t_col: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The short path's inverse CDF: ``z`` [B, V] float64 logits with banned ids at
+    -inf (overwritten), ``t_col`` [B, 1] temperatures > TINY_T, ``u`` [B] draws."""
     z -= z.max(axis=1, keepdims=True)
-    z /= (np.where(greedy, 1.0, temperature) if some_greedy else temperature)[:, None]
+    z /= t_col
     np.exp(z, out=z)
     csum = np.cumsum(z, axis=1, out=z)
     # the first id whose cumulative mass passes the draw: its own mass is > 0
     idx = (csum <= (u * csum[:, -1])[:, None]).sum(axis=1)
-    if some_greedy:
-        idx = np.where(greedy, top, idx)
-    for r in np.flatnonzero(idx >= csum.shape[1]):  # a draw at the very top (round-off)
-        idx[r] = int(np.flatnonzero(np.diff(csum[r], prepend=0.0) > 0)[-1])
+    if len(idx) and idx.max() >= csum.shape[1]:  # a draw at the very top (round-off)
+        for r in np.flatnonzero(idx >= csum.shape[1]):
+            idx[r] = int(np.flatnonzero(np.diff(csum[r], prepend=0.0) > 0)[-1])
     return idx
 
 
@@ -161,16 +170,8 @@ class RowSampler:
             return sample_rows(logits, self.temperature, self.top_k, self.top_p, u, self.banned)
         # every row samples at a temperature: the short path of ``_sample_simple``,
         # with the banned ids masked by one addition (-inf) and no per-step checks
-        z = np.add(logits, self._ban_row, dtype=np.float64)
-        z -= z.max(axis=1, keepdims=True)
-        z /= self._t_col
-        np.exp(z, out=z)
-        csum = np.cumsum(z, axis=1, out=z)
-        idx = (csum <= (u * csum[:, -1])[:, None]).sum(axis=1)
-        if idx.max() >= csum.shape[1]:  # a draw at the very top (round-off)
-            for r in np.flatnonzero(idx >= csum.shape[1]):
-                idx[r] = int(np.flatnonzero(np.diff(csum[r], prepend=0.0) > 0)[-1])
-        return idx
+        return _draw_at_temperature(np.add(logits, self._ban_row, dtype=np.float64),
+                                    self._t_col, u)
 
 
 def params_arrays(params: list[SamplingParams]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -24,10 +24,8 @@ ending at it), in logit space, which is what /attention's weights do not cover.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -48,7 +46,8 @@ from training.evaluate import (
     sentiment_probabilities_onnx,
 )
 from training.export import INVARIANCE_TOL, ExportCheckError, random_padded_batch
-from training.manifest import OutputError, run_folder, write_model_folder
+from training.manifest import run_folder, write_model_folder
+from training.scaffold import command_line
 
 PRIME = 1_000_003
 SALTS = (0, 7_919, 104_729)  # uni-, bi-, trigram buckets apart
@@ -353,22 +352,7 @@ def train(cfg: NgramConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in asdict(NgramConfig()).items():
-        if isinstance(v, bool):
-            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
-                           action=argparse.BooleanOptionalAction)
-        else:
-            p.add_argument("--" + k.replace("_", "-"), dest=k, default=v,
-                           type=type(v) if v is not None else str)
-    cfg = NgramConfig(**vars(p.parse_args(argv)))
-    try:
-        train(cfg)
-    except (DataError, OutputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return command_line(NgramConfig, train, __doc__, argv)
 
 
 if __name__ == "__main__":
