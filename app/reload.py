@@ -9,10 +9,10 @@ its task is the one it replaces, a two-row batch gives each row what it gives al
 (``smoke_check``), and the warm-up runs. Only then is it swapped in: the registry
 entry and the model's batching loop or generation engine change in one step on the
 event loop, with no ``await`` in between. A route looks up the model and its loop in
-one step too (no ``await`` between ``model_for`` and ``state.batchers[...]`` /
-``state.engines[...]``), so every request runs wholly on one version: requests and
-streams that started before the swap finish on the old loop, which is retired once
-it has nothing left (``_retire``), and the old session goes with it.
+one step too (no ``await`` between ``model_for`` and ``state.loops[...]``), so every
+request runs wholly on one version: requests and streams that started before the swap
+finish on the old loop, which is retired once it has nothing left (``_retire``), and
+the old session goes with it.
 
 A version that fails any check leaves the old one serving. Why is logged (one ERROR
 line), shown as ``reload_error`` on the model in /v1/models, and counted:

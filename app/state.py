@@ -47,6 +47,8 @@ class AppState:
         """Why each batching or generation loop that has died stopped (empty: all run)."""
         return [x.dead or "a model thread stopped" for x in self.loops.values() if not x.alive]
 
+    # views of ``loops`` by kind (built on each call: for tests and diagnostics, not for
+    # the request path, which looks up ``loops`` directly)
     @property
     def batchers(self) -> dict[str, ClassificationBatcher]:
         return {k: v for k, v in self.loops.items() if isinstance(v, ClassificationBatcher)}

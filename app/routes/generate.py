@@ -91,7 +91,7 @@ def start_stream(state: AppState, request: Request, model: CharModel, prompt: st
     stream = Stream(prompt_ids=prompt_ids, params=params, seed=seed, max_new=max_new,
                     stop=list(stop), arrived=arrived, loop=asyncio.get_running_loop(),
                     streaming=streaming)
-    state.engines[model.name].submit(stream)
+    state.loops[model.name].submit(stream)  # type: ignore[arg-type]
     return stream, n_unknown
 
 
