@@ -139,6 +139,9 @@ class ClassificationBatcher:
                  max_queue: int, queue_timeout_s: float, batching: bool = True,
                  threads: int = 1, step_cost: Callable[[int], float] = cpu_step_cost):
         self.model = model
+        # a retired loop waits at most this for its rows: a request's own longest wait
+        # (app/routes/classify.py)
+        self.drain_timeout_s = queue_timeout_s + 30.0
         self.max_batch = max_batch_size if batching else 1
         self.max_wait = max_wait_ms / 1000 if batching else 0.0
         self.max_queue = max_queue
@@ -184,11 +187,11 @@ class ClassificationBatcher:
     async def shutdown(self) -> None:
         await self.stop()
 
-    async def retire_when_done(self, timeout: float) -> None:
+    async def retire_when_done(self) -> None:
         """Let the rows already queued or being tokenized (``incoming``) run, up to
-        ``timeout``, then stop: nothing new reaches a retired loop, so once empty it
-        stays empty."""
-        deadline = time.monotonic() + timeout
+        ``drain_timeout_s``, then stop: nothing new reaches a retired loop, so once
+        empty it stays empty."""
+        deadline = time.monotonic() + self.drain_timeout_s
         while (self.pending or self.incoming > 0) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await self.stop()  # the rows being run finish before the threads end

@@ -170,8 +170,13 @@ class GenerationEngine:
 
     def __init__(self, model: CharModel, *, max_streams: int, max_queue: int,
                  queue_timeout_s: float, batching: bool = True, parallel: int = 1,
-                 split_min_rows: int = 8, flush_interval_s: float = 0.0):
+                 split_min_rows: int = 8, flush_interval_s: float = 0.0,
+                 drain_timeout_s: float | None = None):
         self.model = model
+        # a retired engine waits at most this for its streams (app.main passes a
+        # generation's own longest run: SEQSERVE_GEN_TIMEOUT_S + the queue wait + 5 s)
+        self.drain_timeout_s = (queue_timeout_s + 30.0 if drain_timeout_s is None
+                                else drain_timeout_s)
         # streamed text goes to the event loop at most this often (first characters at
         # once): one wake-up per interval instead of one per character and stream
         self.flush_interval_s = flush_interval_s
@@ -243,10 +248,10 @@ class GenerationEngine:
     async def shutdown(self) -> None:
         await asyncio.to_thread(self.stop)
 
-    async def retire_when_done(self, timeout: float) -> None:
-        """``retire``, then wait up to ``timeout`` for the held streams to finish."""
+    async def retire_when_done(self) -> None:
+        """``retire``, then wait up to ``drain_timeout_s`` for the held streams to finish."""
         self.retire()
-        await asyncio.to_thread(self.join, timeout)
+        await asyncio.to_thread(self.join, self.drain_timeout_s)
         await asyncio.to_thread(self.stop, 1.0)
 
     def submit(self, stream: Stream) -> None:

@@ -87,7 +87,8 @@ def generation_loop(s: Settings, m: CharModel) -> GenerationEngine:
     return GenerationEngine(m, max_streams=s.gen_max_streams, max_queue=s.gen_max_queue,
                             queue_timeout_s=s.queue_timeout_s, batching=s.gen_batching,
                             parallel=1 if m.provider == CUDA else parallel_calls(s),
-                            flush_interval_s=s.gen_stream_interval_ms / 1000)
+                            flush_interval_s=s.gen_stream_interval_ms / 1000,
+                            drain_timeout_s=s.gen_timeout_s + s.queue_timeout_s + 5.0)
 
 
 # The loop that serves each task (seqcore.tasks.TASKS): a new task adds its line here.

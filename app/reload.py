@@ -79,10 +79,8 @@ def _prepare(folder: Path, state: AppState, old: LoadedModel | None) -> LoadedMo
 async def _retire(state: AppState, loop: Loop) -> None:
     """Let an old version's loop finish the work it holds, then stop it. Nothing new
     reaches it after the swap, so once it is empty it stays empty."""
-    s = state.settings
     try:
-        # a request's own longest wait
-        await loop.retire_when_done(s.queue_timeout_s + max(30.0, s.gen_timeout_s + 5.0))
+        await loop.retire_when_done()
         log.info("retired the previous version %s of %s", loop.model.version, loop.model.name)
     finally:
         state.retiring.discard(loop)
