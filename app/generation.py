@@ -32,9 +32,9 @@ never reaches the caller, streamed or not.
 A large prefill (many streams admitted at once) is cut into ``parallel`` parts of at
 least ``split_min_rows`` rows, run side by side on the cores (the engine thread runs
 one, helper threads the others): prefill time grows with the prompts and dominates
-when many streams arrive together. Steps are not cut: a step is short, and handing
-part of it to another thread and joining costs more in thread wake-ups than it saves
-(one lane of streams per core was tried too). Rows are independent
+when many streams arrive together. A step is cut the same way once every part has at
+least ``step_split_min_rows`` rows: below that, handing part of a short step to
+another thread and joining costs about what it saves. Rows are independent
 (``sequence_lens``, per-row state), so the split changes no answer. The measurements
 behind these choices are in docs/benchmarks.md.
 
@@ -170,7 +170,8 @@ class GenerationEngine:
 
     def __init__(self, model: CharModel, *, max_streams: int, max_queue: int,
                  queue_timeout_s: float, batching: bool = True, parallel: int = 1,
-                 split_min_rows: int = 8, flush_interval_s: float = 0.0,
+                 split_min_rows: int = 8, step_split_min_rows: int = 8,
+                 flush_interval_s: float = 0.0,
                  drain_timeout_s: float | None = None):
         self.model = model
         # a retired engine waits at most this for its streams (app.main passes a
@@ -183,6 +184,7 @@ class GenerationEngine:
         self._last_flush = time.perf_counter()
         self.parallel = parallel if batching else 1
         self.split_min_rows = split_min_rows
+        self.step_split_min_rows = step_split_min_rows
         self._pool: ThreadPoolExecutor | None = None
         self.max_streams = max_streams
         self.batching = batching
@@ -386,7 +388,7 @@ class GenerationEngine:
         h, c = self.model.zero_state(B)
         t0 = time.perf_counter()
         try:
-            logits, hn, cn = self._run_parts(ids, lens, h, c)
+            logits, hn, cn = self._run_parts(ids, lens, h, c, self.split_min_rows)
         except Exception as e:
             self._fail_all(gens, e)
             return None
@@ -411,12 +413,13 @@ class GenerationEngine:
             self._m_ttfc.observe(now - g.stream.arrived)
         return batch
 
-    def _run_parts(self, ids: np.ndarray, lens: np.ndarray, h: np.ndarray, c: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``model.run`` over the rows (a prefill), cut into up to ``parallel``
-        contiguous parts run side by side (each part trimmed to its own longest row)."""
+    def _run_parts(self, ids: np.ndarray, lens: np.ndarray, h: np.ndarray, c: np.ndarray,
+                   min_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``model.run`` over the rows, cut into up to ``parallel`` contiguous parts of
+        at least ``min_rows`` rows run side by side (each part trimmed to its own
+        longest row)."""
         B = len(ids)
-        parts = min(self.parallel, B // self.split_min_rows)
+        parts = min(self.parallel, B // max(1, min_rows))
         if parts <= 1 or self._pool is None:
             return self.model.run(ids, lens, h, c)
         cuts = [B * i // parts for i in range(parts + 1)]
@@ -439,7 +442,8 @@ class GenerationEngine:
         for b in self._batches:
             t0 = time.perf_counter()
             try:
-                logits, hn, cn = self.model.run(b.ids, b.lens, b.h, b.c)
+                logits, hn, cn = self._run_parts(b.ids, b.lens, b.h, b.c,
+                                                 self.step_split_min_rows)
             except Exception as e:
                 self._fail_all(b.gens, e)
                 continue

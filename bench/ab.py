@@ -1,9 +1,12 @@
-"""/sentiment of this checkout against another one (e.g. the previous main), in one
-run: both servers up side by side on the same models, the same load generator, rounds
-interleaved (A, B, A, B, ...), medians.
+"""This checkout against another one (e.g. the previous main), in one run: both
+servers up side by side on the same models, the same load generator, rounds
+interleaved (A, B, A, B, ...), medians. /sentiment by default; ``--load generate`` or
+``--load stream`` compares /generate (non-streamed or SSE, 200-char prompts, 200 new
+characters, T=0.8) with ``--concurrency`` streams.
 
     git worktree add /tmp/seqserve-base <ref>
     python -m bench.ab --baseline /tmp/seqserve-base [--concurrency 32] [--rounds 5]
+    python -m bench.ab --baseline /tmp/seqserve-base --load stream --concurrency 64
 
 Only the servers differ: each runs ``python -m app`` from its own checkout with this
 checkout's models, the load comes from ``bench.run``'s generator (wrk when installed,
@@ -18,7 +21,16 @@ import shutil
 import statistics
 from pathlib import Path
 
-from bench.run import MODELS, load_sentiment, load_sentiment_wrk, only, review_texts
+from bench.run import (
+    MODELS,
+    load_generate,
+    load_generate_stream,
+    load_sentiment,
+    load_sentiment_wrk,
+    only,
+    prompts,
+    review_texts,
+)
 from bench.server import ROOT, ServerProcess
 
 
@@ -30,13 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5, help="per round (wrk)")
     ap.add_argument("--requests", type=int, default=3000, help="per round (aiohttp)")
+    ap.add_argument("--load", choices=["sentiment", "generate", "stream"], default="sentiment")
+    ap.add_argument("--per-stream", type=int, default=3,
+                    help="requests per stream and round (generate, stream)")
     a = ap.parse_args(argv)
-    texts = review_texts(1000)
+    texts, plist = review_texts(1000), prompts(256)
     use_wrk = shutil.which("wrk") is not None
     servers = {"this": ServerProcess(MODELS, log_level="warning", max_queue=4096),
                "baseline": ServerProcess(MODELS, log_level="warning", max_queue=4096,
                                          root=Path(a.baseline))}
     runs: dict[str, list[dict]] = {k: [] for k in servers}
+    unit = "req/s" if a.load == "sentiment" else "chars/s"
     try:
         for s in servers.values():
             s.start().wait_ready()
@@ -46,19 +62,31 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(a.rounds):
             for name, s in (servers.items() if r % 2 == 0 else reversed(servers.items())):
                 with only(name, procs):  # the other server is stopped meanwhile
-                    res = (load_sentiment_wrk(s.url, texts, a.concurrency, a.seconds)
-                           if use_wrk else
-                           asyncio.run(load_sentiment(s.url, texts, a.concurrency, a.requests)))
+                    if a.load == "generate":
+                        res = asyncio.run(load_generate(s.url, plist, a.concurrency,
+                                                        a.per_stream, 200))
+                    elif a.load == "stream":
+                        res = asyncio.run(load_generate_stream(s.url, plist, a.concurrency,
+                                                               a.per_stream, 200))
+                    elif use_wrk:
+                        res = load_sentiment_wrk(s.url, texts, a.concurrency, a.seconds)
+                    else:
+                        res = asyncio.run(load_sentiment(s.url, texts, a.concurrency,
+                                                         a.requests))
+                    if a.load != "sentiment":
+                        res["per_s"] = res["chars_per_s"]
                 runs[name].append(res)
-                print(f"round {r + 1} {name}: {res['per_s']:.0f} req/s, p99 "
+                print(f"round {r + 1} {name}: {res['per_s']:.0f} {unit}, p99 "
                       f"{res['p99_ms']:.1f} ms, errors {res['errors']}", flush=True)
     finally:
         for s in servers.values():
             s.__exit__()
     med = {k: statistics.median(x["per_s"] for x in v) for k, v in runs.items()}
-    print(f"\n/sentiment at concurrency {a.concurrency}, median of {a.rounds} interleaved rounds "
-          f"({'wrk' if use_wrk else 'aiohttp'}): this checkout ({ROOT}) {med['this']:.0f} req/s, "
-          f"baseline ({a.baseline}) {med['baseline']:.0f} req/s, ratio "
+    what = {"sentiment": f"/sentiment ({'wrk' if use_wrk else 'aiohttp'})",
+            "generate": "/generate, non-streamed", "stream": "/generate, streamed"}[a.load]
+    print(f"\n{what} at concurrency {a.concurrency}, median of {a.rounds} interleaved rounds: "
+          f"this checkout ({ROOT}) {med['this']:.0f} {unit}, "
+          f"baseline ({a.baseline}) {med['baseline']:.0f} {unit}, ratio "
           f"{med['this'] / med['baseline']:.3f}")
     return 0
 

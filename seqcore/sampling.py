@@ -16,7 +16,10 @@ number per character, so its text depends on its seed and parameters only.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -131,6 +134,22 @@ def _draw_at_temperature(z: np.ndarray, t_col: np.ndarray, u: np.ndarray) -> np.
     return idx
 
 
+def _draw_one(row: list[float], t: float, u: float, banned: tuple[int, ...]) -> int:
+    """``_draw_at_temperature`` for one row, in Python floats: the same float64 steps
+    in the same order (shift by the max, divide, exp, running sum, count the sums <= the
+    scaled draw). ``math.exp`` and numpy's exp may differ in the last bit, which can
+    change an id only for a draw within ~1e-16 of a boundary."""
+    for b in banned:
+        row[b] = -math.inf
+    m = max(row)
+    exp = math.exp
+    csum = list(accumulate([exp((x - m) / t) for x in row]))
+    idx = bisect_right(csum, u * csum[-1])
+    if idx >= len(csum):  # a draw at the very top (round-off): the last id with mass
+        idx = max(i for i, x in enumerate(row) if x > -math.inf and exp((x - m) / t) > 0)
+    return idx
+
+
 def _sample_general(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
                     top_p: np.ndarray, u: np.ndarray, banned: tuple[int, ...]) -> np.ndarray:
     probs = next_distributions(logits, temperature, top_k, top_p, banned)
@@ -149,7 +168,7 @@ class RowSampler:
     rows change, instead of at every step. Same ids as ``sample_rows``."""
 
     __slots__ = ("temperature", "top_k", "top_p", "banned", "_all_simple", "_ban_row",
-                 "_t_col", "_all_greedy")
+                 "_t_col", "_all_greedy", "_one_t")
 
     def __init__(self, temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray,
                  banned: tuple[int, ...] = (), vocab: int | None = None):
@@ -158,6 +177,9 @@ class RowSampler:
         self._all_simple = bool(len(temperature)) and bool(simple.all()) and vocab is not None
         self._all_greedy = bool(len(temperature)) and bool((temperature == 0).all())
         self._t_col = temperature[:, None]
+        # one row (a lone stream, the latency case): the same arithmetic in plain Python
+        # floats, as ten numpy calls on a 60-wide row cost more than the math itself
+        self._one_t = float(temperature[0]) if self._all_simple and len(temperature) == 1 else None
         self._ban_row = None
         if vocab is not None:
             self._ban_row = np.zeros(vocab, dtype=np.float64)
@@ -168,6 +190,9 @@ class RowSampler:
             if self._all_greedy:
                 return _sample_simple(logits, self.temperature, u, self.banned)
             return sample_rows(logits, self.temperature, self.top_k, self.top_p, u, self.banned)
+        if self._one_t is not None:
+            return np.array([_draw_one(logits[0].tolist(), self._one_t, float(u[0]),
+                                       self.banned)])
         # every row samples at a temperature: the short path of ``_sample_simple``,
         # with the banned ids masked by one addition (-inf) and no per-step checks
         return _draw_at_temperature(np.add(logits, self._ban_row, dtype=np.float64),

@@ -134,13 +134,15 @@ def test_parallel_calls_setting_wins_over_the_cpu_count():
     assert parallel_calls(Settings(workers=64)) == 1
 
 
-def _generate_all(model, parallel: int, bodies: list[dict]) -> list[str]:
+def _generate_all(model, parallel: int, bodies: list[dict], step_split_min_rows: int = 8
+                  ) -> list[str]:
     from app.generation import Finish, GenerationEngine, Stream
     from seqcore.sampling import SamplingParams
 
     async def go() -> list[str]:
         e = GenerationEngine(model, max_streams=64, max_queue=64, queue_timeout_s=30,
-                             parallel=parallel, split_min_rows=2)
+                             parallel=parallel, split_min_rows=2,
+                             step_split_min_rows=step_split_min_rows)
         loop = asyncio.get_running_loop()
         streams = [Stream(model.vocab.encode(b["prompt"])[0], SamplingParams(b["t"], None, b["p"]),
                           seed=b["seed"], max_new=b["n"], stop=b["stop"],
@@ -184,5 +186,11 @@ def test_a_prefill_cut_into_parts_run_side_by_side_changes_no_text(tiny_models_d
     split = _generate_all(model, 3, bodies)  # prefills in up to 3 parts of >= 2 rows
     prefills = [rows for rows, steps in calls if steps > 1]
     assert sorted(prefills) == [4, 4, 5]
+    assert max(rows for rows, steps in calls if steps == 1) == 13  # steps: not cut (< 8 rows a part)
     assert split == alone
     assert len(set(alone)) > 1
+    calls.clear()  # steps cut too, into up to 3 parts of >= 3 rows, as streams finish
+    steps_split = _generate_all(model, 3, bodies, step_split_min_rows=3)
+    step_rows = [rows for rows, steps in calls if steps == 1]
+    assert max(step_rows) <= 5 and 4 in step_rows
+    assert steps_split == alone

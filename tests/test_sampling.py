@@ -95,3 +95,24 @@ def test_a_draw_at_the_very_top_never_returns_a_banned_or_empty_id():
     one = (np.array([1.0]), np.array([0]), np.array([1.0]))
     assert sample_rows(lg, *one, top, (4,)) == 2
     assert RowSampler(*one, (4,), 5)(lg, top) == 2
+
+
+def test_a_lone_row_takes_the_plain_python_path_and_picks_the_same_ids():
+    """A RowSampler of one row (a lone stream) samples in Python floats instead of
+    numpy; over thousands of rows, temperatures and a banned id it returns the general
+    path's ids, and never a banned one."""
+    from seqcore.sampling import RowSampler, _sample_general
+
+    rng = np.random.default_rng(11)
+    V, banned, mismatches = 60, (1,), 0
+    for _ in range(5000):
+        T = np.array([rng.choice([0.05, 0.3, 0.8, 1.0, 2.5, 10.0])])
+        lg = (rng.normal(size=(1, V)) * rng.choice([0.01, 1, 30])).astype(np.float32)
+        u = rng.random(1)
+        s = RowSampler(T, np.zeros(1, np.int64), np.ones(1), banned, V)
+        assert s._one_t is not None  # the path under test
+        got = s(lg, u)
+        assert got.shape == (1,) and got[0] != 1
+        mismatches += int(got[0] != _sample_general(lg, T, np.zeros(1, np.int64), np.ones(1),
+                                                    u, banned)[0])
+    assert mismatches == 0
