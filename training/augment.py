@@ -34,7 +34,22 @@ NEG_NOUN = ["mess", "disaster", "bore", "failure", "letdown", "chore", "flop", "
 POS_VERB = ["love", "enjoy", "like", "admire", "recommend"]
 NEG_VERB = ["hate", "dislike", "regret", "resent"]
 SUBJECTS = ["the movie", "this film", "the show", "the story", "the script", "the sequel",
-            "the acting", "the plot", "this picture", "the series", "the remake"]
+            "the acting", "the plot", "this picture", "the series", "the remake",
+            "the ending", "the cast", "the director's work", "the soundtrack", "the finale",
+            "the second half", "the lead", "the animation", "the screenplay"]
+# verb phrases (base form, third person) for "never / doesn't / not once does ..."
+NEG_VP = [("drag", "drags"), ("fall flat", "falls flat"), ("feel forced", "feels forced"),
+          ("lose steam", "loses steam"), ("go nowhere", "goes nowhere"),
+          ("miss the mark", "misses the mark"), ("fall apart", "falls apart"),
+          ("outstay its welcome", "outstays its welcome"), ("feel rushed", "feels rushed"),
+          ("grate", "grates"), ("sag", "sags"), ("stumble", "stumbles")]
+POS_VP = [("work", "works"), ("deliver", "delivers"), ("hold up", "holds up"),
+          ("shine", "shines"), ("pay off", "pays off"), ("hit the mark", "hits the mark"),
+          ("land", "lands"), ("soar", "soars"), ("click", "clicks"), ("impress", "impresses"),
+          ("satisfy", "satisfies"), ("come alive", "comes alive")]
+NEG_FEEL = ["bored", "annoyed", "irritated", "let down", "frustrated", "disappointed"]
+POS_FEEL = ["moved", "impressed", "entertained", "thrilled", "amused", "charmed"]
+QUALITY = ["merit", "heart", "wit", "style", "ambition", "warmth", "humour", "flair"]
 
 # (template, label): {s} subject, {pa}/{na} positive/negative adjective, {pn}/{nn} nouns,
 # {pv}/{nv} verbs
@@ -63,6 +78,31 @@ TEMPLATES: list[tuple[str, int]] = [
     # double negation
     ("there was nothing in {s} i did not {pv}.", 1), ("i can't say i didn't {pv} {s}.", 1),
     ("there was nothing in {s} that wasn't {na}.", 0), ("i can't say i didn't {nv} {s}.", 0),
+    # the same phenomena in more frames: negators with verb phrases, feelings, "far
+    # from" and "anything but", and negated negatives in the second clause
+    ("{s} never {nvp}.", 1), ("{s} doesn't {nvp}, not once.", 1), ("at no point does {s} {nvp}.", 1),
+    ("{s} did not {nvp} the way i feared.", 1), ("i was never {fn} watching {s}.", 1),
+    ("{s} never left me {fn}.", 1), ("{s} is far from {na}.", 1), ("{s} is anything but {na}.", 1),
+    ("there is nothing {na} about {s}.", 1), ("none of {s} felt {na}.", 1),
+    ("{s} is neither {na} nor {na2}.", 1), ("i would never call {s} a {nn}.", 1),
+    ("{s} never {pvp}.", 0), ("{s} doesn't {pvp}, not once.", 0), ("at no point does {s} {pvp}.", 0),
+    ("{s} did not {pvp} the way i hoped.", 0), ("i was never {fp} watching {s}.", 0),
+    ("{s} never left me {fp}.", 0), ("{s} is far from {pa}.", 0), ("{s} is anything but {pa}.", 0),
+    ("there is nothing {pa} about {s}.", 0), ("none of {s} felt {pa}.", 0),
+    ("{s} is neither {pa} nor {pa2}.", 0), ("i would never call {s} a {pn}.", 0),
+    # double negation: a negated negative inside a negated clause
+    ("{s} is not without {q}.", 1), ("no part of {s} fails to {pvp_base}.", 1),
+    ("it is impossible to {nv} {s}.", 1), ("{s} never once failed to keep me {fp}.", 1),
+    ("i never found {s} {na}, not for a minute.", 1), ("there is not a {na} minute in {s}.", 1),
+    ("no part of {s} manages to {pvp_base}.", 0), ("it is impossible to {pv} {s}.", 0),
+    ("not one minute of {s} was anything other than {na}.", 0),
+    ("i never found {s} {pa}, not for a minute.", 0), ("there is not a {pa} minute in {s}.", 0),
+    # contrast the other way round: a good or bad start, then the verdict
+    ("despite a {na} opening, {s} is {pa}.", 1), ("despite a {pa} opening, {s} is {na}.", 0),
+    ("{s} had {na} moments, yet overall it is {pa}.", 1),
+    ("{s} had {pa} moments, yet overall it is {na}.", 0),
+    ("the trailer was {na}, though {s} itself is {pa}.", 1),
+    ("the trailer was {pa}, though {s} itself is {na}.", 0),
 ]
 
 _WORD = re.compile(r"[a-z']+")
@@ -92,9 +132,16 @@ def generate(n: int, seed: int = 0, check_set: Path | None = None) -> list[tuple
         tmpl, label = rng.choice(TEMPLATES)
         pa, pa2 = rng.sample(POS_ADJ, 2)
         na, na2 = rng.sample(NEG_ADJ, 2)
+        (nvb, nvp), (pvb, pvp) = rng.choice(NEG_VP), rng.choice(POS_VP)
+        if "{nvp}" in tmpl and ("doesn't" in tmpl or "does {s}" in tmpl or "did not" in tmpl):
+            nvp = nvb  # after do-support the base form
+        if "{pvp}" in tmpl and ("doesn't" in tmpl or "does {s}" in tmpl or "did not" in tmpl):
+            pvp = pvb
         text = tmpl.format(s=rng.choice(SUBJECTS), pa=pa, pa2=pa2, na=na, na2=na2,
                            pn=rng.choice(POS_NOUN), nn=rng.choice(NEG_NOUN),
-                           pv=rng.choice(POS_VERB), nv=rng.choice(NEG_VERB))
+                           pv=rng.choice(POS_VERB), nv=rng.choice(NEG_VERB),
+                           nvp=nvp, pvp=pvp, pvp_base=pvb, fn=rng.choice(NEG_FEEL),
+                           fp=rng.choice(POS_FEEL), q=rng.choice(QUALITY))
         text = text[0].upper() + text[1:]
         if text in seen:
             continue
