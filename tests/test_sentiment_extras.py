@@ -113,3 +113,52 @@ def test_the_ngram_term_is_added_inside_the_graph_and_served(tiny_models_dir: Pa
     enc = np.log(p0) - np.log1p(-p0)
     total = ng["encoder_scale"] * enc + contrib.sum(1) + ng["bias"]
     assert np.allclose(1 / (1 + np.exp(-total)), p, atol=1e-5)
+
+
+def test_ngrams_in_a_negators_scope_take_their_own_buckets_in_torch_and_in_the_graph(
+        tiny_models_dir: Path):
+    """"bad" after "not" (within the window) is hashed apart from "bad" alone; the
+    graph computes the same buckets as the torch formula it was trained with, and a row
+    alone equals the row in a padded batch."""
+    from seqcore.tokenizer import WordTokenizer
+    from training.ngrams import (
+        add_ngram_term,
+        check_ngram_graph,
+        negator_table,
+        ngram_buckets,
+    )
+
+    tok = WordTokenizer.load(tiny_models_dir / "sentiment" / "vocab.json")
+    table = negator_table(tok.itos)
+    assert table[:2].tolist() == [0, 0]  # padding and <unk> never negate
+    assert negator_table(["<pad>", "<unk>", "not", "didn't", "bad", "nothing"]).tolist() == \
+        [0, 0, 1, 1, 0, 1]
+    table = np.zeros(tok.vocab_size, dtype=np.int64)
+    table[2::4] = 1  # every 4th id a negator: the random batch below meets plenty
+    neg, bad, x = 2, 3, 5
+    t = torch.from_numpy(table)
+
+    def buckets(ids: list[int], window: int = 3):
+        h, _ = ngram_buckets(torch.tensor([ids]), torch.tensor([len(ids)]), 4096, t, window)
+        return h[:, 0, -1].tolist()  # uni/bi/tri buckets ending at the last word
+
+    plain = buckets([x, x, x, x, bad])
+    assert buckets([neg, bad])[0] != plain[0]  # "not bad": its own unigram bucket
+    assert buckets([neg, x, x, bad])[0] != plain[0]  # three words on: still in scope
+    assert buckets([neg, x, x, x, bad]) == plain  # four words on: out of scope
+    assert buckets([neg, bad], window=0)[0] == plain[0]  # window 0: off, as before
+
+    base = onnx.load(str(tiny_models_dir / "sentiment" / "model.onnx"))
+    w = (np.random.default_rng(0).normal(size=4096) * 0.3).astype(np.float16)
+    m = add_ngram_term(base, w, 0.7, 0.1, table, 3)
+    checks = check_ngram_graph(m, base, w, 0.7, 0.1, tok.vocab_size, table, 3)
+    assert checks["ngram_vs_torch_max_abs_diff"] <= 1e-4
+    assert checks["row_alone_vs_batch_max_abs_diff"] <= 1e-5
+    # and the scope changes the answer: the same graph without it differs
+    off = add_ngram_term(base, w, 0.7, 0.1)
+    from training.evaluate import ort_session
+
+    ids = np.array([[neg, bad, x, 7]], dtype=np.int64)
+    feed = {"input_ids": ids, "lengths": np.array([4])}
+    assert not np.allclose(ort_session(m.SerializeToString()).run(None, feed)[2],
+                           ort_session(off.SerializeToString()).run(None, feed)[2])

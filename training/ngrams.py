@@ -51,28 +51,59 @@ from training.scaffold import command_line
 
 PRIME = 1_000_003
 SALTS = (0, 7_919, 104_729)  # uni-, bi-, trigram buckets apart
+NEG_SALT = 15_485_863  # n-grams in a negator's scope: buckets of their own
+# Words that negate what follows (the tokenizer keeps "didn't", "wasn't" ... whole, and
+# every vocabulary word ending in "n't" counts too). Punctuation is not in the ids, so
+# a negator's scope is a fixed window of the words after it.
+NEGATORS = frozenset({"not", "no", "never", "nothing", "none", "nobody", "neither", "nor",
+                      "nowhere", "hardly", "barely", "without", "cannot", "dont", "didnt",
+                      "doesnt", "isnt", "wasnt", "arent", "werent", "cant", "wont", "couldnt",
+                      "wouldnt", "shouldnt", "havent", "hasnt", "hadnt", "aint"})
 
 
-def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int
+def negator_table(itos: list[str]) -> np.ndarray:
+    """[vocab] int64: 1 for a negator's id, else 0 (padding and <unk> are 0)."""
+    return np.array([int(w in NEGATORS or w.endswith("n't")) for w in itos], dtype=np.int64)
+
+
+def negation_scope(ids: torch.Tensor, table: torch.Tensor, window: int) -> torch.Tensor:
+    """[B, T] int64: 1 where one of the ``window`` words before is a negator."""
+    neg = table[ids]
+    scope = torch.zeros_like(ids)
+    shifted = neg
+    for _ in range(window):
+        shifted = torch.cat([torch.zeros_like(ids[:, :1]), shifted[:, :-1]], 1)
+        scope = torch.maximum(scope, shifted)
+    return scope
+
+
+def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int,
+                  neg_table: torch.Tensor | None = None, window: int = 0
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """ids [B, T] -> (bucket ids [3, B, T], valid [3, B, T]) of the uni-, bi- and
-    trigram ending at each position (int64 arithmetic, exactly as in the graph)."""
+    trigram ending at each position (int64 arithmetic, exactly as in the graph). With
+    a negator table and a window, the n-grams ending at a word in a negator's scope
+    ("bad" in "not bad") take buckets of their own (+ NEG_SALT before the modulo), so
+    "not bad" does not share its weights with "bad"."""
     B, T = ids.shape
     zeros = torch.zeros(B, 1, dtype=ids.dtype)
     prev1 = torch.cat([zeros, ids[:, :-1]], 1)
     prev2 = torch.cat([zeros, prev1[:, :-1]], 1)
     t = torch.arange(T).unsqueeze(0)
     real = t < lengths.unsqueeze(1)
-    uni = (ids + SALTS[0]) % buckets
-    bi = (prev1 * PRIME + ids + SALTS[1]) % buckets
-    tri = ((prev2 * PRIME + prev1) * PRIME + ids + SALTS[2]) % buckets
+    shift = (negation_scope(ids, neg_table, window) * NEG_SALT
+             if neg_table is not None and window > 0 else 0)
+    uni = (ids + SALTS[0] + shift) % buckets
+    bi = (prev1 * PRIME + ids + SALTS[1] + shift) % buckets
+    tri = ((prev2 * PRIME + prev1) * PRIME + ids + SALTS[2] + shift) % buckets
     return torch.stack([uni, bi, tri]), torch.stack([real, real & (t >= 1), real & (t >= 2)])
 
 
-def ngram_logit(w: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor
+def ngram_logit(w: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
+                neg_table: torch.Tensor | None = None, window: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logit [B], per-token contributions [B, T]) of the n-gram weights ``w``."""
-    h, valid = ngram_buckets(ids, lengths, w.shape[0])
+    h, valid = ngram_buckets(ids, lengths, w.shape[0], neg_table, window)
     contrib = (w[h] * valid).sum(0) / lengths.float().sqrt().unsqueeze(1)
     return contrib.sum(1), contrib
 
@@ -92,6 +123,7 @@ class NgramConfig:
     lr: float = 0.005
     weight_decay: float = 1e-6
     augment: int = 0  # negation-augmentation sentences added to the training split
+    negation_window: int = 3  # words after a negator whose n-grams get buckets of their own; 0: off
     val_fraction: float = 0.1  # the base model's split (same seed): the encoder never trained on it
     seed: int = 1234
     threads: int = 1
@@ -111,8 +143,10 @@ def _batches(x: list[list[int]], y: list[int], size: int, shuffle: bool, seed: i
         yield ids, lens, torch.tensor([float(y[i]) for i in b])
 
 
-def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y) -> tuple[torch.Tensor, float, list]:
+def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, float, list]:
     """Logistic regression on the hashed n-grams (weights and a bias), best epoch on val."""
+    win = cfg.negation_window
     torch.manual_seed(cfg.seed)
     w = torch.zeros(cfg.buckets, requires_grad=True)
     b = torch.zeros(1, requires_grad=True)
@@ -120,13 +154,14 @@ def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y) -> tuple[torch.Tensor, 
     best, best_w, history = -1.0, None, []
     for epoch in range(cfg.epochs):
         for ids, lens, y in _batches(tr_x, tr_y, cfg.batch_size, True, cfg.seed + epoch):
-            logit, _ = ngram_logit(w, ids, lens)
+            logit, _ = ngram_logit(w, ids, lens, neg_table, win)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logit + b, y)
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
-            correct = sum(int(((ngram_logit(w, i, n)[0] + b) > 0).eq(y.bool()).sum())
+            correct = sum(int(((ngram_logit(w, i, n, neg_table, win)[0] + b) > 0)
+                              .eq(y.bool()).sum())
                           for i, n, y in _batches(va_x, va_y, 256, False, 0))
         acc = correct / len(va_x)
         history.append({"epoch": epoch + 1, "val_accuracy": round(acc, 4)})
@@ -163,11 +198,13 @@ def _logit_tensor(graph: onnx.GraphProto) -> str:
     raise ExportCheckError("base graph: no Sigmoid producing 'probability'")
 
 
-def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float) -> onnx.ModelProto:
+def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float,
+                   neg_table: np.ndarray | None = None, window: int = 0) -> onnx.ModelProto:
     """The base graph with ``a * logit + ngram_logit(w) + c`` as its logit, and the
     per-token contributions as a third output. ``w`` is stored in its own dtype
     (float16 halves the folder: 2^21 buckets in 4 MB) and gathered rows are cast to
-    float32 before any arithmetic."""
+    float32 before any arithmetic. With ``neg_table`` and ``window`` > 0 the n-grams
+    in a negator's scope take their own buckets, as in ``ngram_buckets``."""
     m = onnx.ModelProto()
     m.CopyFrom(base)
     g = m.graph
@@ -190,18 +227,38 @@ def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float) -> 
         n("Concat", ["ng_zcol", "ng_head1"], ["ng_prev1"], axis=1),
         n("Slice", ["ng_prev1", "ng_s0", "ng_end_m1", "ng_ax1"], ["ng_head2"]),
         n("Concat", ["ng_zcol", "ng_head2"], ["ng_prev2"], axis=1),
-        # buckets of the uni-, bi- and trigram ending at each position
-        n("Mod", ["input_ids", "ng_buckets"], ["ng_h1"]),
+    ]
+    added += [
+        # each n-gram's hash before the modulo: uni = id, bi = ng_b1, tri = ng_q3
         n("Mul", ["ng_prev1", "ng_prime"], ["ng_p1"]),
         n("Add", ["ng_p1", "input_ids"], ["ng_b0"]),
         n("Add", ["ng_b0", "ng_salt1"], ["ng_b1"]),
-        n("Mod", ["ng_b1", "ng_buckets"], ["ng_h2"]),
         n("Mul", ["ng_prev2", "ng_prime"], ["ng_p2"]),
         n("Add", ["ng_p2", "ng_prev1"], ["ng_q0"]),
         n("Mul", ["ng_q0", "ng_prime"], ["ng_q1"]),
         n("Add", ["ng_q1", "input_ids"], ["ng_q2"]),
         n("Add", ["ng_q2", "ng_salt2"], ["ng_q3"]),
-        n("Mod", ["ng_q3", "ng_buckets"], ["ng_h3"]),
+    ]
+    pre = ["input_ids", "ng_b1", "ng_q3"]
+    if neg_table is not None and window > 0:
+        # scope: a negator among the `window` previous words (the table, shifted right);
+        # in scope, every hash moves by NEG_SALT
+        g.initializer.extend([numpy_helper.from_array(neg_table.astype(np.int64), "ng_negtab"),
+                              i64("ng_negsalt", NEG_SALT)])
+        added.append(n("Gather", ["ng_negtab", "input_ids"], ["ng_neg0"], axis=0))
+        for d in range(1, window + 1):
+            added += [n("Slice", [f"ng_neg{d - 1}", "ng_s0", "ng_end_m1", "ng_ax1"],
+                        [f"ng_neghead{d}"]),
+                      n("Concat", ["ng_zcol", f"ng_neghead{d}"], [f"ng_neg{d}"], axis=1)]
+        added += [n("Max", [f"ng_neg{d}" for d in range(1, window + 1)], ["ng_scope"]),
+                  n("Mul", ["ng_scope", "ng_negsalt"], ["ng_shift"])]
+        added += [n("Add", [x, "ng_shift"], [f"{x}_neg"]) for x in pre]
+        pre = [f"{x}_neg" for x in pre]
+    added += [
+        # buckets of the uni-, bi- and trigram ending at each position
+        n("Mod", [pre[0], "ng_buckets"], ["ng_h1"]),
+        n("Mod", [pre[1], "ng_buckets"], ["ng_h2"]),
+        n("Mod", [pre[2], "ng_buckets"], ["ng_h3"]),
         # which positions count: real tokens; bigrams from the 2nd, trigrams from the 3rd
         n("Shape", ["input_ids"], ["ng_shape"]),
         n("Gather", ["ng_shape", "ng_one"], ["ng_T"], axis=0),
@@ -248,7 +305,8 @@ def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float) -> 
 
 
 def check_ngram_graph(m: onnx.ModelProto, base: onnx.ModelProto, w: np.ndarray, a: float,
-                      c: float, vocab: int) -> dict:
+                      c: float, vocab: int, neg_table: np.ndarray | None = None,
+                      window: int = 0) -> dict:
     """Parity with the torch formula on a padded batch, and batch invariance."""
     sess, sess_base = ort_session(m.SerializeToString()), ort_session(base.SerializeToString())
     lengths = [7, 1, 23, 64, 3, 2, 40]
@@ -256,7 +314,9 @@ def check_ngram_graph(m: onnx.ModelProto, base: onnx.ModelProto, w: np.ndarray, 
     p, att, contrib = sess.run(None, {"input_ids": ids, "lengths": lens})
     p0, att0 = sess_base.run(None, {"input_ids": ids, "lengths": lens})
     ng, ref_contrib = ngram_logit(torch.from_numpy(w.astype(np.float32)), torch.from_numpy(ids),
-                                  torch.from_numpy(lens))
+                                  torch.from_numpy(lens),
+                                  None if neg_table is None else torch.from_numpy(neg_table),
+                                  window)
     enc = np.log(p0) - np.log1p(-p0)
     ref = 1 / (1 + np.exp(-(a * enc + ng.numpy() + c)))
     parity = float(max(np.abs(ref - p).max(), np.abs(contrib - ref_contrib.numpy()).max(),
@@ -303,10 +363,13 @@ def train(cfg: NgramConfig) -> dict:
         extra = generate(cfg.augment, cfg.seed)
         tr_x += [tok.encode(t, offsets=False).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
-    w, ng_val, history = fit_ngrams(cfg, tr_x, tr_y, va_x, va_y)
+    table = negator_table(tok.itos) if cfg.negation_window > 0 else None
+    neg_t = None if table is None else torch.from_numpy(table)
+    win = cfg.negation_window
+    w, ng_val, history = fit_ngrams(cfg, tr_x, tr_y, va_x, va_y, neg_t)
     enc_val = _encoder_logits(base.SerializeToString(), tok, [r.text for r in val_set])
     with torch.no_grad():
-        ng_val_logit = np.concatenate([ngram_logit(w, i, n)[0].numpy()
+        ng_val_logit = np.concatenate([ngram_logit(w, i, n, neg_t, win)[0].numpy()
                                        for i, n, _ in _batches(va_x, va_y, 256, False, 0)])
     # _batches sorts by length: put the n-gram logits back in the split's order
     order = sorted(range(len(va_x)), key=lambda i: len(va_x[i]))
@@ -314,8 +377,8 @@ def train(cfg: NgramConfig) -> dict:
     ng_val_ordered[order] = ng_val_logit
     a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y))
     w_scaled = (w * s).numpy().astype(np.dtype(cfg.weights_dtype))
-    graph = add_ngram_term(base, w_scaled, a, c)
-    checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size)
+    graph = add_ngram_term(base, w_scaled, a, c, table, win)
+    checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size, table, win)
     truth = np.array(va_y, bool)
     blend_val = float((((a * enc_val + s * ng_val_ordered + c) > 0) == truth).mean())
     metrics: dict = {"val_accuracy": round(blend_val, 4),
@@ -335,6 +398,9 @@ def train(cfg: NgramConfig) -> dict:
                         f"+ hashed uni/bi/trigram linear term ({cfg.buckets} buckets)",
         "parameters": int(base_manifest.get("parameters") or 0) + cfg.buckets + 2,
         "ngram": {"buckets": cfg.buckets, "prime": PRIME, "salts": list(SALTS),
+                  "negation": ({"window": win, "salt": NEG_SALT,
+                                "negators": [w_ for w_, f in zip(tok.itos, table, strict=True)
+                                             if f]} if table is not None else None),
                   "encoder_scale": a, "ngram_scale": s, "bias": c,
                   "contributions_output": "ngram_contributions"},
         "data": {**source_record(cfg.data), "train": len(tr_x), "validation": len(va_x),
