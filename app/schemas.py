@@ -88,6 +88,10 @@ class NgramContribution(BaseModel):
     end: int
     contribution: float = Field(..., description="their share of the logit (log-odds of "
                                 "positive): > 0 pushes towards positive")
+    negated: bool | None = Field(None, description="models whose n-gram term has a negation "
+                                 "scope only: whether these n-grams were read as negated (a "
+                                 "negator such as 'not' or 'didn't' among the few words "
+                                 "before), which gives them weights of their own")
 
 
 class AttentionResponse(SentimentResult):

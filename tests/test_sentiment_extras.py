@@ -99,6 +99,10 @@ def test_the_ngram_term_is_added_inside_the_graph_and_served(tiny_models_dir: Pa
     for g in r["ngrams"]:
         assert text[g["start"]:g["end"]] == g["text"]
     assert abs(r["ngrams"][0]["contribution"]) >= abs(r["ngrams"][-1]["contribution"])
+    # trained with the default negation scope: the manifest says so, /attention flags
+    # each n-gram (this tiny vocabulary has no negator: none is negated)
+    assert manifest["ngram"]["negation"]["window"] == 3
+    assert [g["negated"] for g in r["ngrams"]] == [False] * 5
     card = next(m for m in client.get("/v1/models").json()["data"] if m["id"] == "sentiment")
     assert card["ngram_term"] is True and card["cell"] == "lstm"
     # the per-token contributions sum to the n-gram part of the logit
@@ -162,3 +166,20 @@ def test_ngrams_in_a_negators_scope_take_their_own_buckets_in_torch_and_in_the_g
     feed = {"input_ids": ids, "lengths": np.array([4])}
     assert not np.allclose(ort_session(m.SerializeToString()).run(None, feed)[2],
                            ort_session(off.SerializeToString()).run(None, feed)[2])
+
+
+def test_attention_flags_the_ngrams_read_as_negated_exactly_where_the_graph_does():
+    from seqcore.tasks.classification import ngram_answer
+    from seqcore.tokenizer import WordTokenizer
+
+    tok = WordTokenizer(["<pad>", "<unk>", "not", "bad", "at", "all", "good", "film", "a"])
+    text = "Not bad at all, a good film"
+    e = tok.encode(text)
+    negation = (frozenset({tok.stoi["not"]}), 3)
+    grams = ngram_answer(text, e, [0.1] * len(e.ids), negation)["ngrams"]
+    flags = {text[g["end"] - len(t):g["end"]]: g["negated"]
+             for g, t in zip(sorted(grams, key=lambda g: g["end"]),
+                             ["not", "bad", "at", "all", "a", "good", "film"], strict=True)}
+    assert flags == {"Not": False, "bad": True, "at": True, "all": True, "a": False,
+                     "good": False, "film": False}
+    assert all("negated" not in g for g in ngram_answer(text, e, [0.1] * len(e.ids))["ngrams"])

@@ -44,13 +44,21 @@ class SentimentModel(LoadedModel):
     task = "text-classification"
     tokenizer: WordTokenizer | None = None
     has_ngrams: bool = False  # the graph also returns NGRAM_OUTPUT
+    # the n-gram term's negation scope (manifest "ngram.negation"): negator ids, window
+    negation: tuple[frozenset[int], int] | None = None
 
     # -- load ----------------------------------------------------------------------
     @classmethod
     def from_folder(cls, folder: ModelFolder, common: dict[str, Any]) -> SentimentModel:
         _, outputs = check_contract(folder, common["session"], INPUTS, OUTPUTS)
-        return cls(**common, tokenizer=WordTokenizer.from_json(folder.vocab_json()),
-                   has_ngrams=NGRAM_OUTPUT in outputs)
+        tok = WordTokenizer.from_json(folder.vocab_json())
+        neg = (folder.manifest.get("ngram") or {}).get("negation") or None
+        negation = None
+        if neg and NGRAM_OUTPUT in outputs:
+            ids = frozenset(tok.stoi[w] for w in neg.get("negators", []) if w in tok.stoi)
+            negation = (ids, int(neg.get("window", 0)))
+        return cls(**common, tokenizer=tok, has_ngrams=NGRAM_OUTPUT in outputs,
+                   negation=negation)
 
     # -- encode --------------------------------------------------------------------
     def encode(self, text: str, offsets: bool = True) -> Encoded:
@@ -100,18 +108,25 @@ class SentimentModel(LoadedModel):
                   for t, w in zip(e.tokens, row.attention.tolist(), strict=False)]
         answer = {**self.result(row.probability, e), "tokens": tokens}
         if row.ngrams is not None:
-            answer.update(ngram_answer(text, e, row.ngrams.tolist()))
+            answer.update(ngram_answer(text, e, row.ngrams.tolist(), self.negation))
         return answer
 
 
-def ngram_answer(text: str, e: Encoded, contributions: list[float]) -> dict[str, Any]:
+def ngram_answer(text: str, e: Encoded, contributions: list[float],
+                 negation: tuple[frozenset[int], int] | None = None) -> dict[str, Any]:
     """The n-gram term's part of the answer (models that have one): its logit, and per
-    token the contribution of the n-grams ending there, with the trigram's text."""
+    token the contribution of the n-grams ending there, with the trigram's text, and
+    (models with a negation scope) whether they were read as negated: a negator among
+    the ``window`` words before, exactly as the graph decides."""
     grams = []
     for k, (t, v) in enumerate(zip(e.tokens, contributions, strict=False)):
         first = e.tokens[max(0, k - 2)]
         start = first.start if first.start <= t.start else t.start  # head/tail junction
-        grams.append({"text": text[start:t.end], "start": start, "end": t.end,
-                      "contribution": v})
+        gram: dict[str, Any] = {"text": text[start:t.end], "start": start, "end": t.end,
+                                "contribution": v}
+        if negation is not None:
+            negators, window = negation
+            gram["negated"] = any(i in negators for i in e.ids[max(0, k - window):k])
+        grams.append(gram)
     grams.sort(key=lambda g: -abs(g["contribution"]))
     return {"ngram_logit": float(sum(contributions)), "ngrams": grams}
