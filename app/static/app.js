@@ -250,7 +250,7 @@
           "the attention weights above do not cover it. Largest contributions first."
         : "";
       $("ngram-table").tBodies[0].replaceChildren(...ngrams.slice(0, 15).map((g) => el("tr", {},
-        el("td", {}, String(g.ngram ?? g.text ?? "")),
+        el("td", {}, String(g.ngram ?? g.text ?? "") + (g.negated ? " (negated)" : "")),
         el("td", { class: "num" }, fmt(g.contribution ?? g.weight)))));
     }
     $("sentiment-result").hidden = false;
