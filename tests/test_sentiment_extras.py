@@ -101,7 +101,7 @@ def test_the_ngram_term_is_added_inside_the_graph_and_served(tiny_models_dir: Pa
     assert abs(r["ngrams"][0]["contribution"]) >= abs(r["ngrams"][-1]["contribution"])
     # trained with the default negation scope: the manifest says so, /attention flags
     # each n-gram (this tiny vocabulary has no negator: none is negated)
-    assert manifest["ngram"]["negation"]["window"] == 3
+    assert manifest["ngram"]["negation"]["window"] == 5
     assert [g["negated"] for g in r["ngrams"]] == [False] * 5
     card = next(m for m in client.get("/v1/models").json()["data"] if m["id"] == "sentiment")
     assert card["ngram_term"] is True and card["cell"] == "lstm"
@@ -151,11 +151,21 @@ def test_ngrams_in_a_negators_scope_take_their_own_buckets_in_torch_and_in_the_g
     assert buckets([neg, x, x, bad])[0] != plain[0]  # three words on: still in scope
     assert buckets([neg, x, x, x, bad]) == plain  # four words on: out of scope
     assert buckets([neg, bad], window=0)[0] == plain[0]  # window 0: off, as before
+    # parity: two negators cancel ("wasn't a moment i didn't like"), one or three do not
+    h2, _ = ngram_buckets(torch.tensor([[neg, x, neg, bad]]), torch.tensor([4]), 4096, t, 3,
+                          parity=True)
+    h1, _ = ngram_buckets(torch.tensor([[x, x, neg, bad]]), torch.tensor([4]), 4096, t, 3,
+                          parity=True)
+    assert h2[0, 0, -1] == plain[0] and h1[0, 0, -1] != plain[0]
 
     base = onnx.load(str(tiny_models_dir / "sentiment" / "model.onnx"))
     w = (np.random.default_rng(0).normal(size=4096) * 0.3).astype(np.float16)
     m = add_ngram_term(base, w, 0.7, 0.1, table, 3)
     checks = check_ngram_graph(m, base, w, 0.7, 0.1, tok.vocab_size, table, 3)
+    assert checks["ngram_vs_torch_max_abs_diff"] <= 1e-4
+    assert checks["row_alone_vs_batch_max_abs_diff"] <= 1e-5
+    mp = add_ngram_term(base, w, 0.7, 0.1, table, 3, parity=True)
+    checks = check_ngram_graph(mp, base, w, 0.7, 0.1, tok.vocab_size, table, 3, parity=True)
     assert checks["ngram_vs_torch_max_abs_diff"] <= 1e-4
     assert checks["row_alone_vs_batch_max_abs_diff"] <= 1e-5
     # and the scope changes the answer: the same graph without it differs
@@ -175,7 +185,7 @@ def test_attention_flags_the_ngrams_read_as_negated_exactly_where_the_graph_does
     tok = WordTokenizer(["<pad>", "<unk>", "not", "bad", "at", "all", "good", "film", "a"])
     text = "Not bad at all, a good film"
     e = tok.encode(text)
-    negation = (frozenset({tok.stoi["not"]}), 3)
+    negation = (frozenset({tok.stoi["not"]}), 3, False)
     grams = ngram_answer(text, e, [0.1] * len(e.ids), negation)["ngrams"]
     flags = {text[g["end"] - len(t):g["end"]]: g["negated"]
              for g, t in zip(sorted(grams, key=lambda g: g["end"]),
@@ -183,3 +193,9 @@ def test_attention_flags_the_ngrams_read_as_negated_exactly_where_the_graph_does
     assert flags == {"Not": False, "bad": True, "at": True, "all": True, "a": False,
                      "good": False, "film": False}
     assert all("negated" not in g for g in ngram_answer(text, e, [0.1] * len(e.ids))["ngrams"])
+    # parity: "not ... not" cancels
+    text = "not good not bad"
+    e = tok.encode(text)
+    grams = ngram_answer(text, e, [0.1] * 4, (negation[0], 3, True))["ngrams"]
+    assert [g["negated"] for g in sorted(grams, key=lambda g: g["end"])] == \
+        [False, True, True, False]

@@ -66,19 +66,21 @@ def negator_table(itos: list[str]) -> np.ndarray:
     return np.array([int(w in NEGATORS or w.endswith("n't")) for w in itos], dtype=np.int64)
 
 
-def negation_scope(ids: torch.Tensor, table: torch.Tensor, window: int) -> torch.Tensor:
-    """[B, T] int64: 1 where one of the ``window`` words before is a negator."""
+def negation_scope(ids: torch.Tensor, table: torch.Tensor, window: int, parity: bool = False
+                   ) -> torch.Tensor:
+    """[B, T] int64: 1 where one of the ``window`` words before is a negator (with
+    ``parity``: an odd number of them, so "wasn't ... didn't like" cancels)."""
     neg = table[ids]
     scope = torch.zeros_like(ids)
     shifted = neg
     for _ in range(window):
         shifted = torch.cat([torch.zeros_like(ids[:, :1]), shifted[:, :-1]], 1)
-        scope = torch.maximum(scope, shifted)
-    return scope
+        scope = scope + shifted if parity else torch.maximum(scope, shifted)
+    return scope % 2 if parity else scope
 
 
 def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int,
-                  neg_table: torch.Tensor | None = None, window: int = 0
+                  neg_table: torch.Tensor | None = None, window: int = 0, parity: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """ids [B, T] -> (bucket ids [3, B, T], valid [3, B, T]) of the uni-, bi- and
     trigram ending at each position (int64 arithmetic, exactly as in the graph). With
@@ -91,7 +93,7 @@ def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int,
     prev2 = torch.cat([zeros, prev1[:, :-1]], 1)
     t = torch.arange(T).unsqueeze(0)
     real = t < lengths.unsqueeze(1)
-    shift = (negation_scope(ids, neg_table, window) * NEG_SALT
+    shift = (negation_scope(ids, neg_table, window, parity) * NEG_SALT
              if neg_table is not None and window > 0 else 0)
     uni = (ids + SALTS[0] + shift) % buckets
     bi = (prev1 * PRIME + ids + SALTS[1] + shift) % buckets
@@ -100,10 +102,10 @@ def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int,
 
 
 def ngram_logit(w: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
-                neg_table: torch.Tensor | None = None, window: int = 0
+                neg_table: torch.Tensor | None = None, window: int = 0, parity: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logit [B], per-token contributions [B, T]) of the n-gram weights ``w``."""
-    h, valid = ngram_buckets(ids, lengths, w.shape[0], neg_table, window)
+    h, valid = ngram_buckets(ids, lengths, w.shape[0], neg_table, window, parity)
     contrib = (w[h] * valid).sum(0) / lengths.float().sqrt().unsqueeze(1)
     return contrib.sum(1), contrib
 
@@ -123,7 +125,8 @@ class NgramConfig:
     lr: float = 0.005
     weight_decay: float = 1e-6
     augment: int = 0  # negation-augmentation sentences added to the training split
-    negation_window: int = 3  # words after a negator whose n-grams get buckets of their own; 0: off
+    negation_window: int = 5  # words after a negator whose n-grams get buckets of their own; 0: off
+    negation_parity: bool = False  # in scope only after an odd number of negators in the window
     val_fraction: float = 0.1  # the base model's split (same seed): the encoder never trained on it
     seed: int = 1234
     threads: int = 1
@@ -146,7 +149,7 @@ def _batches(x: list[list[int]], y: list[int], size: int, shuffle: bool, seed: i
 def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, float, list]:
     """Logistic regression on the hashed n-grams (weights and a bias), best epoch on val."""
-    win = cfg.negation_window
+    win, par = cfg.negation_window, cfg.negation_parity
     torch.manual_seed(cfg.seed)
     w = torch.zeros(cfg.buckets, requires_grad=True)
     b = torch.zeros(1, requires_grad=True)
@@ -154,13 +157,13 @@ def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor
     best, best_w, history = -1.0, None, []
     for epoch in range(cfg.epochs):
         for ids, lens, y in _batches(tr_x, tr_y, cfg.batch_size, True, cfg.seed + epoch):
-            logit, _ = ngram_logit(w, ids, lens, neg_table, win)
+            logit, _ = ngram_logit(w, ids, lens, neg_table, win, par)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logit + b, y)
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
-            correct = sum(int(((ngram_logit(w, i, n, neg_table, win)[0] + b) > 0)
+            correct = sum(int(((ngram_logit(w, i, n, neg_table, win, par)[0] + b) > 0)
                               .eq(y.bool()).sum())
                           for i, n, y in _batches(va_x, va_y, 256, False, 0))
         acc = correct / len(va_x)
@@ -199,7 +202,8 @@ def _logit_tensor(graph: onnx.GraphProto) -> str:
 
 
 def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float,
-                   neg_table: np.ndarray | None = None, window: int = 0) -> onnx.ModelProto:
+                   neg_table: np.ndarray | None = None, window: int = 0,
+                   parity: bool = False) -> onnx.ModelProto:
     """The base graph with ``a * logit + ngram_logit(w) + c`` as its logit, and the
     per-token contributions as a third output. ``w`` is stored in its own dtype
     (float16 halves the folder: 2^21 buckets in 4 MB) and gathered rows are cast to
@@ -250,8 +254,16 @@ def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float,
             added += [n("Slice", [f"ng_neg{d - 1}", "ng_s0", "ng_end_m1", "ng_ax1"],
                         [f"ng_neghead{d}"]),
                       n("Concat", ["ng_zcol", f"ng_neghead{d}"], [f"ng_neg{d}"], axis=1)]
-        added += [n("Max", [f"ng_neg{d}" for d in range(1, window + 1)], ["ng_scope"]),
-                  n("Mul", ["ng_scope", "ng_negsalt"], ["ng_shift"])]
+        shifted = [f"ng_neg{d}" for d in range(1, window + 1)]
+        if parity:  # (ONNX Sum takes floats only: a chain of integer Adds)
+            count = shifted[0]
+            for d, x in enumerate(shifted[1:], 2):
+                added.append(n("Add", [count, x], [f"ng_negcount{d}"]))
+                count = f"ng_negcount{d}"
+            added.append(n("Mod", [count, "ng_two"], ["ng_scope"]))
+        else:
+            added.append(n("Max", shifted, ["ng_scope"]))
+        added.append(n("Mul", ["ng_scope", "ng_negsalt"], ["ng_shift"]))
         added += [n("Add", [x, "ng_shift"], [f"{x}_neg"]) for x in pre]
         pre = [f"{x}_neg" for x in pre]
     added += [
@@ -306,7 +318,7 @@ def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float,
 
 def check_ngram_graph(m: onnx.ModelProto, base: onnx.ModelProto, w: np.ndarray, a: float,
                       c: float, vocab: int, neg_table: np.ndarray | None = None,
-                      window: int = 0) -> dict:
+                      window: int = 0, parity: bool = False) -> dict:
     """Parity with the torch formula on a padded batch, and batch invariance."""
     sess, sess_base = ort_session(m.SerializeToString()), ort_session(base.SerializeToString())
     lengths = [7, 1, 23, 64, 3, 2, 40]
@@ -316,7 +328,7 @@ def check_ngram_graph(m: onnx.ModelProto, base: onnx.ModelProto, w: np.ndarray, 
     ng, ref_contrib = ngram_logit(torch.from_numpy(w.astype(np.float32)), torch.from_numpy(ids),
                                   torch.from_numpy(lens),
                                   None if neg_table is None else torch.from_numpy(neg_table),
-                                  window)
+                                  window, parity)
     enc = np.log(p0) - np.log1p(-p0)
     ref = 1 / (1 + np.exp(-(a * enc + ng.numpy() + c)))
     parity = float(max(np.abs(ref - p).max(), np.abs(contrib - ref_contrib.numpy()).max(),
@@ -365,11 +377,11 @@ def train(cfg: NgramConfig) -> dict:
         tr_y += [y for _, y in extra]
     table = negator_table(tok.itos) if cfg.negation_window > 0 else None
     neg_t = None if table is None else torch.from_numpy(table)
-    win = cfg.negation_window
+    win, par = cfg.negation_window, cfg.negation_parity
     w, ng_val, history = fit_ngrams(cfg, tr_x, tr_y, va_x, va_y, neg_t)
     enc_val = _encoder_logits(base.SerializeToString(), tok, [r.text for r in val_set])
     with torch.no_grad():
-        ng_val_logit = np.concatenate([ngram_logit(w, i, n, neg_t, win)[0].numpy()
+        ng_val_logit = np.concatenate([ngram_logit(w, i, n, neg_t, win, par)[0].numpy()
                                        for i, n, _ in _batches(va_x, va_y, 256, False, 0)])
     # _batches sorts by length: put the n-gram logits back in the split's order
     order = sorted(range(len(va_x)), key=lambda i: len(va_x[i]))
@@ -377,8 +389,8 @@ def train(cfg: NgramConfig) -> dict:
     ng_val_ordered[order] = ng_val_logit
     a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y))
     w_scaled = (w * s).numpy().astype(np.dtype(cfg.weights_dtype))
-    graph = add_ngram_term(base, w_scaled, a, c, table, win)
-    checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size, table, win)
+    graph = add_ngram_term(base, w_scaled, a, c, table, win, par)
+    checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size, table, win, par)
     truth = np.array(va_y, bool)
     blend_val = float((((a * enc_val + s * ng_val_ordered + c) > 0) == truth).mean())
     metrics: dict = {"val_accuracy": round(blend_val, 4),
@@ -398,7 +410,7 @@ def train(cfg: NgramConfig) -> dict:
                         f"+ hashed uni/bi/trigram linear term ({cfg.buckets} buckets)",
         "parameters": int(base_manifest.get("parameters") or 0) + cfg.buckets + 2,
         "ngram": {"buckets": cfg.buckets, "prime": PRIME, "salts": list(SALTS),
-                  "negation": ({"window": win, "salt": NEG_SALT,
+                  "negation": ({"window": win, "parity": par, "salt": NEG_SALT,
                                 "negators": [w_ for w_, f in zip(tok.itos, table, strict=True)
                                              if f]} if table is not None else None),
                   "encoder_scale": a, "ngram_scale": s, "bias": c,

@@ -45,7 +45,7 @@ class SentimentModel(LoadedModel):
     tokenizer: WordTokenizer | None = None
     has_ngrams: bool = False  # the graph also returns NGRAM_OUTPUT
     # the n-gram term's negation scope (manifest "ngram.negation"): negator ids, window
-    negation: tuple[frozenset[int], int] | None = None
+    negation: tuple[frozenset[int], int, bool] | None = None  # (+ parity)
 
     # -- load ----------------------------------------------------------------------
     @classmethod
@@ -56,7 +56,7 @@ class SentimentModel(LoadedModel):
         negation = None
         if neg and NGRAM_OUTPUT in outputs:
             ids = frozenset(tok.stoi[w] for w in neg.get("negators", []) if w in tok.stoi)
-            negation = (ids, int(neg.get("window", 0)))
+            negation = (ids, int(neg.get("window", 0)), bool(neg.get("parity", False)))
         return cls(**common, tokenizer=tok, has_ngrams=NGRAM_OUTPUT in outputs,
                    negation=negation)
 
@@ -113,11 +113,12 @@ class SentimentModel(LoadedModel):
 
 
 def ngram_answer(text: str, e: Encoded, contributions: list[float],
-                 negation: tuple[frozenset[int], int] | None = None) -> dict[str, Any]:
+                 negation: tuple[frozenset[int], int, bool] | None = None) -> dict[str, Any]:
     """The n-gram term's part of the answer (models that have one): its logit, and per
     token the contribution of the n-grams ending there, with the trigram's text, and
     (models with a negation scope) whether they were read as negated: a negator among
-    the ``window`` words before, exactly as the graph decides."""
+    the ``window`` words before (with parity: an odd number of them), exactly as the
+    graph decides."""
     grams = []
     for k, (t, v) in enumerate(zip(e.tokens, contributions, strict=False)):
         first = e.tokens[max(0, k - 2)]
@@ -125,8 +126,9 @@ def ngram_answer(text: str, e: Encoded, contributions: list[float],
         gram: dict[str, Any] = {"text": text[start:t.end], "start": start, "end": t.end,
                                 "contribution": v}
         if negation is not None:
-            negators, window = negation
-            gram["negated"] = any(i in negators for i in e.ids[max(0, k - window):k])
+            negators, window, parity = negation
+            count = sum(i in negators for i in e.ids[max(0, k - window):k])
+            gram["negated"] = count % 2 == 1 if parity else count > 0
         grams.append(gram)
     grams.sort(key=lambda g: -abs(g["contribution"]))
     return {"ngram_logit": float(sum(contributions)), "ngrams": grams}
