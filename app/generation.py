@@ -67,7 +67,7 @@ from prometheus_client import Gauge
 from app import metrics, tracing
 from app.errors import ApiError, EngineStopped, ModelFailure, Overloaded
 from app.stopping import StopMatcher
-from seqcore.sampling import RowSampler, SamplingParams, params_arrays
+from seqcore.sampling import RowSampler, SamplingParams, Uniforms, params_arrays
 from seqcore.tasks.generation import CharModel
 
 log = logging.getLogger("seqserve.generation")
@@ -118,7 +118,7 @@ class _Gen:
         # released text not yet delivered: a streaming stream's goes out at the engine's
         # next flush (``flush_interval_s``), a non-streaming one's at its finish
         self.buffer: list[str] = []
-        self.rng: np.random.Generator | None = None
+        self.rng: Uniforms | None = None
         self.started = 0.0  # its prefill began
         self.first_char_at = 0.0
         self.ended = 0.0
@@ -139,7 +139,7 @@ class _Batch:
         self.lens = np.ones(len(gens), dtype=np.int64)
         self.temp, self.top_k, self.top_p = params_arrays([g.stream.params for g in gens])
         self.sampler: RowSampler | None = None  # built at the first step, again when rows change
-        self.draws = [g.rng.random for g in gens]  # type: ignore[union-attr]
+        self.draws = [g.rng for g in gens]
 
     def extend(self, other: _Batch) -> None:
         self.gens = self.gens + other.gens
@@ -405,7 +405,7 @@ class GenerationEngine:
         for g in gens:
             g.started = t0
             self._m_queue.observe(max(t0 - g.stream.arrived, 0.0))
-            g.rng = np.random.default_rng(g.stream.seed)
+            g.rng = Uniforms(g.stream.seed)
         batch = _Batch(gens, hn, cn)
         self._advance(batch, logits, now, out, flush=True)  # first characters: at once
         for g in gens:  # every stream's first character came from this prefill
@@ -461,7 +461,7 @@ class GenerationEngine:
         stream's generator); the text each stream's matcher releases joins its buffer,
         and streaming streams' buffers are queued when ``flush`` or when
         ``flush_interval_s`` has passed since the last time."""
-        u = np.array([draw() for draw in b.draws])
+        u = [draw() for draw in b.draws]
         if b.sampler is None:
             b.sampler = RowSampler(b.temp, b.top_k, b.top_p, self._banned, logits.shape[1])
         ids = b.sampler(logits, u)

@@ -56,7 +56,7 @@ import onnxruntime as ort
 from bench.server import ServerProcess, free_port, rss_bytes
 from seqcore import runtime
 from seqcore.modelfolder import ModelFolder
-from seqcore.sampling import RowSampler
+from seqcore.sampling import RowSampler, Uniforms
 from seqcore.tokenizer import CharVocab, WordTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def raw_generation(prompt_list: list[str], new_chars: int,
     sess = _session(folder.graph_path)
 
     def generate(B: int, sample: bool = True, timing: list[float] | None = None) -> None:
-        rngs = [np.random.default_rng(k) for k in range(B)]
+        rngs = [Uniforms(k) for k in range(B)]
         sampler = RowSampler(np.full(B, TEMPERATURE), np.zeros(B, np.int64), np.ones(B), banned,
                              vocab.vocab_size)
         h = np.zeros((L, B, H), np.float32)
@@ -175,7 +175,7 @@ def raw_generation(prompt_list: list[str], new_chars: int,
         for k in range(new_chars):
             t0 = time.perf_counter()
             if sample:
-                nxt = sampler(logits, np.array([g.random() for g in rngs]))
+                nxt = sampler(logits, [draw() for draw in rngs])
             else:
                 nxt = logits.argmax(1)
             t1 = time.perf_counter()

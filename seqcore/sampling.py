@@ -185,18 +185,42 @@ class RowSampler:
             self._ban_row = np.zeros(vocab, dtype=np.float64)
             self._ban_row[list(banned)] = -np.inf
 
-    def __call__(self, logits: np.ndarray, u: np.ndarray) -> np.ndarray:
+    def __call__(self, logits: np.ndarray, u: np.ndarray | list[float]) -> np.ndarray:
+        """One id per row; ``u``: one uniform draw per row (an array or a list)."""
+        if self._one_t is not None and logits.shape[1] == len(self._ban_row):  # type: ignore[arg-type]
+            return np.array([_draw_one(logits[0].tolist(), self._one_t, float(u[0]),
+                                       self.banned)])
+        u = np.asarray(u, dtype=np.float64)
         if not self._all_simple or logits.shape[1] != len(self._ban_row):  # type: ignore[arg-type]
             if self._all_greedy:
                 return _sample_simple(logits, self.temperature, u, self.banned)
             return sample_rows(logits, self.temperature, self.top_k, self.top_p, u, self.banned)
-        if self._one_t is not None:
-            return np.array([_draw_one(logits[0].tolist(), self._one_t, float(u[0]),
-                                       self.banned)])
         # every row samples at a temperature: the short path of ``_sample_simple``,
         # with the banned ids masked by one addition (-inf) and no per-step checks
         return _draw_at_temperature(np.add(logits, self._ban_row, dtype=np.float64),
                                     self._t_col, u)
+
+
+class Uniforms:
+    """One stream's uniform draws in [0, 1), one per call: the same numbers in the same
+    order as calling ``np.random.default_rng(seed).random()`` once per draw (tested),
+    drawn from the generator ``block`` at a time. A call into a numpy Generator costs
+    microseconds with cold caches, which at one stream is a measurable share of a step."""
+
+    __slots__ = ("_rng", "_buf", "_i", "_block")
+
+    def __init__(self, seed: int | None, block: int = 64):
+        self._rng = np.random.default_rng(seed)
+        self._buf: list[float] = []
+        self._i = 0
+        self._block = block
+
+    def __call__(self) -> float:
+        i = self._i
+        if i == len(self._buf):
+            self._buf, i = self._rng.random(self._block).tolist(), 0
+        self._i = i + 1
+        return self._buf[i]
 
 
 def params_arrays(params: list[SamplingParams]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -116,3 +116,14 @@ def test_a_lone_row_takes_the_plain_python_path_and_picks_the_same_ids():
         mismatches += int(got[0] != _sample_general(lg, T, np.zeros(1, np.int64), np.ones(1),
                                                     u, banned)[0])
     assert mismatches == 0
+
+
+def test_uniforms_drawn_in_blocks_are_the_generators_own_sequence():
+    """A stream's draws come from its seeded generator a block at a time; they are the
+    numbers one ``random()`` call per draw would give, so a seed's text is unchanged."""
+    from seqcore.sampling import Uniforms
+
+    for seed, block in ((0, 64), (12345, 7), (2**40, 1)):
+        one_by_one = np.random.default_rng(seed)
+        u = Uniforms(seed, block=block)
+        assert [u() for _ in range(300)] == [one_by_one.random() for _ in range(300)]
