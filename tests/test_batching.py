@@ -136,31 +136,16 @@ def test_parallel_calls_setting_wins_over_the_cpu_count():
 
 def _generate_all(model, parallel: int, bodies: list[dict], step_split_min_rows: int = 8
                   ) -> list[str]:
-    from app.generation import Finish, GenerationEngine, Stream
+    from app.generation import Stream
     from seqcore.sampling import SamplingParams
+    from tests.test_generation_engine import engine_texts
 
-    async def go() -> list[str]:
-        e = GenerationEngine(model, max_streams=64, max_queue=64, queue_timeout_s=30,
-                             parallel=parallel, split_min_rows=2,
-                             step_split_min_rows=step_split_min_rows)
-        loop = asyncio.get_running_loop()
-        streams = [Stream(model.vocab.encode(b["prompt"])[0], SamplingParams(b["t"], None, b["p"]),
-                          seed=b["seed"], max_new=b["n"], stop=b["stop"],
-                          arrived=time.perf_counter(), loop=loop, streaming=b["stream"])
-                   for b in bodies]
-        for s in streams:
-            e.submit(s)
-        e.start()  # after the submits: all 13 prompts are prefilled in one go
-        texts = []
-        for s in streams:
-            parts = []
-            while not isinstance(item := await s.out.get(), Finish):
-                parts.append(item)
-            texts.append("".join(parts))
-        e.stop()
-        return texts
-
-    return asyncio.run(go())
+    return engine_texts(model, lambda loop: [
+        Stream(model.vocab.encode(b["prompt"])[0], SamplingParams(b["t"], None, b["p"]),
+               seed=b["seed"], max_new=b["n"], stop=b["stop"], arrived=time.perf_counter(),
+               loop=loop, streaming=b["stream"]) for b in bodies],
+        max_streams=64, max_queue=64, parallel=parallel, split_min_rows=2,
+        step_split_min_rows=step_split_min_rows)
 
 
 def test_a_prefill_cut_into_parts_run_side_by_side_changes_no_text(tiny_models_dir):

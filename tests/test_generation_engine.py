@@ -133,12 +133,12 @@ def test_retire_finishes_ended_streams_and_drops_cancelled_ones_silently(chargen
     assert _in_loop(go)
 
 
-def _texts(model, bodies: list[dict], **engine) -> list[str]:
+def engine_texts(model, make_streams, **engine) -> list[str]:
+    """Every stream's whole text from one engine: ``make_streams(loop)`` builds the
+    streams, all submitted before the engine starts (so they are prefilled together)."""
     async def go() -> list[str]:
-        e = GenerationEngine(model, max_queue=100, queue_timeout_s=30, **engine)
-        loop = asyncio.get_running_loop()
-        streams = [_stream(model, b["prompt"], loop, seed=b["seed"], max_new=b["n"],
-                           stop=b.get("stop"), t=0.9) for b in bodies]
+        e = GenerationEngine(model, **{"max_queue": 100, "queue_timeout_s": 30, **engine})
+        streams = make_streams(asyncio.get_running_loop())
         for s in streams:
             e.submit(s)
         e.start()
@@ -152,6 +152,12 @@ def _texts(model, bodies: list[dict], **engine) -> list[str]:
         return texts
 
     return asyncio.run(go())
+
+
+def _texts(model, bodies: list[dict], **engine) -> list[str]:
+    return engine_texts(model, lambda loop: [
+        _stream(model, b["prompt"], loop, seed=b["seed"], max_new=b["n"], stop=b.get("stop"),
+                t=0.9) for b in bodies], **engine)
 
 
 def test_a_stream_gets_the_same_text_alone_and_while_others_join_and_leave(chargen):
