@@ -53,6 +53,13 @@ _ASCII_RE = re.compile(rf"{_BR}|{_WORD}|[!?]")
 _ASCII_WORDS_RE = re.compile(rf"{_BR}|([a-z0-9]++(?:'[a-z0-9]++)*+|[!?])", re.ASCII)
 
 
+# For ``token_strings`` on other text: the token pattern with the line break
+# non-capturing and the rest in one group, so ``findall`` returns strings (empty for a
+# line break) instead of match objects; each token is lowercased on its own, as in
+# ``tokenize`` (lowercasing the whole text first could split a word: "İ" -> "i̇").
+_WORDS_RE = re.compile(rf"{_BR}|({_WORD}|[!?])", re.IGNORECASE)
+
+
 def tokenize(text: str) -> list[Token]:
     """Split ``text`` into lowercased tokens with offsets into ``text``."""
     if text.isascii():
@@ -66,7 +73,7 @@ def token_strings(text: str) -> list[str]:
     """``[t.text for t in tokenize(text)]``, faster: no offsets (the /sentiment path)."""
     if text.isascii():
         return list(filter(None, _ASCII_WORDS_RE.findall(text.lower())))
-    return [t.text for t in tokenize(text)]
+    return [w.lower() for w in _WORDS_RE.findall(text) if w]
 
 
 @dataclass
