@@ -19,6 +19,13 @@ on the validation split carved from train. The graph also returns
 ``ngram_contributions`` [B, T]: each token's share of ``ngram_logit`` (the n-grams
 ending at it), in logit space, which is what /attention's weights do not cover.
 
+Negation scope (``--negation-window``, 5 by default; 0 turns it off): the n-grams
+ending at a word that follows a negator ("not", "never", "didn't", ...) within the
+window hash into buckets of their own, so "not ... bad" gets its own weight instead
+of sharing "bad"'s; ``--negation-parity`` counts the negators in the window and
+cancels an even number. The negator table is an initializer of the graph, the scope
+a few shifts of its lookup; the manifest lists the negators (``ngram.negation``).
+
     python -m training.ngrams --base models/sentiment --data <imdb> --out runs/sentiment-ngrams
 """
 
