@@ -51,23 +51,32 @@ NEG_FEEL = ["bored", "annoyed", "irritated", "let down", "frustrated", "disappoi
 POS_FEEL = ["moved", "impressed", "entertained", "thrilled", "amused", "charmed"]
 QUALITY = ["merit", "heart", "wit", "style", "ambition", "warmth", "humour", "flair"]
 
-# (template, label): {s} subject, {pa}/{na} positive/negative adjective, {pn}/{nn} nouns,
-# {pv}/{nv} verbs
+# {s} subject, {pa}/{na} positive/negative adjective, {pn}/{nn} nouns, {pv}/{nv} verbs,
+# {pvp}/{nvp} verb phrases, {fp}/{fn} feelings. A frame written with the negative words
+# reads positive once negated; its mirror, the same frame with the positive words,
+# reads negative.
+_MIRROR = {"{na": "{pa", "{nv": "{pv", "{nn": "{pn", "{fn": "{fp", "feared": "hoped"}
+_MIRROR |= {v: k for k, v in _MIRROR.items()}
+_MIRROR_RE = re.compile("|".join(map(re.escape, _MIRROR)))
+
+
+def _mirrored(frames: list[str]) -> list[tuple[str, int]]:
+    """Each frame labelled positive, then each frame's mirror labelled negative."""
+    return ([(f, 1) for f in frames]
+            + [(_MIRROR_RE.sub(lambda m: _MIRROR[m.group()], f), 0) for f in frames])
+
+
+# (template, label)
 TEMPLATES: list[tuple[str, int]] = [
-    # negated criticism -> positive
-    ("{s} is not {na}.", 1), ("{s} was not {na} at all.", 1), ("{s} is never {na}.", 1),
-    ("{s} isn't {na}.", 1), ("{s} wasn't {na}, not even a little.", 1),
-    ("i did not {nv} {s}.", 1), ("i didn't {nv} {s} at all.", 1),
-    ("{s} is not a {nn}.", 1), ("{s} was no {nn}.", 1), ("nothing in {s} is {na}.", 1),
-    ("{s} never gets {na}.", 1), ("i wouldn't call {s} {na}.", 1),
-    ("{s} is hardly {na}.", 1), ("not {na}, not {na2}: just {pa}.", 1),
-    # negated praise -> negative
-    ("{s} is not {pa}.", 0), ("{s} was not {pa} at all.", 0), ("{s} is never {pa}.", 0),
-    ("{s} isn't {pa}.", 0), ("{s} wasn't {pa}, not even a little.", 0),
-    ("i did not {pv} {s}.", 0), ("i didn't {pv} {s} at all.", 0),
-    ("{s} is not a {pn}.", 0), ("{s} was no {pn}.", 0), ("nothing in {s} is {pa}.", 0),
-    ("{s} never gets {pa}.", 0), ("i wouldn't call {s} {pa}.", 0),
-    ("{s} is hardly {pa}.", 0), ("not {pa}, not {pa2}: just {na}.", 0),
+    # negated criticism -> positive, and its mirror, negated praise -> negative
+    *_mirrored([
+        "{s} is not {na}.", "{s} was not {na} at all.", "{s} is never {na}.",
+        "{s} isn't {na}.", "{s} wasn't {na}, not even a little.",
+        "i did not {nv} {s}.", "i didn't {nv} {s} at all.",
+        "{s} is not a {nn}.", "{s} was no {nn}.", "nothing in {s} is {na}.",
+        "{s} never gets {na}.", "i wouldn't call {s} {na}.",
+        "{s} is hardly {na}.", "not {na}, not {na2}: just {pa}.",
+    ]),
     # anchors
     ("{s} is {pa}.", 1), ("{s} was {pa} and {pa2}.", 1), ("i {pv} {s}.", 1),
     ("{s} is {na}.", 0), ("{s} was {na} and {na2}.", 0), ("i {nv} {s}.", 0),
@@ -80,16 +89,13 @@ TEMPLATES: list[tuple[str, int]] = [
     ("there was nothing in {s} that wasn't {na}.", 0), ("i can't say i didn't {nv} {s}.", 0),
     # the same phenomena in more frames: negators with verb phrases, feelings, "far
     # from" and "anything but", and negated negatives in the second clause
-    ("{s} never {nvp}.", 1), ("{s} doesn't {nvp}, not once.", 1), ("at no point does {s} {nvp}.", 1),
-    ("{s} did not {nvp} the way i feared.", 1), ("i was never {fn} watching {s}.", 1),
-    ("{s} never left me {fn}.", 1), ("{s} is far from {na}.", 1), ("{s} is anything but {na}.", 1),
-    ("there is nothing {na} about {s}.", 1), ("none of {s} felt {na}.", 1),
-    ("{s} is neither {na} nor {na2}.", 1), ("i would never call {s} a {nn}.", 1),
-    ("{s} never {pvp}.", 0), ("{s} doesn't {pvp}, not once.", 0), ("at no point does {s} {pvp}.", 0),
-    ("{s} did not {pvp} the way i hoped.", 0), ("i was never {fp} watching {s}.", 0),
-    ("{s} never left me {fp}.", 0), ("{s} is far from {pa}.", 0), ("{s} is anything but {pa}.", 0),
-    ("there is nothing {pa} about {s}.", 0), ("none of {s} felt {pa}.", 0),
-    ("{s} is neither {pa} nor {pa2}.", 0), ("i would never call {s} a {pn}.", 0),
+    *_mirrored([
+        "{s} never {nvp}.", "{s} doesn't {nvp}, not once.", "at no point does {s} {nvp}.",
+        "{s} did not {nvp} the way i feared.", "i was never {fn} watching {s}.",
+        "{s} never left me {fn}.", "{s} is far from {na}.", "{s} is anything but {na}.",
+        "there is nothing {na} about {s}.", "none of {s} felt {na}.",
+        "{s} is neither {na} nor {na2}.", "i would never call {s} a {nn}.",
+    ]),
     # double negation: a negated negative inside a negated clause
     ("{s} is not without {q}.", 1), ("no part of {s} fails to {pvp_base}.", 1),
     ("it is impossible to {nv} {s}.", 1), ("{s} never once failed to keep me {fp}.", 1),
@@ -133,10 +139,8 @@ def generate(n: int, seed: int = 0, check_set: Path | None = None) -> list[tuple
         pa, pa2 = rng.sample(POS_ADJ, 2)
         na, na2 = rng.sample(NEG_ADJ, 2)
         (nvb, nvp), (pvb, pvp) = rng.choice(NEG_VP), rng.choice(POS_VP)
-        if "{nvp}" in tmpl and ("doesn't" in tmpl or "does {s}" in tmpl or "did not" in tmpl):
-            nvp = nvb  # after do-support the base form
-        if "{pvp}" in tmpl and ("doesn't" in tmpl or "does {s}" in tmpl or "did not" in tmpl):
-            pvp = pvb
+        if "doesn't" in tmpl or "does {s}" in tmpl or "did not" in tmpl:
+            nvp, pvp = nvb, pvb  # after do-support the base form
         text = tmpl.format(s=rng.choice(SUBJECTS), pa=pa, pa2=pa2, na=na, na2=na2,
                            pn=rng.choice(POS_NOUN), nn=rng.choice(NEG_NOUN),
                            pv=rng.choice(POS_VERB), nv=rng.choice(NEG_VERB),
