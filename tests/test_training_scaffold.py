@@ -1,5 +1,5 @@
 """The training commands' shared scaffold (training/scaffold.py) and the stateful
-char-generator training: --help shows every default, boolean flags take --no-...,
+char-generator training: --help shows every default (n-grams command too), boolean flags take --no-...,
 --max-steps makes a small complete run (model folder, history, curves.png), progress
 in a log is plain lines, and stateful training exports and passes the export checks
 with every cell."""
@@ -33,22 +33,26 @@ def _tiny_chargen(src: Path, out: Path, *extra: str) -> list[str]:
             "--chunk", "32", "--batch-size", "8", "--eval-streams", "4", *extra]
 
 
-@pytest.mark.parametrize("command", ["train_sentiment", "train_chargen"])
+@pytest.mark.parametrize("command", ["train_sentiment", "train_chargen", "ngrams"])
 def test_help_shows_every_option_with_its_default(command: str, capsys):
     import importlib
 
     module = importlib.import_module(f"training.{command}")
+    config = module.NgramConfig if command == "ngrams" else module.TrainConfig
     with pytest.raises(SystemExit) as e:
         module.main(["--help"])
     assert e.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # help lines are wrapped
-    for f in fields(module.TrainConfig):
+    for f in fields(config):
         flag = "--" + f.name.replace("_", "-")
         assert flag in text, flag
         assert f.metadata.get("help"), f"{flag} has no help text"
-    assert text.count("(default:") == len(fields(module.TrainConfig))
-    assert "--max-steps MAX_STEPS" in text and "--max-minutes" in text
+    assert text.count("(default:") == len(fields(config))
     assert "--replace-served, --no-replace-served" in text
+    if command == "ngrams":
+        assert "--negation-window NEGATION_WINDOW" in text and "(default: 5)" in text
+        return
+    assert "--max-steps MAX_STEPS" in text and "--max-minutes" in text
     if command == "train_chargen":
         assert "--stateful, --no-stateful" in text and "(default: True)" in text
         assert "(default: 0.15)" in text  # --dropout

@@ -135,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="dataset path or URL (sentiment, chargen)")
     p.add_argument("--model-dir", default=None,
                    help="model folder (default models/<task>; negation: models/sentiment)")
-    p.add_argument("--set", default=str(NEGATION_SET), help="negation set (JSON lines)")
-    p.add_argument("--sha256", default=None)
+    p.add_argument("--set", default=str(NEGATION_SET),
+                   help="negation set (JSON lines; default: tests/data/negation_set.jsonl)")
+    p.add_argument("--sha256", default=None,
+                   help="expected sha256 of the dataset (checked when given)")
     a = p.parse_args(argv)
     path = Path(a.model_dir or f"models/{'sentiment' if a.task == 'negation' else a.task}")
     try:

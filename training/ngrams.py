@@ -54,7 +54,7 @@ from training.evaluate import (
 )
 from training.export import INVARIANCE_TOL, ExportCheckError, random_padded_batch
 from training.manifest import run_folder, write_model_folder
-from training.scaffold import command_line
+from training.scaffold import command_line, option
 
 PRIME = 1_000_003
 SALTS = (0, 7_919, 104_729)  # uni-, bi-, trigram buckets apart
@@ -119,25 +119,35 @@ def ngram_logit(w: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
 
 @dataclass
 class NgramConfig:
-    base: str = "models/sentiment"
-    data: str = "../shared/data/aclImdb_v1_labeled.tar.gz"
-    out: str = ""  # default: a new runs/sentiment-<time> folder, never the served models/
-    replace_served: bool = False
-    name: str = ""  # default: the base model's name
-    sha256: str | None = None
-    buckets: int = 2**21
-    weights_dtype: str = "float16"  # of the n-gram table in the graph: float16 | float32
-    epochs: int = 6
-    batch_size: int = 64
-    lr: float = 0.005
-    weight_decay: float = 1e-6
-    augment: int = 0  # negation-augmentation sentences added to the training split
-    negation_window: int = 5  # words after a negator whose n-grams get buckets of their own; 0: off
-    negation_parity: bool = False  # in scope only after an odd number of negators in the window
-    val_fraction: float = 0.1  # the base model's split (same seed): the encoder never trained on it
-    seed: int = 1234
-    threads: int = 1
-    test: bool = True
+    base: str = option("models/sentiment", "the trained sentiment model folder whose encoder "
+                                           "the n-gram term is added to (kept frozen)")
+    data: str = option("../shared/data/aclImdb_v1_labeled.tar.gz",
+                       "the IMDB archive or extracted folder: a path or URL")
+    out: str = option("", "output model folder (empty: a new runs/sentiment-<time> folder, "
+                          "never the served models/)")
+    replace_served: bool = option(False, "allow --out inside the served models/ folder")
+    name: str = option("", "the model's name in the manifest (empty: the base model's name)")
+    sha256: str | None = option(None, "expected sha256 of the data archive (checked when "
+                                      "given)")
+    buckets: int = option(2**21, "hashed n-gram buckets (weights in the graph)")
+    weights_dtype: str = option("float16", "dtype of the n-gram table in the graph")
+    epochs: int = option(6, "epochs of the n-gram logistic regression (best on validation "
+                            "kept)")
+    batch_size: int = option(64, "reviews per batch")
+    lr: float = option(0.005, "Adam learning rate")
+    weight_decay: float = option(1e-6, "Adam weight decay")
+    augment: int = option(0, "negation-augmentation sentences added to the training split")
+    negation_window: int = option(5, "words after a negator whose n-grams get buckets of "
+                                     "their own (0: no negation scope)")
+    negation_parity: bool = option(False, "in scope only after an odd number of negators in "
+                                          "the window")
+    val_fraction: float = option(0.1, "fraction of train held out for validation: must be the "
+                                      "base model's split (same seed), which its encoder "
+                                      "never trained on")
+    seed: int = option(1234, "random seed (and the validation split's)")
+    threads: int = option(1, "torch CPU threads")
+    test: bool = option(True, "report test accuracy and the negation set (ONNX Runtime) at "
+                              "the end")
 
 
 def _batches(x: list[list[int]], y: list[int], size: int, shuffle: bool, seed: int):
@@ -437,7 +447,8 @@ def train(cfg: NgramConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return command_line(NgramConfig, train, __doc__, argv)
+    return command_line(NgramConfig, train, __doc__, argv,
+                        choices={"weights_dtype": ("float16", "float32")})
 
 
 if __name__ == "__main__":
