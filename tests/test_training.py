@@ -350,3 +350,57 @@ def test_fast_id_path_gives_the_same_ids_as_the_offset_path():
         assert tok.encode(text).ids == tok.encode(text, offsets=False).ids
 
     check()
+
+
+def test_adversarial_loss_perturbs_real_tokens_by_the_stated_size(monkeypatch):
+    import torch.nn.functional as F
+
+    from training import train_sentiment as ts
+    from training.models import SentimentConfig, SentimentLSTM
+
+    torch.manual_seed(0)
+    model = SentimentLSTM(SentimentConfig(vocab_size=50, emb_dim=8, hidden=8, emb_dropout=0.0,
+                                          out_dropout=0.0))
+    ids = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
+    lens = torch.tensor([4, 2])
+    y = torch.tensor([1.0, 0.0])
+    seen: list[torch.Tensor] = []
+    original = model.from_embeddings
+
+    def spy(emb, lengths):
+        seen.append(emb.detach().clone())
+        return original(emb, lengths)
+
+    monkeypatch.setattr(model, "from_embeddings", spy)
+    eps = 0.05
+    loss = ts.adversarial_loss(model, ids, lens, y, eps)
+    clean, perturbed = seen
+    r = perturbed - clean
+    assert torch.all(r[1, 2:] == 0)  # padding untouched
+    rms_table = model.embedding.weight.detach().pow(2).mean().sqrt()
+    for b, n in enumerate(lens.tolist()):  # each review moved by eps table-RMS per element
+        rms = r[b, :n].pow(2).mean().sqrt()
+        assert torch.isclose(rms, eps * rms_table, rtol=1e-4)
+    # the perturbation goes up the loss, and the total is clean + adversarial loss
+    logit, _ = original(clean, lens)
+    adv_logit, _ = original(perturbed, lens)
+    clean_loss = F.binary_cross_entropy_with_logits(logit, y)
+    adv_loss = F.binary_cross_entropy_with_logits(adv_logit, y)
+    assert adv_loss > clean_loss
+    assert torch.isclose(loss, clean_loss + adv_loss, rtol=1e-5)
+    loss.backward()  # gradients reach the weights through both terms
+    assert model.embedding.weight.grad is not None
+
+
+def test_tiny_sentiment_training_with_adversarial_loss_learns(tmp_path):
+    from training.train_sentiment import main
+
+    arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    out = tmp_path / "sentiment-adv"
+    assert main(["--data", str(arc), "--out", str(out), "--epochs", "12", "--emb-dim", "16",
+                 "--hidden", "16", "--batch-size", "16", "--lr", "0.01", "--patience", "12",
+                 "--emb-dropout", "0.0", "--out-dropout", "0.0", "--max-len", "24",
+                 "--head-len", "8", "--adv-eps", "0.05", "--w2v-epochs", "0"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["test_accuracy"] >= 0.9
+    assert manifest["training"]["adv_eps"] == 0.05

@@ -83,14 +83,20 @@ class SentimentLSTM(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """ids [B, T] (right-padded), lengths [B] >= 1 -> (logit [B], attention [B, T])."""
-        B, T = ids.shape
-        x = F.dropout(self.embedding(ids), self.cfg.emb_dropout, self.training)  # [B,T,E]
+        return self.from_embeddings(self.embedding(ids), lengths)
+
+    def from_embeddings(self, emb: torch.Tensor, lengths: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rest of ``forward`` from the word embeddings [B, T, E] (adversarial
+        training perturbs them here)."""
+        B, T = emb.shape[:2]
+        x = F.dropout(emb, self.cfg.emb_dropout, self.training)  # [B,T,E]
         h_f, _ = self.rnn_fwd(x)  # [B,T,H]
         h_b_rev, _ = self.rnn_bwd(reverse_within_length(x, lengths))
         h_b = reverse_within_length(h_b_rev, lengths)
         last = (lengths - 1).view(B, 1, 1).expand(B, 1, self.cfg.hidden)
         s = torch.cat([h_f.gather(1, last), h_b_rev.gather(1, last)], -1).squeeze(1)  # [B,2H]
-        mask = torch.arange(T, device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)  # [B,T]
+        mask = torch.arange(T, device=emb.device).unsqueeze(0) < lengths.unsqueeze(1)  # [B,T]
         h = torch.cat([h_f, h_b], -1) * mask.unsqueeze(-1)  # [B,T,2H], pads zeroed
         e = torch.bmm(h, s.unsqueeze(2)).squeeze(2)  # [B,T]
         a = torch.softmax(e.masked_fill(~mask, MASK_VALUE), dim=1)

@@ -94,6 +94,9 @@ class TrainConfig:
     w2v_epochs: int = option(5, "> 0: the other embedding dims start from word2vec on the "
                                 "train split, this many epochs")
     clip: float = option(1.0, "gradient-norm clip")
+    adv_eps: float = option(0.0, "> 0: adversarial training on the word embeddings, each "
+                                 "element moved by about this many embedding standard "
+                                 "deviations along the loss gradient (Miyato et al. 2016)")
     epochs: int = option(6, "epochs planned (the cosine schedule spans them)")
     patience: int = option(2, "early stopping: epochs without a better validation accuracy")
     val_fraction: float = option(0.1, "fraction of the train split held out for validation "
@@ -188,6 +191,27 @@ def nb_log_count_ratio(seqs: list[list[int]], labels: list[int], vocab: int) -> 
     return torch.tensor(r / r.std(), dtype=torch.float)
 
 
+def adversarial_loss(model: SentimentLSTM, ids: torch.Tensor, lens: torch.Tensor,
+                     y: torch.Tensor, eps: float) -> torch.Tensor:
+    """The loss plus the loss under the worst small perturbation of the word embeddings
+    (Miyato et al. 2016, first-order): each review's embeddings [T, E] are moved by
+    ``eps * rms(embedding table) * sqrt(T * E)`` along the loss gradient (L2 over the
+    review), i.e. every element by about ``eps`` table standard deviations. The
+    perturbation is a constant: no gradient flows through it."""
+    emb = model.embedding(ids)
+    logit, _ = model.from_embeddings(emb, lens)
+    loss = F.binary_cross_entropy_with_logits(logit, y)
+    (g,) = torch.autograd.grad(loss, emb, retain_graph=True)
+    mask = (ids != 0).unsqueeze(-1).to(g.dtype)  # padding is not perturbed
+    g = g * mask
+    norm = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+    scale = eps * model.embedding.weight.detach().pow(2).mean().sqrt()
+    size = (lens.to(g.dtype) * emb.shape[-1]).sqrt().view(-1, 1, 1)
+    r = (scale * size * g / norm).detach()
+    adv_logit, _ = model.from_embeddings(emb + r, lens)
+    return loss + F.binary_cross_entropy_with_logits(adv_logit, y)
+
+
 def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list[int]],
                  tr_y: list[int], va_x: list[list[int]], va_y: list[int], t_start: float,
                  minutes: float, w2v: torch.Tensor | None = None,
@@ -241,8 +265,11 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
             ids, lens = ids.to(dev), lens.to(dev)
             lr = cosine_lr(step, total, cfg.lr, cfg.lr_min)
             set_lr(opt, lr)
-            logit, _ = model(ids, lens)
-            loss = F.binary_cross_entropy_with_logits(logit, y)
+            if cfg.adv_eps > 0:
+                loss = adversarial_loss(model, ids, lens, y, cfg.adv_eps)
+            else:
+                logit, _ = model(ids, lens)
+                loss = F.binary_cross_entropy_with_logits(logit, y)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
