@@ -15,6 +15,11 @@ and only while requests that have arrived are still being decoded and tokenized
 (``announce``): with nobody else on the way, waiting would only add latency.
 Results go back to the event loop as soon as their call ends.
 
+A lone call (no other call running, nothing else waiting) would leave the other
+core idle; when the model was loaded with its recurrent directions split
+(seqcore/split.py) and there are two or more workers, such a call runs its two
+directions side by side, the forward one in a helper thread, and answers the same.
+
 Answers do not depend on batching: the graph is batch-invariant (ONNX ``LSTM`` with
 ``sequence_lens``), each row reads only its own outputs, and rows are cut to their
 own length.
@@ -32,6 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +72,13 @@ class _Row:
     @property
     def length(self) -> int:
         return max(1, len(self.ids))
+
+
+class _Batch(list):
+    """The rows of one call, and whether it is a lone call (nothing else running,
+    waiting or on its way when it was taken)."""
+
+    lone = False
 
 
 def _deliver(rows: list[_Row], results: list[RowResult]) -> None:
@@ -155,6 +168,10 @@ class ClassificationBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.incoming = 0  # requests announced (being decoded) but not yet submitted
         self.dead: str | None = None  # why a worker thread ended while it should run
+        self.busy = 0  # calls running now (under the lock)
+        # the helper thread of lone calls (None: every call runs the whole graph)
+        self._assist: ThreadPoolExecutor | None = None
+        self.split_calls = 0  # lone calls run with the two directions side by side
         n = model.name
         self._m_infer = metrics.INFERENCE.labels(n, "classify")
         self._m_batch = metrics.BATCH_SIZE.labels(n, "classify")
@@ -163,10 +180,13 @@ class ClassificationBatcher:
         self._m_queue = metrics.QUEUE_WAIT.labels(n)
         self._m_timeout = metrics.REJECTED.labels("queue_timeout")
         self._m_full = metrics.REJECTED.labels("queue_full")
+        self._m_split = metrics.SPLIT_CALLS.labels(n)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._running = True
+        if self.threads >= 2 and getattr(self.model, "split", None) is not None:
+            self._assist = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{self.model.name}-assist")
         self._threads = [threading.Thread(target=self._work, name=f"ort-{self.model.name}-{i}",
                                           daemon=True) for i in range(self.threads)]
         for t in self._threads:
@@ -179,6 +199,8 @@ class ClassificationBatcher:
         loop = asyncio.get_running_loop()
         for t in self._threads:
             await loop.run_in_executor(None, t.join, 10.0)
+        if self._assist is not None:
+            self._assist.shutdown(wait=False)
         with self._cond:
             rows, self.pending = self.pending, []
         _fail(rows, lambda: Overloaded("server is shutting down", 5, "shutting_down"))
@@ -240,7 +262,7 @@ class ClassificationBatcher:
         self.pending = [r for i, r in enumerate(keep) if i not in taken]
         return [keep[i] for i in chosen]
 
-    def _next(self) -> list[_Row] | None:
+    def _next(self) -> _Batch | None:
         """Blocks until there is a batch to run; None when stopping."""
         with self._cond:
             while self._running and not self.pending:
@@ -253,7 +275,10 @@ class ClassificationBatcher:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            return self._take()
+            batch = _Batch(self._take())
+            batch.lone = self.busy == 0 and not self.pending and self.incoming <= 0
+            self.busy += bool(batch)
+            return batch
 
     def _call(self, fn, *args) -> None:  # noqa: ANN001
         assert self._loop is not None
@@ -295,7 +320,11 @@ class ClassificationBatcher:
             if rows is None:
                 return False
             if rows:
-                results = self._run(rows)
+                try:
+                    results = self._run(rows)
+                finally:
+                    with self._cond:
+                        self.busy -= 1
                 self._call(_deliver, rows, results)
         except Exception as e:  # one failed iteration fails only its own rows
             error_id = uuid.uuid4().hex[:12]
@@ -312,17 +341,23 @@ class ClassificationBatcher:
         return True
 
     def _run(self, rows: list[_Row]) -> list[RowResult]:
-        """One ONNX Runtime call for ``rows`` (in a worker thread)."""
+        """One ONNX Runtime call for ``rows`` (in a worker thread); a lone call runs
+        its recurrent directions side by side when the model has them split."""
         start = time.perf_counter()
         ids, lens = pad_rows([r.ids for r in rows],
                              self.model.tokenizer.unk_id)  # type: ignore[union-attr]
-        try:
-            out = self.model.run(ids, lens)  # (p, a) or (p, a, n-gram contributions)
+        assist = self._assist if getattr(rows, "lone", False) else None
+        try:  # (p, a) or (p, a, n-gram contributions)
+            out = (self.model.run(ids, lens) if assist is None
+                   else self.model.run(ids, lens, assist))
             probs, attn = out[0], out[1]
             ngrams = out[2] if len(out) > 2 else None
         except Exception as e:
             raise InferenceError() from e
         dt = time.perf_counter() - start
+        if assist is not None:
+            self.split_calls += 1
+            self._m_split.inc()
         self._m_infer.observe(dt)
         self._m_batch.observe(len(rows))
         real = int(lens.sum())

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
                                 "side (classifier batches, parts of a large generation prefill); "
                                 "0 = CPUs / (intra_op_threads x workers), max 8")
     allow_spinning: bool = Field(False, description="let ORT worker threads spin-wait")
+    split_lone_calls: bool = Field(True, description="on the CPU, with parallel_calls >= 2: a "
+                                   "classifier call with nothing else running or waiting "
+                                   "runs its two recurrent directions side by side")
     warmup: bool = Field(True, description="run each model once before reporting ready")
 
     # classification batching (/sentiment, /attention)

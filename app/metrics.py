@@ -45,6 +45,9 @@ BATCH_SIZE = Histogram("seqserve_batch_size", "Rows in one ONNX Runtime call",
 PADDING = Counter("seqserve_padding_tokens_total",
                   "Padded minus real tokens fed to the model (padding waste)", ["model"])
 REAL_TOKENS = Counter("seqserve_real_tokens_total", "Real tokens fed to the model", ["model"])
+SPLIT_CALLS = Counter("seqserve_split_calls_total",
+                      "Lone classifier calls (nothing else running or waiting) whose two "
+                      "recurrent directions ran side by side on two cores", ["model"])
 TTFC = Histogram("seqserve_time_to_first_char_seconds",
                  "Time from a /generate request's arrival to its first character", ["model"],
                  buckets=LATENCY_BUCKETS)

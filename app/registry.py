@@ -30,7 +30,8 @@ def load_model(folder: Path, settings: Settings) -> LoadedModel:
     """The model folder at ``folder``, loaded with the service's device and threads."""
     return tasks.load_model(folder, device=str(settings.device),
                             threads=settings.intra_op_threads,
-                            spinning=settings.allow_spinning)
+                            spinning=settings.allow_spinning,
+                            split=settings.split_lone_calls)
 
 
 class Registry:

@@ -57,6 +57,11 @@ class LoadedModel:
     def warmup(self) -> None:
         """Runs the shapes the first requests will, so they do not pay for it."""
 
+    def prepare_split(self, graph: Path,
+                      make_session: Callable[[bytes], ort.InferenceSession]) -> None:
+        """Tasks whose lone calls can use two cores prepare for it here (the
+        classifier: seqcore/split.py); the others need nothing."""
+
     def probe(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """The first output of a batch (one row per row), for ``smoke_check``."""
         raise NotImplementedError
@@ -104,9 +109,10 @@ def check_contract(folder: ModelFolder, sess: ort.InferenceSession, inputs: set[
 
 
 def load_model(path: Path, *, device: str = "auto", threads: int = 1,
-               spinning: bool = False) -> LoadedModel:
+               spinning: bool = False, split: bool = False) -> LoadedModel:
     """The model folder at ``path``, loaded for its task; ``ModelLoadError`` naming the
-    file and the problem when it cannot be served."""
+    file and the problem when it cannot be served. ``split``: on the CPU, also prepare
+    lone calls on two cores (``LoadedModel.prepare_split``; needs the onnx package)."""
     import seqcore.tasks.classification  # noqa: F401  (registers the tasks)
     import seqcore.tasks.generation  # noqa: F401
 
@@ -145,6 +151,9 @@ def load_model(path: Path, *, device: str = "auto", threads: int = 1,
         raise ModelLoadError(str(e)) from None
     except (KeyError, ValueError, TypeError) as e:
         raise ModelLoadError(f"{folder.vocab_path} or manifest: malformed ({e!r})") from None
+    if split and active == runtime.CPU:
+        model.prepare_split(folder.graph_path, lambda graph: runtime.session(
+            graph, threads=1, providers=[runtime.CPU], spinning=spinning))
     model.load_seconds = time.perf_counter() - t0
     model.fingerprint = digest
     return model

@@ -15,12 +15,18 @@ concurrently); each call uses the session's intra-op threads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from seqcore.modelfolder import ModelFolder
+from seqcore.runtime import pad_rows
+from seqcore.split import DirectionSplit, load_split
 from seqcore.tasks import LoadedModel, check_contract, register
 from seqcore.tokenizer import Encoded, WordTokenizer
 
@@ -46,6 +52,8 @@ class SentimentModel(LoadedModel):
     has_ngrams: bool = False  # the graph also returns NGRAM_OUTPUT
     # the n-gram term's negation scope (manifest "ngram.negation"): negator ids, window
     negation: tuple[frozenset[int], int, bool] | None = None  # (+ parity)
+    # the graph cut into its two recurrent directions, for lone calls (seqcore/split.py)
+    split: DirectionSplit | None = None
 
     # -- load ----------------------------------------------------------------------
     @classmethod
@@ -65,23 +73,42 @@ class SentimentModel(LoadedModel):
         assert self.tokenizer is not None
         return self.tokenizer.encode(text, offsets=offsets)
 
+    def prepare_split(self, graph: Path,
+                      make_session: Callable[[bytes], ort.InferenceSession]) -> None:
+        """Cut the graph into its recurrent directions for lone calls, if it can be
+        and the pieces answer as the whole graph does (seqcore/split.py)."""
+        assert self.tokenizer is not None
+        vocab = max(self.tokenizer.vocab_size, 3)
+        ids, lens = pad_rows([[(7 * k) % (vocab - 2) + 2 for k in range(1, 12)],
+                              [(5 * k) % (vocab - 2) + 2 for k in range(1, 5)]],
+                             self.tokenizer.unk_id)
+        self.split = load_split(graph, self.session, make_session,
+                                {"input_ids": ids, "lengths": lens})
+
     # -- run -----------------------------------------------------------------------
-    def run(self, ids: np.ndarray, lengths: np.ndarray
+    def run(self, ids: np.ndarray, lengths: np.ndarray, assist: Executor | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(probability [B], attention [B, T], n-gram contributions [B, T] or None)."""
+        """(probability [B], attention [B, T], n-gram contributions [B, T] or None).
+        With ``assist`` (a helper thread, given when the other core is idle) and a
+        split graph, the two recurrent directions run side by side; the answer is the
+        same."""
         feed = {"input_ids": ids, "lengths": lengths}
-        if self.has_ngrams:
-            p, a, ng = self.session.run([*OUTPUTS, NGRAM_OUTPUT], feed)
-            return p, a, ng
-        p, a = self.session.run(OUTPUTS, feed)
-        return p, a, None
+        names = [*OUTPUTS, NGRAM_OUTPUT] if self.has_ngrams else OUTPUTS
+        if assist is not None and self.split is not None:
+            out = self.split.run(names, feed, assist)
+        else:
+            out = self.session.run(names, feed)
+        return out[0], out[1], out[2] if self.has_ngrams else None
 
     def warmup(self) -> None:
         tok = self.tokenizer
         assert tok is not None
         for B, T in ((1, 8), (1, tok.max_len), (4, tok.max_len)):
             ids = np.full((B, T), tok.unk_id, dtype=np.int64)
-            self.run(ids, np.full(B, T, dtype=np.int64))
+            lens = np.full(B, T, dtype=np.int64)
+            self.run(ids, lens)
+            if self.split is not None:
+                self.split.run(OUTPUTS, {"input_ids": ids, "lengths": lens})
 
     def probe(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
         return self.run(ids, lens)[0]
