@@ -1,14 +1,17 @@
 """A lone classifier call on two cores (seqcore/split.py, the batching loop): the graph
-cut into its forward and reverse recurrent directions and a head answers exactly as
-the whole graph does, for every cell and for the shipped graph with its n-gram term;
-the batching loop uses the cut only for a call with nothing else running or waiting;
-and a graph that cannot be cut, or whose pieces disagree, keeps serving whole."""
+cut into an embedding part, its forward and reverse recurrent directions and a head
+answers exactly as the whole graph does, for every cell and for the shipped graph
+with its n-gram term; the cut is made in a child process, so the service never
+imports onnx; the batching loop uses the cut only for a call with nothing else
+running or waiting; and a graph that cannot be cut, or whose pieces disagree, keeps
+serving whole."""
 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +44,7 @@ def test_the_cut_graph_answers_as_the_whole_graph_for_every_cell(cell: str):
     sm = SentimentLSTM(SentimentConfig(vocab_size=80, emb_dim=16, hidden=8, cell=cell)).eval()
     graph = build_sentiment_graph(sm).SerializeToString()
     parts = split.cut_directions(graph)
-    assert parts is not None and set(parts) == {"forward", "reverse", "head"}
+    assert set(parts) == {"pre", "forward", "reverse", "head"}
     whole = _session(graph)
     cut = split.DirectionSplit(parts, _session)
     # each direction's graph holds one unidirectional node of the cell's operator
@@ -79,21 +82,34 @@ def test_the_shipped_classifier_with_its_ngram_term_is_cut_and_answers_the_same(
         np.testing.assert_allclose(b, a, rtol=0, atol=split.SPLIT_TOL)
 
 
-def test_a_graph_without_one_bidirectional_layer_is_not_cut():
+def test_a_graph_without_one_bidirectional_layer_is_not_cut(tmp_path: Path):
     torch.manual_seed(0)
     g = build_char_graph(CharLSTM(CharConfig(vocab_size=30, emb_dim=8, hidden=16, layers=2)))
-    assert split.cut_directions(g.SerializeToString()) is None
+    with pytest.raises(split.CannotCut, match="2 recurrent nodes"):
+        split.cut_directions(g.SerializeToString())
+    path = tmp_path / "char.onnx"
+    path.write_bytes(g.SerializeToString())
+    r = subprocess.run([sys.executable, "-m", "seqcore.split", str(path)], capture_output=True,
+                       text=True)
+    assert r.returncode == 3 and "2 recurrent nodes" in r.stderr and r.stdout == ""
+    with pytest.raises(split.CannotCut, match="2 recurrent nodes"):
+        split.cut_in_child(path)
 
 
-def test_without_the_onnx_package_nothing_is_cut(monkeypatch, tiny_models_dir: Path):
-    real_import = builtins.__import__
+def test_the_cut_happens_in_a_child_and_the_service_never_imports_onnx(tiny_models_dir):
+    code = ("import sys; from pathlib import Path; from seqcore.tasks import load_model; "
+            f"m = load_model(Path({str(tiny_models_dir / 'sentiment')!r}), device='cpu', "
+            "split=True); print(m.split is not None, 'onnx' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "False"]
 
-    def no_onnx(name, *args, **kwargs):
-        if name == "onnx" or name.startswith("onnx."):
-            raise ImportError("no onnx here")
-        return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_onnx)
+def test_without_the_onnx_package_nothing_is_cut(monkeypatch, tmp_path, tiny_models_dir):
+    fake = tmp_path / "fake" / "onnx"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no onnx here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))  # seen by the child process
     model = load_model(tiny_models_dir / "sentiment", device="cpu", split=True)
     assert model.split is None  # and it still serves
     ids, lens = runtime.pad_rows([[2, 3, 4]], 1)

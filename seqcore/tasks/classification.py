@@ -107,7 +107,7 @@ class SentimentModel(LoadedModel):
             ids = np.full((B, T), tok.unk_id, dtype=np.int64)
             lens = np.full(B, T, dtype=np.int64)
             self.run(ids, lens)
-            if self.split is not None:
+            if self.split is not None and B == 1:  # lone calls are mostly one row
                 self.split.run(OUTPUTS, {"input_ids": ids, "lengths": lens})
 
     def probe(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
