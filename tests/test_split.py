@@ -212,3 +212,16 @@ def test_one_worker_never_splits(tiny_models_dir: Path):
     model = _Recording(load_model(tiny_models_dir / "sentiment", device="cpu", split=True))
     batcher, _ = _serve(model, 1, [[[2, 3, 4]], [[5, 6]]], gap_s=0.02)
     assert batcher.split_calls == 0 and not any(used for _, _, used in model.calls)
+
+
+def test_v1_models_says_whether_lone_calls_are_split_and_the_setting_turns_it_off(
+        make_client, tiny_models_dir):
+    for setting, expected in ((True, True), (False, False)):
+        client = make_client(tiny_models_dir, split_lone_calls=setting)
+        cards = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        assert cards["sentiment"]["split_lone_calls"] is expected
+        assert "split_lone_calls" not in cards["chargen"]
+        r = client.post("/sentiment", json={"text": "a great film"})
+        assert r.status_code == 200
+        batcher = client.app.state.seqserve.batchers["sentiment"]
+        assert (batcher.split_calls > 0) is (expected and batcher.threads >= 2)

@@ -85,6 +85,10 @@ class SentimentModel(LoadedModel):
         self.split = load_split(graph, self.session, make_session,
                                 {"input_ids": ids, "lengths": lens})
 
+    def describe(self) -> dict[str, Any]:
+        # whether a lone call runs its two recurrent directions side by side
+        return {**super().describe(), "split_lone_calls": self.split is not None}
+
     # -- run -----------------------------------------------------------------------
     def run(self, ids: np.ndarray, lengths: np.ndarray, assist: Executor | None = None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
