@@ -142,7 +142,8 @@ def raw_sentiment(texts: list[str]) -> dict:
 
 
 def raw_generation(prompt_list: list[str], new_chars: int,
-                   streams: tuple[int, ...] = (1, 8, 32, 64)) -> dict:
+                   streams: tuple[int, ...] = (1, 8, 32, 64),
+                   folder_path: Path | None = None) -> dict:
     """Chars/s of a bare prefill + step loop over B streams WITH the service's own
     sampling (``seqcore.sampling.RowSampler``, as the engine runs it: temperature 0.8,
     one uniform draw per stream from its own generator): one caller, and (B >= 32)
@@ -151,10 +152,10 @@ def raw_generation(prompt_list: list[str], new_chars: int,
 
     Also the bare step (greedy argmax, one caller) at 1 and 32 streams, and how long
     the sampling takes next to the graph step it follows (timed inside the sampled
-    one-caller loop)."""
+    one-caller loop). ``folder_path``: another char model folder than the shipped one."""
     import threading
 
-    folder = ModelFolder.open(MODELS / "chargen")
+    folder = ModelFolder.open(folder_path or MODELS / "chargen")
     man = folder.manifest
     L, H = man["state"]["layers"], man["state"]["hidden"]
     vocab = CharVocab.load(folder.vocab_path)
