@@ -96,7 +96,8 @@ class TrainConfig:
     clip: float = option(1.0, "gradient-norm clip")
     adv_eps: float = option(0.0, "> 0: adversarial training on the word embeddings, each "
                                  "element moved by about this many embedding standard "
-                                 "deviations along the loss gradient (Miyato et al. 2016)")
+                                 "deviations along the loss gradient (Miyato et al. 2016); "
+                                 "the train loss shown is then clean + adversarial")
     epochs: int = option(6, "epochs planned (the cosine schedule spans them)")
     patience: int = option(2, "early stopping: epochs without a better validation accuracy")
     val_fraction: float = option(0.1, "fraction of the train split held out for validation "
