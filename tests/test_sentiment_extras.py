@@ -199,3 +199,115 @@ def test_attention_flags_the_ngrams_read_as_negated_exactly_where_the_graph_does
     grams = ngram_answer(text, e, [0.1] * 4, (negation[0], 3, True))["ngrams"]
     assert [g["negated"] for g in sorted(grams, key=lambda g: g["end"])] == \
         [False, True, True, False]
+
+
+def _scoped_model(window: int = 3, vocab: int = 40) -> tuple[SentimentLSTM, list[str]]:
+    """A tiny model whose encoder reads a negator's scope, the scope vectors random (a
+    trained model's are not zero; a zero one would hide a wrong export)."""
+    from training.models import negator_table
+
+    itos = ["<pad>", "<unk>", "not", "bad", "didn't", "good"] + [f"w{i}" for i in range(vocab - 6)]
+    torch.manual_seed(3)
+    model = SentimentLSTM(SentimentConfig(vocab_size=vocab, emb_dim=12, hidden=6,
+                                          negation_window=window))
+    model.set_negators(negator_table(itos))
+    with torch.no_grad():
+        model.neg_embedding.weight.normal_()
+        model.neg_embedding.weight[0] = 0.0  # out of scope: the plain embedding
+    return model.eval(), itos
+
+
+def test_the_encoder_reads_a_negators_scope_in_torch_and_in_the_graph():
+    from training.export import check_sentiment
+    from training.models import negation_scope
+
+    model, _ = _scoped_model(window=3)
+    ids = torch.tensor([[5, 2, 7, 3, 8, 9, 10, 3], [4, 7, 7, 7, 7, 3, 0, 0], [3, 8, 9, 3, 0, 0, 0, 0]])
+    lens = torch.tensor([8, 6, 4])
+    # "not" at 1 covers 2..4; "didn't" at 0 covers 1..3; no negator in the third row
+    assert negation_scope(ids, model.neg_table, 3).tolist()[:2] == [
+        [0, 0, 1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 0, 0, 0, 0]]
+    graph = build_sentiment_graph(model)
+    sess = runtime_session(graph)
+    with torch.no_grad():
+        logit, attn = model(ids, lens)
+        no_scope = SentimentLSTM(model.cfg.__class__(**{**model.cfg.__dict__, "negation_window": 0}))
+        no_scope.load_state_dict(model.state_dict(), strict=False)
+        plain, _ = no_scope.eval()(ids, lens)
+    p, a = sess.run(None, {"input_ids": ids.numpy(), "lengths": lens.numpy()})
+    np.testing.assert_allclose(p, torch.sigmoid(logit).numpy(), atol=1e-6)
+    np.testing.assert_allclose(a, attn.numpy(), atol=1e-6)
+    # the scope changes the rows with a negator and only those
+    assert abs(float(logit[0] - plain[0])) > 1e-4 and abs(float(logit[1] - plain[1])) > 1e-4
+    assert float(logit[2]) == pytest.approx(float(plain[2]), abs=1e-6)
+    # the export checks (torch vs ORT, a row alone vs in a padded batch) hold
+    assert check_sentiment(model, graph)["row_alone_vs_batch_max_abs_diff"] <= 1e-5
+    for b, n in enumerate(lens.tolist()):
+        p1, _ = sess.run(None, {"input_ids": ids[b:b + 1, :n].numpy(), "lengths": lens[b:b + 1].numpy()})
+        assert abs(float(p1[0]) - float(p[b])) <= 1e-6
+    # and the served graph turns back into the same torch model, scope included
+    back = sentiment_from_graph(graph)
+    assert back.cfg.negation_window == 3
+    with torch.no_grad():
+        assert torch.equal(back(ids, lens)[0], logit)
+
+
+def test_the_direction_cut_keeps_the_encoder_negation_scope():
+    from seqcore import runtime, split
+
+    model, _ = _scoped_model(window=5, vocab=60)
+    graph = build_sentiment_graph(model).SerializeToString()
+    whole = runtime.session(graph, threads=1)
+    cut = split.DirectionSplit(split.cut_directions(graph),
+                               lambda g: runtime.session(g, threads=1))
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(2, 60, size=n).tolist() for n in (9, 30, 1, 17)]
+    rows[1][3] = rows[3][0] = 2  # a negator in two of the rows
+    ids, lens = runtime.pad_rows(rows, 1)
+    feed = {"input_ids": ids, "lengths": lens}
+    names = [o.name for o in whole.get_outputs()]
+    for w_, c_ in zip(whole.run(names, feed), cut.run(names, feed), strict=True):
+        np.testing.assert_array_equal(w_, c_)
+
+
+def test_a_negation_scope_can_be_added_to_a_trained_model(tiny_models_dir: Path, tmp_path: Path):
+    """``--init-from`` a model without a scope and ``--encoder-negation-window``: the
+    scope starts at zero (the model's answers unchanged), is trained, exported and
+    served by the same runtime code."""
+    from seqcore.tasks import load_model
+    from training.train_sentiment import main
+
+    arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    base = tiny_models_dir / "sentiment"
+    out = tmp_path / "ft-scope"
+    assert main(["--data", str(arc), "--out", str(out), "--init-from", str(base),
+                 "--augment", "40", "--epochs", "1", "--lr", "0.001",
+                 "--encoder-negation-window", "4", "--no-test"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["encoder_negation_window"] == 4
+    assert "negation scope 4 words" in manifest["architecture"]
+    trained = sentiment_from_graph(onnx.load(str(out / "model.onnx")))
+    assert trained.cfg.negation_window == 4
+    from seqcore.tokenizer import WordTokenizer
+    from training.models import negator_table
+
+    itos = WordTokenizer.load(out / "vocab.json").itos
+    assert trained.neg_table.tolist() == negator_table(itos).tolist()
+    assert float(trained.neg_embedding.weight.detach().abs().sum()) > 0  # it learned
+    served = load_model(out)
+    row = served.encode("it was not bad at all")
+    assert served.probe(*runtime_pad([row.ids]))[0] == pytest.approx(
+        float(torch.sigmoid(trained(*map(torch.from_numpy, runtime_pad([row.ids])))[0][0])),
+        abs=1e-5)
+
+
+def runtime_session(graph: onnx.ModelProto):
+    from seqcore import runtime
+
+    return runtime.session(graph.SerializeToString(), threads=1)
+
+
+def runtime_pad(rows: list[list[int]]):
+    from seqcore import runtime
+
+    return runtime.pad_rows(rows, 1)

@@ -85,11 +85,19 @@ def sentiment_from_graph(m: onnx.ModelProto, emb_dropout: float = 0.3,
             out[g] = blocks[j]
         return torch.from_numpy(out.reshape(a.shape).copy())
 
+    outputs = {o for node in m.graph.node for o in node.output}
+    window = 0
+    while f"enc_neg{window + 1}" in outputs:
+        window += 1
     model = SentimentLSTM(SentimentConfig(vocab_size=emb.shape[0], emb_dim=emb.shape[1],
                                           hidden=H, emb_dropout=emb_dropout,
-                                          out_dropout=out_dropout, cell=cell))
+                                          out_dropout=out_dropout, cell=cell,
+                                          negation_window=window))
     with torch.no_grad():
         model.embedding.weight.copy_(torch.tensor(emb))
+        if window:
+            model.set_negators(init["enc_neg_table"])
+            model.neg_embedding.weight.copy_(torch.tensor(init["neg_emb"]))
         for d, rnn in enumerate((model.rnn_fwd, model.rnn_bwd)):
             rnn.weight_ih_l0.copy_(to_torch(W[d]))
             rnn.weight_hh_l0.copy_(to_torch(R[d]))
@@ -141,7 +149,7 @@ def build_sentiment_graph(model: SentimentLSTM) -> onnx.ModelProto:
     n = helper.make_node
     nodes = [
         n("Cast", ["lengths"], ["seq_lens"], to=TensorProto.INT32),
-        n("Gather", ["emb", "input_ids"], ["x_bte"]),  # [B,T,E]
+        *_embedding_nodes(model, inits, "x_bte"),  # [B,T,E]
         n("Transpose", ["x_bte"], ["x"], perm=[1, 0, 2]),  # [T,B,E]
         n(_OP[cfg.cell], ["x", "W", "R", "B", "seq_lens"], ["Y", "Y_h"],
           hidden_size=H, direction="bidirectional", **_OP_ATTRS[cfg.cell]),  # Y [T,2,B,H]
@@ -185,6 +193,39 @@ def build_sentiment_graph(model: SentimentLSTM) -> onnx.ModelProto:
         initializer=inits,
     )
     return _finish(graph)
+
+
+def _embedding_nodes(model: SentimentLSTM, inits: list, out: str) -> list:
+    """Nodes from ``input_ids`` to the encoder input ``out`` [B,T,E]: the word
+    embedding; with a negation scope (``SentimentConfig.negation_window``), plus the
+    scope vector where a negator is among the ``window`` previous ids, as
+    ``SentimentLSTM.embed`` computes it: the negator table gathered at the ids, shifted
+    right ``window`` times (``enc_neg1`` .. ``enc_negW``: ``sentiment_from_graph``
+    counts them), the maximum of the shifts gathering a row of ``neg_emb``."""
+    n = helper.make_node
+    window = model.cfg.negation_window
+    if window <= 0:
+        return [n("Gather", ["emb", "input_ids"], [out])]
+    words = "x_words"
+    inits += [_init("enc_neg_table", model.neg_table.numpy().astype(np.int64)),
+              _init("neg_emb", model.neg_embedding.weight.detach().numpy()),
+              _const_i64("enc_neg_s0", [0]), _const_i64("enc_neg_s1", [1]),
+              _const_i64("enc_neg_ax1", [1]), _const_i64("enc_neg_end", [-1]),
+              numpy_helper.from_array(np.array(0, dtype=np.int64), "enc_neg_zero")]
+    nodes = [
+        n("Gather", ["emb", "input_ids"], [words]),
+        n("Slice", ["input_ids", "enc_neg_s0", "enc_neg_s1", "enc_neg_ax1"], ["enc_neg_first"]),
+        n("Mul", ["enc_neg_first", "enc_neg_zero"], ["enc_neg_zcol"]),  # [B,1] zeros
+        n("Gather", ["enc_neg_table", "input_ids"], ["enc_neg0"], axis=0),
+    ]
+    for d in range(1, window + 1):
+        nodes += [n("Slice", [f"enc_neg{d - 1}", "enc_neg_s0", "enc_neg_end", "enc_neg_ax1"],
+                    [f"enc_neg_head{d}"]),
+                  n("Concat", ["enc_neg_zcol", f"enc_neg_head{d}"], [f"enc_neg{d}"], axis=1)]
+    nodes += [n("Max", [f"enc_neg{d}" for d in range(1, window + 1)], ["enc_neg_scope"]),
+              n("Gather", ["neg_emb", "enc_neg_scope"], ["x_neg"], axis=0),
+              n("Add", [words, "x_neg"], [out])]
+    return nodes
 
 
 def _prefixed(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> tuple[list, list]:

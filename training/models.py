@@ -29,12 +29,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 MASK_VALUE = -1e9  # added to pad scores before the softmax (same constant in ONNX)
 CELLS = ("lstm", "gru", "rnn")
+# Words that negate what follows (the tokenizer keeps "didn't", "wasn't" ... whole, and
+# every vocabulary word ending in "n't" counts too). Punctuation is not in the ids, so
+# a negator's scope is a fixed window of the words after it.
+NEGATORS = frozenset({"not", "no", "never", "nothing", "none", "nobody", "neither", "nor",
+                      "nowhere", "hardly", "barely", "without", "cannot", "dont", "didnt",
+                      "doesnt", "isnt", "wasnt", "arent", "werent", "cant", "wont", "couldnt",
+                      "wouldnt", "shouldnt", "havent", "hasnt", "hadnt", "aint"})
+
+
+def negator_table(itos: list[str]) -> np.ndarray:
+    """[vocab] int64: 1 for a negator's id, else 0 (padding and <unk> are 0)."""
+    return np.array([int(w in NEGATORS or w.endswith("n't")) for w in itos], dtype=np.int64)
+
+
+def negation_scope(ids: torch.Tensor, table: torch.Tensor, window: int, parity: bool = False
+                   ) -> torch.Tensor:
+    """[B, T] int64: 1 where one of the ``window`` words before is a negator (with
+    ``parity``: an odd number of them, so "wasn't ... didn't like" cancels)."""
+    neg = table[ids]
+    scope = torch.zeros_like(ids)
+    shifted = neg
+    for _ in range(window):
+        shifted = torch.cat([torch.zeros_like(ids[:, :1]), shifted[:, :-1]], 1)
+        scope = scope + shifted if parity else torch.maximum(scope, shifted)
+    return scope % 2 if parity else scope
 
 
 def recurrent_layer(cell: str, input_size: int, hidden: int, num_layers: int = 1,
@@ -68,6 +94,7 @@ class SentimentConfig:
     emb_dropout: float = 0.3
     out_dropout: float = 0.5
     cell: str = "lstm"
+    negation_window: int = 0  # > 0: the encoder sees a negator's scope (below)
 
 
 class SentimentLSTM(nn.Module):
@@ -79,16 +106,36 @@ class SentimentLSTM(nn.Module):
         self.rnn_bwd = recurrent_layer(cfg.cell, cfg.emb_dim, cfg.hidden)
         self.attn_combine = nn.Linear(4 * cfg.hidden, 2 * cfg.hidden)  # W_c, b_c
         self.out = nn.Linear(2 * cfg.hidden, 1)
+        if cfg.negation_window > 0:
+            # A word within ``negation_window`` words after a negator gets a learned
+            # vector added to its embedding ("bad" in "not bad"), so the encoder reads
+            # the scope instead of inferring it; it starts at zero (the model without it).
+            self.neg_embedding = nn.Embedding(2, cfg.emb_dim)
+            nn.init.zeros_(self.neg_embedding.weight)
+            self.register_buffer("neg_table", torch.zeros(cfg.vocab_size, dtype=torch.long))
+
+    def set_negators(self, table: np.ndarray) -> None:
+        """The [vocab] 0/1 negator table (``negator_table(itos)``)."""
+        self.neg_table.copy_(torch.from_numpy(np.array(table, dtype=np.int64)))
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B, T] -> the encoder's input [B, T, E]: word embeddings, plus the
+        negation-scope vector where the model has one."""
+        emb = self.embedding(ids)
+        if self.cfg.negation_window > 0:
+            scope = negation_scope(ids, self.neg_table, self.cfg.negation_window)
+            emb = emb + self.neg_embedding(scope)
+        return emb
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """ids [B, T] (right-padded), lengths [B] >= 1 -> (logit [B], attention [B, T])."""
-        return self.from_embeddings(self.embedding(ids), lengths)
+        return self.from_embeddings(self.embed(ids), lengths)
 
     def from_embeddings(self, emb: torch.Tensor, lengths: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rest of ``forward`` from the word embeddings [B, T, E] (adversarial
-        training perturbs them here)."""
+        """The rest of ``forward`` from ``embed``'s output [B, T, E] (adversarial
+        training perturbs it here)."""
         B, T = emb.shape[:2]
         x = F.dropout(emb, self.cfg.emb_dropout, self.training)  # [B,T,E]
         h_f, _ = self.rnn_fwd(x)  # [B,T,H]

@@ -54,38 +54,12 @@ from training.evaluate import (
 )
 from training.export import INVARIANCE_TOL, ExportCheckError, random_padded_batch
 from training.manifest import run_folder, write_model_folder
+from training.models import NEGATORS, negation_scope, negator_table  # noqa: F401 (re-exported)
 from training.scaffold import command_line, option
 
 PRIME = 1_000_003
 SALTS = (0, 7_919, 104_729)  # uni-, bi-, trigram buckets apart
 NEG_SALT = 15_485_863  # n-grams in a negator's scope: buckets of their own
-# Words that negate what follows (the tokenizer keeps "didn't", "wasn't" ... whole, and
-# every vocabulary word ending in "n't" counts too). Punctuation is not in the ids, so
-# a negator's scope is a fixed window of the words after it.
-NEGATORS = frozenset({"not", "no", "never", "nothing", "none", "nobody", "neither", "nor",
-                      "nowhere", "hardly", "barely", "without", "cannot", "dont", "didnt",
-                      "doesnt", "isnt", "wasnt", "arent", "werent", "cant", "wont", "couldnt",
-                      "wouldnt", "shouldnt", "havent", "hasnt", "hadnt", "aint"})
-
-
-def negator_table(itos: list[str]) -> np.ndarray:
-    """[vocab] int64: 1 for a negator's id, else 0 (padding and <unk> are 0)."""
-    return np.array([int(w in NEGATORS or w.endswith("n't")) for w in itos], dtype=np.int64)
-
-
-def negation_scope(ids: torch.Tensor, table: torch.Tensor, window: int, parity: bool = False
-                   ) -> torch.Tensor:
-    """[B, T] int64: 1 where one of the ``window`` words before is a negator (with
-    ``parity``: an odd number of them, so "wasn't ... didn't like" cancels)."""
-    neg = table[ids]
-    scope = torch.zeros_like(ids)
-    shifted = neg
-    for _ in range(window):
-        shifted = torch.cat([torch.zeros_like(ids[:, :1]), shifted[:, :-1]], 1)
-        scope = scope + shifted if parity else torch.maximum(scope, shifted)
-    return scope % 2 if parity else scope
-
-
 def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int,
                   neg_table: torch.Tensor | None = None, window: int = 0, parity: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:

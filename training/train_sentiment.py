@@ -42,7 +42,7 @@ from training.export import (
     sentiment_from_graph,
 )
 from training.manifest import run_folder, write_model_folder
-from training.models import CELLS, SentimentConfig, SentimentLSTM
+from training.models import CELLS, SentimentConfig, SentimentLSTM, negator_table
 from training.scaffold import (
     Progress,
     Stopping,
@@ -73,6 +73,10 @@ class TrainConfig:
     init_from: str = option("", "a model folder: start from its vocabulary and weights "
                                 "(fine-tune)")
     augment: int = option(0, "negation-augmentation sentences added to the training split")
+    encoder_negation_window: int = option(
+        0, "> 0: the encoder also reads a negator's scope: a learned vector (starting at "
+           "zero) added to the embedding of each word this many words or fewer after a "
+           "negator; with --init-from a model without one, it is added to that model")
     max_vocab: int = option(20000, "vocabulary size (most frequent training words)")
     min_count: int = option(2, "a word needs this many training occurrences to get an id")
     max_len: int = option(800, "tokens read per review (longer: head + tail)")
@@ -199,7 +203,7 @@ def adversarial_loss(model: SentimentLSTM, ids: torch.Tensor, lens: torch.Tensor
     ``eps * rms(embedding table) * sqrt(T * E)`` along the loss gradient (L2 over the
     review), i.e. every element by about ``eps`` table standard deviations. The
     perturbation is a constant: no gradient flows through it."""
-    emb = model.embedding(ids)
+    emb = model.embed(ids)
     logit, _ = model.from_embeddings(emb, lens)
     loss = F.binary_cross_entropy_with_logits(logit, y)
     (g,) = torch.autograd.grad(loss, emb, retain_graph=True)
@@ -226,11 +230,16 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
     rng = random.Random(seed)
     mcfg = SentimentConfig(vocab_size=tok.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
                            emb_dropout=cfg.emb_dropout, out_dropout=cfg.out_dropout,
-                           cell=cfg.cell)
+                           cell=cfg.cell, negation_window=cfg.encoder_negation_window)
     model = SentimentLSTM(mcfg)
+    if mcfg.negation_window > 0:
+        model.set_negators(negator_table(tok.itos))
     dev = pick_device(cfg.device)
     if init is not None:
-        model.load_state_dict(init.state_dict())
+        # a model without a negation scope starts one at zero: its answers unchanged
+        missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
+        if unexpected or set(missing) - {"neg_embedding.weight", "neg_table"}:
+            raise DataError(f"--init-from: weights do not fit ({missing}, {unexpected})")
     elif w2v is not None:
         with torch.no_grad():
             model.embedding.weight[:, -w2v.shape[1]:] = w2v
@@ -318,6 +327,10 @@ def load_init(cfg: TrainConfig) -> tuple[WordTokenizer, SentimentLSTM]:
                                  cfg.out_dropout)
     tok = WordTokenizer.load(folder / "vocab.json")
     cfg.emb_dim, cfg.hidden, cfg.cell = model.cfg.emb_dim, model.cfg.hidden, model.cfg.cell
+    if model.cfg.negation_window and cfg.encoder_negation_window != model.cfg.negation_window:
+        print(f"--init-from: the model reads a negation window of {model.cfg.negation_window}; "
+              "kept", flush=True)
+        cfg.encoder_negation_window = model.cfg.negation_window
     cfg.max_len, cfg.head_len = tok.max_len, tok.head_len
     return tok, model
 
@@ -370,6 +383,8 @@ def train(cfg: TrainConfig) -> dict:
         metrics.update(negation_accuracy=neg["negation_accuracy"],
                        negation_by_kind={k: v["accuracy"] for k, v in neg["by_kind"].items()})
     arch = f"bi{cfg.cell.upper()} {cfg.hidden} + dot-product attention, embedding {cfg.emb_dim}"
+    if cfg.encoder_negation_window > 0:
+        arch += f", negation scope {cfg.encoder_negation_window} words"
     manifest = {
         "name": cfg.name,
         "version": f"1.1.{cfg.seed}",
