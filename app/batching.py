@@ -74,13 +74,6 @@ class _Row:
         return max(1, len(self.ids))
 
 
-class _Batch(list):
-    """The rows of one call, and whether it is a lone call (nothing else running,
-    waiting or on its way when it was taken)."""
-
-    lone = False
-
-
 def _deliver(rows: list[_Row], results: list[RowResult]) -> None:
     for r, res in zip(rows, results, strict=True):
         if not r.future.done():
@@ -262,8 +255,10 @@ class ClassificationBatcher:
         self.pending = [r for i, r in enumerate(keep) if i not in taken]
         return [keep[i] for i in chosen]
 
-    def _next(self) -> _Batch | None:
-        """Blocks until there is a batch to run; None when stopping."""
+    def _next(self) -> tuple[list[_Row], bool] | None:
+        """Blocks until there is a batch to run: (its rows, whether it is a lone call:
+        nothing else running, waiting or on its way when it was taken); None when
+        stopping."""
         with self._cond:
             while self._running and not self.pending:
                 self._cond.wait(0.1)
@@ -275,10 +270,10 @@ class ClassificationBatcher:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            batch = _Batch(self._take())
-            batch.lone = self.busy == 0 and not self.pending and self.incoming <= 0
-            self.busy += bool(batch)
-            return batch
+            rows = self._take()
+            lone = self.busy == 0 and not self.pending and self.incoming <= 0
+            self.busy += bool(rows)
+            return rows, lone
 
     def _call(self, fn, *args) -> None:  # noqa: ANN001
         assert self._loop is not None
@@ -316,12 +311,13 @@ class ClassificationBatcher:
         """One batch: False when stopping."""
         rows: list[_Row] | None = None
         try:
-            rows = self._next()
-            if rows is None:
+            taken = self._next()
+            if taken is None:
                 return False
+            rows, lone = taken
             if rows:
                 try:
-                    results = self._run(rows)
+                    results = self._run(rows, lone)
                 finally:
                     with self._cond:
                         self.busy -= 1
@@ -340,13 +336,13 @@ class ClassificationBatcher:
             self._call(_fail, rows, lambda eid=error_id: ModelFailure(eid))
         return True
 
-    def _run(self, rows: list[_Row]) -> list[RowResult]:
-        """One ONNX Runtime call for ``rows`` (in a worker thread); a lone call runs
+    def _run(self, rows: list[_Row], lone: bool = False) -> list[RowResult]:
+        """One ONNX Runtime call for ``rows`` (in a worker thread); a ``lone`` call runs
         its recurrent directions side by side when the model has them split."""
         start = time.perf_counter()
         ids, lens = pad_rows([r.ids for r in rows],
                              self.model.tokenizer.unk_id)  # type: ignore[union-attr]
-        assist = self._assist if getattr(rows, "lone", False) else None
+        assist = self._assist if lone else None
         try:  # (p, a) or (p, a, n-gram contributions)
             out = (self.model.run(ids, lens) if assist is None
                    else self.model.run(ids, lens, assist))

@@ -329,11 +329,11 @@ def test_a_failure_inside_the_classification_loop_fails_only_its_rows(make_clien
     batcher = client.app.state.seqserve.batchers["sentiment"]
     real, calls = batcher._run, []
 
-    def broken_once(rows):
+    def broken_once(rows, lone=False):
         calls.append(1)
         if len(calls) == 1:
             raise ValueError("a bug after the model call")
-        return real(rows)
+        return real(rows, lone)
 
     batcher._run = broken_once
     r = client.post("/sentiment", json={"text": "good"})

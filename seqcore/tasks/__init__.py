@@ -159,12 +159,21 @@ def load_model(path: Path, *, device: str = "auto", threads: int = 1,
     return model
 
 
+def probe_batch(vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """The padded batch the load-time checks run: two rows of different lengths (12
+    and 5) of varied ids below ``vocab``, above the padding and ``<unk>`` ids where the
+    vocabulary has any."""
+    low = 2 if vocab > 2 else 0
+    span = max(vocab - low, 1)
+    rows = [[(7 * k) % span + low for k in range(1, 13)], [(5 * k) % span + low for k in range(1, 6)]]
+    return runtime.pad_rows(rows, 1)
+
+
 def smoke_check(model: LoadedModel) -> None:
     """Cheap checks of a loaded model before it serves: a batch of two rows of
     different lengths gives each row what it gives alone (no padding leaks between
     rows), and the outputs are finite. Raises ``ModelLoadError`` saying what failed."""
-    rows = [np.arange(1, 6, dtype=np.int64) % 5 + 2, np.arange(1, 13, dtype=np.int64) % 7 + 2]
-    ids, lens = runtime.pad_rows([(r % max(model.probe_vocab, 2)).tolist() for r in rows], 1)
+    ids, lens = probe_batch(model.probe_vocab)
     probe: Callable[[np.ndarray, np.ndarray], np.ndarray] = model.probe
     try:
         together = probe(ids, lens)

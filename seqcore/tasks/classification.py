@@ -25,9 +25,8 @@ import numpy as np
 import onnxruntime as ort
 
 from seqcore.modelfolder import ModelFolder
-from seqcore.runtime import pad_rows
 from seqcore.split import DirectionSplit, load_split
-from seqcore.tasks import LoadedModel, check_contract, register
+from seqcore.tasks import LoadedModel, check_contract, probe_batch, register
 from seqcore.tokenizer import Encoded, WordTokenizer
 
 INPUTS = {"input_ids", "lengths"}
@@ -77,11 +76,7 @@ class SentimentModel(LoadedModel):
                       make_session: Callable[[bytes], ort.InferenceSession]) -> None:
         """Cut the graph into its recurrent directions for lone calls, if it can be
         and the pieces answer as the whole graph does (seqcore/split.py)."""
-        assert self.tokenizer is not None
-        vocab = max(self.tokenizer.vocab_size, 3)
-        ids, lens = pad_rows([[(7 * k) % (vocab - 2) + 2 for k in range(1, 12)],
-                              [(5 * k) % (vocab - 2) + 2 for k in range(1, 5)]],
-                             self.tokenizer.unk_id)
+        ids, lens = probe_batch(self.probe_vocab)
         self.split = load_split(graph, self.session, make_session,
                                 {"input_ids": ids, "lengths": lens})
 
