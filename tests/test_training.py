@@ -25,6 +25,7 @@ from training.export import (
     check_sentiment,
 )
 from training.models import (
+    CELLS,
     CharConfig,
     CharLSTM,
     SentimentConfig,
@@ -404,3 +405,50 @@ def test_tiny_sentiment_training_with_adversarial_loss_learns(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["metrics"]["test_accuracy"] >= 0.9
     assert manifest["training"]["adv_eps"] == 0.05
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_served_char_graph_turns_back_into_the_same_torch_model(cell: str):
+    from training.export import build_char_graph, char_from_graph
+
+    torch.manual_seed(0)
+    model = CharLSTM(CharConfig(vocab_size=20, emb_dim=6, hidden=10, layers=2, cell=cell)).eval()
+    back = char_from_graph(build_char_graph(model))
+    assert (back.cfg.cell, back.cfg.layers, back.cfg.hidden) == (cell, 2, 10)
+    ids = torch.randint(0, 20, (3, 9))
+    with torch.no_grad():
+        (l1, (h1, c1)), (l2, (h2, c2)) = model(ids), back(ids)
+    assert torch.equal(l1, l2) and torch.equal(h1, h2) and torch.equal(c1, c2)
+
+
+def test_chargen_continues_from_a_model_folder_with_weight_averaging(tmp_path):
+    """``--init-from`` starts from the folder's vocabulary and weights (with a zero
+    learning rate the held-out score is the folder's own), and ``--ema`` trains on and
+    keeps the averaged weights."""
+    from training.train_chargen import main
+
+    rng = random.Random(1)
+    text = " ".join(rng.choice(["the will", "to power", "beyond good", "and evil"])
+                    for _ in range(400))
+    src = tmp_path / "corpus.txt"
+    src.write_text(text)
+    base = tmp_path / "base"
+    small = ["--data", str(src), "--chunk", "32", "--batch-size", "8", "--eval-streams", "4"]
+    assert main([*small, "--out", str(base), "--epochs", "3", "--hidden", "24", "--emb-dim", "8",
+                 "--lr", "0.01"]) == 0
+    base_loss = json.loads((base / "manifest.json").read_text())["metrics"][
+        "heldout_loss_nats_per_char"]
+    frozen = tmp_path / "frozen"
+    assert main([*small, "--out", str(frozen), "--init-from", str(base), "--epochs", "1",
+                 "--lr", "0", "--lr-min", "0"]) == 0
+    m = json.loads((frozen / "manifest.json").read_text())
+    assert m["training"]["hidden"] == 24 and m["training"]["emb_dim"] == 8  # from the folder
+    assert (frozen / "vocab.json").read_text() == (base / "vocab.json").read_text()
+    assert m["metrics"]["heldout_loss_nats_per_char"] == pytest.approx(base_loss, abs=1e-6)
+    more = tmp_path / "more"
+    assert main([*small, "--out", str(more), "--init-from", str(base), "--epochs", "3",
+                 "--lr", "0.005", "--lr-min", "0.001", "--ema", "0.9"]) == 0
+    m = json.loads((more / "manifest.json").read_text())
+    assert m["training"]["ema"] == 0.9
+    assert m["metrics"]["heldout_loss_nats_per_char"] < base_loss
+    assert main([*small, "--out", str(tmp_path / "x"), "--init-from", str(tmp_path)]) == 2

@@ -28,7 +28,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from training.evaluate import ort_session
-from training.models import MASK_VALUE, CharLSTM, SentimentConfig, SentimentLSTM
+from training.models import MASK_VALUE, CharConfig, CharLSTM, SentimentConfig, SentimentLSTM
 
 OPSET = 17
 PARITY_TOL = 1e-4
@@ -65,18 +65,12 @@ def _rnn_weights(rnn: torch.nn.RNNBase, layer: int, cell: str
     return W, R, B
 
 
-def sentiment_from_graph(m: onnx.ModelProto, emb_dropout: float = 0.3,
-                         out_dropout: float = 0.5) -> SentimentLSTM:
-    """The torch model of an exported sentiment graph: the inverse of
-    ``build_sentiment_graph``, so a served model can be trained further."""
-    init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
-    ops = {n.op_type for n in m.graph.node} & set(_OP.values())
-    if len(ops) != 1 or not {"emb", "W", "R", "B", "Wc_T", "bc", "Wo_T", "bo"} <= set(init):
-        raise ExportCheckError("not a sentiment graph of this project")
-    cell = {v: k for k, v in _OP.items()}[ops.pop()]
+def _load_rnn_weights(rnn: torch.nn.RNNBase, layer: int, cell: str, W: np.ndarray,
+                      R: np.ndarray, B: np.ndarray) -> None:
+    """Set one layer (one direction) of ``rnn`` from ONNX's W, R, B: the inverse of
+    ``_rnn_weights``."""
     order = _GATES[cell]
-    emb, W, R, B = init["emb"], init["W"], init["R"], init["B"]
-    H, G = R.shape[2], len(order)
+    G, H = len(order), R.shape[1]
 
     def to_torch(a: np.ndarray) -> torch.Tensor:
         blocks = a.reshape(G, H, *a.shape[1:])
@@ -84,6 +78,56 @@ def sentiment_from_graph(m: onnx.ModelProto, emb_dropout: float = 0.3,
         for j, g in enumerate(order):  # ONNX block j is torch block g
             out[g] = blocks[j]
         return torch.from_numpy(out.reshape(a.shape).copy())
+
+    with torch.no_grad():
+        getattr(rnn, f"weight_ih_l{layer}").copy_(to_torch(W))
+        getattr(rnn, f"weight_hh_l{layer}").copy_(to_torch(R))
+        getattr(rnn, f"bias_ih_l{layer}").copy_(to_torch(B[: G * H]))
+        getattr(rnn, f"bias_hh_l{layer}").copy_(to_torch(B[G * H :]))
+
+
+def _cell_of(m: onnx.ModelProto) -> str:
+    ops = {n.op_type for n in m.graph.node} & set(_OP.values())
+    if len(ops) != 1:
+        raise ExportCheckError("not a graph of this project (one recurrent operator expected)")
+    return {v: k for k, v in _OP.items()}[ops.pop()]
+
+
+def char_from_graph(m: onnx.ModelProto, dropout: float = 0.15,
+                    emb_dropout: float | None = 0.05) -> CharLSTM:
+    """The torch model of an exported char step graph: the inverse of
+    ``build_char_graph``, so a served generator can be trained further."""
+    init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    if not {"emb", "Wo_T", "bo", "W0", "R0", "B0"} <= set(init):
+        raise ExportCheckError("not a char graph of this project")
+    cell = _cell_of(m)
+    layers = 0
+    while f"W{layers}" in init:
+        layers += 1
+    emb = init["emb"]
+    model = CharLSTM(CharConfig(vocab_size=emb.shape[0], emb_dim=emb.shape[1],
+                                hidden=init["R0"].shape[2], layers=layers, dropout=dropout,
+                                cell=cell, emb_dropout=emb_dropout))
+    with torch.no_grad():
+        model.embedding.weight.copy_(torch.tensor(emb))
+        model.head.weight.copy_(torch.from_numpy(init["Wo_T"].T.copy()))
+        model.head.bias.copy_(torch.tensor(init["bo"]))
+    for layer in range(layers):
+        _load_rnn_weights(model.rnn, layer, cell, init[f"W{layer}"][0], init[f"R{layer}"][0],
+                          init[f"B{layer}"][0])
+    return model.eval()
+
+
+def sentiment_from_graph(m: onnx.ModelProto, emb_dropout: float = 0.3,
+                         out_dropout: float = 0.5) -> SentimentLSTM:
+    """The torch model of an exported sentiment graph: the inverse of
+    ``build_sentiment_graph``, so a served model can be trained further."""
+    init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    if not {"emb", "W", "R", "B", "Wc_T", "bc", "Wo_T", "bo"} <= set(init):
+        raise ExportCheckError("not a sentiment graph of this project")
+    cell = _cell_of(m)
+    emb, W, R, B = init["emb"], init["W"], init["R"], init["B"]
+    H = R.shape[2]
 
     outputs = {o for node in m.graph.node for o in node.output}
     window = 0
@@ -99,10 +143,7 @@ def sentiment_from_graph(m: onnx.ModelProto, emb_dropout: float = 0.3,
             model.set_negators(init["enc_neg_table"])
             model.neg_embedding.weight.copy_(torch.tensor(init["neg_emb"]))
         for d, rnn in enumerate((model.rnn_fwd, model.rnn_bwd)):
-            rnn.weight_ih_l0.copy_(to_torch(W[d]))
-            rnn.weight_hh_l0.copy_(to_torch(R[d]))
-            rnn.bias_ih_l0.copy_(to_torch(B[d][: G * H]))
-            rnn.bias_hh_l0.copy_(to_torch(B[d][G * H :]))
+            _load_rnn_weights(rnn, 0, cell, W[d], R[d], B[d])
         model.attn_combine.weight.copy_(torch.from_numpy(init["Wc_T"].T.copy()))
         model.attn_combine.bias.copy_(torch.tensor(init["bc"]))
         model.out.weight.copy_(torch.from_numpy(init["Wo_T"].T.copy()))

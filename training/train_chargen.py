@@ -15,6 +15,11 @@ when serving. The state is reset at the start of each epoch, and the streams sta
 at a fresh random offset each epoch so chunk borders move. ``--no-stateful`` is the
 older recipe: chunks in random order, each from a zero state.
 
+``--init-from FOLDER`` continues from a model folder's vocabulary and weights (the
+exported graph read back into torch), e.g. with a lower learning rate; ``--ema D``
+scores, keeps and exports an exponential moving average of the weights instead of the
+last ones (weight averaging).
+
 Held-out = the last 5 % of the text, scored with the state carried through it (the
 way the service uses the model: prefill, then one step per character). Early stopping
 keeps the best held-out epoch.
@@ -30,13 +35,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 
 from seqcore.tokenizer import CharVocab
-from training.data import load_text, source_record
+from training.data import DataError, load_text, source_record
 from training.evaluate import chargen_loss_onnx
-from training.export import build_char_graph, check_char
+from training.export import ExportCheckError, build_char_graph, char_from_graph, check_char
 from training.manifest import run_folder, write_model_folder
 from training.models import CELLS, CharConfig, CharLSTM
 from training.scaffold import (
@@ -62,6 +68,8 @@ class TrainConfig:
     name: str = option("chargen", "the model's name in the manifest (requests' `model` field)")
     cell: str = option("lstm", "recurrent cell: lstm | gru | rnn")
     sha256: str | None = option(None, "expected sha256 of the data file (checked when given)")
+    init_from: str = option("", "a model folder: start from its vocabulary and weights "
+                                "(train further; its shape options replace these)")
     emb_dim: int = option(64, "character embedding size")
     hidden: int = option(256, "hidden units per recurrent layer")
     layers: int = option(2, "recurrent layers")
@@ -75,6 +83,8 @@ class TrainConfig:
     lr: float = option(2e-3, "Adam learning rate at the start of the cosine schedule")
     lr_min: float = option(1e-4, "learning-rate floor at the end of the cosine schedule")
     clip: float = option(1.0, "gradient-norm clip")
+    ema: float = option(0.0, "> 0: score, keep and export an exponential moving average of "
+                             "the weights with this decay per step (weight averaging)")
     epochs: int = option(36, "epochs planned (the cosine schedule spans them)")
     patience: int = option(6, "early stopping: epochs without a better held-out loss")
     unk_noise: float = option(0.001, "fraction of input chars replaced by <unk>, so the id "
@@ -129,6 +139,22 @@ def heldout_loss(model: CharLSTM, ids: torch.Tensor, streams: int) -> float:
     return float(loss)
 
 
+def load_init(cfg: TrainConfig) -> tuple[CharVocab, CharLSTM]:
+    """The vocabulary and weights of the model folder ``cfg.init_from``; the shape
+    options in ``cfg`` are set from it."""
+    folder = Path(cfg.init_from)
+    if not (folder / "model.onnx").is_file() or not (folder / "vocab.json").is_file():
+        raise DataError(f"--init-from {folder}: no model.onnx and vocab.json there")
+    try:
+        model = char_from_graph(onnx.load(str(folder / "model.onnx")), cfg.dropout,
+                                cfg.emb_dropout)
+    except ExportCheckError as e:
+        raise DataError(f"--init-from {folder}: {e}") from None
+    cfg.emb_dim, cfg.hidden, cfg.layers = model.cfg.emb_dim, model.cfg.hidden, model.cfg.layers
+    cfg.cell = model.cfg.cell
+    return CharVocab.load(folder / "vocab.json"), model
+
+
 def train(cfg: TrainConfig) -> dict:
     out = run_folder(cfg.out, "chargen", cfg.replace_served)  # refused before any work
     torch.manual_seed(cfg.seed)
@@ -139,8 +165,12 @@ def train(cfg: TrainConfig) -> dict:
     text = load_text(cfg.data, cfg.sha256).lower()
     split = int(len(text) * (1 - cfg.heldout_fraction))
     train_text, held_text = text[:split], text[split:]
+    init = None
+    if cfg.init_from:
+        vocab, init = load_init(cfg)
     with Progress(3, "data", unit="part") as prog:
-        vocab = CharVocab.build(train_text)
+        if init is None:
+            vocab = CharVocab.build(train_text)
         prog.update()
         train_ids = torch.tensor(vocab.encode(train_text)[0], dtype=torch.long)
         prog.update()
@@ -150,9 +180,14 @@ def train(cfg: TrainConfig) -> dict:
                       layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell,
                       emb_dropout=cfg.emb_dropout)
     model = CharLSTM(mcfg)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     dev = pick_device(cfg.device)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ema = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
+        if cfg.ema > 0 else None)
     steps_per_epoch = batches_per_epoch(len(train_ids), cfg)
     total_steps = planned_steps(steps_per_epoch, cfg.epochs, cfg.max_steps)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -184,20 +219,23 @@ def train(cfg: TrainConfig) -> dict:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             n_batches += 1
             tot += loss.item()
             prog.update()
             if stop.out_of_steps(step):
                 break
-        val = heldout_loss(model, held_ids.to(dev), cfg.eval_streams)
+        scored = ema.module if ema is not None else model
+        val = heldout_loss(scored, held_ids.to(dev), cfg.eval_streams)
         history.append({"epoch": epoch, "train_loss": round(tot / n_batches, 4),
                         "heldout_loss": round(val, 4), "lr": lr, "steps": n_batches,
                         "seconds": round(time.time() - t0, 1)})
         prog.write(f"epoch {epoch:2d} train {tot / n_batches:.4f} held-out {val:.4f} nats/char "
                    f"({val / math.log(2):.4f} bits) lr {lr:.2e} {time.time() - t0:.0f}s")
         if stop.improved(epoch, val):
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
         if stop.should_stop(epoch, step):
             prog.write(stop.reason)
             break
