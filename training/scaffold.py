@@ -16,7 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import MISSING, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,22 @@ def option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+@dataclass
+class RunOptions:
+    """The options both training commands have, with the same meaning; a command's
+    config subclasses this and adds its own (``--help`` lists these in a section of
+    their own)."""
+
+    replace_served: bool = option(False, "allow --out inside the served models/ folder")
+    cell: str = option("lstm", "recurrent cell: lstm | gru | rnn")
+    clip: float = option(1.0, "gradient-norm clip")
+    seed: int = option(1234, "random seed")
+    threads: int = option(1, "torch CPU threads")
+    device: str = option("auto", "auto (CUDA when present) | cpu | cuda")
+    max_steps: int = option(0, "stop after this many optimizer steps in total (0: no limit); "
+                               "the model is still exported and evaluated")
+
+
 # ----------------------------------------------------------------------------- command line
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter,
                      argparse.ArgumentDefaultsHelpFormatter):
@@ -39,18 +55,23 @@ def build_parser(config_cls: type, description: str | None,
                  choices: dict[str, Sequence[str]] | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one ``--kebab-case`` option per field of ``config_cls``."""
     p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    shared = p.add_argument_group("options of both training commands")
+    common = {f.name for f in fields(RunOptions)}
     choices = choices or {}
-    for f in fields(config_cls):
+    # the command's own options first, then the shared ones
+    ordered = sorted(fields(config_cls), key=lambda f: f.name in common)
+    for f in ordered:
+        group = shared if f.name in common else p
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         if isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, default=default, help=help_text,
-                           action=argparse.BooleanOptionalAction)
+            group.add_argument(flag, dest=f.name, default=default, help=help_text,
+                               action=argparse.BooleanOptionalAction)
         else:
-            p.add_argument(flag, dest=f.name, default=default, help=help_text,
-                           type=type(default) if default is not None else str,
-                           choices=choices.get(f.name))
+            group.add_argument(flag, dest=f.name, default=default, help=help_text,
+                               type=type(default) if default is not None else str,
+                               choices=choices.get(f.name))
     return p
 
 

@@ -47,6 +47,7 @@ from training.manifest import run_folder, write_model_folder
 from training.models import CELLS, CharConfig, CharLSTM
 from training.scaffold import (
     Progress,
+    RunOptions,
     Stopping,
     command_line,
     cosine_lr,
@@ -60,13 +61,11 @@ from training.scaffold import (
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunOptions):
     data: str = option("../shared/data/nietzsche.txt", "the text: a path or URL")
     out: str = option("", "output model folder (empty: a new runs/chargen-<time> folder, "
                           "never the served models/)")
-    replace_served: bool = option(False, "allow --out inside the served models/ folder")
     name: str = option("chargen", "the model's name in the manifest (requests' `model` field)")
-    cell: str = option("lstm", "recurrent cell: lstm | gru | rnn")
     sha256: str | None = option(None, "expected sha256 of the data file (checked when given)")
     init_from: str = option("", "a model folder: start from its vocabulary and weights "
                                 "(train further; its shape options replace these)")
@@ -82,7 +81,6 @@ class TrainConfig:
     batch_size: int = option(32, "chunks per batch (stateful: the number of streams)")
     lr: float = option(2e-3, "Adam learning rate at the start of the cosine schedule")
     lr_min: float = option(1e-4, "learning-rate floor at the end of the cosine schedule")
-    clip: float = option(1.0, "gradient-norm clip")
     ema: float = option(0.0, "> 0: score, keep and export an exponential moving average of "
                              "the weights with this decay per step (weight averaging)")
     epochs: int = option(36, "epochs planned (the cosine schedule spans them)")
@@ -91,13 +89,8 @@ class TrainConfig:
                                      "is learnt")
     heldout_fraction: float = option(0.05, "the last fraction of the text, held out")
     eval_streams: int = option(16, "held-out text cut into this many streams for scoring")
-    seed: int = option(1234, "random seed")
-    threads: int = option(1, "torch CPU threads")
-    device: str = option("auto", "auto (CUDA when present) | cpu | cuda")
     max_minutes: float = option(44.0, "wall-clock budget for training (checked after each "
                                       "epoch)")
-    max_steps: int = option(0, "stop after this many optimizer steps in total (0: no limit); "
-                               "the model is still exported and evaluated")
 
 
 def chunk_batches(ids: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):

@@ -45,6 +45,7 @@ from training.manifest import run_folder, write_model_folder
 from training.models import CELLS, SentimentConfig, SentimentLSTM, negator_table
 from training.scaffold import (
     Progress,
+    RunOptions,
     Stopping,
     command_line,
     cosine_lr,
@@ -59,15 +60,13 @@ from training.scaffold import (
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunOptions):
     data: str = option("../shared/data/aclImdb_v1_labeled.tar.gz",
                        "the IMDB archive or extracted folder: a path or URL")
     out: str = option("", "output model folder (empty: a new runs/sentiment-<time> folder, "
                           "never the served models/)")
-    replace_served: bool = option(False, "allow --out inside the served models/ folder")
     name: str = option("sentiment", "the model's name in the manifest (requests' `model` "
                                     "field)")
-    cell: str = option("lstm", "recurrent cell: lstm | gru | rnn")
     sha256: str | None = option(None, "expected sha256 of the data archive (checked when "
                                       "given)")
     init_from: str = option("", "a model folder: start from its vocabulary and weights "
@@ -97,7 +96,6 @@ class TrainConfig:
                                  "log-count ratio (times this)")
     w2v_epochs: int = option(5, "> 0: the other embedding dims start from word2vec on the "
                                 "train split, this many epochs")
-    clip: float = option(1.0, "gradient-norm clip")
     adv_eps: float = option(0.0, "> 0: adversarial training on the word embeddings, each "
                                  "element moved by about this many embedding standard "
                                  "deviations along the loss gradient (Miyato et al. 2016); "
@@ -106,13 +104,8 @@ class TrainConfig:
     patience: int = option(2, "early stopping: epochs without a better validation accuracy")
     val_fraction: float = option(0.1, "fraction of the train split held out for validation "
                                       "(fixed seed)")
-    seed: int = option(1234, "random seed")
-    threads: int = option(1, "torch CPU threads")
-    device: str = option("auto", "auto (CUDA when present) | cpu | cuda")
     max_minutes: float = option(40.0, "wall-clock budget for the whole run (checked after "
                                       "each epoch)")
-    max_steps: int = option(0, "stop after this many optimizer steps in total (0: no "
-                               "limit); the model is still exported and evaluated")
     test: bool = option(True, "report test accuracy (ONNX Runtime) at the end")
 
 
