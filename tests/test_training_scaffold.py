@@ -178,3 +178,41 @@ def test_stateful_training_exports_and_passes_the_checks_with_every_cell(cell: s
     assert checks["zero_length_state_kept"] is True
     assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "lengths", "h0", "c0"]
     assert [o["name"] for o in manifest["outputs"]] == ["logits", "hN", "cN"]
+
+
+@pytest.mark.parametrize(("command", "args", "message"), [
+    ("train_chargen", ["--ema", "1.5"], "--ema 1.5: must be < 1"),
+    ("train_chargen", ["--dropout", "nan"], "--dropout nan: must be a number"),
+    ("train_chargen", ["--heldout-fraction", "0"], "--heldout-fraction 0.0: must be > 0"),
+    ("train_chargen", ["--threads", "0"], "--threads 0: must be >= 1"),
+    ("train_sentiment", ["--epochs", "0"], "--epochs 0: must be >= 1"),
+    ("train_sentiment", ["--encoder-negation-window", "-1"],
+     "--encoder-negation-window -1: must be >= 0"),
+    ("train_sentiment", ["--lr", "-0.1"], "--lr -0.1: must be >= 0"),
+    ("ngrams", ["--buckets", "0"], "--buckets 0: must be >= 1"),
+])
+def test_an_option_out_of_its_range_is_a_usage_error_before_any_work(command: str, args, message,
+                                                                      tmp_path: Path, capsys):
+    import importlib
+
+    module = importlib.import_module(f"training.{command}")
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as e:
+        module.main(["--data", str(tmp_path / "missing"), "--out", str(out), *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["train_sentiment", "train_chargen", "ngrams"])
+def test_every_numeric_option_declares_its_range(command: str):
+    import importlib
+
+    config = next(v for k, v in vars(importlib.import_module(f"training.{command}")).items()
+                  if k in ("TrainConfig", "NgramConfig"))
+    unbounded = [f.name for f in fields(config)
+                 if isinstance(f.default, int | float) and not isinstance(f.default, bool)
+                 and f.name != "seed"
+                 and all(v is None for v in (f.metadata.get("bounds") or {}).values())]
+    assert unbounded == []

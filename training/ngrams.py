@@ -103,23 +103,23 @@ class NgramConfig:
     name: str = option("", "the model's name in the manifest (empty: the base model's name)")
     sha256: str | None = option(None, "expected sha256 of the data archive (checked when "
                                       "given)")
-    buckets: int = option(2**21, "hashed n-gram buckets (weights in the graph)")
+    buckets: int = option(2**21, "hashed n-gram buckets (weights in the graph)", at_least=1)
     weights_dtype: str = option("float16", "dtype of the n-gram table in the graph")
     epochs: int = option(6, "epochs of the n-gram logistic regression (best on validation "
-                            "kept)")
-    batch_size: int = option(64, "reviews per batch")
-    lr: float = option(0.005, "Adam learning rate")
-    weight_decay: float = option(1e-6, "Adam weight decay")
-    augment: int = option(0, "negation-augmentation sentences added to the training split")
+                            "kept)", at_least=1)
+    batch_size: int = option(64, "reviews per batch", at_least=1)
+    lr: float = option(0.005, "Adam learning rate", at_least=0)
+    weight_decay: float = option(1e-6, "Adam weight decay", at_least=0)
+    augment: int = option(0, "negation-augmentation sentences added to the training split", at_least=0)
     negation_window: int = option(5, "words after a negator whose n-grams get buckets of "
-                                     "their own (0: no negation scope)")
+                                     "their own (0: no negation scope)", at_least=0)
     negation_parity: bool = option(False, "in scope only after an odd number of negators in "
                                           "the window")
     val_fraction: float = option(0.1, "fraction of train held out for validation: must be the "
                                       "base model's split (same seed), which its encoder "
-                                      "never trained on")
+                                      "never trained on", above=0, below=1)
     seed: int = option(1234, "random seed (and the validation split's)")
-    threads: int = option(1, "torch CPU threads")
+    threads: int = option(1, "torch CPU threads", at_least=1)
     test: bool = option(True, "report test accuracy and the negation set (ONNX Runtime) at "
                               "the end")
 

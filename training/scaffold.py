@@ -24,9 +24,28 @@ from training.data import DataError
 from training.manifest import OutputError
 
 
-def option(default: Any, help: str) -> Any:
-    """A config field with its command-line help."""
-    return field(default=default, metadata={"help": help})
+def option(default: Any, help: str, *, at_least: float | None = None,
+           above: float | None = None, below: float | None = None) -> Any:
+    """A config field with its command-line help, and the range a number given on the
+    command line must lie in (checked when parsed: a clear usage error, exit 2)."""
+    bounds = {"at_least": at_least, "above": above, "below": below}
+    return field(default=default, metadata={"help": help, "bounds": bounds})
+
+
+def out_of_range(value: Any, bounds: dict[str, float | None]) -> str | None:
+    """What is wrong with ``value`` under ``bounds`` (from ``option``), or None."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value != value:  # NaN
+        return "must be a number"
+    lo, lo_open, hi = bounds.get("at_least"), False, bounds.get("below")
+    if bounds.get("above") is not None:
+        lo, lo_open = bounds["above"], True
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        return f"must be {'>' if lo_open else '>='} {lo:g}"
+    if hi is not None and value >= hi:
+        return f"must be < {hi:g}"
+    return None
 
 
 @dataclass
@@ -37,12 +56,12 @@ class RunOptions:
 
     replace_served: bool = option(False, "allow --out inside the served models/ folder")
     cell: str = option("lstm", "recurrent cell: lstm | gru | rnn")
-    clip: float = option(1.0, "gradient-norm clip")
+    clip: float = option(1.0, "gradient-norm clip", above=0)
     seed: int = option(1234, "random seed")
-    threads: int = option(1, "torch CPU threads")
+    threads: int = option(1, "torch CPU threads", at_least=1)
     device: str = option("auto", "auto (CUDA when present) | cpu | cuda")
     max_steps: int = option(0, "stop after this many optimizer steps in total (0: no limit); "
-                               "the model is still exported and evaluated")
+                               "the model is still exported and evaluated", at_least=0)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -79,7 +98,13 @@ def command_line(config_cls: type, train: Callable[[Any], Any], description: str
                  argv: list[str] | None = None,
                  choices: dict[str, Sequence[str]] | None = None) -> int:
     """Parse ``argv`` into ``config_cls`` and run ``train``; 2 on a data or output error."""
-    cfg = config_cls(**vars(build_parser(config_cls, description, choices).parse_args(argv)))
+    parser = build_parser(config_cls, description, choices)
+    args = vars(parser.parse_args(argv))
+    for f in fields(config_cls):
+        problem = out_of_range(args.get(f.name), f.metadata.get("bounds") or {})
+        if problem:
+            parser.error(f"--{f.name.replace('_', '-')} {args[f.name]}: {problem}")
+    cfg = config_cls(**args)
     try:
         train(cfg)
     except (DataError, OutputError) as e:

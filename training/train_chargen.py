@@ -69,28 +69,29 @@ class TrainConfig(RunOptions):
     sha256: str | None = option(None, "expected sha256 of the data file (checked when given)")
     init_from: str = option("", "a model folder: start from its vocabulary and weights "
                                 "(train further; its shape options replace these)")
-    emb_dim: int = option(64, "character embedding size")
-    hidden: int = option(256, "hidden units per recurrent layer")
-    layers: int = option(2, "recurrent layers")
+    emb_dim: int = option(64, "character embedding size", at_least=1)
+    hidden: int = option(256, "hidden units per recurrent layer", at_least=1)
+    layers: int = option(2, "recurrent layers", at_least=1)
     stateful: bool = option(True, "carry the (detached) state from chunk to chunk through "
                                   "contiguous streams; --no-stateful: shuffled chunks, each "
                                   "from a zero state")
-    dropout: float = option(0.15, "dropout between the recurrent layers and before the head")
-    emb_dropout: float = option(0.05, "dropout on the character embeddings")
-    chunk: int = option(128, "characters per truncated-BPTT chunk")
-    batch_size: int = option(32, "chunks per batch (stateful: the number of streams)")
-    lr: float = option(2e-3, "Adam learning rate at the start of the cosine schedule")
-    lr_min: float = option(1e-4, "learning-rate floor at the end of the cosine schedule")
+    dropout: float = option(0.15, "dropout between the recurrent layers and before the head",
+                            at_least=0, below=1)
+    emb_dropout: float = option(0.05, "dropout on the character embeddings", at_least=0, below=1)
+    chunk: int = option(128, "characters per truncated-BPTT chunk", at_least=1)
+    batch_size: int = option(32, "chunks per batch (stateful: the number of streams)", at_least=1)
+    lr: float = option(2e-3, "Adam learning rate at the start of the cosine schedule", at_least=0)
+    lr_min: float = option(1e-4, "learning-rate floor at the end of the cosine schedule", at_least=0)
     ema: float = option(0.0, "> 0: score, keep and export an exponential moving average of "
-                             "the weights with this decay per step (weight averaging)")
-    epochs: int = option(36, "epochs planned (the cosine schedule spans them)")
-    patience: int = option(6, "early stopping: epochs without a better held-out loss")
+                             "the weights with this decay per step (weight averaging)", at_least=0, below=1)
+    epochs: int = option(36, "epochs planned (the cosine schedule spans them)", at_least=1)
+    patience: int = option(6, "early stopping: epochs without a better held-out loss", at_least=1)
     unk_noise: float = option(0.001, "fraction of input chars replaced by <unk>, so the id "
-                                     "is learnt")
-    heldout_fraction: float = option(0.05, "the last fraction of the text, held out")
-    eval_streams: int = option(16, "held-out text cut into this many streams for scoring")
+                                     "is learnt", at_least=0, below=1)
+    heldout_fraction: float = option(0.05, "the last fraction of the text, held out", above=0, below=1)
+    eval_streams: int = option(16, "held-out text cut into this many streams for scoring", at_least=1)
     max_minutes: float = option(44.0, "wall-clock budget for training (checked after each "
-                                      "epoch)")
+                                      "epoch)", above=0)
 
 
 def chunk_batches(ids: torch.Tensor, cfg: TrainConfig, gen: torch.Generator):

@@ -71,41 +71,41 @@ class TrainConfig(RunOptions):
                                       "given)")
     init_from: str = option("", "a model folder: start from its vocabulary and weights "
                                 "(fine-tune)")
-    augment: int = option(0, "negation-augmentation sentences added to the training split")
+    augment: int = option(0, "negation-augmentation sentences added to the training split", at_least=0)
     encoder_negation_window: int = option(
         0, "> 0: the encoder also reads a negator's scope: a learned vector (starting at "
            "zero) added to the embedding of each word this many words or fewer after a "
-           "negator; with --init-from a model without one, it is added to that model")
-    max_vocab: int = option(20000, "vocabulary size (most frequent training words)")
-    min_count: int = option(2, "a word needs this many training occurrences to get an id")
-    max_len: int = option(800, "tokens read per review (longer: head + tail)")
+           "negator; with --init-from a model without one, it is added to that model", at_least=0)
+    max_vocab: int = option(20000, "vocabulary size (most frequent training words)", at_least=3)
+    min_count: int = option(2, "a word needs this many training occurrences to get an id", at_least=1)
+    max_len: int = option(800, "tokens read per review (longer: head + tail)", at_least=1)
     head_len: int = option(200, "of a longer review, the first this many tokens are kept "
-                                "(the rest from its end)")
-    emb_dim: int = option(128, "word embedding size")
-    hidden: int = option(128, "hidden units per direction")
-    emb_dropout: float = option(0.3, "dropout on the word embeddings")
-    out_dropout: float = option(0.5, "dropout before the output layer")
-    batch_size: int = option(64, "reviews per batch")
-    lr: float = option(1e-3, "Adam learning rate at the start of the cosine schedule")
-    lr_min: float = option(5e-5, "learning-rate floor at the end of the cosine schedule")
-    weight_decay: float = option(0.0, "Adam weight decay")
-    word_dropout: float = option(0.1, "fraction of training tokens replaced by <unk>")
+                                "(the rest from its end)", at_least=0)
+    emb_dim: int = option(128, "word embedding size", at_least=1)
+    hidden: int = option(128, "hidden units per direction", at_least=1)
+    emb_dropout: float = option(0.3, "dropout on the word embeddings", at_least=0, below=1)
+    out_dropout: float = option(0.5, "dropout before the output layer", at_least=0, below=1)
+    batch_size: int = option(64, "reviews per batch", at_least=1)
+    lr: float = option(1e-3, "Adam learning rate at the start of the cosine schedule", at_least=0)
+    lr_min: float = option(5e-5, "learning-rate floor at the end of the cosine schedule", at_least=0)
+    weight_decay: float = option(0.0, "Adam weight decay", at_least=0)
+    word_dropout: float = option(0.1, "fraction of training tokens replaced by <unk>", at_least=0, below=1)
     ema: float = option(0.99, "if > 0, evaluate/export an exponential moving average of the "
-                              "weights with this decay")
+                              "weights with this decay", at_least=0, below=1)
     nb_init: float = option(1.0, "> 0: embedding dim 0 starts as the words' naive-Bayes "
-                                 "log-count ratio (times this)")
+                                 "log-count ratio (times this)", at_least=0)
     w2v_epochs: int = option(5, "> 0: the other embedding dims start from word2vec on the "
-                                "train split, this many epochs")
+                                "train split, this many epochs", at_least=0)
     adv_eps: float = option(0.0, "> 0: adversarial training on the word embeddings, each "
                                  "element moved by about this many embedding standard "
                                  "deviations along the loss gradient (Miyato et al. 2016); "
-                                 "the train loss shown is then clean + adversarial")
-    epochs: int = option(6, "epochs planned (the cosine schedule spans them)")
-    patience: int = option(2, "early stopping: epochs without a better validation accuracy")
+                                 "the train loss shown is then clean + adversarial", at_least=0)
+    epochs: int = option(6, "epochs planned (the cosine schedule spans them)", at_least=1)
+    patience: int = option(2, "early stopping: epochs without a better validation accuracy", at_least=1)
     val_fraction: float = option(0.1, "fraction of the train split held out for validation "
-                                      "(fixed seed)")
+                                      "(fixed seed)", above=0, below=1)
     max_minutes: float = option(40.0, "wall-clock budget for the whole run (checked after "
-                                      "each epoch)")
+                                      "each epoch)", above=0)
     test: bool = option(True, "report test accuracy (ONNX Runtime) at the end")
 
 
