@@ -450,5 +450,8 @@ def test_chargen_continues_from_a_model_folder_with_weight_averaging(tmp_path):
                  "--lr", "0.005", "--lr-min", "0.001", "--ema", "0.9"]) == 0
     m = json.loads((more / "manifest.json").read_text())
     assert m["training"]["ema"] == 0.9
+    assert m["version"].startswith(f"1.{3 + m['training']['best_epoch']}.")  # base's 3 epochs + these
+    assert m["training"]["init_from_version"] == json.loads(
+        (base / "manifest.json").read_text())["version"]
     assert m["metrics"]["heldout_loss_nats_per_char"] < base_loss
     assert main([*small, "--out", str(tmp_path / "x"), "--init-from", str(tmp_path)]) == 2

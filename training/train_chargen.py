@@ -149,6 +149,22 @@ def load_init(cfg: TrainConfig) -> tuple[CharVocab, CharLSTM]:
     return CharVocab.load(folder / "vocab.json"), model
 
 
+def folder_version(folder: str) -> str | None:
+    """The version in a model folder's manifest, if it has one."""
+    try:
+        return str(json.loads((Path(folder) / "manifest.json").read_text())["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def prior_epochs(folder: str) -> int:
+    """The epochs behind a model folder's weights (its version's middle number), or 0."""
+    try:
+        return int((folder_version(folder) or "").split(".")[1]) if folder else 0
+    except (ValueError, IndexError):
+        return 0
+
+
 def train(cfg: TrainConfig) -> dict:
     out = run_folder(cfg.out, "chargen", cfg.replace_served)  # refused before any work
     torch.manual_seed(cfg.seed)
@@ -241,7 +257,8 @@ def train(cfg: TrainConfig) -> dict:
     checks = check_char(model, graph)
     manifest = {
         "name": cfg.name,
-        "version": f"1.{best_epoch}.{cfg.seed}",
+        # 1.<epochs trained in all>.<seed>: a continued model counts its base's epochs
+        "version": f"1.{prior_epochs(cfg.init_from) + best_epoch}.{cfg.seed}",
         "task": "text-generation",
         "cell": cfg.cell,
         "architecture": f"char {cfg.cell.upper()} {cfg.layers}x{cfg.hidden}, "
@@ -250,6 +267,7 @@ def train(cfg: TrainConfig) -> dict:
         "data": {**source_record(cfg.data), "heldout": f"last {cfg.heldout_fraction:.0%} of text",
                  "train_chars": len(train_ids), "heldout_chars": len(held_ids)},
         "training": {**asdict(cfg), "best_epoch": best_epoch, "steps": step,
+                     "init_from_version": folder_version(cfg.init_from) if cfg.init_from else None,
                      "stopped": stop.reason or "all epochs", "history": history,
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
         "metrics": chargen_loss_onnx(graph.SerializeToString(), vocab, held_text,
