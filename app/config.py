@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     allow_spinning: bool = Field(False, description="let ORT worker threads spin-wait")
     split_lone_calls: bool = Field(True, description="on the CPU, with parallel_calls >= 2: a "
                                    "classifier call with nothing else running or waiting "
-                                   "runs its two recurrent directions side by side")
+                                   "runs its two recurrent directions side by side, and a "
+                                   "generation call too small to cut in parts runs on two "
+                                   "intra-op threads (same answers)")
     warmup: bool = Field(True, description="run each model once before reporting ready")
 
     # classification batching (/sentiment, /attention)

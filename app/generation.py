@@ -421,7 +421,9 @@ class GenerationEngine:
         B = len(ids)
         parts = min(self.parallel, B // max(1, min_rows))
         if parts <= 1 or self._pool is None:
-            return self.model.run(ids, lens, h, c)
+            # a call not cut in parts leaves the engine's other core idle: it runs on
+            # the model's two-thread session when it has one (same answers)
+            return self.model.run(ids, lens, h, c, wide=self._pool is not None)
         cuts = [B * i // parts for i in range(parts + 1)]
 
         def part(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -52,9 +52,9 @@ def slow_down(model, seconds: float) -> None:
     """Make every ORT call of ``model`` take at least ``seconds`` (runs in its thread)."""
     original = model.run
 
-    def slow(*args):
+    def slow(*args, **kw):
         time.sleep(seconds)
-        return original(*args)
+        return original(*args, **kw)
 
     model.run = slow
 
@@ -329,11 +329,11 @@ def fail_once(model, at: int = 1) -> list[int]:
     bad run; the list grows by one per call."""
     original, calls = model.run, []
 
-    def run(*args):
+    def run(*args, **kw):
         calls.append(1)
         if len(calls) == at:
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : simulated")
-        return original(*args)
+        return original(*args, **kw)
 
     model.run = run
     return calls

@@ -39,9 +39,9 @@ def _counting(model, monkeypatch) -> list[tuple[int, int]]:
     shapes: list[tuple[int, int]] = []
     run = model.run
 
-    def counting(ids, *args):
+    def counting(ids, *args, **kw):
         shapes.append(ids.shape)
-        return run(ids, *args)
+        return run(ids, *args, **kw)
 
     monkeypatch.setattr(model, "run", counting)
     return shapes
@@ -178,9 +178,9 @@ def test_the_batch_arrays_are_passed_to_the_step_as_they_are(chargen, monkeypatc
     seen: list = []
     run = chargen.run
 
-    def spy(ids, lens, h, c):
+    def spy(ids, lens, h, c, **kw):
         seen.append((ids, h, c))
-        return run(ids, lens, h, c)
+        return run(ids, lens, h, c, **kw)
 
     monkeypatch.setattr(chargen, "run", spy)
 
@@ -223,3 +223,81 @@ def test_streamed_text_is_flushed_per_interval_and_the_first_character_at_once(c
     assert len(every_step) == 60 and all(len(p) == 1 for p in every_step)
     assert len(held[0]) == 1  # the first character did not wait for the interval
     assert len(held) == 2 and "".join(held) == "".join(every_step)  # the rest, at the finish
+
+
+# -- a call too small to cut in parts runs on two intra-op threads -----------------------
+@pytest.fixture(scope="module")
+def wide_chargen(tiny_models_dir):
+    from seqcore.tasks import load_model
+
+    return load_model(tiny_models_dir / "chargen", device="cpu", split=True)
+
+
+@pytest.mark.parametrize("which", ["tiny", "shipped"])
+def test_the_two_thread_session_answers_exactly_as_the_one_thread_one(which, wide_chargen,
+                                                                       models_dir):
+    from seqcore.tasks import load_model
+
+    m = (wide_chargen if which == "tiny"
+         else load_model(models_dir / "chargen", device="cpu", split=True))
+    assert m.wide is not None and m.describe()["wide_lone_calls"] is True
+    rng = np.random.default_rng(5)
+    for B, T in ((1, 1), (1, 37), (3, 1), (5, 12), (7, 1), (2, 200)):
+        ids = rng.integers(2, m.vocab.vocab_size, (B, T)).astype(np.int64)
+        lens = rng.integers(1, T + 1, B).astype(np.int64)
+        h = rng.normal(0, 0.5, (m.layers, B, m.hidden)).astype(np.float32)
+        c = rng.normal(0, 0.5, (m.layers, B, m.hidden)).astype(np.float32)
+        for a, b in zip(m.run(ids, lens, h, c), m.run(ids, lens, h, c, wide=True), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert m.wide.get_session_options().intra_op_num_threads == 2
+
+
+def test_without_the_setting_or_when_it_disagrees_there_is_no_two_thread_session(
+        tiny_models_dir, monkeypatch, caplog):
+    from seqcore.tasks import generation, load_model
+
+    assert load_model(tiny_models_dir / "chargen", device="cpu").wide is None
+    real = generation.CharModel.prepare_split
+
+    def skewed(self, graph, make_session):
+        def make(g, threads=1):
+            sess = make_session(g, threads)
+
+            class Off:  # answers a little off, as a kernel with another summation order
+                def run(self, names, feed):
+                    return [o + np.float32(1e-6) for o in sess.run(names, feed)]
+            return Off()
+        return real(self, graph, make)
+
+    monkeypatch.setattr(generation.CharModel, "prepare_split", skewed)
+    with caplog.at_level("WARNING", logger="seqserve.generation"):
+        m = load_model(tiny_models_dir / "chargen", device="cpu", split=True)
+    assert m.wide is None and "differs from the one-thread one" in caplog.text
+    h, c = m.zero_state(1)
+    assert m.run(np.ones((1, 1), np.int64), np.ones(1, np.int64), h, c, wide=True)[0].shape[0] == 1
+
+
+def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_chargen,
+                                                                          monkeypatch):
+    calls: list[tuple[int, bool]] = []
+    run = wide_chargen.run
+
+    def spy(ids, lens, h, c, wide=False):
+        calls.append((len(ids), wide))
+        return run(ids, lens, h, c, wide=wide)
+
+    monkeypatch.setattr(wide_chargen, "run", spy)
+    bodies = [{"prompt": "the man ", "seed": 3, "n": 30}]
+    one_core = _texts(wide_chargen, bodies, max_streams=8, parallel=1)
+    assert calls and not any(w for _, w in calls)
+    calls.clear()
+    two_cores = _texts(wide_chargen, bodies, max_streams=8, parallel=2)
+    assert calls and all(w for _, w in calls)  # one stream: every call uncut, all wide
+    assert two_cores == one_core  # the same text either way
+    calls.clear()
+    many = [{"prompt": "x" * (1 + i) + " the ", "seed": i, "n": 12} for i in range(16)]
+    texts = _texts(wide_chargen, many, max_streams=16, parallel=2, step_split_min_rows=8,
+                   split_min_rows=8)
+    cut = [(b, w) for b, w in calls if b < 16]  # parts of cut calls (8 rows each)
+    assert cut and not any(w for _, w in cut)  # cut calls' parts run on one thread each
+    assert texts == _texts(wide_chargen, many, max_streams=16, parallel=1)

@@ -138,9 +138,9 @@ def test_a_stream_under_way_finishes_on_the_old_version(make_client, models, sec
     old_version = old.version
     run = old.run
 
-    def slow_run(*args):  # ~2 ms a character: the stream outlives the swap
+    def slow_run(*args, **kw):  # ~2 ms a character: the stream outlives the swap
         time.sleep(0.002)
-        return run(*args)
+        return run(*args, **kw)
 
     old.run = slow_run
     events: list[dict] = []

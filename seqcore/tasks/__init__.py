@@ -58,9 +58,11 @@ class LoadedModel:
         """Runs the shapes the first requests will, so they do not pay for it."""
 
     def prepare_split(self, graph: Path,
-                      make_session: Callable[[bytes], ort.InferenceSession]) -> None:
+                      make_session: Callable[..., ort.InferenceSession]) -> None:
         """Tasks whose lone calls can use two cores prepare for it here (the
-        classifier: seqcore/split.py); the others need nothing."""
+        classifier: its graph cut in two, seqcore/split.py; the generator: a second
+        session with two intra-op threads). ``make_session(graph, threads=1)`` makes a
+        CPU session of a graph (bytes or path)."""
 
     def probe(self, ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """The first output of a batch (one row per row), for ``smoke_check``."""
@@ -152,8 +154,8 @@ def load_model(path: Path, *, device: str = "auto", threads: int = 1,
     except (KeyError, ValueError, TypeError) as e:
         raise ModelLoadError(f"{folder.vocab_path} or manifest: malformed ({e!r})") from None
     if split and active == runtime.CPU:
-        model.prepare_split(folder.graph_path, lambda graph: runtime.session(
-            graph, threads=1, providers=[runtime.CPU], spinning=spinning))
+        model.prepare_split(folder.graph_path, lambda graph, threads=1: runtime.session(
+            graph, threads=threads, providers=[runtime.CPU], spinning=spinning))
     model.load_seconds = time.perf_counter() - t0
     model.fingerprint = digest
     return model

@@ -73,7 +73,7 @@ class SentimentModel(LoadedModel):
         return self.tokenizer.encode(text, offsets=offsets)
 
     def prepare_split(self, graph: Path,
-                      make_session: Callable[[bytes], ort.InferenceSession]) -> None:
+                      make_session: Callable[..., ort.InferenceSession]) -> None:
         """Cut the graph into its recurrent directions for lone calls, if it can be
         and the pieces answer as the whole graph does (seqcore/split.py)."""
         ids, lens = probe_batch(self.probe_vocab)

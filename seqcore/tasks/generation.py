@@ -8,6 +8,11 @@
 - encode: ``CharVocab.encode`` (lowercased; characters outside the vocabulary read as
   ``<unk>`` and are counted);
 - run: a prefill (prompts of different lengths, ``sequence_lens``) or a step ([B, 1]);
+  ``wide=True`` runs it on a second session with two intra-op threads (prepared at
+  load, ``prepare_split``), for a call the generation loop makes with the other core
+  idle (docs/benchmarks.md has the gains). Its answers are checked
+  at load to equal the one-thread session's exactly (ONNX Runtime's thread split of
+  the matrix products leaves each output's summation order alone), or it is not used;
 - decode: ids -> text (``CharVocab.decode``).
 
 The sampling of the next character lives with the generation loop that calls
@@ -16,17 +21,23 @@ The sampling of the next character lives with the generation loop that calls
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from seqcore.modelfolder import ModelFolder
-from seqcore.tasks import LoadedModel, check_contract, register
+from seqcore.tasks import LoadedModel, check_contract, probe_batch, register
 from seqcore.tokenizer import CharVocab
 
 INPUTS = {"input_ids", "lengths", "h0", "c0"}
 OUTPUTS = ["logits", "hN", "cN"]
+WIDE_THREADS = 2
+log = logging.getLogger("seqserve.generation")
 
 
 @register
@@ -36,6 +47,8 @@ class CharModel(LoadedModel):
     vocab: CharVocab | None = None
     layers: int = 0
     hidden: int = 0
+    # the same graph on two intra-op threads, for calls made with the other core idle
+    wide: ort.InferenceSession | None = None
 
     # -- load ----------------------------------------------------------------------
     @classmethod
@@ -60,11 +73,42 @@ class CharModel(LoadedModel):
         h = np.zeros((self.layers, batch, self.hidden), dtype=np.float32)
         return h, h.copy()
 
-    def run(self, ids: np.ndarray, lengths: np.ndarray, h: np.ndarray, c: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lo, hn, cn = self.session.run(OUTPUTS, {"input_ids": ids, "lengths": lengths,
-                                                "h0": h, "c0": c})
+    def run(self, ids: np.ndarray, lengths: np.ndarray, h: np.ndarray, c: np.ndarray,
+            wide: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sess = self.wide if wide and self.wide is not None else self.session
+        lo, hn, cn = sess.run(OUTPUTS, {"input_ids": ids, "lengths": lengths, "h0": h, "c0": c})
         return lo, hn, cn
+
+    def prepare_split(self, graph: Path,
+                      make_session: Callable[..., ort.InferenceSession]) -> None:
+        """A second session on ``WIDE_THREADS`` intra-op threads, kept only if its
+        answers equal the one-thread session's exactly on a prefill and a step of
+        padded batches (and a lone row)."""
+        try:
+            wide = make_session(graph, WIDE_THREADS)
+        except Exception as e:  # ORT's several exception types; the one-thread session serves
+            log.warning("no two-thread session for lone calls (%s: %s)", type(e).__name__, e)
+            return
+        ids, lens = probe_batch(self.probe_vocab)
+        rng = np.random.default_rng(0)
+        worst = 0.0
+        step = np.ascontiguousarray(ids[:, :1])  # one character per row
+        for B, feed_ids, feed_lens in ((2, ids, lens), (2, step, np.ones(2, np.int64)),
+                                       (1, ids[:1], lens[:1])):
+            h = rng.normal(0, 0.5, (self.layers, B, self.hidden)).astype(np.float32)
+            c = rng.normal(0, 0.5, (self.layers, B, self.hidden)).astype(np.float32)
+            feed = {"input_ids": feed_ids, "lengths": feed_lens, "h0": h, "c0": c}
+            for a, b in zip(self.session.run(OUTPUTS, feed), wide.run(OUTPUTS, feed), strict=True):
+                worst = max(worst, float(np.max(np.abs(a - b))))
+        if worst != 0.0:
+            log.warning("the two-thread session differs from the one-thread one by %.3g; "
+                        "lone calls use one thread", worst)
+            return
+        self.wide = wide
+
+    def describe(self) -> dict[str, Any]:
+        # whether a lone stream's calls run on two intra-op threads
+        return {**super().describe(), "wide_lone_calls": self.wide is not None}
 
     def warmup(self) -> None:
         for B, T in ((1, 1), (1, 64), (8, 1)):
