@@ -10,9 +10,8 @@
 - run: a prefill (prompts of different lengths, ``sequence_lens``) or a step ([B, 1]);
   ``wide=True`` runs it on a second session with two intra-op threads (prepared at
   load, ``prepare_split``), for a call the generation loop makes with the other core
-  idle (docs/benchmarks.md has the gains). Its answers are checked
-  at load to equal the one-thread session's exactly (ONNX Runtime's thread split of
-  the matrix products leaves each output's summation order alone), or it is not used;
+  idle (docs/benchmarks.md has the gains). Its answers are checked at load to equal
+  the one-thread session's exactly, or it is not used;
 - decode: ids -> text (``CharVocab.decode``).
 
 The sampling of the next character lives with the generation loop that calls
