@@ -159,9 +159,9 @@ def test_a_prefill_cut_into_parts_run_side_by_side_changes_no_text(tiny_models_d
     calls: list[tuple[int, int]] = []  # (rows, time steps) of every ORT call
     run = model.run
 
-    def counting(ids, *args):
+    def counting(ids, *args, **kw):
         calls.append(ids.shape)
-        return run(ids, *args)
+        return run(ids, *args, **kw)
 
     model.run = counting
     alone = _generate_all(model, 1, bodies)

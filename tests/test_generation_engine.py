@@ -146,6 +146,9 @@ def engine_texts(model, make_streams, **engine) -> list[str]:
         for s in streams:
             parts = []
             while not isinstance(item := await s.out.get(), Finish):
+                if isinstance(item, BaseException):  # the stream failed: say so, do not wait
+                    e.stop()
+                    raise item
                 parts.append(item)
             texts.append("".join(parts))
         e.stop()
