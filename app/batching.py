@@ -74,6 +74,23 @@ class _Row:
         return max(1, len(self.ids))
 
 
+class _CallsRunning:
+    """Classifier calls running now in this process, across every classifier's loop:
+    the generation engine runs a call on two threads only while this is zero, since
+    the second thread would otherwise wait for a core a classifier call holds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.n = 0
+
+    def add(self, k: int) -> None:
+        with self._lock:
+            self.n += k
+
+
+CLASSIFIER_CALLS = _CallsRunning()
+
+
 def _deliver(rows: list[_Row], results: list[RowResult]) -> None:
     for r, res in zip(rows, results, strict=True):
         if not r.future.done():
@@ -273,6 +290,7 @@ class ClassificationBatcher:
             rows = self._take()
             lone = self.busy == 0 and not self.pending and self.incoming <= 0
             self.busy += bool(rows)
+            CLASSIFIER_CALLS.add(bool(rows))
             return rows, lone
 
     def _call(self, fn, *args) -> None:  # noqa: ANN001
@@ -321,6 +339,7 @@ class ClassificationBatcher:
                 finally:
                     with self._cond:
                         self.busy -= 1
+                        CLASSIFIER_CALLS.add(-1)
                 self._call(_deliver, rows, results)
         except Exception as e:  # one failed iteration fails only its own rows
             error_id = uuid.uuid4().hex[:12]

@@ -65,6 +65,7 @@ import numpy as np
 from prometheus_client import Gauge
 
 from app import metrics, tracing
+from app.batching import CLASSIFIER_CALLS
 from app.errors import ApiError, EngineStopped, ModelFailure, Overloaded
 from app.stopping import StopMatcher
 from seqcore.sampling import RowSampler, SamplingParams, Uniforms, params_arrays
@@ -422,8 +423,10 @@ class GenerationEngine:
         parts = min(self.parallel, B // max(1, min_rows))
         if parts <= 1 or self._pool is None:
             # a call not cut in parts leaves the engine's other core idle: it runs on
-            # the model's two-thread session when it has one (same answers)
-            return self.model.run(ids, lens, h, c, wide=self._pool is not None)
+            # the model's two-thread session when it has one (same answers), unless a
+            # classifier call holds that core (measured: two threads then lose ~10 %)
+            wide = self._pool is not None and CLASSIFIER_CALLS.n == 0
+            return self.model.run(ids, lens, h, c, wide=wide)
         cuts = [B * i // parts for i in range(parts + 1)]
 
         def part(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

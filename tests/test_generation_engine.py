@@ -298,6 +298,13 @@ def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_ch
     assert calls and all(w for _, w in calls)  # one stream: every call uncut, all wide
     assert two_cores == one_core  # the same text either way
     calls.clear()
+    from app import batching
+
+    monkeypatch.setattr(batching.CLASSIFIER_CALLS, "n", 1)  # a classifier call holds a core
+    assert _texts(wide_chargen, bodies, max_streams=8, parallel=2) == one_core
+    assert calls and not any(w for _, w in calls)
+    monkeypatch.setattr(batching.CLASSIFIER_CALLS, "n", 0)
+    calls.clear()
     many = [{"prompt": "x" * (1 + i) + " the ", "seed": i, "n": 12} for i in range(16)]
     texts = _texts(wide_chargen, many, max_streams=16, parallel=2, step_split_min_rows=8,
                    split_min_rows=8)

@@ -225,3 +225,22 @@ def test_v1_models_says_whether_lone_calls_are_split_and_the_setting_turns_it_of
         assert r.status_code == 200
         batcher = client.app.state.seqserve.batchers["sentiment"]
         assert (batcher.split_calls > 0) is (expected and batcher.threads >= 2)
+
+
+def test_the_process_wide_count_of_classifier_calls_follows_the_calls(tiny_models_dir: Path):
+    """The generation engine reads ``CLASSIFIER_CALLS`` to leave a core to a running
+    classifier call: it is 1 while a call runs and back to 0 after."""
+    from app.batching import CLASSIFIER_CALLS
+
+    base = load_model(tiny_models_dir / "sentiment", device="cpu", split=True)
+    seen: list[int] = []
+
+    class Watching(_Recording):
+        def run(self, ids, lengths, assist=None):
+            seen.append(CLASSIFIER_CALLS.n)
+            return super().run(ids, lengths, assist)
+
+    before = CLASSIFIER_CALLS.n
+    _serve(Watching(base), 2, [[[2, 3, 4]], [[5, 6]]], gap_s=0.02)
+    assert seen == [before + 1, before + 1]
+    assert CLASSIFIER_CALLS.n == before

@@ -273,6 +273,14 @@ def test_export_check_fails_loudly_when_the_graph_disagrees():
 # ---------------------------------------------------------------- tiny end-to-end runs
 
 
+def corpus(path: Path, words: int = 600, seed: int = 0) -> Path:
+    """A tiny Nietzsche-like text for the char model's training runs."""
+    rng = random.Random(seed)
+    path.write_text(" ".join(rng.choice(["the will", "to power", "beyond good", "and evil"])
+                             for _ in range(words)))
+    return path
+
+
 def _synthetic_imdb(path: Path, n: int = 80) -> Path:
     rng = random.Random(0)
     pos = ["great", "wonderful", "loved", "superb", "best"]
@@ -319,11 +327,7 @@ def test_tiny_chargen_training_lowers_heldout_loss_and_evaluates(tmp_path, capsy
     from training.evaluate import main as evaluate_main
     from training.train_chargen import main
 
-    rng = random.Random(0)
-    text = " ".join(rng.choice(["the will", "to power", "beyond good", "and evil"])
-                    for _ in range(600))
-    src = tmp_path / "corpus.txt"
-    src.write_text(text)
+    src = corpus(tmp_path / "corpus.txt", words=600)
     out = tmp_path / "chargen"
     assert main(["--data", str(src), "--out", str(out), "--epochs", "15", "--hidden", "32",
                  "--emb-dim", "8", "--chunk", "32", "--batch-size", "16", "--lr", "0.01",
@@ -427,11 +431,7 @@ def test_chargen_continues_from_a_model_folder_with_weight_averaging(tmp_path):
     keeps the averaged weights."""
     from training.train_chargen import main
 
-    rng = random.Random(1)
-    text = " ".join(rng.choice(["the will", "to power", "beyond good", "and evil"])
-                    for _ in range(400))
-    src = tmp_path / "corpus.txt"
-    src.write_text(text)
+    src = corpus(tmp_path / "corpus.txt", words=400, seed=1)
     base = tmp_path / "base"
     small = ["--data", str(src), "--chunk", "32", "--batch-size", "8", "--eval-streams", "4"]
     assert main([*small, "--out", str(base), "--epochs", "3", "--hidden", "24", "--emb-dim", "8",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -16,16 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_training import _synthetic_imdb
+from tests.test_training import _synthetic_imdb, corpus
 from training import scaffold
 from training.models import CELLS
-
-
-def _corpus(path: Path, words: int = 600) -> Path:
-    rng = random.Random(0)
-    path.write_text(" ".join(rng.choice(["the will", "to power", "beyond good", "and evil"])
-                             for _ in range(words)))
-    return path
 
 
 def _tiny_chargen(src: Path, out: Path, *extra: str) -> list[str]:
@@ -79,7 +71,7 @@ def test_chargen_max_steps_makes_a_complete_small_run(tmp_path: Path, capsys):
     from training.train_chargen import main
 
     out = tmp_path / "m"
-    assert main(_tiny_chargen(_corpus(tmp_path / "c.txt"), out, "--max-steps", "2")) == 0
+    assert main(_tiny_chargen(corpus(tmp_path / "c.txt"), out, "--max-steps", "2")) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     hist = manifest["training"]["history"]
     assert manifest["training"]["steps"] == 2 and sum(h["steps"] for h in hist) == 2
@@ -168,7 +160,7 @@ def test_stateful_training_exports_and_passes_the_checks_with_every_cell(cell: s
     from training.train_chargen import main
 
     out = tmp_path / cell
-    assert main(_tiny_chargen(_corpus(tmp_path / "c.txt", 300), out, "--cell", cell,
+    assert main(_tiny_chargen(corpus(tmp_path / "c.txt", 300), out, "--cell", cell,
                               "--epochs", "2", "--stateful")) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["stateful"] is True and manifest["cell"] == cell
