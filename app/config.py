@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     gen_stream_interval_ms: float = Field(
         20.0, ge=0.0, le=1000.0, description="streamed text is sent at most this often per "
         "stream (the first characters at once); 0 = every character")
+    gen_stream_events_per_s: float = Field(
+        1000.0, ge=0.0, le=1e6, description="with many streams, their text is sent less "
+        "often, so that all together get at most about this many events a second (each "
+        "stream still at least every 100 ms); 0 = no such budget")
     gen_max_queue: int = Field(256, ge=1, le=100_000, description="streams waiting to start before 503")
     gen_timeout_s: float = Field(120.0, gt=0, le=3600, description="wall-clock limit of one generation")
 

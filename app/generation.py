@@ -45,8 +45,11 @@ away); after that, streamed text is flushed at most every ``flush_interval_s``
 (``SEQSERVE_GEN_STREAM_INTERVAL_MS``, 20 ms by default): a reader sees text within a
 frame or two of its existence, and the event loop wakes 50 times a second instead of
 once per character, which at a few thousand characters a second per stream would
-otherwise take the CPU the engine needs. A non-streamed answer is delivered once, at
-its finish.
+otherwise take the CPU the engine needs. With many streams the interval grows so that
+all of them together get at most ``events_per_s`` events a second
+(``SEQSERVE_GEN_STREAM_EVENTS_PER_S``), up to ``MAX_FLUSH_INTERVAL_S``: each event
+costs the server (and the client) about the same whatever text it carries. A
+non-streamed answer is delivered once, at its finish.
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ from seqcore.sampling import RowSampler, SamplingParams, Uniforms, params_arrays
 from seqcore.tasks.generation import CharModel
 
 log = logging.getLogger("seqserve.generation")
+
+# with an event budget, a streaming stream still gets its text at least this often
+MAX_FLUSH_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -172,7 +178,7 @@ class GenerationEngine:
     def __init__(self, model: CharModel, *, max_streams: int, max_queue: int,
                  queue_timeout_s: float, batching: bool = True, parallel: int = 1,
                  split_min_rows: int = 8, step_split_min_rows: int = 8,
-                 flush_interval_s: float = 0.0,
+                 flush_interval_s: float = 0.0, events_per_s: float = 0.0,
                  drain_timeout_s: float | None = None):
         self.model = model
         # a retired engine waits at most this for its streams (app.main passes a
@@ -182,6 +188,10 @@ class GenerationEngine:
         # streamed text goes to the event loop at most this often (first characters at
         # once): one wake-up per interval instead of one per character and stream
         self.flush_interval_s = flush_interval_s
+        # ... and, with many streams, less often: all streams together get at most about
+        # ``events_per_s`` events a second (0: no budget), each still one at least every
+        # MAX_FLUSH_INTERVAL_S
+        self.events_per_s = events_per_s
         self._last_flush = time.perf_counter()
         self.parallel = parallel if batching else 1
         self.split_min_rows = split_min_rows
@@ -481,11 +491,22 @@ class GenerationEngine:
                 g.reason, g.done, g.ended = reason, True, now
         if flush or now - self._last_flush >= self.flush_interval_s:
             if not flush:
+                if now - self._last_flush < self._interval():
+                    return
                 self._last_flush = now
             for g in b.gens:
                 if g.buffer and g.stream.streaming and not g.done:  # done: its Finish takes it
                     out.append((g.stream, "".join(g.buffer)))
                     g.buffer.clear()
+
+    def _interval(self) -> float:
+        """The flush interval now: ``flush_interval_s``, longer when the streaming
+        streams are so many that they would get more than ``events_per_s`` events a
+        second in all, but never over ``MAX_FLUSH_INTERVAL_S``."""
+        if self.events_per_s <= 0:
+            return self.flush_interval_s
+        n = sum(g.stream.streaming for b in self._batches for g in b.gens)
+        return max(self.flush_interval_s, min(MAX_FLUSH_INTERVAL_S, n / self.events_per_s))
 
     # -- phase 3: retire --------------------------------------------------------------
     def _retire(self, out: list, gauge: Gauge) -> None:

@@ -88,6 +88,7 @@ def generation_loop(s: Settings, m: CharModel) -> GenerationEngine:
                             queue_timeout_s=s.queue_timeout_s, batching=s.gen_batching,
                             parallel=1 if m.provider == CUDA else parallel_calls(s),
                             flush_interval_s=s.gen_stream_interval_ms / 1000,
+                            events_per_s=s.gen_stream_events_per_s,
                             drain_timeout_s=s.gen_timeout_s + s.queue_timeout_s + 5.0)
 
 

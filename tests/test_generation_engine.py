@@ -228,6 +228,67 @@ def test_streamed_text_is_flushed_per_interval_and_the_first_character_at_once(c
     assert len(held) == 2 and "".join(held) == "".join(every_step)  # the rest, at the finish
 
 
+def test_many_streaming_streams_share_an_event_budget(chargen, monkeypatch):
+    """With an event budget, the flush interval grows with the streaming streams (all
+    together get at most ``events_per_s`` events a second), never past the cap, and
+    the text is the same; non-streaming streams do not count."""
+    from app.generation import MAX_FLUSH_INTERVAL_S, _Batch, _Gen
+
+    loop = asyncio.new_event_loop()
+    e = GenerationEngine(chargen, max_streams=64, max_queue=10, queue_timeout_s=30,
+                         flush_interval_s=0.02, events_per_s=1000)
+
+    def batch(n: int, streaming: bool) -> _Batch:
+        gens = [_Gen(_stream(chargen, "a", loop, seed=i, streaming=streaming)) for i in range(n)]
+        h = np.zeros((chargen.layers, n, chargen.hidden), np.float32)
+        return _Batch(gens, h, h.copy())
+
+    for streaming, plain, want in ((1, 0, 0.02), (20, 0, 0.02), (40, 0, 0.04), (64, 200, 0.064),
+                                   (500, 0, MAX_FLUSH_INTERVAL_S)):
+        e._batches = [batch(streaming, True), batch(plain, False)] if plain else [batch(streaming, True)]
+        assert e._interval() == pytest.approx(want), streaming
+    e.events_per_s = 0  # no budget: the plain interval whatever the streams
+    assert e._interval() == 0.02
+    e._batches = []
+    loop.close()
+
+    # through the engine: four slowed streams get far fewer chunks, and the same text
+    run = chargen.run
+
+    def slow(*args, **kw):
+        time.sleep(0.004)
+        return run(*args, **kw)
+
+    monkeypatch.setattr(chargen, "run", slow)
+
+    async def chunks_of(events_per_s: float) -> tuple[list[list[str]], float]:
+        e = GenerationEngine(chargen, max_streams=4, max_queue=10, queue_timeout_s=30,
+                             flush_interval_s=0.0, events_per_s=events_per_s)
+        loop = asyncio.get_running_loop()
+        streams = [_stream(chargen, "the man ", loop, seed=k, max_new=40) for k in range(4)]
+        t0 = time.perf_counter()
+        for s in streams:
+            e.submit(s)
+        e.start()
+        out = []
+        for s in streams:
+            parts = []
+            while not isinstance(item := await s.out.get(), Finish):
+                parts.append(item)
+            out.append(parts)
+        took = time.perf_counter() - t0
+        e.stop()
+        return out, took
+
+    every_step, _ = asyncio.run(chunks_of(0.0))
+    budget, took = asyncio.run(chunks_of(4 / 0.05))  # 4 streams: one event each per 50 ms
+    assert [len(p) for p in every_step] == [40] * 4
+    for held, each in zip(budget, every_step, strict=True):
+        assert "".join(held) == "".join(each)
+        assert len(held[0]) == 1  # the first character at once
+        assert len(held) <= 2 + took / 0.05, (len(held), took)
+
+
 # -- a call too small to cut in parts runs on two intra-op threads -----------------------
 @pytest.fixture(scope="module")
 def wide_chargen(tiny_models_dir):
