@@ -389,13 +389,18 @@ class GenerationEngine:
     def _prefill(self, gens: list[_Gen], out: list) -> _Batch | None:
         """One ORT call over the prompts (split in parts when large); the first
         character of each stream. Returns their batch, rows in admission order."""
-        B = len(gens)
+        # a prompt admitted several times at once (``n`` choices, a page's default
+        # prompt) is read once: rows are independent, so its copies get the same state
+        rows: dict[tuple[int, ...], int] = {}
+        src = [rows.setdefault(tuple(g.stream.prompt_ids), len(rows)) for g in gens]
+        prompts = list(rows)
+        B = len(prompts)
         # by prompt length, so the parts of a split call carry little padding
-        order = sorted(range(B), key=lambda k: len(gens[k].stream.prompt_ids))
-        lens = np.array([len(gens[k].stream.prompt_ids) for k in order], dtype=np.int64)
+        order = sorted(range(B), key=lambda k: len(prompts[k]))
+        lens = np.array([len(prompts[k]) for k in order], dtype=np.int64)
         ids = np.zeros((B, max(1, int(lens.max()))), dtype=np.int64)
         for row, k in enumerate(order):
-            ids[row, : lens[row]] = gens[k].stream.prompt_ids
+            ids[row, : lens[row]] = prompts[k]
         h, c = self.model.zero_state(B)
         t0 = time.perf_counter()
         try:
@@ -409,8 +414,9 @@ class GenerationEngine:
         real = int(lens.sum())
         self._m_padding.inc(ids.size - real)
         self._m_real.inc(real)
-        if order != list(range(B)):  # rows back in admission order
-            back = np.argsort(np.array(order))
+        # rows back in admission order, one per stream
+        back = np.argsort(np.array(order))[src]
+        if back.tolist() != list(range(len(gens))):
             logits = logits[back]
             hn, cn = np.ascontiguousarray(hn[:, back]), np.ascontiguousarray(cn[:, back])
         for g in gens:

@@ -176,6 +176,20 @@ def test_a_stream_gets_the_same_text_alone_and_while_others_join_and_leave(charg
         assert _texts(chargen, [b], max_streams=1) == [text]
 
 
+def test_a_prompt_admitted_several_times_at_once_is_read_once(chargen, monkeypatch):
+    """Streams with the same prompt, prefilled together, share one prefill row; each
+    still gets its own state and text, the same as when it runs alone."""
+    bodies = [{"prompt": p, "seed": i, "n": 40}
+              for i, p in enumerate(["the man ", "the man ", "a dog ", "the man ", "a dog "])]
+    alone = [_texts(chargen, [b], max_streams=1)[0] for b in bodies]
+    shapes = _counting(chargen, monkeypatch)
+    together = _texts(chargen, bodies, max_streams=8)
+    assert shapes[0] == (2, 8)  # the prefill: two distinct prompts, the longest 8 chars
+    assert all(shape[0] == 5 for shape in shapes[1:])  # every stream steps on its own row
+    assert together == alone
+    assert len(set(together)) == 5  # the copies did not share more than the prompt
+
+
 def test_the_batch_arrays_are_passed_to_the_step_as_they_are(chargen, monkeypatch):
     """No per-step stacking of per-stream rows: the step call gets the batch's arrays."""
     seen: list = []
