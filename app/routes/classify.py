@@ -82,10 +82,10 @@ async def classify(arrived: float, state: AppState, model: SentimentModel,
         encoded = await encode_texts(model, texts, offsets)
         for e in encoded:
             futures.append(batcher.submit(e.ids, arrived))
-        timeout = state.settings.queue_timeout_s + 30.0
-        if len(futures) == 1:
-            return encoded, [await asyncio.wait_for(futures[0], timeout)]
-        return encoded, await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        async with asyncio.timeout(state.settings.queue_timeout_s + 30.0):
+            if len(futures) == 1:
+                return encoded, [await futures[0]]
+            return encoded, await asyncio.gather(*futures)
     except TimeoutError:
         raise ApiError(504, "timeout", "the model did not answer in time") from None
     finally:

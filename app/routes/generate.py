@@ -130,7 +130,8 @@ async def first_output(stream: Stream, timeout_s: float) -> str | Finish:
     """The stream's first output. A streaming answer waits for it before sending its
     headers, so a request refused in the queue still gets a proper status code."""
     try:
-        return await asyncio.wait_for(_next(stream), timeout_s)
+        async with asyncio.timeout(timeout_s):  # (wait_for would make a task per call)
+            return await _next(stream)
     except TimeoutError:
         stream.cancel()
         raise ApiError(504, "timeout", "generation did not start in time") from None
@@ -163,8 +164,8 @@ async def chunks(stream: Stream, first: str | Finish, deadline: float
         if isinstance(nxt, Finish):
             item = nxt
             continue
-        remaining = deadline - time.perf_counter()
-        item = await asyncio.wait_for(_next(stream), max(remaining, 0.001))
+        async with asyncio.timeout(max(deadline - time.perf_counter(), 0.001)):
+            item = await _next(stream)
 
 
 def _start(state: AppState, request: Request, body: GenerateRequest, streaming: bool
