@@ -133,6 +133,46 @@ def test_retire_finishes_ended_streams_and_drops_cancelled_ones_silently(chargen
     assert _in_loop(go)
 
 
+def test_per_step_counts_reach_the_counters_when_a_stream_leaves_and_every_1000_chars(chargen):
+    """Characters are counted per step but reach ``seqserve_generated_chars_total`` in
+    bulk: when a stream leaves (before its Finish goes out) and at least every
+    ``TALLY_FLUSH_CHARS`` characters; in the end the total is exact."""
+    from prometheus_client import REGISTRY
+
+    from app.generation import TALLY_FLUSH_CHARS
+
+    def counted() -> float:
+        return REGISTRY.get_sample_value("seqserve_generated_chars_total",
+                                         {"model": chargen.name}) or 0.0
+
+    def go(loop):
+        e = GenerationEngine(chargen, max_streams=4, max_queue=10, queue_timeout_s=30)
+        before = counted()
+        long = _stream(chargen, "the ", loop, seed=1, max_new=2500)
+        short = _stream(chargen, "a ", loop, seed=2, max_new=10)
+        e.submit(long)
+        e.submit(short)
+        gauge, out = _Gauge(), []
+        e._admit(out)
+        e._retire(out, gauge)
+        made, lags, leaves = 2, [], 0
+        while e._batches:
+            e._step(out)
+            active = sum(len(b.gens) for b in e._batches)
+            made += active
+            e._retire(out, gauge)
+            lags.append(made - (counted() - before))
+            if sum(len(b.gens) for b in e._batches) < active:  # a stream left: all counted
+                leaves += 1
+                assert counted() - before == made
+        assert leaves == 2 and made == 2510
+        assert counted() - before == 2510 and gauge.value == 0
+        assert 0 <= max(lags) < TALLY_FLUSH_CHARS + 2
+        return True
+
+    assert _in_loop(go)
+
+
 def engine_texts(model, make_streams, **engine) -> list[str]:
     """Every stream's whole text from one engine: ``make_streams(loop)`` builds the
     streams, all submitted before the engine starts (so they are prefilled together)."""
