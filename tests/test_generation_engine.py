@@ -136,7 +136,8 @@ def test_retire_finishes_ended_streams_and_drops_cancelled_ones_silently(chargen
 def test_per_step_counts_reach_the_counters_when_a_stream_leaves_and_every_1000_chars(chargen):
     """Characters are counted per step but reach ``seqserve_generated_chars_total`` in
     bulk: when a stream leaves (before its Finish goes out) and at least every
-    ``TALLY_FLUSH_CHARS`` characters; in the end the total is exact."""
+    ``TALLY_FLUSH_CHARS`` characters; in the end the total, and the per-step
+    histograms, are exact."""
     from prometheus_client import REGISTRY
 
     from app.generation import TALLY_FLUSH_CHARS
@@ -148,6 +149,10 @@ def test_per_step_counts_reach_the_counters_when_a_stream_leaves_and_every_1000_
     def go(loop):
         e = GenerationEngine(chargen, max_streams=4, max_queue=10, queue_timeout_s=30)
         before = counted()
+        steps_before = REGISTRY.get_sample_value(
+            "seqserve_batch_size_count", {"model": chargen.name, "kind": "step"}) or 0.0
+        rows_before = REGISTRY.get_sample_value(
+            "seqserve_batch_size_sum", {"model": chargen.name, "kind": "step"}) or 0.0
         long = _stream(chargen, "the ", loop, seed=1, max_new=2500)
         short = _stream(chargen, "a ", loop, seed=2, max_new=10)
         e.submit(long)
@@ -167,10 +172,38 @@ def test_per_step_counts_reach_the_counters_when_a_stream_leaves_and_every_1000_
                 assert counted() - before == made
         assert leaves == 2 and made == 2510
         assert counted() - before == 2510 and gauge.value == 0
+        steps = REGISTRY.get_sample_value("seqserve_batch_size_count",
+                                          {"model": chargen.name, "kind": "step"})
+        rows = REGISTRY.get_sample_value("seqserve_batch_size_sum",
+                                         {"model": chargen.name, "kind": "step"})
+        assert (steps - steps_before, rows - rows_before) == (2499, 2508)  # 9 steps of 2 rows
         assert 0 <= max(lags) < TALLY_FLUSH_CHARS + 2
         return True
 
     assert _in_loop(go)
+
+
+def test_a_bulk_histogram_gives_what_observing_one_by_one_gives():
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from app.metrics import FAST_BUCKETS, BulkHistogram
+
+    values = [0.0, 1e-5, 2.5e-4, 0.001, 0.0015, 0.02, 0.3, 7.0, 1e9, *FAST_BUCKETS[:4]]
+    one, bulk = CollectorRegistry(), CollectorRegistry()
+    h1 = Histogram("h", "h", ["m"], buckets=FAST_BUCKETS, registry=one).labels("x")
+    h2 = BulkHistogram(Histogram("h", "h", ["m"], buckets=FAST_BUCKETS, registry=bulk).labels("x"))
+    assert h2.bulk  # this prometheus_client has the internals the bulk path uses
+    for v in values:
+        h1.observe(v)
+        h2.observe(v)
+    def samples(registry) -> list[str]:  # (the _created timestamps differ)
+        return [line for line in generate_latest(registry).decode().splitlines()
+                if "_created" not in line]
+
+    assert samples(bulk) != samples(one)  # not handed over yet
+    h2.flush()
+    h2.flush()  # nothing twice
+    assert samples(bulk) == samples(one)
 
 
 def engine_texts(model, make_streams, **engine) -> list[str]:
