@@ -206,16 +206,17 @@ def test_a_bulk_histogram_gives_what_observing_one_by_one_gives():
     assert samples(bulk) == samples(one)
 
 
-def engine_texts(model, make_streams, **engine) -> list[str]:
-    """Every stream's whole text from one engine: ``make_streams(loop)`` builds the
-    streams, all submitted before the engine starts (so they are prefilled together)."""
-    async def go() -> list[str]:
+def engine_chunks(model, make_streams, **engine) -> list[list[str]]:
+    """Every stream's text chunks, as delivered, from one engine: ``make_streams(loop)``
+    builds the streams, all submitted before the engine starts (so they are prefilled
+    together)."""
+    async def go() -> list[list[str]]:
         e = GenerationEngine(model, **{"max_queue": 100, "queue_timeout_s": 30, **engine})
         streams = make_streams(asyncio.get_running_loop())
         for s in streams:
             e.submit(s)
         e.start()
-        texts = []
+        chunks = []
         for s in streams:
             parts = []
             while not isinstance(item := await s.out.get(), Finish):
@@ -223,11 +224,16 @@ def engine_texts(model, make_streams, **engine) -> list[str]:
                     e.stop()
                     raise item
                 parts.append(item)
-            texts.append("".join(parts))
+            chunks.append(parts)
         e.stop()
-        return texts
+        return chunks
 
     return asyncio.run(go())
+
+
+def engine_texts(model, make_streams, **engine) -> list[str]:
+    """Every stream's whole text from one engine (see ``engine_chunks``)."""
+    return ["".join(parts) for parts in engine_chunks(model, make_streams, **engine)]
 
 
 def _texts(model, bodies: list[dict], **engine) -> list[str]:
@@ -296,20 +302,14 @@ def test_streamed_text_is_flushed_per_interval_and_the_first_character_at_once(c
     prefill at once, later text in chunks no more often than the interval, and the
     same text as with a flush every step."""
 
-    async def chunks_of(interval: float) -> list[str]:
-        e = GenerationEngine(chargen, max_streams=4, max_queue=10, queue_timeout_s=30,
-                             flush_interval_s=interval)
-        s = _stream(chargen, "the man ", asyncio.get_running_loop(), seed=3, max_new=60)
-        e.submit(s)
-        e.start()
-        parts = []
-        while not isinstance(item := await s.out.get(), Finish):
-            parts.append(item)
-        e.stop()
+    def chunks_of(interval: float) -> list[str]:
+        (parts,) = engine_chunks(chargen, lambda loop: [
+            _stream(chargen, "the man ", loop, seed=3, max_new=60)],
+            max_streams=4, flush_interval_s=interval)
         return parts
 
-    every_step = asyncio.run(chunks_of(0.0))
-    held = asyncio.run(chunks_of(60.0))  # longer than the whole generation
+    every_step = chunks_of(0.0)
+    held = chunks_of(60.0)  # longer than the whole generation
     assert len(every_step) == 60 and all(len(p) == 1 for p in every_step)
     assert len(held[0]) == 1  # the first character did not wait for the interval
     assert len(held) == 2 and "".join(held) == "".join(every_step)  # the rest, at the finish
@@ -348,27 +348,15 @@ def test_many_streaming_streams_share_an_event_budget(chargen, monkeypatch):
 
     monkeypatch.setattr(chargen, "run", slow)
 
-    async def chunks_of(events_per_s: float) -> tuple[list[list[str]], float]:
-        e = GenerationEngine(chargen, max_streams=4, max_queue=10, queue_timeout_s=30,
-                             flush_interval_s=0.0, events_per_s=events_per_s)
-        loop = asyncio.get_running_loop()
-        streams = [_stream(chargen, "the man ", loop, seed=k, max_new=40) for k in range(4)]
+    def chunks_of(events_per_s: float) -> tuple[list[list[str]], float]:
         t0 = time.perf_counter()
-        for s in streams:
-            e.submit(s)
-        e.start()
-        out = []
-        for s in streams:
-            parts = []
-            while not isinstance(item := await s.out.get(), Finish):
-                parts.append(item)
-            out.append(parts)
-        took = time.perf_counter() - t0
-        e.stop()
-        return out, took
+        out = engine_chunks(chargen, lambda loop: [
+            _stream(chargen, "the man ", loop, seed=k, max_new=40) for k in range(4)],
+            max_streams=4, flush_interval_s=0.0, events_per_s=events_per_s)
+        return out, time.perf_counter() - t0
 
-    every_step, _ = asyncio.run(chunks_of(0.0))
-    budget, took = asyncio.run(chunks_of(4 / 0.05))  # 4 streams: one event each per 50 ms
+    every_step, _ = chunks_of(0.0)
+    budget, took = chunks_of(4 / 0.05)  # 4 streams: one event each per 50 ms
     assert [len(p) for p in every_step] == [40] * 4
     for held, each in zip(budget, every_step, strict=True):
         assert "".join(held) == "".join(each)
