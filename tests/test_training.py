@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -455,3 +456,66 @@ def test_chargen_continues_from_a_model_folder_with_weight_averaging(tmp_path):
         (base / "manifest.json").read_text())["version"]
     assert m["metrics"]["heldout_loss_nats_per_char"] < base_loss
     assert main([*small, "--out", str(tmp_path / "x"), "--init-from", str(tmp_path)]) == 2
+
+
+def test_chargen_distils_the_mixture_of_its_teachers(tmp_path, capsys):
+    """``--distill-from``: the teachers' rows are each position's next-char log
+    distribution (two teachers: the log of their average), and training with the KL term
+    moves the model towards them; the history still reports the data's cross-entropy."""
+    import onnx
+    import torch.nn.functional as F
+
+    from seqcore.tokenizer import CharVocab
+    from training.export import char_from_graph
+    from training.train_chargen import main, teacher_targets
+
+    src = corpus(tmp_path / "corpus.txt", words=400, seed=2)
+    small = ["--data", str(src), "--chunk", "32", "--batch-size", "8", "--eval-streams", "4",
+             "--hidden", "24", "--emb-dim", "8"]
+    t1, t2 = tmp_path / "t1", tmp_path / "t2"
+    assert main([*small, "--out", str(t1), "--epochs", "3", "--lr", "0.01"]) == 0
+    assert main([*small, "--out", str(t2), "--epochs", "1", "--lr", "0.01", "--seed", "7"]) == 0
+    vocab = CharVocab.load(t1 / "vocab.json")
+    ids = torch.tensor(vocab.encode(src.read_text().lower())[0][:500])
+
+    def alone(folder: Path) -> torch.Tensor:
+        teacher = char_from_graph(onnx.load(str(folder / "model.onnx")), 0.0, 0.0)
+        with torch.no_grad():
+            return F.log_softmax(teacher(ids[None])[0][0], -1)
+
+    one = teacher_targets(str(t1), vocab, ids, streams=1).float()
+    assert one.shape == (500, vocab.vocab_size)
+    assert torch.allclose(one, alone(t1), atol=0.01)  # float16 rows
+    both = teacher_targets(f"{t1},{t2}", vocab, ids, streams=1).float()
+    mix = torch.log((alone(t1).exp() + alone(t2).exp()) / 2)
+    assert torch.allclose(both, mix, atol=0.01)
+    cut = teacher_targets(str(t1), vocab, ids, streams=3).float()  # 3 pieces + the rest
+    assert torch.allclose(cut.exp().sum(-1), torch.ones(500), atol=0.01)
+    assert torch.allclose(cut[:166], alone(t1)[:166], atol=0.01)  # the first piece
+
+    def kl_to_t1(folder: Path) -> float:
+        return float(F.kl_div(alone(folder), alone(t1), log_target=True, reduction="batchmean"))
+
+    student = tmp_path / "student"
+    assert main([*small, "--out", str(student), "--init-from", str(t2), "--epochs", "3",
+                 "--lr", "0.005", "--distill-from", str(t1), "--distill-weight", "1"]) == 0
+    m = json.loads((student / "manifest.json").read_text())
+    assert m["training"]["distill_from_versions"] == [
+        json.loads((t1 / "manifest.json").read_text())["version"]]
+    assert kl_to_t1(student) < 0.5 * kl_to_t1(t2)
+    # with a zero learning rate the run is the plain one: same reported train loss
+    frozen = [*small, "--init-from", str(t2), "--epochs", "1", "--lr", "0", "--lr-min", "0"]
+    assert main([*frozen, "--out", str(tmp_path / "f1")]) == 0
+    assert main([*frozen, "--out", str(tmp_path / "f2"), "--distill-from", str(t1)]) == 0
+    hist = [json.loads((tmp_path / f / "manifest.json").read_text())["training"]["history"][0]
+            for f in ("f1", "f2")]
+    assert hist[0]["train_loss"] == hist[1]["train_loss"]
+    other = tmp_path / "other"  # the same graph under another vocabulary
+    shutil.copytree(t1, other)
+    v = json.loads((other / "vocab.json").read_text())
+    v["chars"][1], v["chars"][2] = v["chars"][2], v["chars"][1]
+    (other / "vocab.json").write_text(json.dumps(v))
+    capsys.readouterr()
+    assert main([*small, "--out", str(tmp_path / "x"), "--distill-from",
+                 str(other)]) == 2
+    assert "vocabulary differs" in capsys.readouterr().err

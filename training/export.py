@@ -28,7 +28,14 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from training.evaluate import ort_session
-from training.models import MASK_VALUE, CharConfig, CharLSTM, SentimentConfig, SentimentLSTM
+from training.models import (
+    MASK_VALUE,
+    CharConfig,
+    CharEnsemble,
+    CharLSTM,
+    SentimentConfig,
+    SentimentLSTM,
+)
 
 OPSET = 17
 PARITY_TOL = 1e-4
@@ -365,6 +372,51 @@ def build_char_graph(model: CharLSTM) -> onnx.ModelProto:
     return _finish(graph)
 
 
+def build_char_ensemble_graph(model: CharEnsemble) -> onnx.ModelProto:
+    """One step graph for an ensemble: each member's graph (``build_char_graph``) with
+    its names prefixed, fed its slice of the packed state; the logits are the log of the
+    members' averaged distributions and the states are concatenated back. Same inputs
+    and outputs as a single model's graph, so the service runs it unchanged."""
+    n = helper.make_node
+    M = len(model.members)
+    nodes, inits, lps, hs, cs = [], [_const_i64("axis0", [0]), _const_i64("axis2", [2]),
+                                     _init("log_m", np.array(np.log(M), np.float32))], [], [], []
+    start = 0
+    for i, member in enumerate(model.members):
+        p = f"m{i}_"
+        sub_nodes, sub_inits = _prefixed(build_char_graph(member).graph, p,
+                                         {"input_ids", "lengths"})
+        width = member.cfg.hidden
+        inits += [*sub_inits, _const_i64(f"{p}from", [start]), _const_i64(f"{p}to", [start + width])]
+        nodes += [n("Slice", ["h0", f"{p}from", f"{p}to", "axis2"], [f"{p}h0"]),
+                  n("Slice", ["c0", f"{p}from", f"{p}to", "axis2"], [f"{p}c0"]),
+                  *sub_nodes,
+                  n("LogSoftmax", [f"{p}logits"], [f"{p}lp"], axis=-1),
+                  n("Unsqueeze", [f"{p}lp", "axis0"], [f"{p}lp1"])]
+        lps.append(f"{p}lp1")
+        hs.append(f"{p}hN")
+        cs.append(f"{p}cN")
+        start += width
+    nodes += [n("Concat", lps, ["lp_all"], axis=0),
+              n("ReduceLogSumExp", ["lp_all"], ["lse"], axes=[0], keepdims=0),
+              n("Sub", ["lse", "log_m"], ["logits"]),
+              n("Concat", hs, ["hN"], axis=2),
+              n("Concat", cs, ["cN"], axis=2)]
+    state = ["layers", "batch", "hidden"]
+    graph = helper.make_graph(
+        nodes, "char_ensemble_step",
+        inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "time"]),
+                helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+                helper.make_tensor_value_info("h0", TensorProto.FLOAT, state),
+                helper.make_tensor_value_info("c0", TensorProto.FLOAT, state)],
+        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "vocab"]),
+                 helper.make_tensor_value_info("hN", TensorProto.FLOAT, state),
+                 helper.make_tensor_value_info("cN", TensorProto.FLOAT, state)],
+        initializer=inits,
+    )
+    return _finish(graph)
+
+
 def _session(m: onnx.ModelProto):
     return ort_session(m.SerializeToString())
 
@@ -401,7 +453,7 @@ def check_sentiment(model: SentimentLSTM, m: onnx.ModelProto,
     return res
 
 
-def check_char(model: CharLSTM, m: onnx.ModelProto,
+def check_char(model: CharLSTM | CharEnsemble, m: onnx.ModelProto,
                lengths: tuple[int, ...] = (5, 1, 17, 0, 40, 9)) -> dict:
     model.eval()
     cfg = model.cfg
@@ -417,13 +469,9 @@ def check_char(model: CharLSTM, m: onnx.ModelProto,
         for b, n_ in enumerate(lens):
             hb = torch.from_numpy(h0[:, b:b + 1].copy())
             cb = torch.from_numpy(c0[:, b:b + 1].copy())
-            if n_ == 0:  # zero-length guard: state passes through, logits from h0's top layer
-                ref_h, ref_c = hb, cb
-                ref_l = model.head(hb[-1])[0]
-            else:
-                y, (ref_h, ref_c) = model.run_rnn(
-                    model.embedding(torch.from_numpy(ids[b:b + 1, :n_])), (hb, cb))
-                ref_l = model.head(y[0, -1])
+            # a zero-length row keeps its state, logits from h0's top layer
+            ref_l, (ref_h, ref_c) = model.last_step(torch.from_numpy(ids[b:b + 1, :n_]),
+                                                    (hb, cb))
             parity = max(parity, float((ref_l - torch.from_numpy(lo[b])).abs().max()),
                          float((ref_h[:, 0] - torch.from_numpy(ho[:, b])).abs().max()),
                          float((ref_c[:, 0] - torch.from_numpy(co[:, b])).abs().max()))

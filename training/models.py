@@ -27,6 +27,7 @@ References: Luong, Pham & Manning 2015 (attention); Karpathy, char-rnn (2015).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,3 +189,56 @@ class CharLSTM(nn.Module):
         """ids [B, T] -> (logits [B, T, V], (h, c) each [layers, B, H])."""
         y, state = self.run_rnn(self.emb_drop(self.embedding(ids)), state)
         return self.head(self.drop(y)), state
+
+    def last_step(self, ids: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """What the step graph returns for one row: ids [1, n] from ``state`` (each
+        [layers, 1, H]) -> (logits [V] after the last char, state). n = 0 keeps the state
+        and reads the logits from its top layer."""
+        if ids.shape[1] == 0:
+            return self.head(state[0][-1])[0], state
+        y, state = self.run_rnn(self.embedding(ids), state)
+        return self.head(y[0, -1]), state
+
+
+class CharEnsemble(nn.Module):
+    """Several char models as one generator: the next-char distribution is the
+    equal-weight average of the members' (its log is returned as the logits), and the
+    state is the members' states side by side along the hidden axis."""
+
+    def __init__(self, members: list[CharLSTM]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two members")
+        first = members[0].cfg
+        for m in members[1:]:
+            if (m.cfg.layers, m.cfg.vocab_size) != (first.layers, first.vocab_size):
+                raise ValueError("ensemble members need the same layers and vocabulary: "
+                                 f"{[(x.cfg.layers, x.cfg.vocab_size) for x in members]}")
+        self.members = nn.ModuleList(members)
+        cells = sorted({m.cfg.cell for m in members})
+        self.cfg = CharConfig(vocab_size=first.vocab_size, emb_dim=first.emb_dim,
+                              hidden=sum(m.cfg.hidden for m in members), layers=first.layers,
+                              cell="+".join(cells))
+        self.widths = [m.cfg.hidden for m in members]
+
+    def _split(self, state):
+        return zip(torch.split(state[0], self.widths, dim=-1),
+                   torch.split(state[1], self.widths, dim=-1), strict=True)
+
+    def _mix(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        lp = torch.stack([torch.log_softmax(x, -1) for x in logits])
+        return torch.logsumexp(lp, 0) - math.log(len(logits))
+
+    def forward(self, ids: torch.Tensor, state=None):
+        """ids [B, T] -> (log of the averaged distribution [B, T, V], packed state)."""
+        parts = self._split(state) if state is not None else [None] * len(self.members)
+        outs = [m(ids, st) for m, st in zip(self.members, parts, strict=True)]
+        return self._mix([o[0] for o in outs]), (
+            torch.cat([o[1][0] for o in outs], -1), torch.cat([o[1][1] for o in outs], -1))
+
+    def last_step(self, ids: torch.Tensor, state):
+        outs = [m.last_step(ids, st) for m, st in zip(self.members, self._split(state),
+                                                       strict=True)]
+        return self._mix([o[0] for o in outs]), (
+            torch.cat([o[1][0] for o in outs], -1), torch.cat([o[1][1] for o in outs], -1))

@@ -87,6 +87,9 @@ def build_parser(config_cls: type, description: str | None,
         if isinstance(default, bool):
             group.add_argument(flag, dest=f.name, default=default, help=help_text,
                                action=argparse.BooleanOptionalAction)
+        elif isinstance(default, list):
+            group.add_argument(flag, dest=f.name, default=default, help=help_text, nargs="+",
+                               metavar=f.name.upper().rstrip("S"))
         else:
             group.add_argument(flag, dest=f.name, default=default, help=help_text,
                                type=type(default) if default is not None else str,

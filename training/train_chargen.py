@@ -20,6 +20,13 @@ exported graph read back into torch), e.g. with a lower learning rate; ``--ema D
 scores, keeps and exports an exponential moving average of the weights instead of the
 last ones (weight averaging).
 
+``--distill-from A,B`` adds knowledge distillation: the teachers (model folders with the
+same vocabulary, e.g. a wider model and the served one) are run once over the training
+text with their state carried, their next-character distributions are mixed with equal
+weights, and the loss becomes ``(1 - w) * cross-entropy + w * KL(teacher || model)``
+with ``w = --distill-weight``. Only the training text is read for it; the held-out text
+stays unseen until it is scored.
+
 Held-out = the last 5 % of the text, scored with the state carried through it (the
 way the service uses the model: prefill, then one step per character). Early stopping
 keeps the best held-out epoch.
@@ -90,6 +97,12 @@ class TrainConfig(RunOptions):
                                      "is learnt", at_least=0, below=1)
     heldout_fraction: float = option(0.05, "the last fraction of the text, held out", above=0, below=1)
     eval_streams: int = option(16, "held-out text cut into this many streams for scoring", at_least=1)
+    distill_from: str = option("", "comma-separated teacher model folders (same vocabulary): "
+                                   "distil their mixed next-char distributions")
+    distill_weight: float = option(0.5, "weight of the KL-to-teachers term when "
+                                        "--distill-from is given", at_least=0, below=1.0001)
+    distill_streams: int = option(64, "the training text cut into this many streams to "
+                                      "run the teachers over it", at_least=1)
     max_minutes: float = option(44.0, "wall-clock budget for training (checked after each "
                                       "epoch)", above=0)
 
@@ -149,6 +162,41 @@ def load_init(cfg: TrainConfig) -> tuple[CharVocab, CharLSTM]:
     return CharVocab.load(folder / "vocab.json"), model
 
 
+def teacher_targets(folders: str, vocab: CharVocab, ids: torch.Tensor, streams: int
+                    ) -> torch.Tensor:
+    """Log of the equal-weight mixture of the teachers' next-char distributions, one row
+    per position of ``ids`` (row j: the distribution of the char after ``ids[j]``), as
+    float16 [len(ids), V]. Each teacher reads the text as ``streams`` contiguous pieces
+    side by side with its state carried (the last few positions are read as one more
+    short piece)."""
+    paths = [Path(f.strip()) for f in folders.split(",") if f.strip()]
+    n = len(ids) // streams
+    pieces = [ids[: n * streams].view(streams, n), ids[n * streams :].view(1, -1)]
+    mix = None
+    with Progress(len(paths), "teachers", unit="model") as prog:
+        for folder in paths:
+            if not (folder / "model.onnx").is_file() or not (folder / "vocab.json").is_file():
+                raise DataError(f"--distill-from {folder}: no model.onnx and vocab.json there")
+            if CharVocab.load(folder / "vocab.json").chars != vocab.chars:
+                raise DataError(f"--distill-from {folder}: its vocabulary differs from the "
+                                "model's")
+            try:  # building the module draws initial weights: keep the run's random stream
+                with torch.random.fork_rng():
+                    teacher = char_from_graph(onnx.load(str(folder / "model.onnx")), 0.0, 0.0)
+            except ExportCheckError as e:
+                raise DataError(f"--distill-from {folder}: {e}") from None
+            rows = []
+            with torch.no_grad():
+                for piece in pieces:
+                    if piece.numel():
+                        rows.append(F.log_softmax(teacher(piece)[0].float(), -1)
+                                    .reshape(-1, vocab.vocab_size))
+            lp = torch.cat(rows) - math.log(len(paths))
+            mix = lp if mix is None else torch.logaddexp(mix, lp)
+            prog.update()
+    return mix.to(torch.float16)
+
+
 def folder_version(folder: str) -> str | None:
     """The version in a model folder's manifest, if it has one."""
     try:
@@ -186,6 +234,8 @@ def train(cfg: TrainConfig) -> dict:
         prog.update()
         held_ids = torch.tensor(vocab.encode(held_text)[0], dtype=torch.long)
         prog.update()
+    teacher = (teacher_targets(cfg.distill_from, vocab, train_ids, cfg.distill_streams)
+               if cfg.distill_from else None)
     mcfg = CharConfig(vocab_size=vocab.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
                       layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell,
                       emb_dropout=cfg.emb_dropout)
@@ -213,8 +263,9 @@ def train(cfg: TrainConfig) -> dict:
         model.train()
         t0, tot, n_batches, state = time.time(), 0.0, 0, None
         prog.set_postfix(f"epoch {epoch}/{cfg.epochs}")
-        for x, y, carry in chunk_batches(train_ids, cfg, gen):
-            x = x.clone()
+        # batches of positions, so the teachers' rows for a batch are found by index
+        for px, py, carry in chunk_batches(torch.arange(len(train_ids)), cfg, gen):
+            x, y = train_ids[px], train_ids[py]
             if cfg.unk_noise > 0:
                 noise = torch.rand(x.shape, generator=gen) < cfg.unk_noise
                 x[noise] = vocab.unk_id
@@ -224,7 +275,14 @@ def train(cfg: TrainConfig) -> dict:
                 state = None
             logits, state = model(x.to(dev), state)
             state = (state[0].detach(), state[1].detach())
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.to(dev).reshape(-1))
+            flat = logits.reshape(-1, logits.size(-1))
+            ce = F.cross_entropy(flat, y.to(dev).reshape(-1))
+            loss = ce
+            if teacher is not None:
+                t_lp = teacher[px.reshape(-1)].to(dev).float()
+                kl = F.kl_div(F.log_softmax(flat, -1), t_lp, log_target=True,
+                              reduction="batchmean")
+                loss = (1 - cfg.distill_weight) * ce + cfg.distill_weight * kl
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -233,7 +291,7 @@ def train(cfg: TrainConfig) -> dict:
                 ema.update_parameters(model)
             step += 1
             n_batches += 1
-            tot += loss.item()
+            tot += ce.item()  # the data's cross-entropy, comparable with or without teachers
             prog.update()
             if stop.out_of_steps(step):
                 break
@@ -268,6 +326,8 @@ def train(cfg: TrainConfig) -> dict:
                  "train_chars": len(train_ids), "heldout_chars": len(held_ids)},
         "training": {**asdict(cfg), "best_epoch": best_epoch, "steps": step,
                      "init_from_version": folder_version(cfg.init_from) if cfg.init_from else None,
+                     "distill_from_versions": [folder_version(f.strip()) for f in
+                                               cfg.distill_from.split(",") if f.strip()],
                      "stopped": stop.reason or "all epochs", "history": history,
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
         "metrics": chargen_loss_onnx(graph.SerializeToString(), vocab, held_text,

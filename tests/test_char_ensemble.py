@@ -1,0 +1,153 @@
+"""Char generators joined into one (``training/ensemble_chargen.py``): the step graph
+averages the members' next-character distributions, keeps their states side by side,
+passes the export checks whatever the members' widths and cells, scores no worse than
+the members' mean, and is served by the same runtime as any generator."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seqcore import runtime
+from training.evaluate import ort_session
+from training.export import (
+    INVARIANCE_TOL,
+    PARITY_TOL,
+    build_char_ensemble_graph,
+    build_char_graph,
+    check_char,
+)
+from training.models import CharConfig, CharEnsemble, CharLSTM
+
+
+def _member(hidden: int, cell: str, seed: int, vocab: int = 30, layers: int = 2) -> CharLSTM:
+    torch.manual_seed(seed)
+    return CharLSTM(CharConfig(vocab_size=vocab, emb_dim=8, hidden=hidden, layers=layers,
+                               cell=cell)).eval()
+
+
+def test_the_graph_averages_the_members_distributions_and_passes_the_checks():
+    members = [_member(16, "lstm", 0), _member(12, "gru", 1), _member(8, "rnn", 2)]
+    ens = CharEnsemble(members).eval()
+    g = build_char_ensemble_graph(ens)
+    assert [i.name for i in g.graph.input] == ["input_ids", "lengths", "h0", "c0"]
+    assert [o.name for o in g.graph.output] == ["logits", "hN", "cN"]
+    checks = check_char(ens, g)  # torch vs ORT, a row alone vs in a padded batch, length 0
+    assert checks["torch_vs_onnx_max_abs_diff"] <= PARITY_TOL
+    assert checks["row_alone_vs_batch_max_abs_diff"] <= INVARIANCE_TOL
+    assert checks["zero_length_state_kept"]
+    # the logits are log(mean of the members' softmax); each member reads its own slice
+    sess = ort_session(g.SerializeToString())
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 30, (3, 7)).astype(np.int64)
+    lens = np.array([7, 4, 1], np.int64)
+    h0 = rng.standard_normal((2, 3, 36)).astype(np.float32)
+    c0 = rng.standard_normal((2, 3, 36)).astype(np.float32)
+    logits, hN, cN = sess.run(None, {"input_ids": ids, "lengths": lens, "h0": h0, "c0": c0})
+    assert np.allclose(np.exp(logits).sum(-1), 1.0, atol=1e-5)
+    probs, start = [], 0
+    for m in members:
+        w = m.cfg.hidden
+        one = ort_session(build_char_graph(m).SerializeToString())
+        lo, h1, c1 = one.run(None, {"input_ids": ids, "lengths": lens,
+                                    "h0": h0[..., start:start + w].copy(),
+                                    "c0": c0[..., start:start + w].copy()})
+        probs.append(np.exp(runtime.log_softmax(lo)))
+        assert np.allclose(hN[..., start:start + w], h1, atol=1e-6)
+        assert np.allclose(cN[..., start:start + w], c1, atol=1e-6)
+        start += w
+    assert np.allclose(logits, np.log(np.mean(probs, 0)), atol=1e-5)
+
+
+def test_members_must_share_layers_and_vocabulary():
+    with pytest.raises(ValueError, match="same layers and vocabulary"):
+        CharEnsemble([_member(8, "lstm", 0), _member(8, "lstm", 1, layers=1)])
+    with pytest.raises(ValueError, match="same layers and vocabulary"):
+        CharEnsemble([_member(8, "lstm", 0), _member(8, "lstm", 1, vocab=31)])
+    with pytest.raises(ValueError, match="at least two"):
+        CharEnsemble([_member(8, "lstm", 0)])
+
+
+def _corpus(path: Path) -> Path:
+    rng = random.Random(3)
+    path.write_text(" ".join(rng.choice(["the will", "to power", "beyond good", "and evil"])
+                             for _ in range(400)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two tiny trained char models of different widths and cells, and their ensemble."""
+    from training.ensemble_chargen import main as ensemble
+    from training.train_chargen import main as train
+
+    root = tmp_path_factory.mktemp("ens")
+    src = _corpus(root / "c.txt")
+    small = ["--data", str(src), "--chunk", "32", "--batch-size", "8", "--eval-streams", "4",
+             "--emb-dim", "8", "--epochs", "2", "--lr", "0.01"]
+    assert train([*small, "--out", str(root / "a"), "--hidden", "24"]) == 0
+    assert train([*small, "--out", str(root / "b"), "--hidden", "16", "--cell", "gru",
+                  "--seed", "5"]) == 0
+    assert ensemble(["--members", str(root / "a"), str(root / "b"), "--data", str(src),
+                     "--eval-streams", "4", "--out", str(root / "e"), "--name", "chargen-ens"]) == 0
+    return {"root": root, "src": src}
+
+
+def test_the_command_builds_a_model_folder_that_scores_no_worse_than_the_members_mean(trained):
+    root = trained["root"]
+    loss = {k: json.loads((root / k / "manifest.json").read_text())["metrics"][
+        "heldout_loss_nats_per_char"] for k in ("a", "b", "e")}
+    # log of a mean >= mean of the logs: the mixture's NLL is at most the members' mean
+    assert loss["e"] <= (loss["a"] + loss["b"]) / 2 + 1e-4
+    m = json.loads((root / "e" / "manifest.json").read_text())
+    assert m["name"] == "chargen-ens" and m["task"] == "text-generation"
+    assert m["state"] == {"layers": 2, "hidden": 40} and m["cell"] == "gru+lstm"
+    assert [x["hidden"] for x in m["training"]["ensemble_of"]] == [24, 16]
+    assert (root / "e" / "vocab.json").read_text() == (root / "a" / "vocab.json").read_text()
+
+
+def test_the_command_refuses_members_that_do_not_fit(trained, tmp_path: Path, capsys):
+    from training.ensemble_chargen import main as ensemble
+
+    root, src = trained["root"], str(trained["src"])
+    assert ensemble(["--members", str(root / "a"), "--data", src,
+                     "--out", str(tmp_path / "x")]) == 2
+    assert "two or more" in capsys.readouterr().err
+    other = tmp_path / "other"
+    shutil.copytree(root / "b", other)
+    v = json.loads((other / "vocab.json").read_text())
+    v["chars"][1], v["chars"][2] = v["chars"][2], v["chars"][1]
+    (other / "vocab.json").write_text(json.dumps(v))
+    assert ensemble(["--members", str(root / "a"), str(other), "--data", src,
+                     "--out", str(tmp_path / "y")]) == 2
+    assert "vocabulary differs" in capsys.readouterr().err
+    assert ensemble(["--members", str(root / "a"), str(tmp_path / "nothing"), "--data", src,
+                     "--out", str(tmp_path / "z")]) == 2
+    assert "no model.onnx" in capsys.readouterr().err
+
+
+def test_an_ensemble_is_served_beside_the_default_generator(make_client, trained,
+                                                           tmp_path: Path):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copytree(trained["root"] / "a", models / "chargen")
+    shutil.copytree(trained["root"] / "e", models / "chargen-ens")
+    client = make_client(models)
+    body = {"prompt": "the will ", "max_new_chars": 40, "seed": 3}
+    plain = client.post("/generate", json=body)
+    assert plain.status_code == 200 and plain.json()["model"] == "chargen"  # the default
+    ens = client.post("/generate", json={**body, "model": "chargen-ens"})
+    assert ens.status_code == 200 and ens.json()["model"] == "chargen-ens"
+    assert len(ens.json()["text"]) == 40
+    again = client.post("/generate", json={**body, "model": "chargen-ens", "stream": True})
+    assert again.status_code == 200
+    events = [json.loads(line[len("data: "):]) for line in again.text.splitlines()
+              if line.startswith("data: ")]
+    text = "".join(e["text"] for e in events)
+    assert text == ens.json()["text"]  # seeded: the same text streamed or not
