@@ -51,7 +51,11 @@ def untrained_folder(width: int, like: Path, out: Path) -> Path:
 def row(folder: Path, new_chars: int) -> dict:
     m = ModelFolder.open(folder).manifest
     raw = raw_generation(prompts(64), new_chars, streams=(1, 32), folder_path=folder)
-    return {"folder": str(folder), "hidden": m["state"]["hidden"], "layers": m["state"]["layers"],
+    members = m.get("training", {}).get("ensemble_of")  # an ensemble: its members' shapes
+    shape = (" + ".join(f"{x['layers']} x {x['hidden']}" for x in members) if members
+             else f"{m['state']['layers']} x {m['state']['hidden']}")
+    return {"folder": str(folder), "shape": shape,
+            "hidden": m["state"]["hidden"], "layers": m["state"]["layers"],
             "parameters": m.get("parameters"),
             "mb": round((folder / "model.onnx").stat().st_size / 1e6, 1),
             "heldout_nats_per_char": m.get("metrics", {}).get("heldout_loss_nats_per_char"),
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         nats = (f"{r['heldout_nats_per_char']:.4f}" if r["heldout_nats_per_char"] is not None
                 else "untrained")
         params = f"{r['parameters']:,}" if r["parameters"] else "—"
-        print(f"| {r['layers']} x {r['hidden']} | {nats} | {params} | {r['mb']} | "
+        print(f"| {r['shape']} | {nats} | {params} | {r['mb']} | "
               f"{r['chars_per_s_1']:,} | {r['chars_per_s_1'] / base:.2f} | "
               f"{r['chars_per_s_32']:,} | {r['prefill_200_ms']} |")
     return 0

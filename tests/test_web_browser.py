@@ -301,6 +301,37 @@ def fill_generation(page, **params: object) -> None:
     page.fill(tid("generate-max"), str(p["max_new_chars"]))
 
 
+def test_the_playground_offers_a_choice_of_generator_when_several_are_loaded(
+        tiny_models_dir: Path, open_page, tmp_path: Path):
+    import json
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models)
+    shutil.copytree(models / "chargen", models / "chargen-b")
+    manifest = json.loads((models / "chargen-b" / "manifest.json").read_text())
+    (models / "chargen-b" / "manifest.json").write_text(json.dumps({**manifest,
+                                                                   "name": "chargen-b"}))
+    with ServerProcess(models, ready_timeout_s=120) as srv:
+        page, _ = open_page(srv)
+        page.wait_for_selector(tid("model-card"))
+        choice = page.get_by_test_id("generate-model")
+        assert choice.is_visible()
+        options = choice.locator("option").all_inner_texts()
+        assert options[0].startswith("chargen (default)") and options[1].startswith("chargen-b")
+        assert len(options) == 2  # generators only, not the sentiment model
+        choice.select_option("chargen-b")
+        fill_generation(page, max_new_chars=30)
+        with page.expect_request("**/generate") as sent:
+            page.click(tid("generate-submit"))
+        assert json.loads(sent.value.post_data)["model"] == "chargen-b"
+        page.wait_for_selector(f"{tid('generate-stats')}:has-text('Finished')")
+        assert "chargen-b" in page.get_by_test_id("generate-stats").inner_text()
+    with ServerProcess(tiny_models_dir, ready_timeout_s=120) as one:  # one generator: no choice
+        page, _ = open_page(one)
+        page.wait_for_selector(tid("model-card"))
+        assert not page.get_by_test_id("generate-model").is_visible()
+
+
 def test_streamed_output_grows_and_equals_non_streamed(server, open_page):
     page, _ = open_page(server)
     fill_generation(page)

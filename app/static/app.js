@@ -435,6 +435,8 @@
     const stop = $("generate-stop-seqs").value.split(/\r?\n/).filter((s) => s !== "")
       .map((s) => s.replace(/\\n/g, "\n").replace(/\\t/g, "\t"));
     if (stop.length) body.stop = stop;
+    const model = $("generate-model").value;  // empty until the models are listed: the default
+    if (model) body.model = model;
     const seed = $("generate-seed").value.trim();
     if (seed !== "" && !/^\d+$/.test(seed)) throw new ApiProblem("Seed: must be a whole number of 0 or more, or empty.");
     return { body, seed };
@@ -515,6 +517,7 @@
         `Finished (${final.finish_reason}): ${final.generated_chars} characters · ` +
         `first character after ${fmt(final.time_to_first_char_ms, 1)} ms · ` +
         `${rate.toFixed(0)} chars/s · seed ${finalSeed}` +
+        (final.model ? ` · ${final.model}` : "") +
         (final.unknown_prompt_chars ? ` · ${final.unknown_prompt_chars} prompt characters unknown to the model` : ""));
       gen.last = { body: request.body, seed: finalSeed };
     } catch (err) {
@@ -594,6 +597,21 @@
       dl, kvTable("Metrics", m.metrics), kvTable("Export checks", m.export_checks));
   }
 
+  // The playground's model choice: shown when more than one generator is loaded; the
+  // first listed is the server's default (a request without `model` gets it).
+  function fillGeneratorChoice(generators) {
+    const select = $("generate-model");
+    const keep = select.value;
+    select.replaceChildren(...generators.map((m, i) => {
+      const name = m.name || m.id;
+      const loss = m.metrics && m.metrics.heldout_loss_nats_per_char;
+      return el("option", { value: name },
+        `${name}${i === 0 ? " (default)" : ""}${loss ? ` · ${loss} nats/char` : ""}`);
+    }));
+    if (generators.some((m) => (m.name || m.id) === keep)) select.value = keep;
+    $("generate-model-field").hidden = generators.length < 2;
+  }
+
   async function loadModels() {
     const box = $("model-cards");
     try {
@@ -602,6 +620,7 @@
       // the OpenAI list shape keeps the entries in `data`; older servers in `models`
       const list = Array.isArray(data.data) ? data.data : Array.isArray(data.models) ? data.models : [];
       box.replaceChildren(...(list.length ? list.map(modelCard) : [el("p", { class: "muted" }, "No models loaded.")]));
+      fillGeneratorChoice(list.filter((m) => m.task === "text-generation"));
     } catch (err) {
       if (err instanceof ApiProblem && err.status === 401) {
         // the key form is showing already; a banner on page load would only repeat it
