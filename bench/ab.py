@@ -7,10 +7,13 @@ characters, T=0.8) with ``--concurrency`` streams.
     git worktree add /tmp/seqserve-base <ref>
     python -m bench.ab --baseline /tmp/seqserve-base [--concurrency 32] [--rounds 5]
     python -m bench.ab --baseline /tmp/seqserve-base --load stream --concurrency 64
+    python -m bench.ab --baseline-models /tmp/fewer-models --load generate   # models A/B
 
-Only the servers differ: each runs ``python -m app`` from its own checkout with this
-checkout's models, the load comes from ``bench.run``'s generator (wrk when installed,
-else aiohttp) over the same IMDB-length review texts.
+Only the servers differ: each runs ``python -m app`` from its own checkout (by default
+both this one) with this checkout's models (or ``--baseline-models`` for the baseline,
+to compare the same code serving other model folders), the load comes from
+``bench.run``'s generator (wrk when installed, else aiohttp) over the same IMDB-length
+review texts.
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ from bench.server import ROOT, ServerProcess
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", required=True, help="the other checkout's root folder")
+    ap.add_argument("--baseline", default=str(ROOT),
+                    help="the other checkout's root folder (default: this one)")
+    ap.add_argument("--baseline-models", default=str(MODELS),
+                    help="the baseline server's models folder (default: this checkout's)")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5, help="per round (wrk)")
@@ -49,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     texts, plist = review_texts(1000), prompts(256)
     use_wrk = shutil.which("wrk") is not None
     servers = {"this": ServerProcess(MODELS, log_level="warning", max_queue=4096),
-               "baseline": ServerProcess(MODELS, log_level="warning", max_queue=4096,
-                                         root=Path(a.baseline))}
+               "baseline": ServerProcess(Path(a.baseline_models), log_level="warning",
+                                         max_queue=4096, root=Path(a.baseline))}
     runs: dict[str, list[dict]] = {k: [] for k in servers}
     unit = "req/s" if a.load == "sentiment" else "chars/s"
     try:
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             "generate": "/generate, non-streamed", "stream": "/generate, streamed"}[a.load]
     print(f"\n{what} at concurrency {a.concurrency}, median of {a.rounds} interleaved rounds: "
           f"this checkout ({ROOT}) {med['this']:.0f} {unit}, "
-          f"baseline ({a.baseline}) {med['baseline']:.0f} {unit}, ratio "
+          f"baseline ({a.baseline}, models {a.baseline_models}) {med['baseline']:.0f} {unit}, ratio "
           f"{med['this'] / med['baseline']:.3f}")
     return 0
 
