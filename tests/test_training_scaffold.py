@@ -25,12 +25,15 @@ def _tiny_chargen(src: Path, out: Path, *extra: str) -> list[str]:
             "--chunk", "32", "--batch-size", "8", "--eval-streams", "4", *extra]
 
 
-@pytest.mark.parametrize("command", ["train_sentiment", "train_chargen", "ngrams"])
+@pytest.mark.parametrize("command", ["train_sentiment", "train_chargen", "ngrams",
+                                     "ensemble_chargen"])
 def test_help_shows_every_option_with_its_default(command: str, capsys):
     import importlib
 
     module = importlib.import_module(f"training.{command}")
-    config = module.NgramConfig if command == "ngrams" else module.TrainConfig
+    config = {"ngrams": getattr(module, "NgramConfig", None),
+              "ensemble_chargen": getattr(module, "EnsembleConfig", None)}.get(
+        command, getattr(module, "TrainConfig", None))
     with pytest.raises(SystemExit) as e:
         module.main(["--help"])
     assert e.value.code == 0
@@ -43,6 +46,9 @@ def test_help_shows_every_option_with_its_default(command: str, capsys):
     assert "--replace-served, --no-replace-served" in text
     if command == "ngrams":
         assert "--negation-window NEGATION_WINDOW" in text and "(default: 5)" in text
+        return
+    if command == "ensemble_chargen":
+        assert "--members MEMBER [MEMBER ...]" in text
         return
     assert "--max-steps MAX_STEPS" in text and "--max-minutes" in text
     if command == "train_chargen":
@@ -174,6 +180,7 @@ def test_stateful_training_exports_and_passes_the_checks_with_every_cell(cell: s
 
 @pytest.mark.parametrize(("command", "args", "message"), [
     ("train_chargen", ["--ema", "1.5"], "--ema 1.5: must be < 1"),
+    ("train_chargen", ["--distill-weight", "1.01"], "--distill-weight 1.01: must be <= 1"),
     ("train_chargen", ["--dropout", "nan"], "--dropout nan: must be a number"),
     ("train_chargen", ["--heldout-fraction", "0"], "--heldout-fraction 0.0: must be > 0"),
     ("train_chargen", ["--threads", "0"], "--threads 0: must be >= 1"),

@@ -25,10 +25,11 @@ from training.manifest import OutputError
 
 
 def option(default: Any, help: str, *, at_least: float | None = None,
-           above: float | None = None, below: float | None = None) -> Any:
+           above: float | None = None, below: float | None = None,
+           at_most: float | None = None) -> Any:
     """A config field with its command-line help, and the range a number given on the
     command line must lie in (checked when parsed: a clear usage error, exit 2)."""
-    bounds = {"at_least": at_least, "above": above, "below": below}
+    bounds = {"at_least": at_least, "above": above, "below": below, "at_most": at_most}
     return field(default=default, metadata={"help": help, "bounds": bounds})
 
 
@@ -45,6 +46,8 @@ def out_of_range(value: Any, bounds: dict[str, float | None]) -> str | None:
         return f"must be {'>' if lo_open else '>='} {lo:g}"
     if hi is not None and value >= hi:
         return f"must be < {hi:g}"
+    if bounds.get("at_most") is not None and value > bounds["at_most"]:
+        return f"must be <= {bounds['at_most']:g}"
     return None
 
 

@@ -100,7 +100,7 @@ class TrainConfig(RunOptions):
     distill_from: str = option("", "comma-separated teacher model folders (same vocabulary): "
                                    "distil their mixed next-char distributions")
     distill_weight: float = option(0.5, "weight of the KL-to-teachers term when "
-                                        "--distill-from is given", at_least=0, below=1.0001)
+                                        "--distill-from is given", at_least=0, at_most=1)
     distill_streams: int = option(64, "the training text cut into this many streams to "
                                       "run the teachers over it", at_least=1)
     max_minutes: float = option(44.0, "wall-clock budget for training (checked after each "
