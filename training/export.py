@@ -14,6 +14,8 @@ Char step graph (prefill a prompt and step one character with the same graph):
     input_ids int64 [B, T], lengths int64 [B], h0, c0 float [L, B, H]
     ->  logits float [B, V] (at each row's last real position), hN, cN float [L, B, H]
 A row with length 0 passes its state through unchanged (ORT alone would zero it).
+An ensemble of char models (``build_char_ensemble_graph``) has the same interface: the
+members' states side by side along H, the logits the log of their averaged softmax.
 
 ``check_*`` run the export checks and raise ``ExportCheckError`` if they fail:
 parity with torch on a padded batch of mixed lengths (<= 1e-4) and batch invariance
