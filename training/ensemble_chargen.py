@@ -23,17 +23,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import onnx
 import torch
 
 from seqcore.tokenizer import CharVocab
 from training.data import DataError, load_text, source_record
 from training.evaluate import chargen_loss_onnx
-from training.export import ExportCheckError, build_char_ensemble_graph, char_from_graph, check_char
+from training.export import build_char_ensemble_graph, check_char
 from training.manifest import run_folder, write_model_folder
 from training.models import CharEnsemble
 from training.scaffold import command_line, option
-from training.train_chargen import folder_version
+from training.train_chargen import folder_version, load_char_folder
 
 
 @dataclass
@@ -60,16 +59,11 @@ def load_members(folders: list[str]) -> tuple[CharVocab, CharEnsemble, list[dict
     vocab, models, infos = None, [], []
     for f in folders:
         folder = Path(f)
-        if not (folder / "model.onnx").is_file() or not (folder / "vocab.json").is_file():
-            raise DataError(f"--members {folder}: no model.onnx and vocab.json there")
-        v = CharVocab.load(folder / "vocab.json")
+        v, model = load_char_folder(folder, "--members")
         if vocab is not None and v.chars != vocab.chars:
             raise DataError(f"--members {folder}: its vocabulary differs from {folders[0]}'s")
         vocab = v
-        try:
-            models.append(char_from_graph(onnx.load(str(folder / "model.onnx")), 0.0, 0.0))
-        except ExportCheckError as e:
-            raise DataError(f"--members {folder}: {e}") from None
+        models.append(model)
         m = models[-1].cfg
         infos.append({"folder": str(folder), "version": folder_version(str(folder)),
                       "cell": m.cell, "layers": m.layers, "hidden": m.hidden})

@@ -300,6 +300,24 @@ def _prefixed(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> tuple[list
     return nodes, inits
 
 
+def _char_step_model(nodes: list, inits: list, name: str) -> onnx.ModelProto:
+    """The char step graph's interface, one for every char graph: input_ids [B, T],
+    lengths [B], h0/c0 [L, B, H] -> logits [B, V], hN/cN [L, B, H]."""
+    state = ["layers", "batch", "hidden"]
+    graph = helper.make_graph(
+        nodes, name,
+        inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "time"]),
+                helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
+                helper.make_tensor_value_info("h0", TensorProto.FLOAT, state),
+                helper.make_tensor_value_info("c0", TensorProto.FLOAT, state)],
+        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "vocab"]),
+                 helper.make_tensor_value_info("hN", TensorProto.FLOAT, state),
+                 helper.make_tensor_value_info("cN", TensorProto.FLOAT, state)],
+        initializer=inits,
+    )
+    return _finish(graph)
+
+
 def build_char_graph(model: CharLSTM) -> onnx.ModelProto:
     cfg = model.cfg
     H, L = cfg.hidden, cfg.layers
@@ -359,19 +377,7 @@ def build_char_graph(model: CharLSTM) -> onnx.ModelProto:
         n("MatMul", ["top", "Wo_T"], ["logits_nb"]),
         n("Add", ["logits_nb", "bo"], ["logits"]),
     ]
-    state = ["layers", "batch", "hidden"]
-    graph = helper.make_graph(
-        nodes, f"char_{cfg.cell}_step",
-        inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "time"]),
-                helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
-                helper.make_tensor_value_info("h0", TensorProto.FLOAT, state),
-                helper.make_tensor_value_info("c0", TensorProto.FLOAT, state)],
-        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "vocab"]),
-                 helper.make_tensor_value_info("hN", TensorProto.FLOAT, state),
-                 helper.make_tensor_value_info("cN", TensorProto.FLOAT, state)],
-        initializer=inits,
-    )
-    return _finish(graph)
+    return _char_step_model(nodes, inits, f"char_{cfg.cell}_step")
 
 
 def build_char_ensemble_graph(model: CharEnsemble) -> onnx.ModelProto:
@@ -404,19 +410,7 @@ def build_char_ensemble_graph(model: CharEnsemble) -> onnx.ModelProto:
               n("Sub", ["lse", "log_m"], ["logits"]),
               n("Concat", hs, ["hN"], axis=2),
               n("Concat", cs, ["cN"], axis=2)]
-    state = ["layers", "batch", "hidden"]
-    graph = helper.make_graph(
-        nodes, "char_ensemble_step",
-        inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "time"]),
-                helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
-                helper.make_tensor_value_info("h0", TensorProto.FLOAT, state),
-                helper.make_tensor_value_info("c0", TensorProto.FLOAT, state)],
-        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "vocab"]),
-                 helper.make_tensor_value_info("hN", TensorProto.FLOAT, state),
-                 helper.make_tensor_value_info("cN", TensorProto.FLOAT, state)],
-        initializer=inits,
-    )
-    return _finish(graph)
+    return _char_step_model(nodes, inits, "char_ensemble_step")
 
 
 def _session(m: onnx.ModelProto):

@@ -149,16 +149,23 @@ def heldout_loss(model: CharLSTM, ids: torch.Tensor, streams: int) -> float:
 def load_init(cfg: TrainConfig) -> tuple[CharVocab, CharLSTM]:
     """The vocabulary and weights of the model folder ``cfg.init_from``; the shape
     options in ``cfg`` are set from it."""
-    folder = Path(cfg.init_from)
-    if not (folder / "model.onnx").is_file() or not (folder / "vocab.json").is_file():
-        raise DataError(f"--init-from {folder}: no model.onnx and vocab.json there")
-    try:
-        model = char_from_graph(onnx.load(str(folder / "model.onnx")), cfg.dropout,
-                                cfg.emb_dropout)
-    except ExportCheckError as e:
-        raise DataError(f"--init-from {folder}: {e}") from None
+    vocab, model = load_char_folder(Path(cfg.init_from), "--init-from", cfg.dropout,
+                                    cfg.emb_dropout)
     cfg.emb_dim, cfg.hidden, cfg.layers = model.cfg.emb_dim, model.cfg.hidden, model.cfg.layers
     cfg.cell = model.cfg.cell
+    return vocab, model
+
+
+def load_char_folder(folder: Path, flag: str, dropout: float = 0.0,
+                     emb_dropout: float | None = 0.0) -> tuple[CharVocab, CharLSTM]:
+    """A char model folder's vocabulary and its graph read back into torch; what is
+    wrong with the folder is a ``DataError`` naming ``flag``."""
+    if not (folder / "model.onnx").is_file() or not (folder / "vocab.json").is_file():
+        raise DataError(f"{flag} {folder}: no model.onnx and vocab.json there")
+    try:
+        model = char_from_graph(onnx.load(str(folder / "model.onnx")), dropout, emb_dropout)
+    except ExportCheckError as e:
+        raise DataError(f"{flag} {folder}: {e}") from None
     return CharVocab.load(folder / "vocab.json"), model
 
 
@@ -175,16 +182,12 @@ def teacher_targets(folders: str, vocab: CharVocab, ids: torch.Tensor, streams: 
     mix = None
     with Progress(len(paths), "teachers", unit="model") as prog:
         for folder in paths:
-            if not (folder / "model.onnx").is_file() or not (folder / "vocab.json").is_file():
-                raise DataError(f"--distill-from {folder}: no model.onnx and vocab.json there")
-            if CharVocab.load(folder / "vocab.json").chars != vocab.chars:
+            # building a module draws initial weights: keep the run's random stream
+            with torch.random.fork_rng():
+                t_vocab, teacher = load_char_folder(folder, "--distill-from")
+            if t_vocab.chars != vocab.chars:
                 raise DataError(f"--distill-from {folder}: its vocabulary differs from the "
                                 "model's")
-            try:  # building the module draws initial weights: keep the run's random stream
-                with torch.random.fork_rng():
-                    teacher = char_from_graph(onnx.load(str(folder / "model.onnx")), 0.0, 0.0)
-            except ExportCheckError as e:
-                raise DataError(f"--distill-from {folder}: {e}") from None
             rows = []
             with torch.no_grad():
                 for piece in pieces:
