@@ -311,3 +311,103 @@ def runtime_pad(rows: list[list[int]]):
     from seqcore import runtime
 
     return runtime.pad_rows(rows, 1)
+
+
+def test_stacking_offsets_come_from_models_that_never_saw_the_row():
+    """Each training row's n-gram offset comes from the folds without it: rows whose only
+    evidence is an id of their own (random labels) are fitted in sample, not out of fold."""
+    from training.ngrams import NgramConfig, _ngram_logits, fit_ngrams, out_of_fold_logits
+
+    rng = np.random.default_rng(0)
+    n = 200
+    x = [[10 + i, int(rng.integers(2, 6))] for i in range(n)]  # own id + a shared filler
+    y = [int(v) for v in rng.integers(0, 2, n)]
+    va_x, va_y = x[:20], y[:20]
+    cfg = NgramConfig(buckets=1 << 12, epochs=4, lr=0.2, weight_decay=0.0, negation_window=0,
+                      batch_size=16)
+    w, _, _, bias = fit_ngrams(cfg, x, y, va_x, va_y, with_bias=True)
+    in_sample = float(((_ngram_logits(w, bias, x, None, 0, False) > 0) == np.array(y, bool)).mean())
+    extra_x, extra_y = [[3, 4]] * 10, [1] * 10  # joins every fold's fit, gets no offset
+    tr_off, va_off = out_of_fold_logits(x, y, va_x, va_y, 4, None, cfg, say=lambda m: None,
+                                        extra_x=extra_x, extra_y=extra_y)
+    oof = float(((tr_off > 0) == np.array(y, bool)).mean())
+    assert in_sample > 0.95  # the own ids memorise the labels...
+    assert oof < 0.7  # ...and a model that never saw the row cannot
+    assert tr_off.shape == (n,) and va_off.shape == (20,)
+    assert np.all(np.isfinite(tr_off)) and np.all(np.isfinite(va_off))
+
+
+def test_an_encoder_trains_as_a_residual_to_fold_ngrams_and_exports_alone(tmp_path: Path):
+    from training.train_sentiment import main
+
+    arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    out = tmp_path / "stacked"
+    assert main(["--data", str(arc), "--out", str(out), "--epochs", "6", "--emb-dim", "16",
+                 "--hidden", "16", "--batch-size", "16", "--lr", "0.01", "--patience", "6",
+                 "--max-len", "24", "--head-len", "8", "--w2v-epochs", "0",
+                 "--stack-ngrams", "3"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["stack_ngrams"] == 3
+    assert 0.5 < manifest["metrics"]["val_accuracy_with_fold_ngrams"] <= 1.0
+    assert "ngram" not in manifest  # the graph is the encoder alone
+    graph = onnx.load(str(out / "model.onnx"))
+    assert [o.name for o in graph.graph.output] == ["probability", "attention"]
+    # a stacked encoder is the base of an n-gram term as any other encoder
+    from training.ngrams import main as ngrams_main
+
+    assert ngrams_main(["--base", str(out), "--data", str(arc), "--out", str(tmp_path / "ng"),
+                        "--buckets", "4096", "--epochs", "2", "--no-test"]) == 0
+
+
+def test_augmentation_rows_train_the_stacked_encoder_without_an_offset(tmp_path: Path,
+                                                                      monkeypatch):
+    import training.train_sentiment as ts
+
+    seen = {}
+    real = ts.train_model
+
+    def spy(*args, **kwargs):
+        seen["offsets"], seen["rows"] = args[-1], len(args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ts, "train_model", spy)
+    arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    assert ts.main(["--data", str(arc), "--out", str(tmp_path / "o"), "--epochs", "1",
+                    "--emb-dim", "8", "--hidden", "8", "--w2v-epochs", "0", "--max-len", "24",
+                    "--head-len", "8", "--augment", "30", "--stack-ngrams", "2", "--no-test"]) == 0
+    tr_off, va_off = seen["offsets"]
+    assert len(tr_off) == seen["rows"] == 144 + 30  # 90 % of 160 reviews, then 30 sentences
+    assert np.all(tr_off[-30:] == 0.0) and np.count_nonzero(tr_off[:144]) == 144
+    assert len(va_off) == 16 and np.count_nonzero(va_off) == 16
+
+
+def test_one_stacking_fold_is_refused_before_any_work(tmp_path: Path, capsys):
+    from training.train_sentiment import main
+
+    assert main(["--data", str(tmp_path / "missing.tar.gz"), "--out", str(tmp_path / "o"),
+                 "--stack-ngrams", "1"]) != 0
+    assert "at least 2 folds" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main(["--data", str(tmp_path / "missing.tar.gz"), "--out", str(tmp_path / "o"),
+                 "--max-len", "24"]) != 0  # the default head (200 tokens) does not fit
+    assert "--head-len 200 is longer than --max-len 24" in capsys.readouterr().err
+
+
+def test_training_continues_from_the_encoder_of_a_model_with_an_ngram_term(
+        tiny_models_dir: Path, tmp_path: Path):
+    from training.ngrams import main as ngrams_main
+    from training.train_sentiment import main
+
+    arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    wide = tmp_path / "wide"
+    assert ngrams_main(["--base", str(tiny_models_dir / "sentiment"), "--data", str(arc),
+                        "--out", str(wide), "--buckets", "4096", "--epochs", "1",
+                        "--no-test"]) == 0
+    base = sentiment_from_graph(onnx.load(str(tiny_models_dir / "sentiment" / "model.onnx")))
+    again = sentiment_from_graph(onnx.load(str(wide / "model.onnx")))
+    for (k, a), (_, b) in zip(base.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k  # the wide graph still holds the encoder, unchanged
+    out = tmp_path / "ft"
+    assert main(["--data", str(arc), "--out", str(out), "--init-from", str(wide),
+                 "--epochs", "1", "--no-test"]) == 0
+    assert "ngram" not in json.loads((out / "manifest.json").read_text())

@@ -137,15 +137,16 @@ def _batches(x: list[list[int]], y: list[int], size: int, shuffle: bool, seed: i
         yield ids, lens, torch.tensor([float(y[i]) for i in b])
 
 
-def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, float, list]:
-    """Logistic regression on the hashed n-grams (weights and a bias), best epoch on val."""
+def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor | None = None,
+               with_bias: bool = False) -> tuple:
+    """Logistic regression on the hashed n-grams (weights and a bias), best epoch on val:
+    (weights, val accuracy, history), and the bias last when ``with_bias``."""
     win, par = cfg.negation_window, cfg.negation_parity
     torch.manual_seed(cfg.seed)
     w = torch.zeros(cfg.buckets, requires_grad=True)
     b = torch.zeros(1, requires_grad=True)
     opt = torch.optim.Adam([w, b], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best, best_w, history = -1.0, None, []
+    best, best_w, best_b, history = -1.0, None, 0.0, []
     for epoch in range(cfg.epochs):
         for ids, lens, y in _batches(tr_x, tr_y, cfg.batch_size, True, cfg.seed + epoch):
             logit, _ = ngram_logit(w, ids, lens, neg_table, win, par)
@@ -161,8 +162,51 @@ def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor
         history.append({"epoch": epoch + 1, "val_accuracy": round(acc, 4)})
         print(f"n-grams epoch {epoch + 1}: val {acc:.4f}", flush=True)
         if acc > best:
-            best, best_w = acc, w.detach().clone()
-    return best_w, best, history
+            best, best_w, best_b = acc, w.detach().clone(), float(b.detach())
+    return (best_w, best, history, best_b) if with_bias else (best_w, best, history)
+
+
+def _ngram_logits(w: torch.Tensor, bias: float, x: list[list[int]],
+                  neg_table: torch.Tensor | None, window: int, parity: bool) -> np.ndarray:
+    """The n-gram model's logit (with its bias) for each row of ``x``, in x's order."""
+    with torch.no_grad():
+        logits = np.concatenate([ngram_logit(w, i, n, neg_table, window, parity)[0].numpy()
+                                 for i, n, _ in _batches(x, [0] * len(x), 256, False, 0)])
+    out = np.empty(len(x))
+    out[sorted(range(len(x)), key=lambda i: len(x[i]))] = logits  # _batches sorts by length
+    return out + bias
+
+
+def out_of_fold_logits(tr_x: list[list[int]], tr_y: list[int], va_x: list[list[int]],
+                       va_y: list[int], folds: int, neg_table: torch.Tensor | None,
+                       cfg: NgramConfig | None = None, say=print,
+                       extra_x: list[list[int]] = (), extra_y: list[int] = ()
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Stacking offsets for training an encoder as a residual to the n-gram model: each
+    training row's n-gram logit from a model fitted on the OTHER ``folds - 1`` folds
+    (never on the row itself, so the offset is as good on a training row as on an
+    unseen review), and the mean of the fold models' logits on the validation rows.
+    ``extra_x``/``extra_y`` (the augmentation) join every fold model's fit and get no
+    offset of their own."""
+    cfg = cfg or NgramConfig()
+    if folds < 2:
+        raise DataError("stacking needs at least 2 folds")
+    idx = list(range(len(tr_x)))
+    random.Random(cfg.seed).shuffle(idx)
+    tr_off, va_off = np.zeros(len(tr_x)), np.zeros(len(va_x))
+    win, par = cfg.negation_window, cfg.negation_parity
+    for k in range(folds):
+        held = sorted(idx[k::folds])
+        held_set = set(held)
+        fit = [i for i in range(len(tr_x)) if i not in held_set]
+        w, acc, _, bias = fit_ngrams(cfg, [tr_x[i] for i in fit] + list(extra_x),
+                                     [tr_y[i] for i in fit] + list(extra_y),
+                                     va_x, va_y, neg_table, with_bias=True)
+        tr_off[held] = _ngram_logits(w, bias, [tr_x[i] for i in held], neg_table, win, par)
+        va_off += _ngram_logits(w, bias, va_x, neg_table, win, par) / folds
+        held_acc = float(((tr_off[held] > 0) == np.array([tr_y[i] for i in held], bool)).mean())
+        say(f"n-gram fold {k + 1}/{folds}: val {acc:.4f}, held-out rows {held_acc:.4f}")
+    return tr_off, va_off
 
 
 def fit_blend(enc_logit: np.ndarray, ng_logit: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -371,13 +415,7 @@ def train(cfg: NgramConfig) -> dict:
     win, par = cfg.negation_window, cfg.negation_parity
     w, ng_val, history = fit_ngrams(cfg, tr_x, tr_y, va_x, va_y, neg_t)
     enc_val = _encoder_logits(base.SerializeToString(), tok, [r.text for r in val_set])
-    with torch.no_grad():
-        ng_val_logit = np.concatenate([ngram_logit(w, i, n, neg_t, win, par)[0].numpy()
-                                       for i, n, _ in _batches(va_x, va_y, 256, False, 0)])
-    # _batches sorts by length: put the n-gram logits back in the split's order
-    order = sorted(range(len(va_x)), key=lambda i: len(va_x[i]))
-    ng_val_ordered = np.empty(len(va_x))
-    ng_val_ordered[order] = ng_val_logit
+    ng_val_ordered = _ngram_logits(w, 0.0, va_x, neg_t, win, par)  # the blend fits its bias
     a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y))
     w_scaled = (w * s).numpy().astype(np.dtype(cfg.weights_dtype))
     graph = add_ngram_term(base, w_scaled, a, c, table, win, par)

@@ -43,6 +43,7 @@ from training.export import (
 )
 from training.manifest import run_folder, write_model_folder
 from training.models import CELLS, SentimentConfig, SentimentLSTM, negator_table
+from training.ngrams import NgramConfig, out_of_fold_logits
 from training.scaffold import (
     Progress,
     RunOptions,
@@ -100,6 +101,13 @@ class TrainConfig(RunOptions):
                                  "element moved by about this many embedding standard "
                                  "deviations along the loss gradient (Miyato et al. 2016); "
                                  "the train loss shown is then clean + adversarial", at_least=0)
+    stack_ngrams: int = option(
+        0, ">= 2: train the encoder as a residual to the hashed n-gram model of "
+           "training.ngrams (stacking): n-gram models are fitted on this many folds of the "
+           "training split, each training review's loss adds the logit of the model that "
+           "did not see it, and the best epoch is picked on validation with the fold "
+           "models' mean added; the exported graph is the encoder alone (add its n-gram "
+           "term with training.ngrams --base)", at_least=0)
     epochs: int = option(6, "epochs planned (the cosine schedule spans them)", at_least=1)
     patience: int = option(2, "early stopping: epochs without a better validation accuracy", at_least=1)
     val_fraction: float = option(0.1, "fraction of the train split held out for validation "
@@ -131,7 +139,9 @@ def collate(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def evaluate_torch(model: torch.nn.Module, seqs: list[list[int]], labels: list[int],
-                   batch_size: int = 128) -> tuple[float, float]:
+                   batch_size: int = 128, offset: np.ndarray | None = None
+                   ) -> tuple[float, float]:
+    """(accuracy, mean loss) of ``model``, with ``offset[i]`` added to row i's logit."""
     model.eval()
     dev = next(model.parameters()).device
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
@@ -142,6 +152,8 @@ def evaluate_torch(model: torch.nn.Module, seqs: list[list[int]], labels: list[i
             ids, lens = collate([seqs[j] for j in b])
             y = torch.tensor([labels[j] for j in b], dtype=torch.float, device=dev)
             logit, _ = model(ids.to(dev), lens.to(dev))
+            if offset is not None:
+                logit = logit + torch.tensor(offset[b], dtype=logit.dtype, device=dev)
             loss += float(F.binary_cross_entropy_with_logits(logit, y, reduction="sum"))
             correct += int(((logit > 0).float() == y).sum())
     return correct / len(seqs), loss / len(seqs)
@@ -190,7 +202,8 @@ def nb_log_count_ratio(seqs: list[list[int]], labels: list[int], vocab: int) -> 
 
 
 def adversarial_loss(model: SentimentLSTM, ids: torch.Tensor, lens: torch.Tensor,
-                     y: torch.Tensor, eps: float) -> torch.Tensor:
+                     y: torch.Tensor, eps: float, offset: torch.Tensor | float = 0.0
+                     ) -> torch.Tensor:
     """The loss plus the loss under the worst small perturbation of the word embeddings
     (Miyato et al. 2016, first-order): each review's embeddings [T, E] are moved by
     ``eps * rms(embedding table) * sqrt(T * E)`` along the loss gradient (L2 over the
@@ -198,7 +211,7 @@ def adversarial_loss(model: SentimentLSTM, ids: torch.Tensor, lens: torch.Tensor
     perturbation is a constant: no gradient flows through it."""
     emb = model.embed(ids)
     logit, _ = model.from_embeddings(emb, lens)
-    loss = F.binary_cross_entropy_with_logits(logit, y)
+    loss = F.binary_cross_entropy_with_logits(logit + offset, y)
     (g,) = torch.autograd.grad(loss, emb, retain_graph=True)
     mask = (ids != 0).unsqueeze(-1).to(g.dtype)  # padding is not perturbed
     g = g * mask
@@ -207,18 +220,21 @@ def adversarial_loss(model: SentimentLSTM, ids: torch.Tensor, lens: torch.Tensor
     size = (lens.to(g.dtype) * emb.shape[-1]).sqrt().view(-1, 1, 1)
     r = (scale * size * g / norm).detach()
     adv_logit, _ = model.from_embeddings(emb + r, lens)
-    return loss + F.binary_cross_entropy_with_logits(adv_logit, y)
+    return loss + F.binary_cross_entropy_with_logits(adv_logit + offset, y)
 
 
 def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list[int]],
                  tr_y: list[int], va_x: list[list[int]], va_y: list[int], t_start: float,
                  minutes: float, w2v: torch.Tensor | None = None,
                  init: SentimentLSTM | None = None, max_steps: int = 0,
-                 prog: Progress | None = None
+                 prog: Progress | None = None,
+                 offsets: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> tuple[SentimentLSTM, float, int, list[dict]]:
     """Train one model with ``seed`` (from ``init``'s weights when given) for at most
     ``minutes`` and ``max_steps`` steps (0: no limit); returns the best-validation
-    weights."""
+    weights. ``offsets`` (train, validation): fixed logits added to each row's (the
+    stacked n-gram model's), in the loss and in the validation accuracy."""
+    tr_off, va_off = offsets if offsets is not None else (None, None)
     torch.manual_seed(seed)
     rng = random.Random(seed)
     mcfg = SentimentConfig(vocab_size=tok.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
@@ -268,11 +284,13 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
             ids, lens = ids.to(dev), lens.to(dev)
             lr = cosine_lr(step, total, cfg.lr, cfg.lr_min)
             set_lr(opt, lr)
+            off = (0.0 if tr_off is None else
+                   torch.tensor(tr_off[b], dtype=torch.float, device=dev))
             if cfg.adv_eps > 0:
-                loss = adversarial_loss(model, ids, lens, y, cfg.adv_eps)
+                loss = adversarial_loss(model, ids, lens, y, cfg.adv_eps, off)
             else:
                 logit, _ = model(ids, lens)
-                loss = F.binary_cross_entropy_with_logits(logit, y)
+                loss = F.binary_cross_entropy_with_logits(logit + off, y)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -287,7 +305,7 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
             if stop.out_of_steps(step):
                 break
         eval_model = ema.module if ema is not None else model
-        acc, vloss = evaluate_torch(eval_model, va_x, va_y)
+        acc, vloss = evaluate_torch(eval_model, va_x, va_y, offset=va_off)
         history.append({"epoch": epoch, "train_loss": round(tot / n_batches, 4),
                         "val_accuracy": round(acc, 4), "val_loss": round(vloss, 4),
                         "lr": lr, "steps": n_batches, "seconds": round(time.time() - t0, 1)})
@@ -313,7 +331,8 @@ def load_init(cfg: TrainConfig) -> tuple[WordTokenizer, SentimentLSTM]:
     manifest = json.loads((folder / "manifest.json").read_text()) if (
         folder / "manifest.json").is_file() else {}
     if "ngram" in manifest:
-        raise DataError(f"{folder} has an n-gram term; start from its encoder-only model")
+        print(f"--init-from: {folder} has an n-gram term; its encoder is trained, the n-gram "
+              "term is left out (add one again with training.ngrams --base)", flush=True)
     if not (folder / "model.onnx").is_file():
         raise DataError(f"--init-from {folder}: no model.onnx there")
     model = sentiment_from_graph(onnx.load(str(folder / "model.onnx")), cfg.emb_dropout,
@@ -329,6 +348,10 @@ def load_init(cfg: TrainConfig) -> tuple[WordTokenizer, SentimentLSTM]:
 
 
 def train(cfg: TrainConfig) -> dict:
+    if cfg.stack_ngrams == 1:
+        raise DataError("--stack-ngrams needs at least 2 folds (0: off)")
+    if cfg.head_len > cfg.max_len and not cfg.init_from:
+        raise DataError(f"--head-len {cfg.head_len} is longer than --max-len {cfg.max_len}")
     out = run_folder(cfg.out, "sentiment", cfg.replace_served)  # refused before any work
     np.random.seed(cfg.seed)
     set_threads(cfg.threads)
@@ -357,18 +380,34 @@ def train(cfg: TrainConfig) -> dict:
         w2v = word2vec_init([[t.text for t in tokenize(r.text)]
                              for r in track(train_set, "word2vec input", unit="review")],
                             tok, dim, cfg.w2v_epochs, cfg.seed)
+    offsets = None
+    if cfg.stack_ngrams >= 2:
+        # Folds of the reviews; the augmentation joins every fold model's fit but its rows
+        # get no offset: they are there to teach the ENCODER negation, and n-gram models,
+        # which fit template sentences easily, would leave it no gradient to learn from.
+        n = len(train_set)
+        ng_cfg = NgramConfig(seed=cfg.seed, threads=cfg.threads, test=False)
+        table = negator_table(tok.itos) if ng_cfg.negation_window > 0 else None
+        tr_off, va_off = out_of_fold_logits(
+            tr_x[:n], tr_y[:n], va_x, va_y, cfg.stack_ngrams,
+            None if table is None else torch.from_numpy(table), ng_cfg,
+            extra_x=tr_x[n:], extra_y=tr_y[n:])
+        offsets = (np.concatenate([tr_off, np.zeros(len(tr_x) - n)]), va_off)
     steps_per_epoch = math.ceil(len(tr_x) / cfg.batch_size)
     prog = Progress(planned_steps(steps_per_epoch, cfg.epochs, cfg.max_steps), "train")
     minutes = cfg.max_minutes - (time.time() - t_start) / 60
     model, best, best_epoch, run_history = train_model(
         cfg, cfg.seed, tok, tr_x, tr_y, va_x, va_y, t_start, minutes, w2v, init,
-        cfg.max_steps, prog)
+        cfg.max_steps, prog, offsets)
     prog.close()
     graph = build_sentiment_graph(model)
     checks = check_sentiment(model, graph)
     val_acc, _ = evaluate_torch(model, va_x, va_y)
     n_params = sum(p.numel() for p in model.parameters())
     metrics: dict = {"val_accuracy": round(val_acc, 4)}
+    if offsets is not None:
+        stacked, _ = evaluate_torch(model, va_x, va_y, offset=offsets[1])
+        metrics["val_accuracy_with_fold_ngrams"] = round(stacked, 4)
     if cfg.test:
         metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"],
                                                progress=True))
