@@ -359,8 +359,8 @@ def test_an_encoder_trains_as_a_residual_to_fold_ngrams_and_exports_alone(tmp_pa
                         "--buckets", "4096", "--epochs", "2", "--no-test"]) == 0
 
 
-def test_augmentation_rows_train_the_stacked_encoder_without_an_offset(tmp_path: Path,
-                                                                      monkeypatch):
+@pytest.mark.parametrize("where", ["folds", "alone"])
+def test_augmentation_rows_get_fold_offsets_or_none(where: str, tmp_path: Path, monkeypatch):
     import training.train_sentiment as ts
 
     seen = {}
@@ -374,10 +374,15 @@ def test_augmentation_rows_train_the_stacked_encoder_without_an_offset(tmp_path:
     arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
     assert ts.main(["--data", str(arc), "--out", str(tmp_path / "o"), "--epochs", "1",
                     "--emb-dim", "8", "--hidden", "8", "--w2v-epochs", "0", "--max-len", "24",
-                    "--head-len", "8", "--augment", "30", "--stack-ngrams", "2", "--no-test"]) == 0
+                    "--head-len", "8", "--augment", "30", "--stack-ngrams", "2",
+                    "--stack-augmentation", where, "--no-test"]) == 0
     tr_off, va_off = seen["offsets"]
     assert len(tr_off) == seen["rows"] == 144 + 30  # 90 % of 160 reviews, then 30 sentences
-    assert np.all(tr_off[-30:] == 0.0) and np.count_nonzero(tr_off[:144]) == 144
+    assert np.count_nonzero(tr_off[:144]) == 144
+    if where == "alone":
+        assert np.all(tr_off[-30:] == 0.0)
+    else:
+        assert np.count_nonzero(tr_off[-30:]) == 30
     assert len(va_off) == 16 and np.count_nonzero(va_off) == 16
 
 

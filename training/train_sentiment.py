@@ -108,6 +108,11 @@ class TrainConfig(RunOptions):
            "did not see it, and the best epoch is picked on validation with the fold "
            "models' mean added; the exported graph is the encoder alone (add its n-gram "
            "term with training.ngrams --base)", at_least=0)
+    stack_augmentation: str = option(
+        "folds", "with --stack-ngrams, the augmentation sentences: 'folds': split into the "
+                 "folds like the reviews, each with the offset of the model that did not "
+                 "see it (the shipped model); 'alone': in every fold model's fit, with no "
+                 "offset (the encoder alone learns them)")
     epochs: int = option(6, "epochs planned (the cosine schedule spans them)", at_least=1)
     patience: int = option(2, "early stopping: epochs without a better validation accuracy", at_least=1)
     val_fraction: float = option(0.1, "fraction of the train split held out for validation "
@@ -382,10 +387,10 @@ def train(cfg: TrainConfig) -> dict:
                             tok, dim, cfg.w2v_epochs, cfg.seed)
     offsets = None
     if cfg.stack_ngrams >= 2:
-        # Folds of the reviews; the augmentation joins every fold model's fit but its rows
-        # get no offset: they are there to teach the ENCODER negation, and n-gram models,
-        # which fit template sentences easily, would leave it no gradient to learn from.
-        n = len(train_set)
+        # 'alone': folds of the reviews; the augmentation joins every fold model's fit but
+        # its rows get no offset, so the encoder alone is taught negation by them (n-gram
+        # models fit template sentences easily and would leave it little gradient)
+        n = len(train_set) if cfg.stack_augmentation == "alone" else len(tr_x)
         ng_cfg = NgramConfig(seed=cfg.seed, threads=cfg.threads, test=False)
         table = negator_table(tok.itos) if ng_cfg.negation_window > 0 else None
         tr_off, va_off = out_of_fold_logits(
@@ -443,7 +448,8 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return command_line(TrainConfig, train, __doc__, argv, choices={"cell": CELLS})
+    return command_line(TrainConfig, train, __doc__, argv,
+                        choices={"cell": CELLS, "stack_augmentation": ("folds", "alone")})
 
 
 if __name__ == "__main__":
