@@ -103,9 +103,10 @@ class TrainConfig(RunOptions):
                                  "the train loss shown is then clean + adversarial", at_least=0)
     stack_ngrams: int = option(
         0, ">= 2: train the encoder as a residual to the hashed n-gram model of "
-           "training.ngrams (stacking): n-gram models are fitted on this many folds of the "
-           "training split, each training review's loss adds the logit of the model that "
-           "did not see it, and the best epoch is picked on validation with the fold "
+           "training.ngrams (stacking; its default settings): n-gram models are fitted on "
+           "this many folds of the training split, each training row's loss adds the logit "
+           "of the model that did not see it, and the best epoch is picked on validation "
+           "with the fold "
            "models' mean added; the exported graph is the encoder alone (add its n-gram "
            "term with training.ngrams --base)", at_least=0)
     stack_augmentation: str = option(
