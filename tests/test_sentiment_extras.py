@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from tests.test_training import _synthetic_imdb
+from tests.test_training import TINY_SENTIMENT, _synthetic_imdb
 from training.augment import TEMPLATES, generate, too_close
 from training.evaluate import load_negation_set
 from training.export import build_sentiment_graph, sentiment_from_graph
@@ -342,10 +342,8 @@ def test_an_encoder_trains_as_a_residual_to_fold_ngrams_and_exports_alone(tmp_pa
 
     arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
     out = tmp_path / "stacked"
-    assert main(["--data", str(arc), "--out", str(out), "--epochs", "6", "--emb-dim", "16",
-                 "--hidden", "16", "--batch-size", "16", "--lr", "0.01", "--patience", "6",
-                 "--max-len", "24", "--head-len", "8", "--w2v-epochs", "0",
-                 "--stack-ngrams", "3"]) == 0
+    assert main(["--data", str(arc), "--out", str(out), *TINY_SENTIMENT, "--epochs", "6",
+                 "--patience", "6", "--w2v-epochs", "0", "--stack-ngrams", "3"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["stack_ngrams"] == 3
     assert 0.5 < manifest["metrics"]["val_accuracy_with_fold_ngrams"] <= 1.0

@@ -301,16 +301,19 @@ def _synthetic_imdb(path: Path, n: int = 80) -> Path:
     return path
 
 
+# the size and schedule of the tiny sentiment runs (on _synthetic_imdb)
+TINY_SENTIMENT = ["--emb-dim", "16", "--hidden", "16", "--batch-size", "16", "--lr", "0.01",
+                  "--max-len", "24", "--head-len", "8"]
+
+
 def test_tiny_sentiment_training_learns_exports_and_evaluates(tmp_path, capsys):
     from training.evaluate import main as evaluate_main
     from training.train_sentiment import main
 
     arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
     out = tmp_path / "sentiment"
-    assert main(["--data", str(arc), "--out", str(out), "--epochs", "12", "--emb-dim", "16",
-                 "--hidden", "16", "--batch-size", "16", "--lr", "0.01", "--patience", "12",
-                 "--emb-dropout", "0.0", "--out-dropout", "0.0", "--max-len", "24",
-                 "--head-len", "8"]) == 0
+    assert main(["--data", str(arc), "--out", str(out), *TINY_SENTIMENT, "--epochs", "12",
+                 "--patience", "12", "--emb-dropout", "0.0", "--out-dropout", "0.0"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["metrics"]["test_accuracy"] >= 0.9
     assert manifest["export_checks"]["row_alone_vs_batch_max_abs_diff"] <= 1e-5
@@ -403,10 +406,9 @@ def test_tiny_sentiment_training_with_adversarial_loss_learns(tmp_path):
 
     arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
     out = tmp_path / "sentiment-adv"
-    assert main(["--data", str(arc), "--out", str(out), "--epochs", "12", "--emb-dim", "16",
-                 "--hidden", "16", "--batch-size", "16", "--lr", "0.01", "--patience", "12",
-                 "--emb-dropout", "0.0", "--out-dropout", "0.0", "--max-len", "24",
-                 "--head-len", "8", "--adv-eps", "0.05", "--w2v-epochs", "0"]) == 0
+    assert main(["--data", str(arc), "--out", str(out), *TINY_SENTIMENT, "--epochs", "12",
+                 "--patience", "12", "--emb-dropout", "0.0", "--out-dropout", "0.0",
+                 "--adv-eps", "0.05", "--w2v-epochs", "0"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["metrics"]["test_accuracy"] >= 0.9
     assert manifest["training"]["adv_eps"] == 0.05
