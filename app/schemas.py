@@ -89,9 +89,14 @@ class NgramContribution(BaseModel):
     contribution: float = Field(..., description="their share of the logit (log-odds of "
                                 "positive): > 0 pushes towards positive")
     negated: bool | None = Field(None, description="models whose n-gram term has a negation "
-                                 "scope only: whether these n-grams were read as negated (a "
-                                 "negator such as 'not' or 'didn't' among the few words "
-                                 "before), which gives them weights of their own")
+                                 "scope only: whether any of these n-grams was read as "
+                                 "negated (a negator such as 'not' or 'didn't' among the few "
+                                 "words before), which gives them weights of their own")
+    negated_orders: list[bool] | None = Field(
+        None, description="models whose n-gram term has a negation scope only: negated or "
+        "not, for the uni-, bi- and trigram ending at this token (they differ when the "
+        "model takes an n-gram's scope from its first word: manifest "
+        "ngram.negation.scope_from)")
 
 
 class AttentionResponse(SentimentResult):

@@ -178,6 +178,86 @@ def test_ngrams_in_a_negators_scope_take_their_own_buckets_in_torch_and_in_the_g
                            ort_session(off.SerializeToString()).run(None, feed)[2])
 
 
+def test_a_first_word_scope_reads_each_ngram_from_the_word_it_starts_at(tiny_models_dir: Path):
+    """With ``first_word`` the bi- and trigram ending at a word take the scope of the word
+    they start at: "not bad" as a bigram is not in "not"'s scope (nothing negates
+    "not"), and after an outer negator "didn't work" is. The graph computes the same
+    buckets, and its export check catches a graph built the other way."""
+    from training.evaluate import ort_session
+    from training.export import ExportCheckError
+    from training.ngrams import add_ngram_term, check_ngram_graph, ngram_buckets
+
+    table = np.zeros(40, dtype=np.int64)
+    table[2::4] = 1
+    t = torch.from_numpy(table)
+    neg, bad, x = 2, 3, 5
+
+    def buckets(ids: list[int], first_word: bool, window: int = 3, parity: bool = False):
+        h, _ = ngram_buckets(torch.tensor([ids]), torch.tensor([len(ids)]), 4096, t, window,
+                             parity, first_word)
+        return h[:, 0, -1].tolist()  # uni/bi/tri buckets ending at the last word
+
+    unscoped = buckets([x, x, neg, bad], True, window=0)
+    first, last = buckets([x, x, neg, bad], True), buckets([x, x, neg, bad], False)
+    assert first[0] == last[0] != unscoped[0]  # the unigram "bad": in scope either way
+    assert first[1:] == unscoped[1:]  # "not bad", "x not bad": start before any negator
+    assert last[1] != unscoped[1] and last[2] != unscoped[2]
+    # an outer negator: "neg x neg bad" with parity. The word "bad" has two negators
+    # before it (cancelled); the bigram "neg bad" starts after one (in scope)
+    first = buckets([neg, x, neg, bad], True, parity=True)
+    plain = buckets([neg, x, neg, bad], True, window=0)
+    assert first[0] == plain[0] and first[1] != plain[1] and first[2] != plain[2]
+    assert buckets([neg, x, neg, bad], False, parity=True) == plain
+
+    base = onnx.load(str(tiny_models_dir / "sentiment" / "model.onnx"))
+    vocab = json.loads((tiny_models_dir / "sentiment" / "vocab.json").read_text())
+    table = np.zeros(len(vocab["itos"]), dtype=np.int64)
+    table[2::4] = 1
+    w = (np.random.default_rng(0).normal(size=4096) * 0.3).astype(np.float16)
+    for parity in (False, True):
+        m = add_ngram_term(base, w, 0.7, 0.1, table, 3, parity, first_word=True)
+        checks = check_ngram_graph(m, base, w, 0.7, 0.1, len(table), table, 3, parity, True)
+        assert checks["ngram_vs_torch_max_abs_diff"] <= 1e-4
+        assert checks["row_alone_vs_batch_max_abs_diff"] <= 1e-5
+    other = add_ngram_term(base, w, 0.7, 0.1, table, 3, True, first_word=False)
+    with pytest.raises(ExportCheckError):
+        check_ngram_graph(other, base, w, 0.7, 0.1, len(table), table, 3, True, True)
+    feed = {"input_ids": np.array([[neg, x, neg, bad]]), "lengths": np.array([4])}
+    assert not np.allclose(ort_session(m.SerializeToString()).run(None, feed)[2],
+                           ort_session(other.SerializeToString()).run(None, feed)[2])
+
+
+@pytest.mark.parametrize("parity", [False, True])
+@pytest.mark.parametrize("first_word", [False, True])
+def test_attention_marks_negated_ngrams_exactly_as_the_trained_buckets(parity: bool,
+                                                                      first_word: bool):
+    """/attention's ``negated_orders`` agrees with the buckets the n-grams were trained
+    in, order by order, on random texts full of negators."""
+    from seqcore.tasks.classification import NegationScope, ngram_answer
+    from seqcore.tokenizer import WordTokenizer
+    from training.ngrams import negator_table, ngram_buckets
+
+    itos = ["<pad>", "<unk>", "not", "bad", "never", "good", "film", "a", "didn't", "work"]
+    tok = WordTokenizer(itos)
+    table = torch.from_numpy(negator_table(itos))
+    scope = NegationScope(frozenset(i for i, f in enumerate(table.tolist()) if f), 4, parity,
+                          first_word)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        text = " ".join(rng.choice(itos[2:], rng.integers(1, 14)))
+        e = tok.encode(text)
+        ids, n = torch.tensor([e.ids]), torch.tensor([len(e.ids)])
+        scoped, valid = ngram_buckets(ids, n, 4096, table, 4, parity, first_word)
+        plain, _ = ngram_buckets(ids, n, 4096, table, 0)
+        grams = sorted(ngram_answer(text, e, [0.0] * len(e.ids), scope)["ngrams"],
+                       key=lambda g: g["end"])
+        for k, g in enumerate(grams):
+            moved = [bool(valid[o, 0, k] and scoped[o, 0, k] != plain[o, 0, k])
+                     for o in range(3)]
+            assert g["negated_orders"] == moved, (text, k)
+            assert g["negated"] == any(moved)
+
+
 def test_attention_flags_the_ngrams_read_as_negated_exactly_where_the_graph_does():
     from seqcore.tasks.classification import ngram_answer
     from seqcore.tokenizer import WordTokenizer
@@ -414,3 +494,22 @@ def test_training_continues_from_the_encoder_of_a_model_with_an_ngram_term(
     assert main(["--data", str(arc), "--out", str(out), "--init-from", str(wide),
                  "--epochs", "1", "--no-test"]) == 0
     assert "ngram" not in json.loads((out / "manifest.json").read_text())
+
+
+def test_a_first_word_scope_is_recorded_and_served(tiny_models_dir: Path, tmp_path: Path,
+                                                   make_client):
+    import shutil
+
+    from training.ngrams import main
+
+    models = tmp_path / "models"
+    assert main(["--base", str(tiny_models_dir / "sentiment"), "--data",
+                 str(_synthetic_imdb(tmp_path / "imdb.tar.gz")), "--out",
+                 str(models / "sentiment"), "--buckets", "4096", "--epochs", "1",
+                 "--negation-parity", "--negation-first-word", "--no-test"]) == 0
+    manifest = json.loads((models / "sentiment" / "manifest.json").read_text())
+    assert manifest["ngram"]["negation"]["scope_from"] == "first_word"
+    assert manifest["ngram"]["negation"]["parity"] is True
+    shutil.copytree(tiny_models_dir / "chargen", models / "chargen")
+    r = make_client(models).post("/attention", json={"text": "a good film"}).json()
+    assert [g["negated_orders"] for g in r["ngrams"]] == [[False] * 3] * 3

@@ -23,8 +23,12 @@ Negation scope (``--negation-window``, 5 by default; 0 turns it off): the n-gram
 ending at a word that follows a negator ("not", "never", "didn't", ...) within the
 window hash into buckets of their own, so "not ... bad" gets its own weight instead
 of sharing "bad"'s; ``--negation-parity`` counts the negators in the window and
-cancels an even number. The negator table is an initializer of the graph, the scope
-a few shifts of its lookup; the manifest lists the negators (``ngram.negation``).
+cancels an even number; ``--negation-first-word`` takes each n-gram's scope from its
+first word (the negators before the n-gram) instead of its last, so in "I couldn't
+find a moment that didn't work" the bigram "didn't work" is read inside "couldn't"'s
+scope, not as the usual complaint. The negator table is an initializer of the graph,
+the scope a few shifts of its lookup; the manifest lists the negators and says which
+word an n-gram's scope is taken from (``ngram.negation.scope_from``).
 
     python -m training.ngrams --base models/sentiment --data <imdb> --out runs/sentiment-ngrams
 """
@@ -60,33 +64,44 @@ from training.scaffold import command_line, option
 PRIME = 1_000_003
 SALTS = (0, 7_919, 104_729)  # uni-, bi-, trigram buckets apart
 NEG_SALT = 15_485_863  # n-grams in a negator's scope: buckets of their own
+def _shift_right(x: torch.Tensor) -> torch.Tensor:
+    """[B, T] -> [B, T]: each row one step later, 0 at the start."""
+    return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)
+
+
 def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int,
-                  neg_table: torch.Tensor | None = None, window: int = 0, parity: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  neg_table: torch.Tensor | None = None, window: int = 0, parity: bool = False,
+                  first_word: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """ids [B, T] -> (bucket ids [3, B, T], valid [3, B, T]) of the uni-, bi- and
     trigram ending at each position (int64 arithmetic, exactly as in the graph). With
-    a negator table and a window, the n-grams ending at a word in a negator's scope
-    ("bad" in "not bad") take buckets of their own (+ NEG_SALT before the modulo), so
-    "not bad" does not share its weights with "bad"."""
-    B, T = ids.shape
-    zeros = torch.zeros(B, 1, dtype=ids.dtype)
-    prev1 = torch.cat([zeros, ids[:, :-1]], 1)
-    prev2 = torch.cat([zeros, prev1[:, :-1]], 1)
+    a negator table and a window, the n-grams in a negator's scope ("bad" in "not bad")
+    take buckets of their own (+ NEG_SALT before the modulo), so "not bad" does not
+    share its weights with "bad". An n-gram's scope is its last word's (the negators
+    among the ``window`` words before it, the n-gram's own included), or with
+    ``first_word`` its first word's (the negators before the n-gram: in "couldn't find
+    a moment that didn't work" the bigram "didn't work" is in "couldn't"'s scope)."""
+    prev1 = _shift_right(ids)
+    prev2 = _shift_right(prev1)
+    T = ids.shape[1]
     t = torch.arange(T).unsqueeze(0)
     real = t < lengths.unsqueeze(1)
-    shift = (negation_scope(ids, neg_table, window, parity) * NEG_SALT
-             if neg_table is not None and window > 0 else 0)
-    uni = (ids + SALTS[0] + shift) % buckets
-    bi = (prev1 * PRIME + ids + SALTS[1] + shift) % buckets
-    tri = ((prev2 * PRIME + prev1) * PRIME + ids + SALTS[2] + shift) % buckets
+    s0 = s1 = s2 = 0
+    if neg_table is not None and window > 0:
+        s0 = s1 = s2 = negation_scope(ids, neg_table, window, parity) * NEG_SALT
+        if first_word:
+            s1 = _shift_right(s0)
+            s2 = _shift_right(s1)
+    uni = (ids + SALTS[0] + s0) % buckets
+    bi = (prev1 * PRIME + ids + SALTS[1] + s1) % buckets
+    tri = ((prev2 * PRIME + prev1) * PRIME + ids + SALTS[2] + s2) % buckets
     return torch.stack([uni, bi, tri]), torch.stack([real, real & (t >= 1), real & (t >= 2)])
 
 
 def ngram_logit(w: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
-                neg_table: torch.Tensor | None = None, window: int = 0, parity: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                neg_table: torch.Tensor | None = None, window: int = 0, parity: bool = False,
+                first_word: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(logit [B], per-token contributions [B, T]) of the n-gram weights ``w``."""
-    h, valid = ngram_buckets(ids, lengths, w.shape[0], neg_table, window, parity)
+    h, valid = ngram_buckets(ids, lengths, w.shape[0], neg_table, window, parity, first_word)
     contrib = (w[h] * valid).sum(0) / lengths.float().sqrt().unsqueeze(1)
     return contrib.sum(1), contrib
 
@@ -115,6 +130,9 @@ class NgramConfig:
                                      "their own (0: no negation scope)", at_least=0)
     negation_parity: bool = option(False, "in scope only after an odd number of negators in "
                                           "the window")
+    negation_first_word: bool = option(False, "an n-gram's scope is its first word's (the "
+                                              "negators before the n-gram) instead of its "
+                                              "last word's")
     val_fraction: float = option(0.1, "fraction of train held out for validation: must be the "
                                       "base model's split (same seed), which its encoder "
                                       "never trained on", above=0, below=1)
@@ -141,7 +159,7 @@ def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor
                with_bias: bool = False) -> tuple:
     """Logistic regression on the hashed n-grams (weights and a bias), best epoch on val:
     (weights, val accuracy, history), and the bias last when ``with_bias``."""
-    win, par = cfg.negation_window, cfg.negation_parity
+    win, par, fw = cfg.negation_window, cfg.negation_parity, cfg.negation_first_word
     torch.manual_seed(cfg.seed)
     w = torch.zeros(cfg.buckets, requires_grad=True)
     b = torch.zeros(1, requires_grad=True)
@@ -149,13 +167,13 @@ def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor
     best, best_w, best_b, history = -1.0, None, 0.0, []
     for epoch in range(cfg.epochs):
         for ids, lens, y in _batches(tr_x, tr_y, cfg.batch_size, True, cfg.seed + epoch):
-            logit, _ = ngram_logit(w, ids, lens, neg_table, win, par)
+            logit, _ = ngram_logit(w, ids, lens, neg_table, win, par, fw)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logit + b, y)
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
-            correct = sum(int(((ngram_logit(w, i, n, neg_table, win, par)[0] + b) > 0)
+            correct = sum(int(((ngram_logit(w, i, n, neg_table, win, par, fw)[0] + b) > 0)
                               .eq(y.bool()).sum())
                           for i, n, y in _batches(va_x, va_y, 256, False, 0))
         acc = correct / len(va_x)
@@ -167,10 +185,12 @@ def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor
 
 
 def _ngram_logits(w: torch.Tensor, bias: float, x: list[list[int]],
-                  neg_table: torch.Tensor | None, window: int, parity: bool) -> np.ndarray:
+                  neg_table: torch.Tensor | None, window: int, parity: bool,
+                  first_word: bool = False) -> np.ndarray:
     """The n-gram model's logit (with its bias) for each row of ``x``, in x's order."""
     with torch.no_grad():
-        logits = np.concatenate([ngram_logit(w, i, n, neg_table, window, parity)[0].numpy()
+        logits = np.concatenate([ngram_logit(w, i, n, neg_table, window, parity,
+                                             first_word)[0].numpy()
                                  for i, n, _ in _batches(x, [0] * len(x), 256, False, 0)])
     out = np.empty(len(x))
     out[sorted(range(len(x)), key=lambda i: len(x[i]))] = logits  # _batches sorts by length
@@ -194,7 +214,7 @@ def out_of_fold_logits(tr_x: list[list[int]], tr_y: list[int], va_x: list[list[i
     idx = list(range(len(tr_x)))
     random.Random(cfg.seed).shuffle(idx)
     tr_off, va_off = np.zeros(len(tr_x)), np.zeros(len(va_x))
-    win, par = cfg.negation_window, cfg.negation_parity
+    win, par, fw = cfg.negation_window, cfg.negation_parity, cfg.negation_first_word
     for k in range(folds):
         held = sorted(idx[k::folds])
         held_set = set(held)
@@ -202,8 +222,8 @@ def out_of_fold_logits(tr_x: list[list[int]], tr_y: list[int], va_x: list[list[i
         w, acc, _, bias = fit_ngrams(cfg, [tr_x[i] for i in fit] + list(extra_x),
                                      [tr_y[i] for i in fit] + list(extra_y),
                                      va_x, va_y, neg_table, with_bias=True)
-        tr_off[held] = _ngram_logits(w, bias, [tr_x[i] for i in held], neg_table, win, par)
-        va_off += _ngram_logits(w, bias, va_x, neg_table, win, par) / folds
+        tr_off[held] = _ngram_logits(w, bias, [tr_x[i] for i in held], neg_table, win, par, fw)
+        va_off += _ngram_logits(w, bias, va_x, neg_table, win, par, fw) / folds
         held_acc = float(((tr_off[held] > 0) == np.array([tr_y[i] for i in held], bool)).mean())
         say(f"n-gram fold {k + 1}/{folds}: val {acc:.4f}, held-out rows {held_acc:.4f}")
     return tr_off, va_off
@@ -238,12 +258,13 @@ def _logit_tensor(graph: onnx.GraphProto) -> str:
 
 def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float,
                    neg_table: np.ndarray | None = None, window: int = 0,
-                   parity: bool = False) -> onnx.ModelProto:
+                   parity: bool = False, first_word: bool = False) -> onnx.ModelProto:
     """The base graph with ``a * logit + ngram_logit(w) + c`` as its logit, and the
     per-token contributions as a third output. ``w`` is stored in its own dtype
     (float16 halves the folder: 2^21 buckets in 4 MB) and gathered rows are cast to
     float32 before any arithmetic. With ``neg_table`` and ``window`` > 0 the n-grams
-    in a negator's scope take their own buckets, as in ``ngram_buckets``."""
+    in a negator's scope take their own buckets, as in ``ngram_buckets`` (with
+    ``first_word``, the bi- and trigram's scope is that of their first word)."""
     m = onnx.ModelProto()
     m.CopyFrom(base)
     g = m.graph
@@ -299,7 +320,14 @@ def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float,
         else:
             added.append(n("Max", shifted, ["ng_scope"]))
         added.append(n("Mul", ["ng_scope", "ng_negsalt"], ["ng_shift"]))
-        added += [n("Add", [x, "ng_shift"], [f"{x}_neg"]) for x in pre]
+        shifts = ["ng_shift"] * 3
+        if first_word:  # the bigram's scope one word back, the trigram's two
+            added += [n("Slice", ["ng_shift", "ng_s0", "ng_end_m1", "ng_ax1"], ["ng_shifthead1"]),
+                      n("Concat", ["ng_zcol", "ng_shifthead1"], ["ng_shift1"], axis=1),
+                      n("Slice", ["ng_shift1", "ng_s0", "ng_end_m1", "ng_ax1"], ["ng_shifthead2"]),
+                      n("Concat", ["ng_zcol", "ng_shifthead2"], ["ng_shift2"], axis=1)]
+            shifts = ["ng_shift", "ng_shift1", "ng_shift2"]
+        added += [n("Add", [x, sh], [f"{x}_neg"]) for x, sh in zip(pre, shifts, strict=True)]
         pre = [f"{x}_neg" for x in pre]
     added += [
         # buckets of the uni-, bi- and trigram ending at each position
@@ -353,30 +381,38 @@ def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float,
 
 def check_ngram_graph(m: onnx.ModelProto, base: onnx.ModelProto, w: np.ndarray, a: float,
                       c: float, vocab: int, neg_table: np.ndarray | None = None,
-                      window: int = 0, parity: bool = False) -> dict:
-    """Parity with the torch formula on a padded batch, and batch invariance."""
+                      window: int = 0, parity: bool = False, first_word: bool = False) -> dict:
+    """Parity with the torch formula on a padded batch, and batch invariance. With a
+    negator table, every third real token of the batch is made a negator, so the
+    scope (single, double, parity) is exercised, not left to chance."""
     sess, sess_base = ort_session(m.SerializeToString()), ort_session(base.SerializeToString())
     lengths = [7, 1, 23, 64, 3, 2, 40]
     ids, lens = random_padded_batch(lengths, vocab, 0)
+    negators = np.flatnonzero(neg_table) if neg_table is not None else []
+    if len(negators):
+        rng = np.random.default_rng(1)
+        for b, n_ in enumerate(lengths):
+            at = np.arange(rng.integers(0, 3), n_, 3)
+            ids[b, at] = rng.choice(negators, len(at))
     p, att, contrib = sess.run(None, {"input_ids": ids, "lengths": lens})
     p0, att0 = sess_base.run(None, {"input_ids": ids, "lengths": lens})
     ng, ref_contrib = ngram_logit(torch.from_numpy(w.astype(np.float32)), torch.from_numpy(ids),
                                   torch.from_numpy(lens),
                                   None if neg_table is None else torch.from_numpy(neg_table),
-                                  window, parity)
+                                  window, parity, first_word)
     enc = np.log(p0) - np.log1p(-p0)
     ref = 1 / (1 + np.exp(-(a * enc + ng.numpy() + c)))
-    parity = float(max(np.abs(ref - p).max(), np.abs(contrib - ref_contrib.numpy()).max(),
-                       np.abs(att - att0).max()))
+    diff = float(max(np.abs(ref - p).max(), np.abs(contrib - ref_contrib.numpy()).max(),
+                     np.abs(att - att0).max()))
     invariance = 0.0
     for b, n_ in enumerate(lengths):
         p1, a1, c1 = sess.run(None, {"input_ids": ids[b : b + 1, :n_], "lengths": lens[b : b + 1]})
         invariance = max(invariance, float(abs(p1[0] - p[b])),
                          float(np.abs(c1[0] - contrib[b, :n_]).max()),
                          float(np.abs(contrib[b, n_:]).max(initial=0.0)))
-    res = {"ngram_vs_torch_max_abs_diff": parity, "row_alone_vs_batch_max_abs_diff": invariance,
+    res = {"ngram_vs_torch_max_abs_diff": diff, "row_alone_vs_batch_max_abs_diff": invariance,
            "batch_lengths": lengths}
-    if parity > 1e-4 or invariance > INVARIANCE_TOL:
+    if diff > 1e-4 or invariance > INVARIANCE_TOL:
         raise ExportCheckError(f"n-gram export check failed: {res}")
     return res
 
@@ -412,14 +448,15 @@ def train(cfg: NgramConfig) -> dict:
         tr_y += [y for _, y in extra]
     table = negator_table(tok.itos) if cfg.negation_window > 0 else None
     neg_t = None if table is None else torch.from_numpy(table)
-    win, par = cfg.negation_window, cfg.negation_parity
+    win, par, fw = cfg.negation_window, cfg.negation_parity, cfg.negation_first_word
     w, ng_val, history = fit_ngrams(cfg, tr_x, tr_y, va_x, va_y, neg_t)
     enc_val = _encoder_logits(base.SerializeToString(), tok, [r.text for r in val_set])
-    ng_val_ordered = _ngram_logits(w, 0.0, va_x, neg_t, win, par)  # the blend fits its bias
+    ng_val_ordered = _ngram_logits(w, 0.0, va_x, neg_t, win, par, fw)  # the blend fits its bias
     a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y))
     w_scaled = (w * s).numpy().astype(np.dtype(cfg.weights_dtype))
-    graph = add_ngram_term(base, w_scaled, a, c, table, win, par)
-    checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size, table, win, par)
+    graph = add_ngram_term(base, w_scaled, a, c, table, win, par, fw)
+    checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size, table, win, par,
+                               fw)
     truth = np.array(va_y, bool)
     blend_val = float((((a * enc_val + s * ng_val_ordered + c) > 0) == truth).mean())
     metrics: dict = {"val_accuracy": round(blend_val, 4),
@@ -440,6 +477,7 @@ def train(cfg: NgramConfig) -> dict:
         "parameters": int(base_manifest.get("parameters") or 0) + cfg.buckets + 2,
         "ngram": {"buckets": cfg.buckets, "prime": PRIME, "salts": list(SALTS),
                   "negation": ({"window": win, "parity": par, "salt": NEG_SALT,
+                                "scope_from": "first_word" if fw else "last_word",
                                 "negators": [w_ for w_, f in zip(tok.itos, table, strict=True)
                                              if f]} if table is not None else None),
                   "encoder_scale": a, "ngram_scale": s, "bias": c,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -43,14 +43,32 @@ class ClassifiedRow:
     ngrams: np.ndarray | None = None  # [len(ids)]: n-gram logit share per token, if any
 
 
+class NegationScope(NamedTuple):
+    """Where the n-gram term reads a negator's scope (manifest ``ngram.negation``)."""
+
+    negators: frozenset[int]  # token ids
+    window: int  # words before a position that are searched for negators
+    parity: bool = False  # in scope after an odd number of them only
+    first_word: bool = False  # an n-gram's scope is its first word's, not its last's
+
+    def at(self, ids: list[int]) -> list[bool]:
+        """Per position: a negator among the ``window`` words before it (with parity:
+        an odd number of them), exactly as the graph decides."""
+        out = []
+        for k in range(len(ids)):
+            count = sum(i in self.negators for i in ids[max(0, k - self.window):k])
+            out.append(count % 2 == 1 if self.parity else count > 0)
+        return out
+
+
 @register
 @dataclass
 class SentimentModel(LoadedModel):
     task = "text-classification"
     tokenizer: WordTokenizer | None = None
     has_ngrams: bool = False  # the graph also returns NGRAM_OUTPUT
-    # the n-gram term's negation scope (manifest "ngram.negation"): negator ids, window
-    negation: tuple[frozenset[int], int, bool] | None = None  # (+ parity)
+    # the n-gram term's negation scope (manifest "ngram.negation")
+    negation: NegationScope | None = None
     # the graph cut into its two recurrent directions, for lone calls (seqcore/split.py)
     split: DirectionSplit | None = None
 
@@ -63,7 +81,9 @@ class SentimentModel(LoadedModel):
         negation = None
         if neg and NGRAM_OUTPUT in outputs:
             ids = frozenset(tok.stoi[w] for w in neg.get("negators", []) if w in tok.stoi)
-            negation = (ids, int(neg.get("window", 0)), bool(neg.get("parity", False)))
+            negation = NegationScope(ids, int(neg.get("window", 0)),
+                                     bool(neg.get("parity", False)),
+                                     neg.get("scope_from", "last_word") == "first_word")
         return cls(**common, tokenizer=tok, has_ngrams=NGRAM_OUTPUT in outputs,
                    negation=negation)
 
@@ -139,22 +159,26 @@ class SentimentModel(LoadedModel):
 
 
 def ngram_answer(text: str, e: Encoded, contributions: list[float],
-                 negation: tuple[frozenset[int], int, bool] | None = None) -> dict[str, Any]:
+                 negation: tuple | None = None) -> dict[str, Any]:
     """The n-gram term's part of the answer (models that have one): its logit, and per
     token the contribution of the n-grams ending there, with the trigram's text, and
-    (models with a negation scope) whether they were read as negated: a negator among
-    the ``window`` words before (with parity: an odd number of them), exactly as the
-    graph decides."""
+    (models with a negation scope, a ``NegationScope`` or its fields) which of them
+    were read as negated: ``negated_orders`` for the uni-, bi- and trigram ending at
+    the token (each in its last word's scope, or with ``first_word`` its first
+    word's), ``negated`` whether any was."""
     grams = []
+    neg = NegationScope(*negation) if negation is not None else None
+    scope = neg.at(e.ids) if neg is not None else []
     for k, (t, v) in enumerate(zip(e.tokens, contributions, strict=False)):
         first = e.tokens[max(0, k - 2)]
         start = first.start if first.start <= t.start else t.start  # head/tail junction
         gram: dict[str, Any] = {"text": text[start:t.end], "start": start, "end": t.end,
                                 "contribution": v}
-        if negation is not None:
-            negators, window, parity = negation
-            count = sum(i in negators for i in e.ids[max(0, k - window):k])
-            gram["negated"] = count % 2 == 1 if parity else count > 0
+        if neg is not None:
+            # the uni-, bi- and trigram ending at k start at k, k - 1, k - 2 (if >= 0)
+            orders = [k - n >= 0 and scope[k - n if neg.first_word else k] for n in range(3)]
+            gram["negated"] = any(orders)
+            gram["negated_orders"] = orders
         grams.append(gram)
     grams.sort(key=lambda g: -abs(g["contribution"]))
     return {"ngram_logit": float(sum(contributions)), "ngrams": grams}
