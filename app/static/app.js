@@ -250,10 +250,19 @@
           "the attention weights above do not cover it. Largest contributions first."
         : "";
       $("ngram-table").tBodies[0].replaceChildren(...ngrams.slice(0, 15).map((g) => el("tr", {},
-        el("td", {}, String(g.ngram ?? g.text ?? "") + (g.negated ? " (negated)" : "")),
+        el("td", {}, String(g.ngram ?? g.text ?? "") + negatedNote(g)),
         el("td", { class: "num" }, fmt(g.contribution ?? g.weight)))));
     }
     $("sentiment-result").hidden = false;
+  }
+
+  // Which of the uni-, bi- and trigram ending at a token were read in a negator's scope.
+  function negatedNote(g) {
+    if (Array.isArray(g.negated_orders)) {
+      const names = ["word", "bigram", "trigram"].filter((_, i) => g.negated_orders[i]);
+      return names.length ? ` (negated: ${names.join(", ")})` : "";
+    }
+    return g.negated ? " (negated)" : "";
   }
 
   function focusMark(i) {
