@@ -97,6 +97,10 @@ class NgramContribution(BaseModel):
         "not, for the uni-, bi- and trigram ending at this token (they differ when the "
         "model takes an n-gram's scope from its first word: manifest "
         "ngram.negation.scope_from)")
+    before_contrast: bool | None = Field(
+        None, description="models whose n-gram term has a contrast scope only: whether a "
+        "contrast word ('but', 'though', ...) follows within a few words, which gives "
+        "these n-grams weights of their own")
 
 
 class AttentionResponse(SentimentResult):

@@ -137,6 +137,10 @@ def test_ngrams_in_a_negators_scope_take_their_own_buckets_in_torch_and_in_the_g
     assert table[:2].tolist() == [0, 0]  # padding and <unk> never negate
     assert negator_table(["<pad>", "<unk>", "not", "didn't", "bad", "nothing"]).tolist() == \
         [0, 0, 1, 1, 0, 1]
+    # "failed to impress", "lacks charm": negators only when asked for
+    assert negator_table(["<pad>", "failed", "lacks", "film"]).tolist() == [0, 0, 0, 0]
+    assert negator_table(["<pad>", "failed", "lacks", "film"], implicit=True).tolist() == \
+        [0, 1, 1, 0]
     table = np.zeros(tok.vocab_size, dtype=np.int64)
     table[2::4] = 1  # every 4th id a negator: the random batch below meets plenty
     neg, bad, x = 2, 3, 5
@@ -225,6 +229,78 @@ def test_a_first_word_scope_reads_each_ngram_from_the_word_it_starts_at(tiny_mod
     feed = {"input_ids": np.array([[neg, x, neg, bad]]), "lengths": np.array([4])}
     assert not np.allclose(ort_session(m.SerializeToString()).run(None, feed)[2],
                            ort_session(other.SerializeToString()).run(None, feed)[2])
+
+
+def test_ngrams_before_a_contrast_word_take_their_own_buckets_in_torch_and_the_graph(
+        tiny_models_dir: Path):
+    """"boring" in "boring but good" is hashed apart from "boring" alone; "good" after
+    the "but" is not; the graph agrees with torch with both scopes on, and its export
+    check catches a graph built without the contrast scope."""
+    from training.export import ExportCheckError
+    from training.ngrams import (
+        add_ngram_term,
+        check_ngram_graph,
+        contrast_table,
+        ngram_buckets,
+    )
+
+    assert contrast_table(["<pad>", "<unk>", "but", "good", "though"]).tolist() == \
+        [0, 0, 1, 0, 1]
+    con = torch.zeros(40, dtype=torch.long)
+    con[7] = 1
+    but, boring, good, x = 7, 3, 5, 9
+
+    def buckets(ids: list[int], window: int = 2):
+        h, _ = ngram_buckets(torch.tensor([ids]), torch.tensor([len(ids)]), 4096,
+                             con_table=con, con_window=window)
+        return h[:, 0].tolist()  # [order][position]
+
+    plain = buckets([boring, but, good], window=0)
+    scoped = buckets([boring, but, good])
+    assert scoped[0][0] != plain[0][0]  # "boring", one word before "but"
+    assert scoped[0][2] == plain[0][2]  # "good" after it: as usual
+    assert [o[1] for o in scoped] == [o[1] for o in plain]  # "but" itself: nothing after
+    assert buckets([boring, x, x, but, good])[0][0] == plain[0][0]  # three words back: out
+
+    base = onnx.load(str(tiny_models_dir / "sentiment" / "model.onnx"))
+    vocab_size = len(json.loads((tiny_models_dir / "sentiment" / "vocab.json").read_text())["itos"])
+    neg = np.zeros(vocab_size, dtype=np.int64)
+    neg[2::4] = 1
+    con = np.zeros(vocab_size, dtype=np.int64)
+    con[3::7] = 1
+    w = (np.random.default_rng(0).normal(size=4096) * 0.3).astype(np.float16)
+    both = {"neg_table": neg, "window": 3, "parity": True, "first_word": True,
+            "con_table": con, "con_window": 4}
+    m = add_ngram_term(base, w, 0.7, 0.1, **both)
+    checks = check_ngram_graph(m, base, w, 0.7, 0.1, vocab_size, **both)
+    assert checks["ngram_vs_torch_max_abs_diff"] <= 1e-4
+    assert checks["row_alone_vs_batch_max_abs_diff"] <= 1e-5
+    without = add_ngram_term(base, w, 0.7, 0.1, **{**both, "con_window": 0})
+    with pytest.raises(ExportCheckError):
+        check_ngram_graph(without, base, w, 0.7, 0.1, vocab_size, **both)
+
+
+def test_attention_marks_ngrams_before_a_contrast_word_as_the_trained_buckets():
+    from seqcore.tasks.classification import ContrastScope, ngram_answer
+    from seqcore.tokenizer import WordTokenizer
+    from training.ngrams import contrast_table, ngram_buckets
+
+    itos = ["<pad>", "<unk>", "but", "boring", "though", "good", "film", "yet", "a"]
+    tok = WordTokenizer(itos)
+    table = torch.from_numpy(contrast_table(itos))
+    scope = ContrastScope(frozenset(i for i, f in enumerate(table.tolist()) if f), 3)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        text = " ".join(rng.choice(itos[2:], rng.integers(1, 12)))
+        e = tok.encode(text)
+        ids, n = torch.tensor([e.ids]), torch.tensor([len(e.ids)])
+        scoped, _ = ngram_buckets(ids, n, 4096, con_table=table, con_window=3)
+        plain, _ = ngram_buckets(ids, n, 4096)
+        grams = sorted(ngram_answer(text, e, [0.0] * len(e.ids), contrast=scope)["ngrams"],
+                       key=lambda g: g["end"])
+        assert [g["before_contrast"] for g in grams] == \
+            [bool(scoped[0, 0, k] != plain[0, 0, k]) for k in range(len(grams))], text
+        assert all("negated" not in g for g in grams)
 
 
 @pytest.mark.parametrize("parity", [False, True])
@@ -496,20 +572,25 @@ def test_training_continues_from_the_encoder_of_a_model_with_an_ngram_term(
     assert "ngram" not in json.loads((out / "manifest.json").read_text())
 
 
-def test_a_first_word_scope_is_recorded_and_served(tiny_models_dir: Path, tmp_path: Path,
+def test_the_scopes_are_recorded_and_served(tiny_models_dir: Path, tmp_path: Path,
                                                    make_client):
     import shutil
 
-    from training.ngrams import main
+    from training.ngrams import CONTRASTS, main
 
     models = tmp_path / "models"
     assert main(["--base", str(tiny_models_dir / "sentiment"), "--data",
                  str(_synthetic_imdb(tmp_path / "imdb.tar.gz")), "--out",
                  str(models / "sentiment"), "--buckets", "4096", "--epochs", "1",
-                 "--negation-parity", "--negation-first-word", "--no-test"]) == 0
+                 "--negation-parity", "--negation-first-word", "--implicit-negators",
+                 "--contrast-window", "4", "--no-test"]) == 0
     manifest = json.loads((models / "sentiment" / "manifest.json").read_text())
     assert manifest["ngram"]["negation"]["scope_from"] == "first_word"
     assert manifest["ngram"]["negation"]["parity"] is True
+    assert manifest["ngram"]["contrast"]["window"] == 4
+    vocab = json.loads((models / "sentiment" / "vocab.json").read_text())["itos"]
+    assert set(manifest["ngram"]["contrast"]["words"]) == CONTRASTS & set(vocab)
     shutil.copytree(tiny_models_dir / "chargen", models / "chargen")
     r = make_client(models).post("/attention", json={"text": "a good film"}).json()
     assert [g["negated_orders"] for g in r["ngrams"]] == [[False] * 3] * 3
+    assert [g["before_contrast"] for g in r["ngrams"]] == [False] * 3

@@ -287,7 +287,7 @@ def test_keyboard_only_classify_and_read_weights(server, open_page):
     # the n-gram table says which n-grams the model read in a negator's scope ("good"
     # in "it is not good": the word; "not good" starts at the negator: not the bigram)
     grams = page.locator("#ngram-table tbody td:first-child").all_inner_texts()
-    assert any(g.endswith("(negated: word)") for g in grams), grams
+    assert any("(negated: word" in g for g in grams), grams
     shot(page, "sentiment", "#sentiment")
 
 

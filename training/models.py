@@ -46,9 +46,16 @@ NEGATORS = frozenset({"not", "no", "never", "nothing", "none", "nobody", "neithe
                       "wouldnt", "shouldnt", "havent", "hasnt", "hadnt", "aint"})
 
 
-def negator_table(itos: list[str]) -> np.ndarray:
-    """[vocab] int64: 1 for a negator's id, else 0 (padding and <unk> are 0)."""
-    return np.array([int(w in NEGATORS or w.endswith("n't")) for w in itos], dtype=np.int64)
+# Words that negate what follows without a "not": "failed to impress", "lacks charm".
+IMPLICIT_NEGATORS = frozenset({"fail", "fails", "failed", "failing", "lack", "lacks", "lacked",
+                               "lacking", "impossible", "refuse", "refused"})
+
+
+def negator_table(itos: list[str], implicit: bool = False) -> np.ndarray:
+    """[vocab] int64: 1 for a negator's id (with ``implicit``, IMPLICIT_NEGATORS too),
+    else 0 (padding and <unk> are 0)."""
+    words = NEGATORS | IMPLICIT_NEGATORS if implicit else NEGATORS
+    return np.array([int(w in words or w.endswith("n't")) for w in itos], dtype=np.int64)
 
 
 def negation_scope(ids: torch.Tensor, table: torch.Tensor, window: int, parity: bool = False

@@ -29,6 +29,11 @@ find a moment that didn't work" the bigram "didn't work" is read inside "couldn'
 scope, not as the usual complaint. The negator table is an initializer of the graph,
 the scope a few shifts of its lookup; the manifest lists the negators and says which
 word an n-gram's scope is taken from (``ngram.negation.scope_from``).
+``--implicit-negators`` adds words that negate without a "not" ("failed to impress",
+"lacks charm"). Contrast scope (``--contrast-window``, 0 by default): the n-grams
+followed within the window by a contrast word ("but", "though", "yet", ...) hash into
+buckets of their own too, so what comes before a turn ("slow at first, but ...") can
+weigh less than what follows (manifest ``ngram.contrast``).
 
     python -m training.ngrams --base models/sentiment --data <imdb> --out runs/sentiment-ngrams
 """
@@ -64,6 +69,27 @@ from training.scaffold import command_line, option
 PRIME = 1_000_003
 SALTS = (0, 7_919, 104_729)  # uni-, bi-, trigram buckets apart
 NEG_SALT = 15_485_863  # n-grams in a negator's scope: buckets of their own
+CON_SALT = 49_979_687  # n-grams just before a contrast word: buckets of their own
+# Words after which a review's verdict often turns ("slow at first, but ..."). The
+# tokenizer drops punctuation, so the clause before one is a fixed window of words.
+CONTRASTS = frozenset({"but", "though", "although", "however", "yet", "nevertheless",
+                       "nonetheless", "whereas"})
+
+
+def contrast_table(itos: list[str]) -> np.ndarray:
+    """[vocab] int64: 1 for a contrast word's id, else 0."""
+    return np.array([int(w in CONTRASTS) for w in itos], dtype=np.int64)
+
+
+def contrast_scope(ids: torch.Tensor, table: torch.Tensor, window: int) -> torch.Tensor:
+    """[B, T] int64: 1 where a contrast word is among the ``window`` words after (padding
+    ids are never contrast words, so a row alone and in a padded batch agree)."""
+    found = table[ids]
+    scope = torch.zeros_like(ids)
+    for _ in range(window):
+        found = torch.cat([found[:, 1:], torch.zeros_like(ids[:, :1])], 1)
+        scope = torch.maximum(scope, found)
+    return scope
 def _shift_right(x: torch.Tensor) -> torch.Tensor:
     """[B, T] -> [B, T]: each row one step later, 0 at the start."""
     return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)
@@ -71,7 +97,8 @@ def _shift_right(x: torch.Tensor) -> torch.Tensor:
 
 def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int,
                   neg_table: torch.Tensor | None = None, window: int = 0, parity: bool = False,
-                  first_word: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  first_word: bool = False, con_table: torch.Tensor | None = None,
+                  con_window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """ids [B, T] -> (bucket ids [3, B, T], valid [3, B, T]) of the uni-, bi- and
     trigram ending at each position (int64 arithmetic, exactly as in the graph). With
     a negator table and a window, the n-grams in a negator's scope ("bad" in "not bad")
@@ -79,7 +106,10 @@ def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int,
     share its weights with "bad". An n-gram's scope is its last word's (the negators
     among the ``window`` words before it, the n-gram's own included), or with
     ``first_word`` its first word's (the negators before the n-gram: in "couldn't find
-    a moment that didn't work" the bigram "didn't work" is in "couldn't"'s scope)."""
+    a moment that didn't work" the bigram "didn't work" is in "couldn't"'s scope). With
+    a contrast table and window, the n-grams whose last word has a contrast word
+    ("but", "though", ...) among the ``con_window`` words after it take buckets of their
+    own too (+ CON_SALT), so "boring" before a "but" learns its own, weaker weight."""
     prev1 = _shift_right(ids)
     prev2 = _shift_right(prev1)
     T = ids.shape[1]
@@ -91,6 +121,9 @@ def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int,
         if first_word:
             s1 = _shift_right(s0)
             s2 = _shift_right(s1)
+    if con_table is not None and con_window > 0:
+        c = contrast_scope(ids, con_table, con_window) * CON_SALT
+        s0, s1, s2 = s0 + c, s1 + c, s2 + c
     uni = (ids + SALTS[0] + s0) % buckets
     bi = (prev1 * PRIME + ids + SALTS[1] + s1) % buckets
     tri = ((prev2 * PRIME + prev1) * PRIME + ids + SALTS[2] + s2) % buckets
@@ -99,9 +132,11 @@ def ngram_buckets(ids: torch.Tensor, lengths: torch.Tensor, buckets: int,
 
 def ngram_logit(w: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
                 neg_table: torch.Tensor | None = None, window: int = 0, parity: bool = False,
-                first_word: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                first_word: bool = False, con_table: torch.Tensor | None = None,
+                con_window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(logit [B], per-token contributions [B, T]) of the n-gram weights ``w``."""
-    h, valid = ngram_buckets(ids, lengths, w.shape[0], neg_table, window, parity, first_word)
+    h, valid = ngram_buckets(ids, lengths, w.shape[0], neg_table, window, parity, first_word,
+                             con_table, con_window)
     contrib = (w[h] * valid).sum(0) / lengths.float().sqrt().unsqueeze(1)
     return contrib.sum(1), contrib
 
@@ -133,6 +168,11 @@ class NgramConfig:
     negation_first_word: bool = option(False, "an n-gram's scope is its first word's (the "
                                               "negators before the n-gram) instead of its "
                                               "last word's")
+    implicit_negators: bool = option(False, "words such as 'failed', 'lacks', 'impossible' "
+                                            "open a negation scope too")
+    contrast_window: int = option(0, "n-grams followed by a contrast word ('but', 'though', "
+                                     "...) within this many words get buckets of their own "
+                                     "(0: off)", at_least=0)
     val_fraction: float = option(0.1, "fraction of train held out for validation: must be the "
                                       "base model's split (same seed), which its encoder "
                                       "never trained on", above=0, below=1)
@@ -155,11 +195,19 @@ def _batches(x: list[list[int]], y: list[int], size: int, shuffle: bool, seed: i
         yield ids, lens, torch.tensor([float(y[i]) for i in b])
 
 
+def scope_of(cfg: NgramConfig, neg_table: torch.Tensor | None,
+             con_table: torch.Tensor | None = None) -> dict:
+    """``ngram_logit``'s scope arguments for ``cfg`` and the negator / contrast tables."""
+    return {"neg_table": neg_table, "window": cfg.negation_window,
+            "parity": cfg.negation_parity, "first_word": cfg.negation_first_word,
+            "con_table": con_table, "con_window": cfg.contrast_window}
+
+
 def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor | None = None,
-               with_bias: bool = False) -> tuple:
+               with_bias: bool = False, con_table: torch.Tensor | None = None) -> tuple:
     """Logistic regression on the hashed n-grams (weights and a bias), best epoch on val:
     (weights, val accuracy, history), and the bias last when ``with_bias``."""
-    win, par, fw = cfg.negation_window, cfg.negation_parity, cfg.negation_first_word
+    scope = scope_of(cfg, neg_table, con_table)
     torch.manual_seed(cfg.seed)
     w = torch.zeros(cfg.buckets, requires_grad=True)
     b = torch.zeros(1, requires_grad=True)
@@ -167,13 +215,13 @@ def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor
     best, best_w, best_b, history = -1.0, None, 0.0, []
     for epoch in range(cfg.epochs):
         for ids, lens, y in _batches(tr_x, tr_y, cfg.batch_size, True, cfg.seed + epoch):
-            logit, _ = ngram_logit(w, ids, lens, neg_table, win, par, fw)
+            logit, _ = ngram_logit(w, ids, lens, **scope)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logit + b, y)
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
-            correct = sum(int(((ngram_logit(w, i, n, neg_table, win, par, fw)[0] + b) > 0)
+            correct = sum(int(((ngram_logit(w, i, n, **scope)[0] + b) > 0)
                               .eq(y.bool()).sum())
                           for i, n, y in _batches(va_x, va_y, 256, False, 0))
         acc = correct / len(va_x)
@@ -184,13 +232,12 @@ def fit_ngrams(cfg: NgramConfig, tr_x, tr_y, va_x, va_y, neg_table: torch.Tensor
     return (best_w, best, history, best_b) if with_bias else (best_w, best, history)
 
 
-def _ngram_logits(w: torch.Tensor, bias: float, x: list[list[int]],
-                  neg_table: torch.Tensor | None, window: int, parity: bool,
-                  first_word: bool = False) -> np.ndarray:
-    """The n-gram model's logit (with its bias) for each row of ``x``, in x's order."""
+def _ngram_logits(w: torch.Tensor, bias: float, x: list[list[int]], *scope_args,
+                  **scope) -> np.ndarray:
+    """The n-gram model's logit (with its bias) for each row of ``x``, in x's order
+    (the scope as ``ngram_logit`` takes it)."""
     with torch.no_grad():
-        logits = np.concatenate([ngram_logit(w, i, n, neg_table, window, parity,
-                                             first_word)[0].numpy()
+        logits = np.concatenate([ngram_logit(w, i, n, *scope_args, **scope)[0].numpy()
                                  for i, n, _ in _batches(x, [0] * len(x), 256, False, 0)])
     out = np.empty(len(x))
     out[sorted(range(len(x)), key=lambda i: len(x[i]))] = logits  # _batches sorts by length
@@ -200,7 +247,8 @@ def _ngram_logits(w: torch.Tensor, bias: float, x: list[list[int]],
 def out_of_fold_logits(tr_x: list[list[int]], tr_y: list[int], va_x: list[list[int]],
                        va_y: list[int], folds: int, neg_table: torch.Tensor | None,
                        cfg: NgramConfig | None = None, say=print,
-                       extra_x: list[list[int]] = (), extra_y: list[int] = ()
+                       extra_x: list[list[int]] = (), extra_y: list[int] = (),
+                       con_table: torch.Tensor | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Stacking offsets for training an encoder as a residual to the n-gram model: each
     training row's n-gram logit from a model fitted on the OTHER ``folds - 1`` folds
@@ -214,16 +262,17 @@ def out_of_fold_logits(tr_x: list[list[int]], tr_y: list[int], va_x: list[list[i
     idx = list(range(len(tr_x)))
     random.Random(cfg.seed).shuffle(idx)
     tr_off, va_off = np.zeros(len(tr_x)), np.zeros(len(va_x))
-    win, par, fw = cfg.negation_window, cfg.negation_parity, cfg.negation_first_word
+    scope = scope_of(cfg, neg_table, con_table)
     for k in range(folds):
         held = sorted(idx[k::folds])
         held_set = set(held)
         fit = [i for i in range(len(tr_x)) if i not in held_set]
         w, acc, _, bias = fit_ngrams(cfg, [tr_x[i] for i in fit] + list(extra_x),
                                      [tr_y[i] for i in fit] + list(extra_y),
-                                     va_x, va_y, neg_table, with_bias=True)
-        tr_off[held] = _ngram_logits(w, bias, [tr_x[i] for i in held], neg_table, win, par, fw)
-        va_off += _ngram_logits(w, bias, va_x, neg_table, win, par, fw) / folds
+                                     va_x, va_y, neg_table, with_bias=True,
+                                     con_table=con_table)
+        tr_off[held] = _ngram_logits(w, bias, [tr_x[i] for i in held], **scope)
+        va_off += _ngram_logits(w, bias, va_x, **scope) / folds
         held_acc = float(((tr_off[held] > 0) == np.array([tr_y[i] for i in held], bool)).mean())
         say(f"n-gram fold {k + 1}/{folds}: val {acc:.4f}, held-out rows {held_acc:.4f}")
     return tr_off, va_off
@@ -258,13 +307,15 @@ def _logit_tensor(graph: onnx.GraphProto) -> str:
 
 def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float,
                    neg_table: np.ndarray | None = None, window: int = 0,
-                   parity: bool = False, first_word: bool = False) -> onnx.ModelProto:
+                   parity: bool = False, first_word: bool = False,
+                   con_table: np.ndarray | None = None, con_window: int = 0) -> onnx.ModelProto:
     """The base graph with ``a * logit + ngram_logit(w) + c`` as its logit, and the
     per-token contributions as a third output. ``w`` is stored in its own dtype
     (float16 halves the folder: 2^21 buckets in 4 MB) and gathered rows are cast to
     float32 before any arithmetic. With ``neg_table`` and ``window`` > 0 the n-grams
     in a negator's scope take their own buckets, as in ``ngram_buckets`` (with
-    ``first_word``, the bi- and trigram's scope is that of their first word)."""
+    ``first_word``, the bi- and trigram's scope is that of their first word); with
+    ``con_table`` and ``con_window`` > 0 those followed by a contrast word too."""
     m = onnx.ModelProto()
     m.CopyFrom(base)
     g = m.graph
@@ -329,6 +380,20 @@ def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float,
             shifts = ["ng_shift", "ng_shift1", "ng_shift2"]
         added += [n("Add", [x, sh], [f"{x}_neg"]) for x, sh in zip(pre, shifts, strict=True)]
         pre = [f"{x}_neg" for x in pre]
+    if con_table is not None and con_window > 0:
+        # a contrast word among the `con_window` next words (the table, shifted left,
+        # zeros coming in at the end); in scope, every hash moves by CON_SALT
+        g.initializer.extend([numpy_helper.from_array(con_table.astype(np.int64), "ng_contab"),
+                              i64("ng_consalt", CON_SALT), i64("ng_end_max", [2**62])])
+        added.append(n("Gather", ["ng_contab", "input_ids"], ["ng_con0"], axis=0))
+        for d in range(1, con_window + 1):
+            added += [n("Slice", [f"ng_con{d - 1}", "ng_s1", "ng_end_max", "ng_ax1"],
+                        [f"ng_contail{d}"]),
+                      n("Concat", [f"ng_contail{d}", "ng_zcol"], [f"ng_con{d}"], axis=1)]
+        added += [n("Max", [f"ng_con{d}" for d in range(1, con_window + 1)], ["ng_cscope"]),
+                  n("Mul", ["ng_cscope", "ng_consalt"], ["ng_cshift"])]
+        added += [n("Add", [x, "ng_cshift"], [f"{x}_con"]) for x in pre]
+        pre = [f"{x}_con" for x in pre]
     added += [
         # buckets of the uni-, bi- and trigram ending at each position
         n("Mod", [pre[0], "ng_buckets"], ["ng_h1"]),
@@ -381,10 +446,12 @@ def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float,
 
 def check_ngram_graph(m: onnx.ModelProto, base: onnx.ModelProto, w: np.ndarray, a: float,
                       c: float, vocab: int, neg_table: np.ndarray | None = None,
-                      window: int = 0, parity: bool = False, first_word: bool = False) -> dict:
+                      window: int = 0, parity: bool = False, first_word: bool = False,
+                      con_table: np.ndarray | None = None, con_window: int = 0) -> dict:
     """Parity with the torch formula on a padded batch, and batch invariance. With a
-    negator table, every third real token of the batch is made a negator, so the
-    scope (single, double, parity) is exercised, not left to chance."""
+    negator table, every third real token of the batch is made a negator (with a
+    contrast table, every fifth a contrast word), so the scopes (single, double, parity,
+    contrast) are exercised, not left to chance."""
     sess, sess_base = ort_session(m.SerializeToString()), ort_session(base.SerializeToString())
     lengths = [7, 1, 23, 64, 3, 2, 40]
     ids, lens = random_padded_batch(lengths, vocab, 0)
@@ -394,12 +461,20 @@ def check_ngram_graph(m: onnx.ModelProto, base: onnx.ModelProto, w: np.ndarray, 
         for b, n_ in enumerate(lengths):
             at = np.arange(rng.integers(0, 3), n_, 3)
             ids[b, at] = rng.choice(negators, len(at))
+    contrasts = np.flatnonzero(con_table) if con_table is not None else []
+    if len(contrasts):
+        rng = np.random.default_rng(2)
+        for b, n_ in enumerate(lengths):
+            at = np.arange(rng.integers(0, 5), n_, 5)
+            ids[b, at] = rng.choice(contrasts, len(at))
     p, att, contrib = sess.run(None, {"input_ids": ids, "lengths": lens})
     p0, att0 = sess_base.run(None, {"input_ids": ids, "lengths": lens})
     ng, ref_contrib = ngram_logit(torch.from_numpy(w.astype(np.float32)), torch.from_numpy(ids),
                                   torch.from_numpy(lens),
                                   None if neg_table is None else torch.from_numpy(neg_table),
-                                  window, parity, first_word)
+                                  window, parity, first_word,
+                                  None if con_table is None else torch.from_numpy(con_table),
+                                  con_window)
     enc = np.log(p0) - np.log1p(-p0)
     ref = 1 / (1 + np.exp(-(a * enc + ng.numpy() + c)))
     diff = float(max(np.abs(ref - p).max(), np.abs(contrib - ref_contrib.numpy()).max(),
@@ -446,17 +521,19 @@ def train(cfg: NgramConfig) -> dict:
         extra = generate(cfg.augment, cfg.seed)
         tr_x += [tok.encode(t, offsets=False).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
-    table = negator_table(tok.itos) if cfg.negation_window > 0 else None
-    neg_t = None if table is None else torch.from_numpy(table)
-    win, par, fw = cfg.negation_window, cfg.negation_parity, cfg.negation_first_word
-    w, ng_val, history = fit_ngrams(cfg, tr_x, tr_y, va_x, va_y, neg_t)
+    table = negator_table(tok.itos, cfg.implicit_negators) if cfg.negation_window > 0 else None
+    con = contrast_table(tok.itos) if cfg.contrast_window > 0 else None
+    # the scope twice: torch tables for the fit, numpy ones for the graph
+    scope = scope_of(cfg, *(None if t is None else torch.from_numpy(t) for t in (table, con)))
+    graph_scope = {**scope, "neg_table": table, "con_table": con}
+    w, ng_val, history = fit_ngrams(cfg, tr_x, tr_y, va_x, va_y, scope["neg_table"],
+                                    con_table=scope["con_table"])
     enc_val = _encoder_logits(base.SerializeToString(), tok, [r.text for r in val_set])
-    ng_val_ordered = _ngram_logits(w, 0.0, va_x, neg_t, win, par, fw)  # the blend fits its bias
+    ng_val_ordered = _ngram_logits(w, 0.0, va_x, **scope)  # the blend fits its bias
     a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y))
     w_scaled = (w * s).numpy().astype(np.dtype(cfg.weights_dtype))
-    graph = add_ngram_term(base, w_scaled, a, c, table, win, par, fw)
-    checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size, table, win, par,
-                               fw)
+    graph = add_ngram_term(base, w_scaled, a, c, **graph_scope)
+    checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size, **graph_scope)
     truth = np.array(va_y, bool)
     blend_val = float((((a * enc_val + s * ng_val_ordered + c) > 0) == truth).mean())
     metrics: dict = {"val_accuracy": round(blend_val, 4),
@@ -476,10 +553,15 @@ def train(cfg: NgramConfig) -> dict:
                         f"+ hashed uni/bi/trigram linear term ({cfg.buckets} buckets)",
         "parameters": int(base_manifest.get("parameters") or 0) + cfg.buckets + 2,
         "ngram": {"buckets": cfg.buckets, "prime": PRIME, "salts": list(SALTS),
-                  "negation": ({"window": win, "parity": par, "salt": NEG_SALT,
-                                "scope_from": "first_word" if fw else "last_word",
+                  "negation": ({"window": cfg.negation_window, "parity": cfg.negation_parity,
+                                "salt": NEG_SALT,
+                                "scope_from": ("first_word" if cfg.negation_first_word
+                                               else "last_word"),
                                 "negators": [w_ for w_, f in zip(tok.itos, table, strict=True)
                                              if f]} if table is not None else None),
+                  "contrast": ({"window": cfg.contrast_window, "salt": CON_SALT,
+                                "words": [w_ for w_, f in zip(tok.itos, con, strict=True) if f]}
+                               if con is not None else None),
                   "encoder_scale": a, "ngram_scale": s, "bias": c,
                   "contributions_output": "ngram_contributions"},
         "data": {**source_record(cfg.data), "train": len(tr_x), "validation": len(va_x),

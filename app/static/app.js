@@ -250,19 +250,24 @@
           "the attention weights above do not cover it. Largest contributions first."
         : "";
       $("ngram-table").tBodies[0].replaceChildren(...ngrams.slice(0, 15).map((g) => el("tr", {},
-        el("td", {}, String(g.ngram ?? g.text ?? "") + negatedNote(g)),
+        el("td", {}, String(g.ngram ?? g.text ?? "") + scopeNote(g)),
         el("td", { class: "num" }, fmt(g.contribution ?? g.weight)))));
     }
     $("sentiment-result").hidden = false;
   }
 
-  // Which of the uni-, bi- and trigram ending at a token were read in a negator's scope.
-  function negatedNote(g) {
+  // Which of the uni-, bi- and trigram ending at a token were read in a negator's scope,
+  // and whether they come just before a contrast word ("but", "though", ...).
+  function scopeNote(g) {
+    let note = "";
     if (Array.isArray(g.negated_orders)) {
       const names = ["word", "bigram", "trigram"].filter((_, i) => g.negated_orders[i]);
-      return names.length ? ` (negated: ${names.join(", ")})` : "";
+      if (names.length) note += ` (negated: ${names.join(", ")})`;
+    } else if (g.negated) {
+      note += " (negated)";
     }
-    return g.negated ? " (negated)" : "";
+    if (g.before_contrast) note += " (before a contrast word)";
+    return note;
   }
 
   function focusMark(i) {

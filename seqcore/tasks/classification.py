@@ -61,6 +61,18 @@ class NegationScope(NamedTuple):
         return out
 
 
+class ContrastScope(NamedTuple):
+    """The n-grams followed by a contrast word (manifest ``ngram.contrast``)."""
+
+    words: frozenset[int]  # token ids of "but", "though", ...
+    window: int  # words after a position that are searched for one
+
+    def at(self, ids: list[int]) -> list[bool]:
+        """Per position: a contrast word among the ``window`` words after it."""
+        return [any(i in self.words for i in ids[k + 1:k + 1 + self.window])
+                for k in range(len(ids))]
+
+
 @register
 @dataclass
 class SentimentModel(LoadedModel):
@@ -69,6 +81,7 @@ class SentimentModel(LoadedModel):
     has_ngrams: bool = False  # the graph also returns NGRAM_OUTPUT
     # the n-gram term's negation scope (manifest "ngram.negation")
     negation: NegationScope | None = None
+    contrast: ContrastScope | None = None  # manifest "ngram.contrast"
     # the graph cut into its two recurrent directions, for lone calls (seqcore/split.py)
     split: DirectionSplit | None = None
 
@@ -77,15 +90,19 @@ class SentimentModel(LoadedModel):
     def from_folder(cls, folder: ModelFolder, common: dict[str, Any]) -> SentimentModel:
         _, outputs = check_contract(folder, common["session"], INPUTS, OUTPUTS)
         tok = WordTokenizer.from_json(folder.vocab_json())
-        neg = (folder.manifest.get("ngram") or {}).get("negation") or None
-        negation = None
+        ngram = folder.manifest.get("ngram") or {}
+        neg, con = ngram.get("negation") or None, ngram.get("contrast") or None
+        negation = contrast = None
         if neg and NGRAM_OUTPUT in outputs:
             ids = frozenset(tok.stoi[w] for w in neg.get("negators", []) if w in tok.stoi)
             negation = NegationScope(ids, int(neg.get("window", 0)),
                                      bool(neg.get("parity", False)),
                                      neg.get("scope_from", "last_word") == "first_word")
+        if con and NGRAM_OUTPUT in outputs:
+            ids = frozenset(tok.stoi[w] for w in con.get("words", []) if w in tok.stoi)
+            contrast = ContrastScope(ids, int(con.get("window", 0)))
         return cls(**common, tokenizer=tok, has_ngrams=NGRAM_OUTPUT in outputs,
-                   negation=negation)
+                   negation=negation, contrast=contrast)
 
     # -- encode --------------------------------------------------------------------
     def encode(self, text: str, offsets: bool = True) -> Encoded:
@@ -154,21 +171,25 @@ class SentimentModel(LoadedModel):
                   for t, w in zip(e.tokens, row.attention.tolist(), strict=False)]
         answer = {**self.result(row.probability, e), "tokens": tokens}
         if row.ngrams is not None:
-            answer.update(ngram_answer(text, e, row.ngrams.tolist(), self.negation))
+            answer.update(ngram_answer(text, e, row.ngrams.tolist(), self.negation,
+                                       self.contrast))
         return answer
 
 
 def ngram_answer(text: str, e: Encoded, contributions: list[float],
-                 negation: tuple | None = None) -> dict[str, Any]:
+                 negation: tuple | None = None,
+                 contrast: ContrastScope | None = None) -> dict[str, Any]:
     """The n-gram term's part of the answer (models that have one): its logit, and per
     token the contribution of the n-grams ending there, with the trigram's text, and
     (models with a negation scope, a ``NegationScope`` or its fields) which of them
     were read as negated: ``negated_orders`` for the uni-, bi- and trigram ending at
     the token (each in its last word's scope, or with ``first_word`` its first
-    word's), ``negated`` whether any was."""
+    word's), ``negated`` whether any was; (models with a contrast scope) whether a
+    contrast word follows within its window (``before_contrast``)."""
     grams = []
     neg = NegationScope(*negation) if negation is not None else None
     scope = neg.at(e.ids) if neg is not None else []
+    before = contrast.at(e.ids) if contrast is not None else []
     for k, (t, v) in enumerate(zip(e.tokens, contributions, strict=False)):
         first = e.tokens[max(0, k - 2)]
         start = first.start if first.start <= t.start else t.start  # head/tail junction
@@ -179,6 +200,8 @@ def ngram_answer(text: str, e: Encoded, contributions: list[float],
             orders = [k - n >= 0 and scope[k - n if neg.first_word else k] for n in range(3)]
             gram["negated"] = any(orders)
             gram["negated_orders"] = orders
+        if contrast is not None:
+            gram["before_contrast"] = before[k]
         grams.append(gram)
     grams.sort(key=lambda g: -abs(g["contribution"]))
     return {"ngram_logit": float(sum(contributions)), "ngrams": grams}
