@@ -540,6 +540,41 @@ def test_augmentation_rows_get_fold_offsets_or_none(where: str, tmp_path: Path, 
     assert len(va_off) == 16 and np.count_nonzero(va_off) == 16
 
 
+def test_fold_ngram_models_can_copy_the_settings_of_a_served_term(
+        tiny_models_dir: Path, tmp_path: Path, monkeypatch, capsys):
+    import training.train_sentiment as ts
+    from training.ngrams import main as ngrams_main
+
+    arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    term = tmp_path / "with-term"
+    assert ngrams_main(["--base", str(tiny_models_dir / "sentiment"), "--data", str(arc),
+                        "--out", str(term), "--buckets", "4096", "--epochs", "1",
+                        "--negation-parity", "--negation-first-word", "--contrast-window", "3",
+                        "--no-test"]) == 0
+    seen = {}
+    real = ts.out_of_fold_logits
+
+    def spy(*args, **kwargs):
+        seen["cfg"] = args[6]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ts, "out_of_fold_logits", spy)
+    common = ["--data", str(arc), "--epochs", "1", "--emb-dim", "8", "--hidden", "8",
+              "--w2v-epochs", "0", "--max-len", "24", "--head-len", "8", "--stack-ngrams", "2",
+              "--no-test"]
+    assert ts.main([*common, "--out", str(tmp_path / "a"), "--stack-like", str(term)]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.buckets, cfg.epochs, cfg.negation_parity, cfg.negation_first_word,
+            cfg.contrast_window) == (4096, 1, True, True, 3)
+    assert ts.main([*common, "--out", str(tmp_path / "b")]) == 0  # the defaults otherwise
+    assert (seen["cfg"].buckets, seen["cfg"].contrast_window) == (2**21, 0)
+    # a model without an n-gram term has no settings to copy: refused before any work
+    assert ts.main([*common, "--out", str(tmp_path / "c"), "--stack-like",
+                    str(tiny_models_dir / "sentiment")]) != 0
+    assert "no n-gram term" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
 def test_one_stacking_fold_is_refused_before_any_work(tmp_path: Path, capsys):
     from training.train_sentiment import main
 

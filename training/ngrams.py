@@ -195,6 +195,24 @@ def _batches(x: list[list[int]], y: list[int], size: int, shuffle: bool, seed: i
         yield ids, lens, torch.tensor([float(y[i]) for i in b])
 
 
+# the NgramConfig fields that define a fitted n-gram term (not where its data or output is)
+TERM_FIELDS = ("buckets", "epochs", "batch_size", "lr", "weight_decay", "negation_window",
+               "negation_parity", "negation_first_word", "implicit_negators", "contrast_window")
+
+
+def term_settings(folder: str) -> dict:
+    """The TERM_FIELDS of the n-gram term of the model in ``folder`` (from its manifest),
+    to fit more n-gram models like it."""
+    try:
+        manifest = ModelFolder.open(folder).manifest
+    except ModelFolderError as e:
+        raise DataError(str(e)) from None
+    if "ngram" not in manifest:
+        raise DataError(f"{folder}: the model has no n-gram term to copy the settings of")
+    training = manifest.get("training") or {}
+    return {k: training[k] for k in TERM_FIELDS if k in training}
+
+
 def scope_of(cfg: NgramConfig, neg_table: torch.Tensor | None,
              con_table: torch.Tensor | None = None) -> dict:
     """``ngram_logit``'s scope arguments for ``cfg`` and the negator / contrast tables."""

@@ -43,7 +43,7 @@ from training.export import (
 )
 from training.manifest import run_folder, write_model_folder
 from training.models import CELLS, SentimentConfig, SentimentLSTM, negator_table
-from training.ngrams import NgramConfig, out_of_fold_logits
+from training.ngrams import NgramConfig, contrast_table, out_of_fold_logits, term_settings
 from training.scaffold import (
     Progress,
     RunOptions,
@@ -109,6 +109,10 @@ class TrainConfig(RunOptions):
            "with the fold "
            "models' mean added; the exported graph is the encoder alone (add its n-gram "
            "term with training.ngrams --base)", at_least=0)
+    stack_like: str = option(
+        "", "with --stack-ngrams: a model folder whose n-gram term the fold models copy "
+            "(its negation and contrast scopes, buckets, epochs; from its manifest) instead "
+            "of training.ngrams' defaults")
     stack_augmentation: str = option(
         "folds", "with --stack-ngrams, the augmentation sentences: 'folds': split into the "
                  "folds like the reviews, each with the offset of the model that did not "
@@ -356,6 +360,8 @@ def load_init(cfg: TrainConfig) -> tuple[WordTokenizer, SentimentLSTM]:
 def train(cfg: TrainConfig) -> dict:
     if cfg.stack_ngrams == 1:
         raise DataError("--stack-ngrams needs at least 2 folds (0: off)")
+    ng_cfg = NgramConfig(seed=cfg.seed, threads=cfg.threads, test=False,
+                         **(term_settings(cfg.stack_like) if cfg.stack_like else {}))
     if cfg.head_len > cfg.max_len and not cfg.init_from:
         raise DataError(f"--head-len {cfg.head_len} is longer than --max-len {cfg.max_len}")
     out = run_folder(cfg.out, "sentiment", cfg.replace_served)  # refused before any work
@@ -392,12 +398,14 @@ def train(cfg: TrainConfig) -> dict:
         # its rows get no offset, so the encoder alone is taught negation by them (n-gram
         # models fit template sentences easily and would leave it little gradient)
         n = len(train_set) if cfg.stack_augmentation == "alone" else len(tr_x)
-        ng_cfg = NgramConfig(seed=cfg.seed, threads=cfg.threads, test=False)
-        table = negator_table(tok.itos) if ng_cfg.negation_window > 0 else None
+        table = (negator_table(tok.itos, ng_cfg.implicit_negators)
+                 if ng_cfg.negation_window > 0 else None)
+        con = contrast_table(tok.itos) if ng_cfg.contrast_window > 0 else None
         tr_off, va_off = out_of_fold_logits(
             tr_x[:n], tr_y[:n], va_x, va_y, cfg.stack_ngrams,
             None if table is None else torch.from_numpy(table), ng_cfg,
-            extra_x=tr_x[n:], extra_y=tr_y[n:])
+            extra_x=tr_x[n:], extra_y=tr_y[n:],
+            con_table=None if con is None else torch.from_numpy(con))
         offsets = (np.concatenate([tr_off, np.zeros(len(tr_x) - n)]), va_off)
     steps_per_epoch = math.ceil(len(tr_x) / cfg.batch_size)
     prog = Progress(planned_steps(steps_per_epoch, cfg.epochs, cfg.max_steps), "train")
