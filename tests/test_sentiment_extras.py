@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.test_training import TINY_SENTIMENT, _synthetic_imdb
-from training.augment import TEMPLATES, generate, too_close
+from training.augment import MORE_TEMPLATES, TEMPLATES, generate, too_close
 from training.evaluate import load_negation_set
 from training.export import build_sentiment_graph, sentiment_from_graph
 from training.models import CELLS, SentimentConfig, SentimentLSTM
@@ -31,8 +31,9 @@ def test_a_served_graph_turns_back_into_the_same_torch_model(cell: str):
     assert back.cfg.cell == cell
 
 
-def test_augmentation_is_balanced_distinct_and_never_close_to_the_check_set():
-    sentences = generate(2000, seed=3)
+@pytest.mark.parametrize("more", [False, True])
+def test_augmentation_is_balanced_distinct_and_never_close_to_the_check_set(more: bool):
+    sentences = generate(2000, seed=3, more=more)
     assert len(sentences) == 2000 and len({t for t, _ in sentences}) == 2000
     labels = [y for _, y in sentences]
     assert 0.4 < sum(labels) / len(labels) < 0.6
@@ -42,6 +43,19 @@ def test_augmentation_is_balanced_distinct_and_never_close_to_the_check_set():
     assert not any(t.lower() in check_texts for t, _ in sentences)
     assert not any(too_close(t, words) for t, _ in sentences)
     assert {label for _, label in TEMPLATES} == {0, 1}
+    # the extra frames are drawn only when asked for, and then they are
+    import re
+
+    frames = [re.compile(re.sub(r"\\{[a-z_0-9]+\\}", ".+", re.escape(t)))
+              for t, _ in MORE_TEMPLATES]
+
+    def from_more(texts) -> int:
+        return sum(any(f.fullmatch(t.lower()) for f in frames) for t in texts)
+
+    assert from_more(t for t, _ in sentences) > (200 if more else -1)
+    if not more:
+        assert from_more(t for t, _ in sentences) == 0
+    assert "{" not in " ".join(t for t, _ in sentences)  # every slot filled
 
 
 def test_training_can_continue_from_a_model_folder_with_augmentation(tiny_models_dir: Path,

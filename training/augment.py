@@ -111,6 +111,39 @@ TEMPLATES: list[tuple[str, int]] = [
     ("the trailer was {pa}, though {s} itself is {na}.", 0),
 ]
 
+# More frames (``generate(..., more=True)``, ``--augment-more``): negation carried across
+# a clause ("i could not point to a scene that was {na}"), negated feelings and
+# verdicts, and a verdict after a concession. The templates above stay as they were, so
+# a model trained without the option is made again the same way.
+MORE_TEMPLATES: list[tuple[str, int]] = [
+    *_mirrored([
+        "i could not point to a single scene in {s} that was {na}.",
+        "i never caught myself thinking {s} was {na}.",
+        "not once did {s} strike me as {na}.",
+        "i did not come away from {s} feeling {fn}.",
+        "nobody i saw {s} with found it {na}.",
+        "{s} does not {nvp_base} even once.",
+        "i honestly cannot call {s} {na}.",
+        "there wasn't anything {na} in {s}, as far as i could tell.",
+        "i would not describe {s} as a {nn} in any way.",
+        "{s} never once felt {na} to me.",
+    ]),
+    # double negation: a negated clause inside a negated one
+    ("there was no part of {s} that i did not {pv}.", 1),
+    ("i cannot think of a moment in {s} that wasn't {pa}.", 1),
+    ("not a single minute of {s} failed to keep me {fp}.", 1),
+    ("every scene of {s} i feared would be {na} turned out {pa}.", 1),
+    ("there was no part of {s} that did not feel {na}.", 0),
+    ("i cannot think of a moment in {s} that wasn't {na}.", 0),
+    ("not a single minute of {s} failed to leave me {fn}.", 0),
+    ("every scene of {s} i hoped would be {pa} turned out {na}.", 0),
+    # a concession, then the verdict
+    ("{s} is {na} in places, but i was {fp} by the end.", 1),
+    ("{s} is {pa} enough, but mostly it is {na}.", 0),
+    ("fine, {s} is a little {na}, yet it is {pa} where it matters.", 1),
+    ("sure, {s} is {pa} at times, but overall it left me {fn}.", 0),
+]
+
 _WORD = re.compile(r"[a-z']+")
 
 
@@ -124,8 +157,11 @@ def too_close(text: str, check: list[set[str]], limit: float = 0.5) -> bool:
     return any(len(w & c) / max(1, len(w | c)) >= limit for c in check)
 
 
-def generate(n: int, seed: int = 0, check_set: Path | None = None) -> list[tuple[str, int]]:
-    """``n`` distinct (sentence, label) pairs, balanced, none close to the check set."""
+def generate(n: int, seed: int = 0, check_set: Path | None = None,
+             more: bool = False) -> list[tuple[str, int]]:
+    """``n`` distinct (sentence, label) pairs, balanced, none close to the check set
+    (``more``: drawn from TEMPLATES and MORE_TEMPLATES)."""
+    templates = TEMPLATES + MORE_TEMPLATES if more else TEMPLATES
     from training.evaluate import NEGATION_SET, load_negation_set
 
     check = [_words(i["text"]) for i in load_negation_set(check_set or NEGATION_SET)]
@@ -135,7 +171,7 @@ def generate(n: int, seed: int = 0, check_set: Path | None = None) -> list[tuple
     for _ in itertools.count():
         if len(out) >= n or len(seen) > 50 * n:
             break
-        tmpl, label = rng.choice(TEMPLATES)
+        tmpl, label = rng.choice(templates)
         pa, pa2 = rng.sample(POS_ADJ, 2)
         na, na2 = rng.sample(NEG_ADJ, 2)
         (nvb, nvp), (pvb, pvp) = rng.choice(NEG_VP), rng.choice(POS_VP)
@@ -144,7 +180,8 @@ def generate(n: int, seed: int = 0, check_set: Path | None = None) -> list[tuple
         text = tmpl.format(s=rng.choice(SUBJECTS), pa=pa, pa2=pa2, na=na, na2=na2,
                            pn=rng.choice(POS_NOUN), nn=rng.choice(NEG_NOUN),
                            pv=rng.choice(POS_VERB), nv=rng.choice(NEG_VERB),
-                           nvp=nvp, pvp=pvp, pvp_base=pvb, fn=rng.choice(NEG_FEEL),
+                           nvp=nvp, pvp=pvp, pvp_base=pvb, nvp_base=nvb,
+                           fn=rng.choice(NEG_FEEL),
                            fp=rng.choice(POS_FEEL), q=rng.choice(QUALITY))
         text = text[0].upper() + text[1:]
         if text in seen:

@@ -161,6 +161,8 @@ class NgramConfig:
     lr: float = option(0.005, "Adam learning rate", at_least=0)
     weight_decay: float = option(1e-6, "Adam weight decay", at_least=0)
     augment: int = option(0, "negation-augmentation sentences added to the training split", at_least=0)
+    augment_more: bool = option(False, "draw the augmentation from more frames too "
+                                       "(training.augment.MORE_TEMPLATES)")
     negation_window: int = option(5, "words after a negator whose n-grams get buckets of "
                                      "their own (0: no negation scope)", at_least=0)
     negation_parity: bool = option(False, "in scope only after an odd number of negators in "
@@ -536,7 +538,7 @@ def train(cfg: NgramConfig) -> dict:
     va_x = [tok.encode(r.text, offsets=False).ids for r in val_set]
     tr_y, va_y = [r.label for r in train_set], [r.label for r in val_set]
     if cfg.augment > 0:  # training split only: validation and test stay pure IMDB
-        extra = generate(cfg.augment, cfg.seed)
+        extra = generate(cfg.augment, cfg.seed, more=cfg.augment_more)
         tr_x += [tok.encode(t, offsets=False).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
     table = negator_table(tok.itos, cfg.implicit_negators) if cfg.negation_window > 0 else None

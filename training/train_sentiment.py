@@ -73,6 +73,8 @@ class TrainConfig(RunOptions):
     init_from: str = option("", "a model folder: start from its vocabulary and weights "
                                 "(fine-tune)")
     augment: int = option(0, "negation-augmentation sentences added to the training split", at_least=0)
+    augment_more: bool = option(False, "draw the augmentation from more frames too "
+                                       "(training.augment.MORE_TEMPLATES)")
     encoder_negation_window: int = option(
         0, "> 0: the encoder also reads a negator's scope: a learned vector (starting at "
            "zero) added to the embedding of each word this many words or fewer after a "
@@ -379,7 +381,7 @@ def train(cfg: TrainConfig) -> dict:
     tr_x = [tok.encode(r.text).ids for r in track(train_set, "encode train", unit="review")]
     tr_y = [r.label for r in train_set]
     if cfg.augment > 0:  # training split only: validation and test stay pure IMDB
-        extra = generate(cfg.augment, cfg.seed)
+        extra = generate(cfg.augment, cfg.seed, more=cfg.augment_more)
         tr_x += [tok.encode(t).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
         print(f"negation augmentation: {len(extra)} sentences", flush=True)
