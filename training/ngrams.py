@@ -464,6 +464,19 @@ def add_ngram_term(base: onnx.ModelProto, w: np.ndarray, a: float, c: float,
     return m
 
 
+def _plant(ids: np.ndarray, lengths: list[int], table: np.ndarray | None, every: int,
+           seed: int) -> None:
+    """Make every ``every``-th real token of each row (from a random offset) one of the
+    words ``table`` marks, in place."""
+    words = np.flatnonzero(table) if table is not None else []
+    if not len(words):
+        return
+    rng = np.random.default_rng(seed)
+    for b, n_ in enumerate(lengths):
+        at = np.arange(rng.integers(0, every), n_, every)
+        ids[b, at] = rng.choice(words, len(at))
+
+
 def check_ngram_graph(m: onnx.ModelProto, base: onnx.ModelProto, w: np.ndarray, a: float,
                       c: float, vocab: int, neg_table: np.ndarray | None = None,
                       window: int = 0, parity: bool = False, first_word: bool = False,
@@ -475,18 +488,8 @@ def check_ngram_graph(m: onnx.ModelProto, base: onnx.ModelProto, w: np.ndarray, 
     sess, sess_base = ort_session(m.SerializeToString()), ort_session(base.SerializeToString())
     lengths = [7, 1, 23, 64, 3, 2, 40]
     ids, lens = random_padded_batch(lengths, vocab, 0)
-    negators = np.flatnonzero(neg_table) if neg_table is not None else []
-    if len(negators):
-        rng = np.random.default_rng(1)
-        for b, n_ in enumerate(lengths):
-            at = np.arange(rng.integers(0, 3), n_, 3)
-            ids[b, at] = rng.choice(negators, len(at))
-    contrasts = np.flatnonzero(con_table) if con_table is not None else []
-    if len(contrasts):
-        rng = np.random.default_rng(2)
-        for b, n_ in enumerate(lengths):
-            at = np.arange(rng.integers(0, 5), n_, 5)
-            ids[b, at] = rng.choice(contrasts, len(at))
+    _plant(ids, lengths, neg_table, every=3, seed=1)
+    _plant(ids, lengths, con_table, every=5, seed=2)
     p, att, contrib = sess.run(None, {"input_ids": ids, "lengths": lens})
     p0, att0 = sess_base.run(None, {"input_ids": ids, "lengths": lens})
     ng, ref_contrib = ngram_logit(torch.from_numpy(w.astype(np.float32)), torch.from_numpy(ids),
