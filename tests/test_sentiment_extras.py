@@ -349,13 +349,13 @@ def test_attention_marks_negated_ngrams_exactly_as_the_trained_buckets(parity: b
 
 
 def test_attention_flags_the_ngrams_read_as_negated_exactly_where_the_graph_does():
-    from seqcore.tasks.classification import ngram_answer
+    from seqcore.tasks.classification import NegationScope, ngram_answer
     from seqcore.tokenizer import WordTokenizer
 
     tok = WordTokenizer(["<pad>", "<unk>", "not", "bad", "at", "all", "good", "film", "a"])
     text = "Not bad at all, a good film"
     e = tok.encode(text)
-    negation = (frozenset({tok.stoi["not"]}), 3, False)
+    negation = NegationScope(frozenset({tok.stoi["not"]}), 3, False)
     grams = ngram_answer(text, e, [0.1] * len(e.ids), negation)["ngrams"]
     flags = {text[g["end"] - len(t):g["end"]]: g["negated"]
              for g, t in zip(sorted(grams, key=lambda g: g["end"]),
@@ -366,7 +366,7 @@ def test_attention_flags_the_ngrams_read_as_negated_exactly_where_the_graph_does
     # parity: "not ... not" cancels
     text = "not good not bad"
     e = tok.encode(text)
-    grams = ngram_answer(text, e, [0.1] * 4, (negation[0], 3, True))["ngrams"]
+    grams = ngram_answer(text, e, [0.1] * 4, NegationScope(negation[0], 3, True))["ngrams"]
     assert [g["negated"] for g in sorted(grams, key=lambda g: g["end"])] == \
         [False, True, True, False]
 

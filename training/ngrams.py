@@ -215,6 +215,14 @@ def term_settings(folder: str) -> dict:
     return {k: training[k] for k in TERM_FIELDS if k in training}
 
 
+def scope_tables(cfg: NgramConfig, itos: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The negator and contrast tables ``cfg`` asks for over the vocabulary ``itos``
+    (None for a scope that is off)."""
+    neg = negator_table(itos, cfg.implicit_negators) if cfg.negation_window > 0 else None
+    con = contrast_table(itos) if cfg.contrast_window > 0 else None
+    return neg, con
+
+
 def scope_of(cfg: NgramConfig, neg_table: torch.Tensor | None,
              con_table: torch.Tensor | None = None) -> dict:
     """``ngram_logit``'s scope arguments for ``cfg`` and the negator / contrast tables."""
@@ -544,8 +552,7 @@ def train(cfg: NgramConfig) -> dict:
         extra = generate(cfg.augment, cfg.seed, more=cfg.augment_more)
         tr_x += [tok.encode(t, offsets=False).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
-    table = negator_table(tok.itos, cfg.implicit_negators) if cfg.negation_window > 0 else None
-    con = contrast_table(tok.itos) if cfg.contrast_window > 0 else None
+    table, con = scope_tables(cfg, tok.itos)
     # the scope twice: torch tables for the fit, numpy ones for the graph
     scope = scope_of(cfg, *(None if t is None else torch.from_numpy(t) for t in (table, con)))
     graph_scope = {**scope, "neg_table": table, "con_table": con}

@@ -43,7 +43,7 @@ from training.export import (
 )
 from training.manifest import run_folder, write_model_folder
 from training.models import CELLS, SentimentConfig, SentimentLSTM, negator_table
-from training.ngrams import NgramConfig, contrast_table, out_of_fold_logits, term_settings
+from training.ngrams import NgramConfig, out_of_fold_logits, scope_tables, term_settings
 from training.scaffold import (
     Progress,
     RunOptions,
@@ -400,9 +400,7 @@ def train(cfg: TrainConfig) -> dict:
         # its rows get no offset, so the encoder alone is taught negation by them (n-gram
         # models fit template sentences easily and would leave it little gradient)
         n = len(train_set) if cfg.stack_augmentation == "alone" else len(tr_x)
-        table = (negator_table(tok.itos, ng_cfg.implicit_negators)
-                 if ng_cfg.negation_window > 0 else None)
-        con = contrast_table(tok.itos) if ng_cfg.contrast_window > 0 else None
+        table, con = scope_tables(ng_cfg, tok.itos)
         tr_off, va_off = out_of_fold_logits(
             tr_x[:n], tr_y[:n], va_x, va_y, cfg.stack_ngrams,
             None if table is None else torch.from_numpy(table), ng_cfg,

@@ -177,27 +177,27 @@ class SentimentModel(LoadedModel):
 
 
 def ngram_answer(text: str, e: Encoded, contributions: list[float],
-                 negation: tuple | None = None,
+                 negation: NegationScope | None = None,
                  contrast: ContrastScope | None = None) -> dict[str, Any]:
     """The n-gram term's part of the answer (models that have one): its logit, and per
     token the contribution of the n-grams ending there, with the trigram's text, and
-    (models with a negation scope, a ``NegationScope`` or its fields) which of them
+    (models with a negation scope) which of them
     were read as negated: ``negated_orders`` for the uni-, bi- and trigram ending at
     the token (each in its last word's scope, or with ``first_word`` its first
     word's), ``negated`` whether any was; (models with a contrast scope) whether a
     contrast word follows within its window (``before_contrast``)."""
     grams = []
-    neg = NegationScope(*negation) if negation is not None else None
-    scope = neg.at(e.ids) if neg is not None else []
+    scope = negation.at(e.ids) if negation is not None else []
     before = contrast.at(e.ids) if contrast is not None else []
     for k, (t, v) in enumerate(zip(e.tokens, contributions, strict=False)):
         first = e.tokens[max(0, k - 2)]
         start = first.start if first.start <= t.start else t.start  # head/tail junction
         gram: dict[str, Any] = {"text": text[start:t.end], "start": start, "end": t.end,
                                 "contribution": v}
-        if neg is not None:
+        if negation is not None:
             # the uni-, bi- and trigram ending at k start at k, k - 1, k - 2 (if >= 0)
-            orders = [k - n >= 0 and scope[k - n if neg.first_word else k] for n in range(3)]
+            orders = [k - n >= 0 and scope[k - n if negation.first_word else k]
+                      for n in range(3)]
             gram["negated"] = any(orders)
             gram["negated_orders"] = orders
         if contrast is not None:
