@@ -151,3 +151,43 @@ def test_an_ensemble_is_served_beside_the_default_generator(make_client, trained
               if line.startswith("data: ")]
     text = "".join(e["text"] for e in events)
     assert text == ens.json()["text"]  # seeded: the same text streamed or not
+
+
+def test_an_ensemble_folder_teaches_a_student_through_onnx_runtime(trained, tmp_path: Path):
+    """``train_chargen --distill-from`` an ensemble folder: its graph cannot be read
+    back into torch, so it is stepped through ONNX Runtime; its rows are the members'
+    mixture (what the two member folders give as teachers in torch), and a student
+    trained on them alone moves towards the ensemble."""
+    import torch
+
+    from seqcore.tokenizer import CharVocab
+    from training.train_chargen import is_graph_only, main as train, teacher_targets
+
+    root, src = trained["root"], trained["src"]
+    assert is_graph_only(root / "e") and not is_graph_only(root / "a")
+    vocab = CharVocab.load(root / "a" / "vocab.json")
+    ids = torch.tensor(vocab.encode(src.read_text().lower())[0][:400])
+    via_ort = teacher_targets(str(root / "e"), vocab, ids, streams=3).float()
+    via_torch = teacher_targets(f"{root / 'a'},{root / 'b'}", vocab, ids, streams=3).float()
+    assert via_ort.shape == (400, vocab.vocab_size)
+    assert torch.allclose(via_ort.exp().sum(-1), torch.ones(400), atol=0.01)
+    assert float((via_ort - via_torch).abs().max()) < 0.02  # float16 rows, two runtimes
+    # a real difference would show: a member alone is far from the mixture
+    alone = teacher_targets(str(root / "a"), vocab, ids, streams=3).float()
+    assert float((alone - via_torch).abs().max()) > 0.1
+
+    small = ["--data", str(src), "--chunk", "32", "--batch-size", "8", "--eval-streams", "4"]
+    student = tmp_path / "s"
+    assert train([*small, "--out", str(student), "--init-from", str(root / "b"), "--epochs", "2",
+                  "--lr", "0.005", "--distill-from", str(root / "e"),
+                  "--distill-weight", "1"]) == 0
+    m = json.loads((student / "manifest.json").read_text())
+    assert m["training"]["distill_from_versions"] == [
+        json.loads((root / "e" / "manifest.json").read_text())["version"]]
+
+    def kl_to_ensemble(folder: Path) -> float:
+        rows = teacher_targets(str(folder), vocab, ids, streams=1).float()
+        teacher = teacher_targets(str(root / "e"), vocab, ids, streams=1).float()
+        return float((teacher.exp() * (teacher - rows)).sum(-1).mean())
+
+    assert kl_to_ensemble(student) < 0.7 * kl_to_ensemble(root / "b")

@@ -21,8 +21,9 @@ scores, keeps and exports an exponential moving average of the weights instead o
 last ones (weight averaging).
 
 ``--distill-from A,B`` adds knowledge distillation: the teachers (model folders with the
-same vocabulary, e.g. a wider model and the served one) are run once over the training
-text with their state carried, their next-character distributions are mixed with equal
+same vocabulary, e.g. a wider model and the served one, or an ensemble folder, whose
+graph runs through ONNX Runtime) are run once over the training text with their state
+carried, their next-character distributions are mixed with equal
 weights, and the loss becomes ``(1 - w) * cross-entropy + w * KL(teacher || model)``
 with ``w = --distill-weight``. Only the training text is read for it; the held-out text
 stays unseen until it is scored.
@@ -160,38 +161,86 @@ def load_char_folder(folder: Path, flag: str, dropout: float = 0.0,
                      emb_dropout: float | None = 0.0) -> tuple[CharVocab, CharLSTM]:
     """A char model folder's vocabulary and its graph read back into torch; what is
     wrong with the folder is a ``DataError`` naming ``flag``."""
-    if not (folder / "model.onnx").is_file() or not (folder / "vocab.json").is_file():
-        raise DataError(f"{flag} {folder}: no model.onnx and vocab.json there")
+    vocab = load_char_vocab(folder, flag)
     try:
         model = char_from_graph(onnx.load(str(folder / "model.onnx")), dropout, emb_dropout)
     except ExportCheckError as e:
         raise DataError(f"{flag} {folder}: {e}") from None
-    return CharVocab.load(folder / "vocab.json"), model
+    return vocab, model
 
 
-def teacher_targets(folders: str, vocab: CharVocab, ids: torch.Tensor, streams: int
-                    ) -> torch.Tensor:
+def load_char_vocab(folder: Path, flag: str) -> CharVocab:
+    if not (folder / "model.onnx").is_file() or not (folder / "vocab.json").is_file():
+        raise DataError(f"{flag} {folder}: no model.onnx and vocab.json there")
+    return CharVocab.load(folder / "vocab.json")
+
+
+def is_graph_only(folder: Path) -> bool:
+    """Whether a char model folder's graph cannot be read back into torch and runs
+    through ONNX Runtime instead: an ensemble graph (``training.ensemble_chargen``)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return bool(manifest["training"].get("ensemble_of"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def onnx_log_probs(folder: Path, piece: torch.Tensor, threads: int) -> torch.Tensor:
+    """A char model folder's next-char log distributions after each position of
+    ``piece`` [S, n] (S streams side by side, the state carried), stepping its graph one
+    character per call through ONNX Runtime as the service and the evaluate CLI do;
+    rows in ``piece.reshape(-1)``'s order, [S * n, V]."""
+    from training.evaluate import ort_session
+
+    st = json.loads((folder / "manifest.json").read_text())["state"]
+    sess = ort_session(str(folder / "model.onnx"), threads=threads)
+    x = piece.numpy().astype(np.int64)
+    S, n = x.shape
+    h = np.zeros((int(st["layers"]), S, int(st["hidden"])), np.float32)
+    c = np.zeros_like(h)
+    lens = np.ones(S, np.int64)
+    out = None
+    for t in range(n):
+        logits, h, c = sess.run(None, {"input_ids": np.ascontiguousarray(x[:, t : t + 1]),
+                                       "lengths": lens, "h0": h, "c0": c})
+        if out is None:
+            out = np.empty((S, n, logits.shape[-1]), np.float32)
+        out[:, t] = logits
+    return F.log_softmax(torch.from_numpy(out), -1).reshape(S * n, -1)
+
+
+def teacher_targets(folders: str, vocab: CharVocab, ids: torch.Tensor, streams: int,
+                    threads: int = 1) -> torch.Tensor:
     """Log of the equal-weight mixture of the teachers' next-char distributions, one row
     per position of ``ids`` (row j: the distribution of the char after ``ids[j]``), as
     float16 [len(ids), V]. Each teacher reads the text as ``streams`` contiguous pieces
     side by side with its state carried (the last few positions are read as one more
-    short piece)."""
+    short piece). A teacher whose graph reads back into torch runs there; an ensemble
+    folder's graph runs through ONNX Runtime (``threads`` intra-op threads)."""
     paths = [Path(f.strip()) for f in folders.split(",") if f.strip()]
     n = len(ids) // streams
     pieces = [ids[: n * streams].view(streams, n), ids[n * streams :].view(1, -1)]
     mix = None
     with Progress(len(paths), "teachers", unit="model") as prog:
         for folder in paths:
-            # building a module draws initial weights: keep the run's random stream
-            with torch.random.fork_rng():
-                t_vocab, teacher = load_char_folder(folder, "--distill-from")
+            graph_only = is_graph_only(folder)
+            if graph_only:
+                t_vocab = load_char_vocab(folder, "--distill-from")
+            else:
+                # building a module draws initial weights: keep the run's random stream
+                with torch.random.fork_rng():
+                    t_vocab, teacher = load_char_folder(folder, "--distill-from")
             if t_vocab.chars != vocab.chars:
                 raise DataError(f"--distill-from {folder}: its vocabulary differs from the "
                                 "model's")
             rows = []
             with torch.no_grad():
                 for piece in pieces:
-                    if piece.numel():
+                    if not piece.numel():
+                        continue
+                    if graph_only:
+                        rows.append(onnx_log_probs(folder, piece, threads))
+                    else:
                         rows.append(F.log_softmax(teacher(piece)[0].float(), -1)
                                     .reshape(-1, vocab.vocab_size))
             lp = torch.cat(rows) - math.log(len(paths))
@@ -237,7 +286,8 @@ def train(cfg: TrainConfig) -> dict:
         prog.update()
         held_ids = torch.tensor(vocab.encode(held_text)[0], dtype=torch.long)
         prog.update()
-    teacher = (teacher_targets(cfg.distill_from, vocab, train_ids, cfg.distill_streams)
+    teacher = (teacher_targets(cfg.distill_from, vocab, train_ids, cfg.distill_streams,
+                               cfg.threads)
                if cfg.distill_from else None)
     mcfg = CharConfig(vocab_size=vocab.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
                       layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell,
