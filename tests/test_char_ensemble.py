@@ -161,7 +161,8 @@ def test_an_ensemble_folder_teaches_a_student_through_onnx_runtime(trained, tmp_
     import torch
 
     from seqcore.tokenizer import CharVocab
-    from training.train_chargen import is_graph_only, main as train, teacher_targets
+    from training.train_chargen import is_graph_only, teacher_targets
+    from training.train_chargen import main as train
 
     root, src = trained["root"], trained["src"]
     assert is_graph_only(root / "e") and not is_graph_only(root / "a")
