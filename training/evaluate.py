@@ -103,6 +103,22 @@ def negation_accuracy_onnx(model: bytes | str, tok: WordTokenizer, items: list[d
             "evaluated_with": "onnxruntime"}
 
 
+def char_step_logits(sess, x: np.ndarray, layers: int, hidden: int, progress: bool = False,
+                     desc: str = "evaluate held-out"):
+    """Yield (t, logits [S, V]) after each column t of ``x`` [S, n]: the S rows stepped
+    through a char graph one character per call, from a zero state with the state
+    carried, exactly as the service generates."""
+    S, n = x.shape
+    h = np.zeros((layers, S, hidden), np.float32)
+    c = np.zeros_like(h)
+    lens = np.ones(S, np.int64)
+    for t in _steps(n, desc, progress):
+        feed = {"input_ids": np.ascontiguousarray(x[:, t : t + 1]), "lengths": lens,
+                "h0": h, "c0": c}
+        logits, h, c = sess.run(None, feed)
+        yield t, logits
+
+
 def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: int = 16,
                       layers: int = 2, hidden: int = 256, progress: bool = False) -> dict:
     sess = ort_session(model)
@@ -110,14 +126,9 @@ def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: 
     n = (len(ids) - 1) // streams
     x = ids[: n * streams].reshape(streams, n)
     y = ids[1 : n * streams + 1].reshape(streams, n)
-    h = np.zeros((layers, streams, hidden), np.float32)
-    c = np.zeros_like(h)
-    lens = np.ones(streams, np.int64)
     nll = 0.0
     t0 = time.time()
-    for t in _steps(n, "evaluate held-out", progress):
-        feed = {"input_ids": x[:, t : t + 1], "lengths": lens, "h0": h, "c0": c}
-        logits, h, c = sess.run(None, feed)
+    for t, logits in char_step_logits(sess, x, layers, hidden, progress):
         logp = runtime.log_softmax(logits)
         nll -= float(logp[np.arange(streams), y[:, t]].sum())
     loss = nll / (n * streams)

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from seqcore.tokenizer import CharVocab
 from training.data import DataError, load_text, source_record
-from training.evaluate import chargen_loss_onnx
+from training.evaluate import char_step_logits, chargen_loss_onnx, ort_session
 from training.export import ExportCheckError, build_char_graph, char_from_graph, check_char
 from training.manifest import run_folder, write_model_folder
 from training.models import CELLS, CharConfig, CharLSTM
@@ -170,6 +170,7 @@ def load_char_folder(folder: Path, flag: str, dropout: float = 0.0,
 
 
 def load_char_vocab(folder: Path, flag: str) -> CharVocab:
+    """A char model folder's vocabulary (the folder must hold a graph too)."""
     if not (folder / "model.onnx").is_file() or not (folder / "vocab.json").is_file():
         raise DataError(f"{flag} {folder}: no model.onnx and vocab.json there")
     return CharVocab.load(folder / "vocab.json")
@@ -185,24 +186,15 @@ def is_graph_only(folder: Path) -> bool:
         return False
 
 
-def onnx_log_probs(folder: Path, piece: torch.Tensor, threads: int) -> torch.Tensor:
-    """A char model folder's next-char log distributions after each position of
-    ``piece`` [S, n] (S streams side by side, the state carried), stepping its graph one
-    character per call through ONNX Runtime as the service and the evaluate CLI do;
-    rows in ``piece.reshape(-1)``'s order, [S * n, V]."""
-    from training.evaluate import ort_session
-
-    st = json.loads((folder / "manifest.json").read_text())["state"]
-    sess = ort_session(str(folder / "model.onnx"), threads=threads)
+def onnx_log_probs(sess, piece: torch.Tensor, layers: int, hidden: int) -> torch.Tensor:
+    """A char graph's next-char log distributions after each position of ``piece``
+    [S, n] (S streams side by side, the state carried), stepped through ONNX Runtime one
+    character per call as the service and the evaluate CLI do; rows in
+    ``piece.reshape(-1)``'s order, [S * n, V]."""
     x = piece.numpy().astype(np.int64)
     S, n = x.shape
-    h = np.zeros((int(st["layers"]), S, int(st["hidden"])), np.float32)
-    c = np.zeros_like(h)
-    lens = np.ones(S, np.int64)
     out = None
-    for t in range(n):
-        logits, h, c = sess.run(None, {"input_ids": np.ascontiguousarray(x[:, t : t + 1]),
-                                       "lengths": lens, "h0": h, "c0": c})
+    for t, logits in char_step_logits(sess, x, layers, hidden):
         if out is None:
             out = np.empty((S, n, logits.shape[-1]), np.float32)
         out[:, t] = logits
@@ -224,8 +216,13 @@ def teacher_targets(folders: str, vocab: CharVocab, ids: torch.Tensor, streams: 
     with Progress(len(paths), "teachers", unit="model") as prog:
         for folder in paths:
             graph_only = is_graph_only(folder)
-            if graph_only:
+            if graph_only:  # an ensemble: its manifest gives the state's shape
                 t_vocab = load_char_vocab(folder, "--distill-from")
+                st = json.loads((folder / "manifest.json").read_text()).get("state") or {}
+                if not {"layers", "hidden"} <= set(st):
+                    raise DataError(f"--distill-from {folder}: its manifest gives no state "
+                                    "shape (state.layers, state.hidden)")
+                sess = ort_session(str(folder / "model.onnx"), threads=threads)
             else:
                 # building a module draws initial weights: keep the run's random stream
                 with torch.random.fork_rng():
@@ -239,7 +236,8 @@ def teacher_targets(folders: str, vocab: CharVocab, ids: torch.Tensor, streams: 
                     if not piece.numel():
                         continue
                     if graph_only:
-                        rows.append(onnx_log_probs(folder, piece, threads))
+                        rows.append(onnx_log_probs(sess, piece, int(st["layers"]),
+                                                   int(st["hidden"])))
                     else:
                         rows.append(F.log_softmax(teacher(piece)[0].float(), -1)
                                     .reshape(-1, vocab.vocab_size))
