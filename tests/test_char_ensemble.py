@@ -161,6 +161,7 @@ def test_an_ensemble_folder_teaches_a_student_through_onnx_runtime(trained, tmp_
     import torch
 
     from seqcore.tokenizer import CharVocab
+    from training.data import DataError
     from training.train_chargen import is_graph_only, teacher_targets
     from training.train_chargen import main as train
 
@@ -176,6 +177,13 @@ def test_an_ensemble_folder_teaches_a_student_through_onnx_runtime(trained, tmp_
     # a real difference would show: a member alone is far from the mixture
     alone = teacher_targets(str(root / "a"), vocab, ids, streams=3).float()
     assert float((alone - via_torch).abs().max()) > 0.1
+    stateless = tmp_path / "stateless"  # an ensemble folder whose manifest lost its state
+    shutil.copytree(root / "e", stateless)
+    m = json.loads((stateless / "manifest.json").read_text())
+    del m["state"]
+    (stateless / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(DataError, match="no state shape"):
+        teacher_targets(str(stateless), vocab, ids, streams=3)
 
     small = ["--data", str(src), "--chunk", "32", "--batch-size", "8", "--eval-streams", "4"]
     student = tmp_path / "s"
