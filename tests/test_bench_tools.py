@@ -51,7 +51,7 @@ def test_the_matmul_step_graph_equals_the_lstm_operator_step(tiny_models_dir: Pa
         got = sg.checks(served, sg.session(step, 1), layers, 12, 30)
         assert got["max_abs_diff_vs_served"] < 1e-5
         assert got["row_alone_vs_batch_max_abs_diff"] == 0.0
-        # the check can fail: another model's weights are far from this one's step
+        # the check can fail: the step with its layer-0 recurrent weights shifted is far off
         other = sg.matmul_step_graph(graph, layers, 12)
         w = [i for i in other.graph.initializer if i.name == "R0T"][0]
         arr = onnx.numpy_helper.to_array(w) + 0.1
