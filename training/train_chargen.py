@@ -39,6 +39,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -201,6 +202,28 @@ def onnx_log_probs(sess, piece: torch.Tensor, layers: int, hidden: int) -> torch
     return F.log_softmax(torch.from_numpy(out), -1).reshape(S * n, -1)
 
 
+def load_teacher(folder: Path, threads: int
+                 ) -> tuple[CharVocab, Callable[[torch.Tensor], torch.Tensor]]:
+    """A teacher folder's vocabulary and a function from a piece [S, n] of ids to its
+    next-char log distributions [S * n, V] (the state carried along each row): in torch
+    when the graph reads back into it, else (an ensemble) through ONNX Runtime on
+    ``threads`` intra-op threads."""
+    if is_graph_only(folder):  # an ensemble: its manifest gives the state's shape
+        vocab = load_char_vocab(folder, "--distill-from")
+        st = json.loads((folder / "manifest.json").read_text()).get("state") or {}
+        if not {"layers", "hidden"} <= set(st):
+            raise DataError(f"--distill-from {folder}: its manifest gives no state "
+                            "shape (state.layers, state.hidden)")
+        sess = ort_session(str(folder / "model.onnx"), threads=threads)
+        return vocab, lambda piece: onnx_log_probs(sess, piece, int(st["layers"]),
+                                                   int(st["hidden"]))
+    # building a module draws initial weights: keep the run's random stream
+    with torch.random.fork_rng():
+        vocab, teacher = load_char_folder(folder, "--distill-from")
+    return vocab, lambda piece: (F.log_softmax(teacher(piece)[0].float(), -1)
+                                 .reshape(-1, vocab.vocab_size))
+
+
 def teacher_targets(folders: str, vocab: CharVocab, ids: torch.Tensor, streams: int,
                     threads: int = 1) -> torch.Tensor:
     """Log of the equal-weight mixture of the teachers' next-char distributions, one row
@@ -215,32 +238,12 @@ def teacher_targets(folders: str, vocab: CharVocab, ids: torch.Tensor, streams: 
     mix = None
     with Progress(len(paths), "teachers", unit="model") as prog:
         for folder in paths:
-            graph_only = is_graph_only(folder)
-            if graph_only:  # an ensemble: its manifest gives the state's shape
-                t_vocab = load_char_vocab(folder, "--distill-from")
-                st = json.loads((folder / "manifest.json").read_text()).get("state") or {}
-                if not {"layers", "hidden"} <= set(st):
-                    raise DataError(f"--distill-from {folder}: its manifest gives no state "
-                                    "shape (state.layers, state.hidden)")
-                sess = ort_session(str(folder / "model.onnx"), threads=threads)
-            else:
-                # building a module draws initial weights: keep the run's random stream
-                with torch.random.fork_rng():
-                    t_vocab, teacher = load_char_folder(folder, "--distill-from")
+            t_vocab, log_probs = load_teacher(folder, threads)
             if t_vocab.chars != vocab.chars:
                 raise DataError(f"--distill-from {folder}: its vocabulary differs from the "
                                 "model's")
-            rows = []
             with torch.no_grad():
-                for piece in pieces:
-                    if not piece.numel():
-                        continue
-                    if graph_only:
-                        rows.append(onnx_log_probs(sess, piece, int(st["layers"]),
-                                                   int(st["hidden"])))
-                    else:
-                        rows.append(F.log_softmax(teacher(piece)[0].float(), -1)
-                                    .reshape(-1, vocab.vocab_size))
+                rows = [log_probs(piece) for piece in pieces if piece.numel()]
             lp = torch.cat(rows) - math.log(len(paths))
             mix = lp if mix is None else torch.logaddexp(mix, lp)
             prog.update()
