@@ -28,6 +28,7 @@ import onnxruntime as ort
 from onnx import TensorProto, numpy_helper
 from onnx import helper as oh
 
+from seqcore import runtime
 from seqcore.modelfolder import ModelFolder
 
 
@@ -110,10 +111,8 @@ def matmul_step_graph(graph: onnx.ModelProto, layers: int, hidden: int) -> onnx.
 
 
 def session(model: bytes, threads: int) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    """A CPU session set up as the service's (``seqcore.runtime.session``)."""
+    return runtime.session(model, threads=threads)
 
 
 def feed(rng: np.random.Generator, rows: int, layers: int, hidden: int, vocab: int) -> dict:
