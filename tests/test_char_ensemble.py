@@ -112,6 +112,48 @@ def test_the_command_builds_a_model_folder_that_scores_no_worse_than_the_members
     assert (root / "e" / "vocab.json").read_text() == (root / "a" / "vocab.json").read_text()
 
 
+def test_an_ensemble_folder_as_a_member_adds_its_members(trained, tmp_path: Path, capsys):
+    """``--members e a``: the ensemble folder ``e`` (a + b) counts as its two members,
+    read back from its graph, so the result is the three-member ensemble a + b + a."""
+    import onnx
+
+    from training.ensemble_chargen import main as ensemble
+    from training.export import char_members_from_graph
+    from training.train_chargen import load_char_folder
+
+    root, src = trained["root"], str(trained["src"])
+    back = char_members_from_graph(onnx.load(str(root / "e" / "model.onnx")))
+    for model, name in zip(back, ("a", "b"), strict=True):
+        _, alone = load_char_folder(root / name, "x")
+        assert model.cfg == alone.cfg
+        for k, v in alone.state_dict().items():
+            assert torch.equal(model.state_dict()[k], v), (name, k)
+    assert ensemble(["--members", str(root / "e"), str(root / "a"), "--data", src,
+                     "--eval-streams", "4", "--out", str(tmp_path / "three")]) == 0
+    m = json.loads((tmp_path / "three" / "manifest.json").read_text())
+    assert [x["hidden"] for x in m["training"]["ensemble_of"]] == [24, 16, 24]
+    versions = {k: json.loads((root / k / "manifest.json").read_text())["version"]
+                for k in ("a", "b")}
+    assert [x["version"] for x in m["training"]["ensemble_of"]] == [
+        versions["a"], versions["b"], versions["a"]]
+    # the same graph as one built from the three member folders' models directly
+    direct = CharEnsemble([load_char_folder(root / k, "x")[1] for k in ("a", "b", "a")])
+    rng = np.random.default_rng(1)
+    feed = {"input_ids": rng.integers(1, direct.cfg.vocab_size, (2, 5)).astype(np.int64),
+            "lengths": np.array([5, 3], np.int64),
+            "h0": np.zeros((2, 2, 64), np.float32), "c0": np.zeros((2, 2, 64), np.float32)}
+    got = ort_session(str(tmp_path / "three" / "model.onnx")).run(None, feed)[0]
+    want = ort_session(build_char_ensemble_graph(direct).SerializeToString()).run(None, feed)[0]
+    assert np.abs(got - want).max() <= 1e-6
+    # an ensemble folder whose graph holds no members is a clear error
+    broken = tmp_path / "broken"
+    shutil.copytree(root / "e", broken)
+    shutil.copy(root / "a" / "model.onnx", broken / "model.onnx")
+    assert ensemble(["--members", str(broken), str(root / "a"), "--data", src,
+                     "--out", str(tmp_path / "no")]) == 2
+    assert "not a char ensemble graph" in capsys.readouterr().err
+
+
 def test_the_command_refuses_members_that_do_not_fit(trained, tmp_path: Path, capsys):
     from training.ensemble_chargen import main as ensemble
 

@@ -4,7 +4,8 @@
         --name chargen-ensemble --out runs/chargen-ensemble
 
 The members (model folders with the same vocabulary and number of layers; any widths
-and cells) are read back into torch, and one step graph is built around them: each
+and cells; an ensemble folder counts as its members, so a member can be added to an
+ensemble) are read back into torch, and one step graph is built around them: each
 member reads the same characters from its own slice of the state (the members' states
 side by side along the hidden axis), and the graph's logits are the log of the average
 of the members' next-character distributions (equal weights, fixed before any
@@ -23,16 +24,27 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import onnx
 import torch
 
 from seqcore.tokenizer import CharVocab
 from training.data import DataError, load_text, source_record
 from training.evaluate import chargen_loss_onnx
-from training.export import build_char_ensemble_graph, check_char
+from training.export import (
+    ExportCheckError,
+    build_char_ensemble_graph,
+    char_members_from_graph,
+    check_char,
+)
 from training.manifest import run_folder, write_model_folder
 from training.models import CharEnsemble
 from training.scaffold import command_line, option
-from training.train_chargen import folder_version, load_char_folder
+from training.train_chargen import (
+    folder_version,
+    is_graph_only,
+    load_char_folder,
+    load_char_vocab,
+)
 
 
 @dataclass
@@ -54,19 +66,36 @@ class EnsembleConfig:
 
 
 def load_members(folders: list[str]) -> tuple[CharVocab, CharEnsemble, list[dict]]:
-    if len(folders) < 2:
+    if not folders:
         raise DataError("--members: give two or more model folders")
     vocab, models, infos = None, [], []
     for f in folders:
         folder = Path(f)
-        v, model = load_char_folder(folder, "--members")
+        if is_graph_only(folder):  # an ensemble folder: its members join one by one
+            v = load_char_vocab(folder, "--members")
+            try:
+                found = char_members_from_graph(onnx.load(str(folder / "model.onnx")))
+            except ExportCheckError as e:
+                raise DataError(f"--members {folder}: {e}") from None
+            their = json.loads((folder / "manifest.json").read_text())["training"]["ensemble_of"]
+            versions = [i.get("version") for i in their] if len(their) == len(found) else \
+                [None] * len(found)
+            found = [(model, f"{folder} (member {i})", versions[i])
+                     for i, model in enumerate(found)]
+        else:
+            v, model = load_char_folder(folder, "--members")
+            found = [(model, str(folder), folder_version(str(folder)))]
         if vocab is not None and v.chars != vocab.chars:
             raise DataError(f"--members {folder}: its vocabulary differs from {folders[0]}'s")
         vocab = v
-        models.append(model)
-        m = models[-1].cfg
-        infos.append({"folder": str(folder), "version": folder_version(str(folder)),
-                      "cell": m.cell, "layers": m.layers, "hidden": m.hidden})
+        for model, name, version in found:
+            models.append(model)
+            m = model.cfg
+            infos.append({"folder": name, "version": version,
+                          "cell": m.cell, "layers": m.layers, "hidden": m.hidden})
+    if len(models) < 2:
+        raise DataError("--members: give two or more model folders (an ensemble folder "
+                        "counts as its members)")
     try:
         ensemble = CharEnsemble(models).eval()
     except ValueError as e:

@@ -127,6 +127,27 @@ def char_from_graph(m: onnx.ModelProto, dropout: float = 0.15,
     return model.eval()
 
 
+def char_members_from_graph(m: onnx.ModelProto) -> list[CharLSTM]:
+    """The torch members of an ensemble step graph (``build_char_ensemble_graph``): each
+    member's initializers carry the prefix ``m<i>_``, so stripping it gives a single
+    model's graph back, read by ``char_from_graph``."""
+    members = []
+    while any(t.name.startswith(f"m{len(members)}_") for t in m.graph.initializer):
+        p = f"m{len(members)}_"
+        sub = onnx.ModelProto()
+        for t in m.graph.initializer:
+            if t.name.startswith(p):
+                t2 = sub.graph.initializer.add()
+                t2.CopyFrom(t)
+                t2.name = t.name[len(p):]
+        # the member's recurrent operator: its nodes read the member's W0
+        sub.graph.node.extend(nd for nd in m.graph.node if f"{p}W0" in nd.input)
+        members.append(char_from_graph(sub, dropout=0.0, emb_dropout=0.0))
+    if len(members) < 2:
+        raise ExportCheckError("not a char ensemble graph of this project")
+    return members
+
+
 def sentiment_from_graph(m: onnx.ModelProto, emb_dropout: float = 0.3,
                          out_dropout: float = 0.5) -> SentimentLSTM:
     """The torch model of an exported sentiment graph: the inverse of
