@@ -154,6 +154,33 @@ def test_an_ensemble_folder_as_a_member_adds_its_members(trained, tmp_path: Path
     assert "not a char ensemble graph" in capsys.readouterr().err
 
 
+def test_training_continues_from_an_ensemble_member(trained, tmp_path: Path, capsys):
+    """``--init-from ENSEMBLE --init-member I`` starts from member I's weights (and counts
+    its epochs in the version); without a member, or with one out of range, or with a
+    member of a plain folder, a clear error."""
+    from training.train_chargen import main as train
+
+    root, src = trained["root"], str(trained["src"])
+    small = ["--data", src, "--chunk", "32", "--batch-size", "8", "--eval-streams", "4",
+             "--epochs", "1", "--lr", "0", "--lr-min", "0"]  # the weights stay the member's
+    assert train([*small, "--out", str(tmp_path / "m1"), "--init-from", str(root / "e"),
+                  "--init-member", "1"]) == 0
+    m = json.loads((tmp_path / "m1" / "manifest.json").read_text())
+    b = json.loads((root / "b" / "manifest.json").read_text())
+    assert m["training"]["init_from_version"] == b["version"]
+    assert m["version"].split(".")[1] == str(int(b["version"].split(".")[1]) + 1)
+    assert (m["cell"], m["state"]) == ("gru", {"layers": 2, "hidden": 16})
+    assert abs(m["metrics"]["heldout_loss_nats_per_char"]
+               - b["metrics"]["heldout_loss_nats_per_char"]) < 1e-3
+    for extra, message in ((["--init-from", str(root / "e")], "--init-member 0..1"),
+                           (["--init-from", str(root / "e"), "--init-member", "2"], "0..1"),
+                           (["--init-from", str(root / "a"), "--init-member", "0"],
+                            "not an ensemble folder")):
+        assert train([*small, "--out", str(tmp_path / "x"), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_the_command_refuses_members_that_do_not_fit(trained, tmp_path: Path, capsys):
     from training.ensemble_chargen import main as ensemble
 

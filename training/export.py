@@ -127,7 +127,8 @@ def char_from_graph(m: onnx.ModelProto, dropout: float = 0.15,
     return model.eval()
 
 
-def char_members_from_graph(m: onnx.ModelProto) -> list[CharLSTM]:
+def char_members_from_graph(m: onnx.ModelProto, dropout: float = 0.0,
+                            emb_dropout: float | None = 0.0) -> list[CharLSTM]:
     """The torch members of an ensemble step graph (``build_char_ensemble_graph``): each
     member's initializers carry the prefix ``m<i>_``, so stripping it gives a single
     model's graph back, read by ``char_from_graph``."""
@@ -142,7 +143,7 @@ def char_members_from_graph(m: onnx.ModelProto) -> list[CharLSTM]:
                 t2.name = t.name[len(p):]
         # the member's recurrent operator: its nodes read the member's W0
         sub.graph.node.extend(nd for nd in m.graph.node if f"{p}W0" in nd.input)
-        members.append(char_from_graph(sub, dropout=0.0, emb_dropout=0.0))
+        members.append(char_from_graph(sub, dropout, emb_dropout))
     if len(members) < 2:
         raise ExportCheckError("not a char ensemble graph of this project")
     return members

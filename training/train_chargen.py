@@ -18,7 +18,8 @@ older recipe: chunks in random order, each from a zero state.
 ``--init-from FOLDER`` continues from a model folder's vocabulary and weights (the
 exported graph read back into torch), e.g. with a lower learning rate; ``--ema D``
 scores, keeps and exports an exponential moving average of the weights instead of the
-last ones (weight averaging).
+last ones (weight averaging). From an ensemble folder, ``--init-member I`` picks the
+member to continue (read back from the ensemble's graph).
 
 ``--distill-from A,B`` adds knowledge distillation: the teachers (model folders with the
 same vocabulary, e.g. a wider model and the served one, or an ensemble folder, whose
@@ -51,7 +52,13 @@ import torch.nn.functional as F
 from seqcore.tokenizer import CharVocab
 from training.data import DataError, load_text, source_record
 from training.evaluate import char_step_logits, chargen_loss_onnx, ort_session
-from training.export import ExportCheckError, build_char_graph, char_from_graph, check_char
+from training.export import (
+    ExportCheckError,
+    build_char_graph,
+    char_from_graph,
+    char_members_from_graph,
+    check_char,
+)
 from training.manifest import run_folder, write_model_folder
 from training.models import CELLS, CharConfig, CharLSTM
 from training.scaffold import (
@@ -78,6 +85,8 @@ class TrainConfig(RunOptions):
     sha256: str | None = option(None, "expected sha256 of the data file (checked when given)")
     init_from: str = option("", "a model folder: start from its vocabulary and weights "
                                 "(train further; its shape options replace these)")
+    init_member: int = option(-1, "with an ensemble folder as --init-from: start from this "
+                                  "member (0 = the first)", at_least=-1)
     emb_dim: int = option(64, "character embedding size", at_least=1)
     hidden: int = option(256, "hidden units per recurrent layer", at_least=1)
     layers: int = option(2, "recurrent layers", at_least=1)
@@ -151,8 +160,22 @@ def heldout_loss(model: CharLSTM, ids: torch.Tensor, streams: int) -> float:
 def load_init(cfg: TrainConfig) -> tuple[CharVocab, CharLSTM]:
     """The vocabulary and weights of the model folder ``cfg.init_from``; the shape
     options in ``cfg`` are set from it."""
-    vocab, model = load_char_folder(Path(cfg.init_from), "--init-from", cfg.dropout,
-                                    cfg.emb_dropout)
+    folder = Path(cfg.init_from)
+    if is_graph_only(folder):  # an ensemble: one of its members
+        vocab = load_char_vocab(folder, "--init-from")
+        try:
+            members = char_members_from_graph(onnx.load(str(folder / "model.onnx")),
+                                              cfg.dropout, cfg.emb_dropout)
+        except ExportCheckError as e:
+            raise DataError(f"--init-from {folder}: {e}") from None
+        if not 0 <= cfg.init_member < len(members):
+            raise DataError(f"--init-from {folder} is an ensemble of {len(members)} members: "
+                            f"choose one with --init-member 0..{len(members) - 1}")
+        model = members[cfg.init_member]
+    elif cfg.init_member >= 0:
+        raise DataError(f"--init-member: --init-from {folder} is not an ensemble folder")
+    else:
+        vocab, model = load_char_folder(folder, "--init-from", cfg.dropout, cfg.emb_dropout)
     cfg.emb_dim, cfg.hidden, cfg.layers = model.cfg.emb_dim, model.cfg.hidden, model.cfg.layers
     cfg.cell = model.cfg.cell
     return vocab, model
@@ -258,10 +281,24 @@ def folder_version(folder: str) -> str | None:
         return None
 
 
-def prior_epochs(folder: str) -> int:
-    """The epochs behind a model folder's weights (its version's middle number), or 0."""
+def init_version(cfg: TrainConfig) -> str | None:
+    """The version of the weights training starts from: the ``--init-from`` folder's,
+    or its chosen member's when it is an ensemble."""
+    if not cfg.init_from:
+        return None
+    if cfg.init_member < 0:
+        return folder_version(cfg.init_from)
     try:
-        return int((folder_version(folder) or "").split(".")[1]) if folder else 0
+        manifest = json.loads((Path(cfg.init_from) / "manifest.json").read_text())
+        return str(manifest["training"]["ensemble_of"][cfg.init_member]["version"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def prior_epochs(version: str | None) -> int:
+    """The epochs behind a model's weights (its version's middle number), or 0."""
+    try:
+        return int((version or "").split(".")[1])
     except (ValueError, IndexError):
         return 0
 
@@ -370,7 +407,7 @@ def train(cfg: TrainConfig) -> dict:
     manifest = {
         "name": cfg.name,
         # 1.<epochs trained in all>.<seed>: a continued model counts its base's epochs
-        "version": f"1.{prior_epochs(cfg.init_from) + best_epoch}.{cfg.seed}",
+        "version": f"1.{prior_epochs(init_version(cfg)) + best_epoch}.{cfg.seed}",
         "task": "text-generation",
         "cell": cfg.cell,
         "architecture": f"char {cfg.cell.upper()} {cfg.layers}x{cfg.hidden}, "
@@ -379,7 +416,7 @@ def train(cfg: TrainConfig) -> dict:
         "data": {**source_record(cfg.data), "heldout": f"last {cfg.heldout_fraction:.0%} of text",
                  "train_chars": len(train_ids), "heldout_chars": len(held_ids)},
         "training": {**asdict(cfg), "best_epoch": best_epoch, "steps": step,
-                     "init_from_version": folder_version(cfg.init_from) if cfg.init_from else None,
+                     "init_from_version": init_version(cfg),
                      "distill_from_versions": [folder_version(f.strip()) for f in
                                                cfg.distill_from.split(",") if f.strip()],
                      "stopped": stop.reason or "all epochs", "history": history,
