@@ -269,3 +269,52 @@ def test_an_ensemble_folder_teaches_a_student_through_onnx_runtime(trained, tmp_
         return float((teacher.exp() * (teacher - rows)).sum(-1).mean())
 
     assert kl_to_ensemble(student) < 0.7 * kl_to_ensemble(root / "b")
+
+
+@pytest.mark.parametrize("teacher", ["a", "e"])  # in torch, and an ensemble through ORT
+def test_teachers_write_text_with_the_rows_it_was_drawn_from(trained, teacher, tmp_path: Path):
+    """``teacher_samples``: each stream starts after its prime; row j is the teacher's
+    distribution after character j of its own text (what teacher-forcing that text gives),
+    and the next character is drawn from it (its mean NLL matches the rows' entropy; an
+    argmax or a uniform draw would not)."""
+    from seqcore.tokenizer import CharVocab
+    from training.train_chargen import load_teacher, teacher_samples
+
+    root = trained["root"]
+    vocab = CharVocab.load(root / "a" / "vocab.json")
+    e_id = vocab.encode("e")[0][0]
+    prime = torch.full((100,), e_id)  # any prime is "eeee…"
+    ids, rows = teacher_samples(str(root / teacher), vocab, prime, n=60, streams=2,
+                                threads=1, gen=torch.Generator().manual_seed(0), prime=8)
+    assert ids.shape == (60,) and rows.shape == (60, vocab.vocab_size)
+    assert int(ids[0]) == int(ids[30]) == e_id
+    _, log_probs = load_teacher(root / teacher, 1)
+    for s in (0, 30):
+        with torch.no_grad():
+            forced = log_probs(torch.cat([prime[:7], ids[s:s + 30]])[None])
+        assert float((forced[7:] - rows[s:s + 30].float()).abs().max()) < 0.01
+    ids, rows = teacher_samples(str(root / teacher), vocab, prime, n=4000, streams=8,
+                                threads=1, gen=torch.Generator().manual_seed(1), prime=8)
+    lp = rows.float()
+    nll = float(-lp[:-1].gather(1, ids[1:, None]).mean())  # 7 stream borders: noise
+    entropy = float(-(lp.exp() * lp).sum(-1).mean())
+    assert abs(nll - entropy) < 0.1, (nll, entropy)
+    assert entropy > 0.5  # a tiny model is unsure, so an argmax draw would differ by more
+
+
+def test_a_student_trains_on_text_its_teachers_wrote(trained, tmp_path: Path, capsys):
+    from training.train_chargen import main as train
+
+    root, src = trained["root"], str(trained["src"])
+    small = ["--data", src, "--chunk", "32", "--batch-size", "8", "--eval-streams", "4",
+             "--epochs", "1", "--hidden", "8"]
+    assert train([*small, "--out", str(tmp_path / "s"), "--distill-from", str(root / "e"),
+                  "--distill-synthetic", "2000", "--distill-streams", "4"]) == 0
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert m["data"]["teacher_written_chars"] == 2000
+    real = m["data"]["train_chars"]
+    # the epoch covered the real text and the teachers' text
+    assert m["training"]["history"][0]["steps"] * 8 * 32 >= real + 2000 - 8 * 32
+    assert train([*small, "--out", str(tmp_path / "x"), "--distill-synthetic", "100"]) == 2
+    assert "--distill-from" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -27,7 +27,11 @@ graph runs through ONNX Runtime) are run once over the training text with their 
 carried, their next-character distributions are mixed with equal
 weights, and the loss becomes ``(1 - w) * cross-entropy + w * KL(teacher || model)``
 with ``w = --distill-weight``. Only the training text is read for it; the held-out text
-stays unseen until it is scored.
+stays unseen until it is scored. ``--distill-synthetic N`` adds N characters of text
+the teachers write themselves (sampled from their mixture at temperature 1, each stream
+started from a random piece of the training text) with the mixture's rows as targets:
+on the training text the teachers' rows are fitted to that text, on their own text they
+are what the teachers predict on text they never saw.
 
 Held-out = the last 5 % of the text, scored with the state carried through it (the
 way the service uses the model: prefill, then one step per character). Early stopping
@@ -112,6 +116,9 @@ class TrainConfig(RunOptions):
                                    "distil their mixed next-char distributions")
     distill_weight: float = option(0.5, "weight of the KL-to-teachers term when "
                                         "--distill-from is given", at_least=0, at_most=1)
+    distill_synthetic: int = option(0, "with --distill-from: this many characters of text "
+                                       "sampled from the teachers, trained on beside the "
+                                       "training text", at_least=0)
     distill_streams: int = option(64, "the training text cut into this many streams to "
                                       "run the teachers over it", at_least=1)
     max_minutes: float = option(44.0, "wall-clock budget for training (checked after each "
@@ -225,26 +232,94 @@ def onnx_log_probs(sess, piece: torch.Tensor, layers: int, hidden: int) -> torch
     return F.log_softmax(torch.from_numpy(out), -1).reshape(S * n, -1)
 
 
+def _graph_teacher(folder: Path, threads: int) -> tuple[CharVocab, object, int, int]:
+    """An ensemble teacher: vocabulary, ONNX Runtime session, state layers and width
+    (from its manifest)."""
+    vocab = load_char_vocab(folder, "--distill-from")
+    st = json.loads((folder / "manifest.json").read_text()).get("state") or {}
+    if not {"layers", "hidden"} <= set(st):
+        raise DataError(f"--distill-from {folder}: its manifest gives no state "
+                        "shape (state.layers, state.hidden)")
+    return (vocab, ort_session(str(folder / "model.onnx"), threads=threads),
+            int(st["layers"]), int(st["hidden"]))
+
+
+def _torch_teacher(folder: Path) -> tuple[CharVocab, CharLSTM]:
+    # building a module draws initial weights: keep the run's random stream
+    with torch.random.fork_rng():
+        return load_char_folder(folder, "--distill-from")
+
+
 def load_teacher(folder: Path, threads: int
                  ) -> tuple[CharVocab, Callable[[torch.Tensor], torch.Tensor]]:
     """A teacher folder's vocabulary and a function from a piece [S, n] of ids to its
     next-char log distributions [S * n, V] (the state carried along each row): in torch
     when the graph reads back into it, else (an ensemble) through ONNX Runtime on
     ``threads`` intra-op threads."""
-    if is_graph_only(folder):  # an ensemble: its manifest gives the state's shape
-        vocab = load_char_vocab(folder, "--distill-from")
-        st = json.loads((folder / "manifest.json").read_text()).get("state") or {}
-        if not {"layers", "hidden"} <= set(st):
-            raise DataError(f"--distill-from {folder}: its manifest gives no state "
-                            "shape (state.layers, state.hidden)")
-        sess = ort_session(str(folder / "model.onnx"), threads=threads)
-        return vocab, lambda piece: onnx_log_probs(sess, piece, int(st["layers"]),
-                                                   int(st["hidden"]))
-    # building a module draws initial weights: keep the run's random stream
-    with torch.random.fork_rng():
-        vocab, teacher = load_char_folder(folder, "--distill-from")
+    if is_graph_only(folder):
+        vocab, sess, layers, hidden = _graph_teacher(folder, threads)
+        return vocab, lambda piece: onnx_log_probs(sess, piece, layers, hidden)
+    vocab, teacher = _torch_teacher(folder)
     return vocab, lambda piece: (F.log_softmax(teacher(piece)[0].float(), -1)
                                  .reshape(-1, vocab.vocab_size))
+
+
+def load_stepper(folder: Path, threads: int) -> tuple[CharVocab, Callable]:
+    """A teacher folder's vocabulary and a one-step function ``(ids [S, k], state) ->
+    (log distributions after the last column [S, V], state)``; ``state`` None is the
+    zero state."""
+    if is_graph_only(folder):
+        vocab, sess, layers, hidden = _graph_teacher(folder, threads)
+
+        def step(x: torch.Tensor, state):
+            S = x.shape[0]
+            h, c = state if state is not None else (
+                np.zeros((layers, S, hidden), np.float32),) * 2
+            logits, h, c = sess.run(None, {
+                "input_ids": x.numpy().astype(np.int64),
+                "lengths": np.full(S, x.shape[1], np.int64), "h0": h, "c0": c})
+            return F.log_softmax(torch.from_numpy(logits), -1), (h, c)
+        return vocab, step
+    vocab, teacher = _torch_teacher(folder)
+
+    def step(x: torch.Tensor, state):
+        logits, state = teacher(x, state)
+        return F.log_softmax(logits[:, -1].float(), -1), state
+    return vocab, step
+
+
+def teacher_samples(folders: str, vocab: CharVocab, train_ids: torch.Tensor, n: int,
+                    streams: int, threads: int, gen: torch.Generator, prime: int = 64
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` characters of text written by the teachers (sampled from their equal-weight
+    mixture at temperature 1) in ``streams`` streams, each primed with a random piece of
+    ``prime`` training characters, and the mixture's log distributions, one row per
+    character (row j: the distribution the character after j was drawn from), float16."""
+    paths = [Path(f.strip()) for f in folders.split(",") if f.strip()]
+    steppers = []
+    for folder in paths:
+        t_vocab, step = load_stepper(folder, threads)
+        if t_vocab.chars != vocab.chars:
+            raise DataError(f"--distill-from {folder}: its vocabulary differs from the model's")
+        steppers.append(step)
+    per = math.ceil(n / streams)
+    starts = torch.randint(0, len(train_ids) - prime, (streams,), generator=gen)
+    x = train_ids[starts.unsqueeze(1) + torch.arange(prime)]  # [S, prime]
+    ids = torch.empty((streams, per), dtype=torch.long)
+    rows = torch.empty((streams, per, vocab.vocab_size), dtype=torch.float16)
+    states = [None] * len(steppers)
+    with torch.no_grad(), Progress(per, "teachers' text", unit="char") as prog:
+        for j in range(per):
+            ids[:, j] = x[:, -1]
+            lps = []
+            for i, step in enumerate(steppers):
+                lp, states[i] = step(x, states[i])
+                lps.append(lp)
+            mix = torch.logsumexp(torch.stack(lps), 0) - math.log(len(lps))
+            rows[:, j] = mix.to(torch.float16)
+            x = torch.multinomial(mix.exp(), 1, generator=gen)  # [S, 1]
+            prog.update()
+    return ids.reshape(-1)[:n], rows.reshape(-1, vocab.vocab_size)[:n]
 
 
 def teacher_targets(folders: str, vocab: CharVocab, ids: torch.Tensor, streams: int,
@@ -305,6 +380,8 @@ def prior_epochs(version: str | None) -> int:
 
 def train(cfg: TrainConfig) -> dict:
     out = run_folder(cfg.out, "chargen", cfg.replace_served)  # refused before any work
+    if cfg.distill_synthetic and not cfg.distill_from:
+        raise DataError("--distill-synthetic: give the teachers with --distill-from")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -327,6 +404,12 @@ def train(cfg: TrainConfig) -> dict:
     teacher = (teacher_targets(cfg.distill_from, vocab, train_ids, cfg.distill_streams,
                                cfg.threads)
                if cfg.distill_from else None)
+    real_chars = len(train_ids)
+    if cfg.distill_synthetic:
+        s_ids, s_rows = teacher_samples(cfg.distill_from, vocab, train_ids,
+                                        cfg.distill_synthetic, cfg.distill_streams,
+                                        cfg.threads, torch.Generator().manual_seed(cfg.seed))
+        train_ids, teacher = torch.cat([train_ids, s_ids]), torch.cat([teacher, s_rows])
     mcfg = CharConfig(vocab_size=vocab.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
                       layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell,
                       emb_dropout=cfg.emb_dropout)
@@ -346,7 +429,9 @@ def train(cfg: TrainConfig) -> dict:
                     start=t_start)
     best_state, history, step = None, [], 0
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"chargen: vocab {vocab.vocab_size}, train {len(train_ids):,} chars, held-out "
+    written = len(train_ids) - real_chars
+    print(f"chargen: vocab {vocab.vocab_size}, train {real_chars:,} chars"
+          + (f" + {written:,} written by the teachers" if written else "") + ", held-out "
           f"{len(held_ids):,}, {n_params:,} params, {'stateful' if cfg.stateful else 'zero-state'}"
           f" chunks, {steps_per_epoch} steps/epoch, {total_steps} steps planned", flush=True)
     prog = Progress(total_steps, "train")
@@ -414,7 +499,8 @@ def train(cfg: TrainConfig) -> dict:
                         f"embedding {cfg.emb_dim}",
         "parameters": n_params,
         "data": {**source_record(cfg.data), "heldout": f"last {cfg.heldout_fraction:.0%} of text",
-                 "train_chars": len(train_ids), "heldout_chars": len(held_ids)},
+                 "train_chars": real_chars, "teacher_written_chars": written,
+                 "heldout_chars": len(held_ids)},
         "training": {**asdict(cfg), "best_epoch": best_epoch, "steps": step,
                      "init_from_version": init_version(cfg),
                      "distill_from_versions": [folder_version(f.strip()) for f in
