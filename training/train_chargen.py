@@ -264,6 +264,18 @@ def load_teacher(folder: Path, threads: int
                                  .reshape(-1, vocab.vocab_size))
 
 
+def teacher_folders(folders: str) -> list[Path]:
+    """The folders of a comma-separated ``--distill-from``."""
+    return [Path(f.strip()) for f in folders.split(",") if f.strip()]
+
+
+def _same_vocab(folder: Path, vocab: CharVocab, t_vocab: CharVocab, fn: Callable) -> Callable:
+    """``fn`` of a teacher whose vocabulary is the model's, else a clear error."""
+    if t_vocab.chars != vocab.chars:
+        raise DataError(f"--distill-from {folder}: its vocabulary differs from the model's")
+    return fn
+
+
 def load_stepper(folder: Path, threads: int) -> tuple[CharVocab, Callable]:
     """A teacher folder's vocabulary and a one-step function ``(ids [S, k], state) ->
     (log distributions after the last column [S, V], state)``; ``state`` None is the
@@ -295,15 +307,11 @@ def teacher_samples(folders: str, vocab: CharVocab, train_ids: torch.Tensor, n: 
     mixture at temperature 1) in ``streams`` streams, each primed with a random piece of
     ``prime`` training characters, and the mixture's log distributions, one row per
     character (row j: the distribution the character after j was drawn from), float16."""
-    paths = [Path(f.strip()) for f in folders.split(",") if f.strip()]
-    steppers = []
-    for folder in paths:
-        t_vocab, step = load_stepper(folder, threads)
-        if t_vocab.chars != vocab.chars:
-            raise DataError(f"--distill-from {folder}: its vocabulary differs from the model's")
-        steppers.append(step)
+    steppers = [_same_vocab(folder, vocab, *load_stepper(folder, threads))
+                for folder in teacher_folders(folders)]
     per = math.ceil(n / streams)
-    starts = torch.randint(0, len(train_ids) - prime, (streams,), generator=gen)
+    prime = max(1, min(prime, len(train_ids) - 1))
+    starts = torch.randint(0, len(train_ids) - prime + 1, (streams,), generator=gen)
     x = train_ids[starts.unsqueeze(1) + torch.arange(prime)]  # [S, prime]
     ids = torch.empty((streams, per), dtype=torch.long)
     rows = torch.empty((streams, per, vocab.vocab_size), dtype=torch.float16)
@@ -330,16 +338,13 @@ def teacher_targets(folders: str, vocab: CharVocab, ids: torch.Tensor, streams: 
     side by side with its state carried (the last few positions are read as one more
     short piece). A teacher whose graph reads back into torch runs there; an ensemble
     folder's graph runs through ONNX Runtime (``threads`` intra-op threads)."""
-    paths = [Path(f.strip()) for f in folders.split(",") if f.strip()]
+    paths = teacher_folders(folders)
     n = len(ids) // streams
     pieces = [ids[: n * streams].view(streams, n), ids[n * streams :].view(1, -1)]
     mix = None
     with Progress(len(paths), "teachers", unit="model") as prog:
         for folder in paths:
-            t_vocab, log_probs = load_teacher(folder, threads)
-            if t_vocab.chars != vocab.chars:
-                raise DataError(f"--distill-from {folder}: its vocabulary differs from the "
-                                "model's")
+            log_probs = _same_vocab(folder, vocab, *load_teacher(folder, threads))
             with torch.no_grad():
                 rows = [log_probs(piece) for piece in pieces if piece.numel()]
             lp = torch.cat(rows) - math.log(len(paths))
@@ -503,8 +508,8 @@ def train(cfg: TrainConfig) -> dict:
                  "heldout_chars": len(held_ids)},
         "training": {**asdict(cfg), "best_epoch": best_epoch, "steps": step,
                      "init_from_version": init_version(cfg),
-                     "distill_from_versions": [folder_version(f.strip()) for f in
-                                               cfg.distill_from.split(",") if f.strip()],
+                     "distill_from_versions": [folder_version(str(f)) for f in
+                                               teacher_folders(cfg.distill_from)],
                      "stopped": stop.reason or "all epochs", "history": history,
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
         "metrics": chargen_loss_onnx(graph.SerializeToString(), vocab, held_text,
