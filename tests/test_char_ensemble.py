@@ -315,6 +315,19 @@ def test_a_student_trains_on_text_its_teachers_wrote(trained, tmp_path: Path, ca
     real = m["data"]["train_chars"]
     # the epoch covered the real text and the teachers' text
     assert m["training"]["history"][0]["steps"] * 8 * 32 >= real + 2000 - 8 * 32
-    assert train([*small, "--out", str(tmp_path / "x"), "--distill-synthetic", "100"]) == 2
-    assert "--distill-from" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+    assert m["training"]["distill_synthetic_from_versions"] == m["training"][
+        "distill_from_versions"]
+    # another teacher writes the text: recorded as such
+    assert train([*small, "--out", str(tmp_path / "s2"), "--distill-from", str(root / "e"),
+                  "--distill-synthetic", "500", "--distill-synthetic-from", str(root / "a"),
+                  "--distill-streams", "4"]) == 0
+    m2 = json.loads((tmp_path / "s2" / "manifest.json").read_text())
+    assert m2["training"]["distill_synthetic_from_versions"] == [
+        json.loads((root / "a" / "manifest.json").read_text())["version"]]
+    assert m2["training"]["distill_from_versions"] == m["training"]["distill_from_versions"]
+    for extra, message in ((["--distill-synthetic", "100"], "--distill-from"),
+                           (["--distill-from", str(root / "e"), "--distill-synthetic-from",
+                             str(root / "a")], "--distill-synthetic")):
+        assert train([*small, "--out", str(tmp_path / "x"), *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()

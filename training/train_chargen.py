@@ -31,7 +31,12 @@ stays unseen until it is scored. ``--distill-synthetic N`` adds N characters of 
 the teachers write themselves (sampled from their mixture at temperature 1, each stream
 started from a random piece of the training text) with the mixture's rows as targets:
 on the training text the teachers' rows are fitted to that text, on their own text they
-are what the teachers predict on text they never saw.
+are what the teachers predict on text they never saw. The written streams follow the
+training text end to end, so the training streams cross a seam where the text jumps
+once per written stream (64 in 570,000 characters by default). ``--distill-synthetic-from
+C,D`` has other teachers write that text (and give its targets) than those read over the
+training text: a teacher fitted to the training text teaches that text there, not on
+its own text.
 
 Held-out = the last 5 % of the text, scored with the state carried through it (the
 way the service uses the model: prefill, then one step per character). Early stopping
@@ -119,6 +124,9 @@ class TrainConfig(RunOptions):
     distill_synthetic: int = option(0, "with --distill-from: this many characters of text "
                                        "sampled from the teachers, trained on beside the "
                                        "training text", at_least=0)
+    distill_synthetic_from: str = option("", "comma-separated teacher model folders that write "
+                                             "the --distill-synthetic text and give its targets "
+                                             "(empty: the --distill-from teachers)")
     distill_streams: int = option(64, "the training text cut into this many streams to "
                                       "run the teachers over it", at_least=1)
     max_minutes: float = option(44.0, "wall-clock budget for training (checked after each "
@@ -387,6 +395,9 @@ def train(cfg: TrainConfig) -> dict:
     out = run_folder(cfg.out, "chargen", cfg.replace_served)  # refused before any work
     if cfg.distill_synthetic and not cfg.distill_from:
         raise DataError("--distill-synthetic: give the teachers with --distill-from")
+    if cfg.distill_synthetic_from and not cfg.distill_synthetic:
+        raise DataError("--distill-synthetic-from: set how much they write with "
+                        "--distill-synthetic")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -411,9 +422,10 @@ def train(cfg: TrainConfig) -> dict:
                if cfg.distill_from else None)
     real_chars = len(train_ids)
     if cfg.distill_synthetic:
-        s_ids, s_rows = teacher_samples(cfg.distill_from, vocab, train_ids,
-                                        cfg.distill_synthetic, cfg.distill_streams,
-                                        cfg.threads, torch.Generator().manual_seed(cfg.seed))
+        s_ids, s_rows = teacher_samples(cfg.distill_synthetic_from or cfg.distill_from,
+                                        vocab, train_ids, cfg.distill_synthetic,
+                                        cfg.distill_streams, cfg.threads,
+                                        torch.Generator().manual_seed(cfg.seed))
         train_ids, teacher = torch.cat([train_ids, s_ids]), torch.cat([teacher, s_rows])
     mcfg = CharConfig(vocab_size=vocab.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
                       layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell,
@@ -510,6 +522,10 @@ def train(cfg: TrainConfig) -> dict:
                      "init_from_version": init_version(cfg),
                      "distill_from_versions": [folder_version(str(f)) for f in
                                                teacher_folders(cfg.distill_from)],
+                     "distill_synthetic_from_versions": [
+                         folder_version(str(f)) for f in
+                         teacher_folders(cfg.distill_synthetic_from or cfg.distill_from)
+                         if cfg.distill_synthetic],
                      "stopped": stop.reason or "all epochs", "history": history,
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
         "metrics": chargen_loss_onnx(graph.SerializeToString(), vocab, held_text,
