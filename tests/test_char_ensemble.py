@@ -303,6 +303,9 @@ def test_teachers_write_text_with_the_rows_it_was_drawn_from(trained, teacher, t
 
 
 def test_a_student_trains_on_text_its_teachers_wrote(trained, tmp_path: Path, capsys):
+    """``--distill-synthetic N``: the epoch runs over the training text and the N
+    characters the teachers wrote (or other teachers, ``--distill-synthetic-from``), the
+    manifest says so, and either option without what it needs is a clear error."""
     from training.train_chargen import main as train
 
     root, src = trained["root"], str(trained["src"])
