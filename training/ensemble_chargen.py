@@ -24,18 +24,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import onnx
 import torch
 
 from seqcore.tokenizer import CharVocab
 from training.data import DataError, load_text, source_record
 from training.evaluate import chargen_loss_onnx
-from training.export import (
-    ExportCheckError,
-    build_char_ensemble_graph,
-    char_members_from_graph,
-    check_char,
-)
+from training.export import build_char_ensemble_graph, check_char
 from training.manifest import run_folder, write_model_folder
 from training.models import CharEnsemble
 from training.scaffold import command_line, option
@@ -43,7 +37,7 @@ from training.train_chargen import (
     folder_version,
     is_graph_only,
     load_char_folder,
-    load_char_vocab,
+    load_char_members,
 )
 
 
@@ -72,16 +66,9 @@ def load_members(folders: list[str]) -> tuple[CharVocab, CharEnsemble, list[dict
     for f in folders:
         folder = Path(f)
         if is_graph_only(folder):  # an ensemble folder: its members join one by one
-            v = load_char_vocab(folder, "--members")
-            try:
-                found = char_members_from_graph(onnx.load(str(folder / "model.onnx")))
-            except ExportCheckError as e:
-                raise DataError(f"--members {folder}: {e}") from None
-            their = json.loads((folder / "manifest.json").read_text())["training"]["ensemble_of"]
-            versions = [i.get("version") for i in their] if len(their) == len(found) else \
-                [None] * len(found)
+            v, members, versions = load_char_members(folder, "--members")
             found = [(model, f"{folder} (member {i})", versions[i])
-                     for i, model in enumerate(found)]
+                     for i, model in enumerate(members)]
         else:
             v, model = load_char_folder(folder, "--members")
             found = [(model, str(folder), folder_version(str(folder)))]

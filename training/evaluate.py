@@ -109,14 +109,19 @@ def char_step_logits(sess, x: np.ndarray, layers: int, hidden: int, progress: bo
     through a char graph one character per call, from a zero state with the state
     carried, exactly as the service generates."""
     S, n = x.shape
-    h = np.zeros((layers, S, hidden), np.float32)
-    c = np.zeros_like(h)
-    lens = np.ones(S, np.int64)
+    h = c = np.zeros((layers, S, hidden), np.float32)
     for t in _steps(n, desc, progress):
-        feed = {"input_ids": np.ascontiguousarray(x[:, t : t + 1]), "lengths": lens,
-                "h0": h, "c0": c}
-        logits, h, c = sess.run(None, feed)
+        logits, h, c = char_step(sess, x[:, t : t + 1], h, c)
         yield t, logits
+
+
+def char_step(sess, ids: np.ndarray, h: np.ndarray, c: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One call of a char graph: every row of ``ids`` [S, k] read from state ``h``/``c``
+    -> (logits after the last column [S, V], hN, cN)."""
+    S, k = ids.shape
+    return tuple(sess.run(None, {"input_ids": np.ascontiguousarray(ids, np.int64),
+                                 "lengths": np.full(S, k, np.int64), "h0": h, "c0": c}))
 
 
 def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: int = 16,

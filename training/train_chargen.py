@@ -60,7 +60,7 @@ import torch.nn.functional as F
 
 from seqcore.tokenizer import CharVocab
 from training.data import DataError, load_text, source_record
-from training.evaluate import char_step_logits, chargen_loss_onnx, ort_session
+from training.evaluate import char_step, char_step_logits, chargen_loss_onnx, ort_session
 from training.export import (
     ExportCheckError,
     build_char_graph,
@@ -177,12 +177,8 @@ def load_init(cfg: TrainConfig) -> tuple[CharVocab, CharLSTM]:
     options in ``cfg`` are set from it."""
     folder = Path(cfg.init_from)
     if is_graph_only(folder):  # an ensemble: one of its members
-        vocab = load_char_vocab(folder, "--init-from")
-        try:
-            members = char_members_from_graph(onnx.load(str(folder / "model.onnx")),
-                                              cfg.dropout, cfg.emb_dropout)
-        except ExportCheckError as e:
-            raise DataError(f"--init-from {folder}: {e}") from None
+        vocab, members, _ = load_char_members(folder, "--init-from", cfg.dropout,
+                                              cfg.emb_dropout)
         if not 0 <= cfg.init_member < len(members):
             raise DataError(f"--init-from {folder} is an ensemble of {len(members)} members: "
                             f"choose one with --init-member 0..{len(members) - 1}")
@@ -206,6 +202,33 @@ def load_char_folder(folder: Path, flag: str, dropout: float = 0.0,
     except ExportCheckError as e:
         raise DataError(f"{flag} {folder}: {e}") from None
     return vocab, model
+
+
+def load_char_members(folder: Path, flag: str, dropout: float = 0.0,
+                      emb_dropout: float | None = 0.0
+                      ) -> tuple[CharVocab, list[CharLSTM], list[str | None]]:
+    """An ensemble folder's vocabulary, its members read back from its graph into torch,
+    and their versions (from its manifest; None where it does not say); what is wrong
+    with the folder is a ``DataError`` naming ``flag``."""
+    vocab = load_char_vocab(folder, flag)
+    try:
+        members = char_members_from_graph(onnx.load(str(folder / "model.onnx")), dropout,
+                                          emb_dropout)
+    except ExportCheckError as e:
+        raise DataError(f"{flag} {folder}: {e}") from None
+    versions = member_versions(folder)
+    if len(versions) != len(members):
+        versions = [None] * len(members)
+    return vocab, members, versions
+
+
+def member_versions(folder: Path) -> list[str | None]:
+    """The member versions an ensemble folder's manifest lists (``training.ensemble_of``)."""
+    try:
+        their = json.loads((folder / "manifest.json").read_text())["training"]["ensemble_of"]
+        return [None if i.get("version") is None else str(i["version"]) for i in their]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 def load_char_vocab(folder: Path, flag: str) -> CharVocab:
@@ -292,12 +315,9 @@ def load_stepper(folder: Path, threads: int) -> tuple[CharVocab, Callable]:
         vocab, sess, layers, hidden = _graph_teacher(folder, threads)
 
         def step(x: torch.Tensor, state):
-            S = x.shape[0]
             h, c = state if state is not None else (
-                np.zeros((layers, S, hidden), np.float32),) * 2
-            logits, h, c = sess.run(None, {
-                "input_ids": x.numpy().astype(np.int64),
-                "lengths": np.full(S, x.shape[1], np.int64), "h0": h, "c0": c})
+                np.zeros((layers, x.shape[0], hidden), np.float32),) * 2
+            logits, h, c = char_step(sess, x.numpy(), h, c)
             return F.log_softmax(torch.from_numpy(logits), -1), (h, c)
         return vocab, step
     vocab, teacher = _torch_teacher(folder)
@@ -376,11 +396,8 @@ def init_version(cfg: TrainConfig) -> str | None:
         return None
     if cfg.init_member < 0:
         return folder_version(cfg.init_from)
-    try:
-        manifest = json.loads((Path(cfg.init_from) / "manifest.json").read_text())
-        return str(manifest["training"]["ensemble_of"][cfg.init_member]["version"])
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return None
+    versions = member_versions(Path(cfg.init_from))
+    return versions[cfg.init_member] if cfg.init_member < len(versions) else None
 
 
 def prior_epochs(version: str | None) -> int:
