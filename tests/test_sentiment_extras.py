@@ -5,6 +5,7 @@ check set, and the wide n-gram term added inside the graph (training/ngrams.py).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import pytest
 import torch
 
 from tests.test_training import TINY_SENTIMENT, _synthetic_imdb
-from training.augment import MORE_TEMPLATES, TEMPLATES, generate, too_close
-from training.evaluate import load_negation_set
+from training import augment
+from training.augment import MORE_TEMPLATES, TEMPLATES, compose, generate, too_close
+from training.evaluate import NEGATION_VAL, load_negation_set
 from training.export import build_sentiment_graph, sentiment_from_graph
 from training.models import CELLS, SentimentConfig, SentimentLSTM
 
@@ -56,6 +58,73 @@ def test_augmentation_is_balanced_distinct_and_never_close_to_the_check_set(more
     if not more:
         assert from_more(t for t, _ in sentences) == 0
     assert "{" not in " ".join(t for t, _ in sentences)  # every slot filled
+
+
+def _reference_label(text: str) -> int:
+    """A second, independent reading of a composed sentence's label: find the clause
+    that decides (after "but", "yet", "still", ...), then its one polar word (from the
+    word lists) and count the negators on its surface; an odd count flips the word."""
+    import re
+
+    t = text.lower().rstrip(".")
+    for sep in ("; i'd say ", "; still, ", ", yet ", ", but ", ". then again, "):
+        t = t.split(sep)[-1]
+    if t.startswith("although "):
+        t = t.split(", ", 1)[1]
+    for s in sorted(augment.SUBJECTS + augment.G_FILMS, key=len, reverse=True):
+        t = re.sub(rf"\b{re.escape(s)}\b", " X ", t)
+    sign = {}
+    for words, pol in ((augment.POS_ADJ + augment.POS_NOUN + augment.G_POS_FEEL + augment.G_QUAL, 1),
+                       (augment.NEG_ADJ + augment.NEG_NOUN + augment.G_NEG_FEEL, -1),
+                       ([f for vp in augment.G_POS_VP for f in vp], 1),
+                       ([f for vp in augment.G_NEG_VP for f in vp], -1)):
+        for w in words:
+            sign.setdefault(w, set()).add(pol)
+    found = []
+    for w in sorted(sign, key=len, reverse=True):  # longest first: "bore me" before "bore"
+        pattern = rf"\b{re.escape(w)}\b"
+        if re.search(pattern, t):
+            found += sign[w]
+            t = re.sub(pattern, " _ ", t)
+    assert found and len(set(found)) == 1, (text, found)
+    negators = len(re.findall(r"\b(?:not|no|never|nothing|nobody|cannot|without|hardly|fail|fails|"
+                              r"failed|lacks|stops|far from|anything but|less than|short on)\b"
+                              r"|n't\b", t))
+    return int(found[0] * (-1) ** negators > 0)
+
+
+def test_composed_sentences_are_labelled_by_their_counted_negations():
+    """Every sentence ``compose`` builds gets the label a reader would give it: the
+    deciding clause's polar word, flipped once per negation around it. Checked against
+    an independent reading (the surface negators counted), over every kind it builds."""
+    import random
+
+    rng = random.Random(7)
+    made = [compose(rng) for _ in range(3000)]
+    assert all(label == _reference_label(text) for text, label in made), \
+        [(t, y) for t, y in made if y != _reference_label(t)][:5]
+    texts = " ".join(t.lower() for t, _ in made)
+    for phrase in ("that didn't", "failed to", "i can't say", "never fails to", ", but ",
+                   "not without", "nobody"):
+        assert phrase in texts  # the kinds of negation are all there
+    # negations counted, not merely present: sentences with two negators are positive and
+    # negative alike, as are those with one
+    two = [y for t, y in made if len(re.findall(r"n't\b|\bnot\b|\bnever\b|\bfail", t.lower())) == 2]
+    assert len(two) > 100 and 0.3 < sum(two) / len(two) < 0.7
+
+
+def test_grammar_augmentation_keeps_clear_of_the_check_and_validation_items():
+    sentences = generate(3000, seed=5, grammar=True)
+    assert len({t for t, _ in sentences}) == 3000
+    assert 0.4 < sum(y for _, y in sentences) / 3000 < 0.6
+    composed = [t for t, _ in sentences if re.search(r"that (?:didn't|failed to)|never fail", t.lower())]
+    assert len(composed) > 100  # frames only compose builds
+    held = [set(re.findall(r"[a-z']+", i["text"].lower()))
+            for i in load_negation_set() + load_negation_set(NEGATION_VAL)]
+    assert not any(too_close(t, held) for t, _ in sentences)
+    # without the option the augmentation is what it was (shipped models are made again)
+    assert generate(500, seed=5) == generate(500, seed=5, grammar=False)
+    assert not any("that didn't" in t.lower() for t, _ in generate(2000, seed=5))
 
 
 def test_training_can_continue_from_a_model_folder_with_augmentation(tiny_models_dir: Path,

@@ -158,19 +158,30 @@ def too_close(text: str, check: list[set[str]], limit: float = 0.5) -> bool:
 
 
 def generate(n: int, seed: int = 0, check_set: Path | None = None,
-             more: bool = False) -> list[tuple[str, int]]:
+             more: bool = False, grammar: bool = False) -> list[tuple[str, int]]:
     """``n`` distinct (sentence, label) pairs, balanced, none close to the check set
-    (``more``: drawn from TEMPLATES and MORE_TEMPLATES)."""
+    (``more``: drawn from TEMPLATES and MORE_TEMPLATES; ``grammar``: half of them built
+    by ``compose``, and then none close to the validation negation items either, which
+    decide between models trained with it)."""
     templates = TEMPLATES + MORE_TEMPLATES if more else TEMPLATES
-    from training.evaluate import NEGATION_SET, load_negation_set
+    from training.evaluate import NEGATION_SET, NEGATION_VAL, load_negation_set
 
     check = [_words(i["text"]) for i in load_negation_set(check_set or NEGATION_SET)]
+    if grammar:
+        check += [_words(i["text"]) for i in load_negation_set(NEGATION_VAL)]
     rng = random.Random(seed)
     seen: set[str] = set()
     out: list[tuple[str, int]] = []
     for _ in itertools.count():
         if len(out) >= n or len(seen) > 50 * n:
             break
+        if grammar and rng.random() < 0.5:
+            text, label = compose(rng)
+            if text not in seen:
+                seen.add(text)
+                if not too_close(text, check):
+                    out.append((text, label))
+            continue
         tmpl, label = rng.choice(templates)
         pa, pa2 = rng.sample(POS_ADJ, 2)
         na, na2 = rng.sample(NEG_ADJ, 2)
@@ -190,3 +201,132 @@ def generate(n: int, seed: int = 0, check_set: Path | None = None,
         if not too_close(text, check):
             out.append((text, label))
     return out
+
+
+# --- Compositional augmentation (``generate(..., grammar=True)``, ``--augment-grammar``) ---
+# The templates above are fixed frames: a model can learn each frame's label without
+# learning what negation does. Here a sentence is built from parts, and its label is
+# computed from them: a polar core (a word that is positive or negative), zero to two
+# negations inside the clause ("doesn't", "never", "fails to", "far from", "lacks"),
+# zero or one outside it ("i can't say ...", "there wasn't a scene that ..."), each
+# flipping the polarity, and contrasts and hedges whose second clause decides. The
+# same core appears with every count of negations, so only counting them (their
+# scope, not their presence) predicts the label.
+
+# (base, third person, past) of verb phrases about a film or a part of it
+G_POS_VP = [("work", "works", "worked"), ("land", "lands", "landed"), ("shine", "shines", "shone"),
+            ("pay off", "pays off", "paid off"), ("hold up", "holds up", "held up"),
+            ("deliver", "delivers", "delivered"), ("impress", "impresses", "impressed"),
+            ("succeed", "succeeds", "succeeded"), ("entertain", "entertains", "entertained"),
+            ("grab me", "grabs me", "grabbed me"), ("ring true", "rings true", "rang true"),
+            ("charm", "charms", "charmed")]
+G_NEG_VP = [("drag", "drags", "dragged"), ("fall flat", "falls flat", "fell flat"),
+            ("bore me", "bores me", "bored me"), ("miss the mark", "misses the mark", "missed the mark"),
+            ("fall apart", "falls apart", "fell apart"), ("feel forced", "feels forced", "felt forced"),
+            ("grate", "grates", "grated"), ("disappoint", "disappoints", "disappointed"),
+            ("annoy me", "annoys me", "annoyed me"), ("ring false", "rings false", "rang false"),
+            ("flop", "flops", "flopped")]
+G_POS_FEEL = ["happy", "satisfied", "entertained", "impressed", "moved", "delighted", "amused"]
+G_NEG_FEEL = ["unhappy", "disappointed", "bored", "annoyed", "let down", "cheated", "irritated"]
+G_UNITS = ["scene", "moment", "minute", "joke", "performance", "song", "line", "shot",
+           "sequence", "episode", "chapter", "stunt", "twist", "character", "set piece"]
+G_PEOPLE = ["nobody", "no one", "not one person", "not a single viewer"]
+G_FILMS = ["the movie", "this film", "the show", "the sequel", "the series", "the remake",
+           "this picture", "it"]
+G_QUAL = ["charm", "wit", "heart", "energy", "tension", "humour", "style", "depth", "ideas"]
+
+
+def _compose_clause(rng: random.Random, pol: int, neg: int) -> str:
+    """One clause about a film with polarity ``pol`` (+1/-1) of its core word and ``neg``
+    (0, 1 or 2) negations inside it."""
+    s = rng.choice(SUBJECTS + ["it"])
+    adj = rng.choice(POS_ADJ if pol > 0 else NEG_ADJ)
+    vp = rng.choice(G_POS_VP if pol > 0 else G_NEG_VP)
+    feel = rng.choice(G_POS_FEEL if pol > 0 else G_NEG_FEEL)
+    noun = rng.choice(POS_NOUN if pol > 0 else NEG_NOUN)
+    forms = {
+        0: [f"{s} is {adj}", f"{s} was {adj}", f"{s} {vp[1]}", f"{s} {vp[2]}",
+            f"{s} left me {feel}", f"i came away from {s} {feel}", f"{s} is a {noun}",
+            f"{s} turned out {adj}", f"i found {s} {adj}", f"{s} felt {adj}"],
+        1: [f"{s} isn't {adj}", f"{s} was not {adj}", f"{s} never {vp[1]}",
+            f"{s} doesn't {vp[0]}", f"{s} didn't {vp[0]}", f"{s} fails to {vp[0]}",
+            f"{s} failed to {vp[0]}", f"{s} never left me {feel}",
+            f"i didn't come away from {s} {feel}",
+            f"{s} is no {noun}", f"{s} is far from {adj}", f"{s} is hardly {adj}",
+            f"{s} is anything but {adj}", f"i never found {s} {adj}",
+            f"{s} didn't leave me {feel}", f"nothing about {s} is {adj}"],
+        2: [f"{s} never fails to {vp[0]}", f"{s} never failed to {vp[0]}",
+            f"{s} doesn't fail to {vp[0]}", f"{s} isn't without a {adj} streak",
+            f"{s} didn't once fail to {vp[0]}", f"i never found {s} anything but {adj}",
+            f"{s} is never less than {adj}" if pol > 0 else f"{s} is never anything but {adj}",
+            f"nothing about {s} isn't {adj}", f"{s} never stops being {adj}"],
+    }
+    return rng.choice(forms[neg])
+
+
+def _compose_unit(rng: random.Random, pol: int, neg: int) -> str:
+    """A relative clause about one scene (or joke, song ...): "that worked", "that
+    didn't land", "that failed to impress", with ``neg`` (0 or 1) negations."""
+    adj = rng.choice(POS_ADJ if pol > 0 else NEG_ADJ)
+    vp = rng.choice(G_POS_VP if pol > 0 else G_NEG_VP)
+    if neg == 0:
+        return rng.choice([f"that {vp[2]}", f"that was {adj}", f"that felt {adj}", f"that {vp[1]}"])
+    return rng.choice([f"that didn't {vp[0]}", f"that failed to {vp[0]}", f"that wasn't {adj}",
+                       f"that never {vp[1]}", f"that doesn't {vp[0]}", f"that did not feel {adj}"])
+
+
+def compose(rng: random.Random) -> tuple[str, int]:
+    """One sentence and its label (1 positive), built by the grammar above."""
+    pol = rng.choice((1, -1))
+    kind = rng.random()
+    if kind < 0.35:  # a clause with 0-2 inner negations, maybe inside an outer one
+        neg = rng.choice((0, 1, 1, 2))
+        outer = neg < 2 and rng.random() < 0.45  # no triple negations
+        clause = _compose_clause(rng, pol, neg)
+        if outer:
+            frame = rng.choice(["i can't say {c}", "i wouldn't say {c}", "i don't think {c}",
+                                "it's not true that {c}", "no one could claim {c}",
+                                "i would never say {c}", "i cannot pretend {c}",
+                                "nobody will tell you {c}"])
+        else:
+            frame = rng.choice(["{c}", "honestly, {c}", "i have to say {c}", "i think {c}",
+                                "to be fair, {c}", "{c}, really", "i'd say {c}"])
+        label = pol * (-1) ** (neg + outer)
+        text = frame.format(c=clause)
+    elif kind < 0.65:  # a quantified unit: "there wasn't a scene that didn't work"
+        u = rng.choice(G_UNITS)
+        inner = rng.choice((0, 1))
+        rel = _compose_unit(rng, pol, inner)
+        s = rng.choice(G_FILMS)
+        quant = rng.choice([  # (frame, negations in it)
+            (f"there wasn't a {u} {rel}", 1), (f"there was not a single {u} {rel}", 1),
+            (f"i can't think of a {u} {rel}", 1), (f"i couldn't find a {u} in {s} {rel}", 1),
+            (f"i can't remember a {u} {rel}", 1), (f"there is no {u} in {s} {rel}", 1),
+            (f"every {u} {rel[5:]}" if rel.startswith("that ") else f"every {u} {rel}", 0),
+            (f"{u} after {u} {rel}", 0), (f"there was a {u} {rel}, then another", 0)])
+        frame, qneg = quant
+        label = pol * (-1) ** (inner + qneg)
+        text = frame
+    elif kind < 0.75:  # people: "nobody left the theatre unhappy"
+        feel = rng.choice(G_POS_FEEL if pol > 0 else G_NEG_FEEL)
+        who, qneg = (rng.choice(G_PEOPLE), 1) if rng.random() < 0.6 else (
+            rng.choice(["everyone", "the whole audience", "all of us", "my friends"]), 0)
+        place = rng.choice(["walked out", "left the theatre", "came away", "went home"])
+        text, label = f"{who} {place} {feel}", pol * (-1) ** qneg
+    elif kind < 0.8:  # qualities: "it lacks charm" / "it is not without charm"
+        q, s = rng.choice(G_QUAL), rng.choice(SUBJECTS + ["it"])
+        text, label = rng.choice([(f"{s} lacks {q}", -1), (f"{s} is not without {q}", 1),
+                                  (f"{s} has {q} to spare", 1), (f"{s} has no {q}", -1),
+                                  (f"{s} never lacks {q}", 1), (f"{s} is short on {q}", -1)])
+    else:  # contrast and hedges: the second clause decides
+        neg1 = rng.choice((0, 0, 1))
+        first = _compose_clause(rng, -pol * (-1) ** neg1, neg1)  # reads the other way
+        neg = rng.choice((0, 0, 1, 2))
+        second = _compose_clause(rng, pol * (-1) ** neg, neg)
+        frame = rng.choice(["{a}, but {b}", "{a}; still, {b}", "although {a}, {b}",
+                            "{a} at first, but by the end {b}", "some will say {a}; i'd say {b}",
+                            "perhaps {a} for some, but {b}", "sure, {a}, yet {b}",
+                            "i expected that {a}, but {b}", "{a}. then again, {b}"])
+        text, label = frame.format(a=first, b=second), pol
+    text = text[0].upper() + text[1:] + "."
+    return text, int(label > 0)

@@ -77,6 +77,8 @@ def sentiment_accuracy_onnx(model: bytes | str, tok: WordTokenizer, reviews: lis
 
 
 NEGATION_SET = Path(__file__).resolve().parents[1] / "tests" / "data" / "negation_set.jsonl"
+# hand-written validation items (not the check): they decide between trained candidates
+NEGATION_VAL = Path(__file__).resolve().parent / "data" / "negation_val.jsonl"
 
 
 def load_negation_set(path: Path = NEGATION_SET) -> list[dict]:

@@ -163,6 +163,8 @@ class NgramConfig:
     augment: int = option(0, "negation-augmentation sentences added to the training split", at_least=0)
     augment_more: bool = option(False, "draw the augmentation from more frames too "
                                        "(training.augment.MORE_TEMPLATES)")
+    augment_grammar: bool = option(False, "build half of the augmentation compositionally "
+                                          "(training.augment.compose: negations counted)")
     negation_window: int = option(5, "words after a negator whose n-grams get buckets of "
                                      "their own (0: no negation scope)", at_least=0)
     negation_parity: bool = option(False, "in scope only after an odd number of negators in "
@@ -549,7 +551,8 @@ def train(cfg: NgramConfig) -> dict:
     va_x = [tok.encode(r.text, offsets=False).ids for r in val_set]
     tr_y, va_y = [r.label for r in train_set], [r.label for r in val_set]
     if cfg.augment > 0:  # training split only: validation and test stay pure IMDB
-        extra = generate(cfg.augment, cfg.seed, more=cfg.augment_more)
+        extra = generate(cfg.augment, cfg.seed, more=cfg.augment_more,
+                         grammar=cfg.augment_grammar)
         tr_x += [tok.encode(t, offsets=False).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
     table, con = scope_tables(cfg, tok.itos)

@@ -75,6 +75,8 @@ class TrainConfig(RunOptions):
     augment: int = option(0, "negation-augmentation sentences added to the training split", at_least=0)
     augment_more: bool = option(False, "draw the augmentation from more frames too "
                                        "(training.augment.MORE_TEMPLATES)")
+    augment_grammar: bool = option(False, "build half of the augmentation compositionally "
+                                          "(training.augment.compose: negations counted)")
     encoder_negation_window: int = option(
         0, "> 0: the encoder also reads a negator's scope: a learned vector (starting at "
            "zero) added to the embedding of each word this many words or fewer after a "
@@ -381,7 +383,8 @@ def train(cfg: TrainConfig) -> dict:
     tr_x = [tok.encode(r.text).ids for r in track(train_set, "encode train", unit="review")]
     tr_y = [r.label for r in train_set]
     if cfg.augment > 0:  # training split only: validation and test stay pure IMDB
-        extra = generate(cfg.augment, cfg.seed, more=cfg.augment_more)
+        extra = generate(cfg.augment, cfg.seed, more=cfg.augment_more,
+                         grammar=cfg.augment_grammar)
         tr_x += [tok.encode(t).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
         print(f"negation augmentation: {len(extra)} sentences", flush=True)
