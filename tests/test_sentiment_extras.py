@@ -64,8 +64,6 @@ def _reference_label(text: str) -> int:
     """A second, independent reading of a composed sentence's label: find the clause
     that decides (after "but", "yet", "still", ...), then its one polar word (from the
     word lists) and count the negators on its surface; an odd count flips the word."""
-    import re
-
     t = text.lower().rstrip(".")
     for sep in ("; i'd say ", "; still, ", ", yet ", ", but ", ". then again, "):
         t = t.split(sep)[-1]
@@ -127,19 +125,34 @@ def test_grammar_augmentation_keeps_clear_of_the_check_and_validation_items():
     assert not any("that didn't" in t.lower() for t, _ in generate(2000, seed=5))
 
 
-def test_training_can_continue_from_a_model_folder_with_augmentation(tiny_models_dir: Path,
-                                                                    tmp_path: Path, capsys):
+@pytest.mark.parametrize("grammar", [False, True])
+def test_training_can_continue_from_a_model_folder_with_augmentation(
+        tiny_models_dir: Path, tmp_path: Path, capsys, monkeypatch, grammar: bool):
+    from training import train_sentiment
     from training.train_sentiment import main
 
+    drawn: list[list[tuple[str, int]]] = []
+
+    def recording(*args, **kw):
+        drawn.append(generate(*args, **kw))
+        return drawn[-1]
+
+    monkeypatch.setattr(train_sentiment, "generate", recording)
     arc = _synthetic_imdb(tmp_path / "imdb.tar.gz")
     base = tiny_models_dir / "sentiment"
     out = tmp_path / "ft"
     assert main(["--data", str(arc), "--out", str(out), "--init-from", str(base),
-                 "--augment", "40", "--epochs", "1", "--lr", "0.001"]) == 0
+                 "--augment", "40", "--epochs", "1", "--lr", "0.001"]
+                + (["--augment-grammar"] if grammar else [])) == 0
     assert (out / "vocab.json").read_text() == (base / "vocab.json").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["init_from"] == str(base)
     assert manifest["training"]["augment"] == 40
+    assert manifest["training"]["augment_grammar"] is grammar
+    assert "negation augmentation: 40 sentences" in capsys.readouterr().out
+    (sentences,) = drawn  # what trained: the composed sentences with the option only
+    assert sentences == generate(40, 1234, grammar=grammar)
+    assert (generate(40, 1234, grammar=True) == generate(40, 1234)) is False
 
 
 def test_a_model_without_ngrams_answers_attention_without_them(tiny_client):

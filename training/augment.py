@@ -12,6 +12,9 @@ They are written apart from the check set (tests/data/negation_set.jsonl) and mu
 not copy or paraphrase it: ``generate`` drops every sentence whose word set overlaps
 a check item's by half or more (Jaccard), so the check measures generalisation from
 the phenomenon, not recall of its sentences.
+
+``compose`` (``--augment-grammar``) builds sentences from parts instead of frames and
+computes each label from them, one flip per negation; see the comment above it.
 """
 
 from __future__ import annotations
