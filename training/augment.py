@@ -160,6 +160,23 @@ def too_close(text: str, check: list[set[str]], limit: float = 0.5) -> bool:
     return any(len(w & c) / max(1, len(w | c)) >= limit for c in check)
 
 
+def _from_template(rng: random.Random, templates: list[tuple[str, int]]) -> tuple[str, int]:
+    """One template, its slots filled with words drawn from the lists above."""
+    tmpl, label = rng.choice(templates)
+    pa, pa2 = rng.sample(POS_ADJ, 2)
+    na, na2 = rng.sample(NEG_ADJ, 2)
+    (nvb, nvp), (pvb, pvp) = rng.choice(NEG_VP), rng.choice(POS_VP)
+    if "doesn't" in tmpl or "does {s}" in tmpl or "did not" in tmpl:
+        nvp, pvp = nvb, pvb  # after do-support the base form
+    text = tmpl.format(s=rng.choice(SUBJECTS), pa=pa, pa2=pa2, na=na, na2=na2,
+                       pn=rng.choice(POS_NOUN), nn=rng.choice(NEG_NOUN),
+                       pv=rng.choice(POS_VERB), nv=rng.choice(NEG_VERB),
+                       nvp=nvp, pvp=pvp, pvp_base=pvb, nvp_base=nvb,
+                       fn=rng.choice(NEG_FEEL),
+                       fp=rng.choice(POS_FEEL), q=rng.choice(QUALITY))
+    return text[0].upper() + text[1:], label
+
+
 def generate(n: int, seed: int = 0, check_set: Path | None = None,
              more: bool = False, grammar: bool = False) -> list[tuple[str, int]]:
     """``n`` distinct (sentence, label) pairs, balanced, none close to the check set
@@ -178,26 +195,8 @@ def generate(n: int, seed: int = 0, check_set: Path | None = None,
     for _ in itertools.count():
         if len(out) >= n or len(seen) > 50 * n:
             break
-        if grammar and rng.random() < 0.5:
-            text, label = compose(rng)
-            if text not in seen:
-                seen.add(text)
-                if not too_close(text, check):
-                    out.append((text, label))
-            continue
-        tmpl, label = rng.choice(templates)
-        pa, pa2 = rng.sample(POS_ADJ, 2)
-        na, na2 = rng.sample(NEG_ADJ, 2)
-        (nvb, nvp), (pvb, pvp) = rng.choice(NEG_VP), rng.choice(POS_VP)
-        if "doesn't" in tmpl or "does {s}" in tmpl or "did not" in tmpl:
-            nvp, pvp = nvb, pvb  # after do-support the base form
-        text = tmpl.format(s=rng.choice(SUBJECTS), pa=pa, pa2=pa2, na=na, na2=na2,
-                           pn=rng.choice(POS_NOUN), nn=rng.choice(NEG_NOUN),
-                           pv=rng.choice(POS_VERB), nv=rng.choice(NEG_VERB),
-                           nvp=nvp, pvp=pvp, pvp_base=pvb, nvp_base=nvb,
-                           fn=rng.choice(NEG_FEEL),
-                           fp=rng.choice(POS_FEEL), q=rng.choice(QUALITY))
-        text = text[0].upper() + text[1:]
+        text, label = (compose(rng) if grammar and rng.random() < 0.5
+                       else _from_template(rng, templates))
         if text in seen:
             continue
         seen.add(text)
@@ -305,7 +304,7 @@ def compose(rng: random.Random) -> tuple[str, int]:
             (f"there wasn't a {u} {rel}", 1), (f"there was not a single {u} {rel}", 1),
             (f"i can't think of a {u} {rel}", 1), (f"i couldn't find a {u} in {s} {rel}", 1),
             (f"i can't remember a {u} {rel}", 1), (f"there is no {u} in {s} {rel}", 1),
-            (f"every {u} {rel[5:]}" if rel.startswith("that ") else f"every {u} {rel}", 0),
+            (f"every {u} {rel.removeprefix('that ')}", 0),
             (f"{u} after {u} {rel}", 0), (f"there was a {u} {rel}, then another", 0)])
         frame, qneg = quant
         label = pol * (-1) ** (inner + qneg)
