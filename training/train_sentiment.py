@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from seqcore.runtime import pad_rows
 from seqcore.tokenizer import WordTokenizer, tokenize
 from training.augment import generate
+from training.cad import exclude_cad, load_cad, pair_rows
 from training.data import DataError, load_imdb, source_record, split_train_val
 from training.evaluate import load_negation_set, negation_accuracy_onnx, sentiment_accuracy_onnx
 from training.export import (
@@ -77,6 +78,12 @@ class TrainConfig(RunOptions):
                                        "(training.augment.MORE_TEMPLATES)")
     augment_grammar: bool = option(False, "build half of the augmentation compositionally "
                                           "(training.augment.compose: negations counted)")
+    cad: str = option("", "folder of the counterfactually-augmented IMDb pairs "
+                          "(training.cad): every CAD review is removed from IMDB train and "
+                          "validation, the CAD train pairs are trained on, the dev pairs "
+                          "join the validation that picks the epoch")
+    cad_repeat: int = option(4, "with --cad: each CAD train pair is seen this many times an "
+                                "epoch", at_least=1)
     encoder_negation_window: int = option(
         0, "> 0: the encoder also reads a negator's scope: a learned vector (starting at "
            "zero) added to the embedding of each word this many words or fewer after a "
@@ -374,6 +381,15 @@ def train(cfg: TrainConfig) -> dict:
     t_start = time.time()
     data = load_imdb(cfg.data, cfg.sha256)
     train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
+    cad_record: dict = {}
+    if cfg.cad:  # split first (the seed's split), then drop CAD reviews from both parts
+        cad = load_cad(cfg.cad)
+        train_set, n_tr = exclude_cad(train_set, cad)
+        val_set, n_va = exclude_cad(val_set, cad)
+        cad_record = {"removed_from_train": n_tr, "removed_from_validation": n_va,
+                      "train_pairs": len(cad["train"]), "repeat": cfg.cad_repeat,
+                      "dev_pairs_in_validation": len(cad["dev"])}
+        print(f"CAD: {n_tr} + {n_va} reviews removed from IMDB train / validation", flush=True)
     init = None
     if cfg.init_from:
         tok, init = load_init(cfg)
@@ -388,6 +404,13 @@ def train(cfg: TrainConfig) -> dict:
         tr_x += [tok.encode(t).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
         print(f"negation augmentation: {len(extra)} sentences", flush=True)
+    n_cad = 0
+    if cfg.cad:  # after the augmentation: extra rows, no stacking offset of their own
+        rows = pair_rows(cad["train"], cfg.cad_repeat)
+        tr_x += [tok.encode(r.text).ids for r in rows]
+        tr_y += [r.label for r in rows]
+        n_cad = len(rows)
+        val_set = val_set + pair_rows(cad["dev"])
     va_x = [tok.encode(r.text).ids for r in track(val_set, "encode validation", unit="review")]
     va_y = [r.label for r in val_set]
     print(f"sentiment: vocab {tok.vocab_size}, train {len(tr_x)}, val {len(va_x)}", flush=True)
@@ -402,7 +425,7 @@ def train(cfg: TrainConfig) -> dict:
         # 'alone': folds of the reviews; the augmentation joins every fold model's fit but
         # its rows get no offset, so the encoder alone is taught negation by them (n-gram
         # models fit template sentences easily and would leave it little gradient)
-        n = len(train_set) if cfg.stack_augmentation == "alone" else len(tr_x)
+        n = len(train_set) if cfg.stack_augmentation == "alone" else len(tr_x) - n_cad
         table, con = scope_tables(ng_cfg, tok.itos)
         tr_off, va_off = out_of_fold_logits(
             tr_x[:n], tr_y[:n], va_x, va_y, cfg.stack_ngrams,
@@ -443,6 +466,7 @@ def train(cfg: TrainConfig) -> dict:
         "architecture": arch,
         "parameters": n_params,
         "data": {**source_record(cfg.data), "train": len(tr_x), "validation": len(va_x),
+                 **({"cad": cad_record} if cad_record else {}),
                  "validation_split": f"{cfg.val_fraction:.0%} of train, seed {cfg.seed}",
                  "test": len(data["test"])},
         "training": {**asdict(cfg), "best_epoch": best_epoch,
