@@ -3,13 +3,22 @@
     python -m training.evaluate sentiment --data ../shared/data/aclImdb_v1_labeled.tar.gz
     python -m training.evaluate chargen --data ../shared/data/nietzsche.txt
     python -m training.evaluate negation          # the hand-written negation set
+    python -m training.evaluate short             # the hand-written short-text set
+    python -m training.evaluate cad --data ../shared/data/cad --split test
 
 Sentiment: accuracy on the full 25,000-review test split (and on the reviews longer
 than the model reads). Chargen: held-out (last 5 %) loss in nats and bits per char,
 stepping the exported graph one character at a time with its state carried, exactly
 as the service generates. Negation: accuracy on tests/data/negation_set.jsonl (160
 short reviews written for this check: negated praise and criticism, contrast, double
-negation, hedges), overall and per kind.
+negation, hedges), overall and per kind. Short: accuracy on tests/data/short_set.jsonl
+(one-line reviews of films and other products, balanced, written by another method
+than the negation set), overall and per kind. CAD: the counterfactually-augmented
+pairs (training/cad.py): accuracy on the originals, on the revisions, consistency
+(both of a pair right), and the expected calibration error (15 bins) of each side.
+Sentiment and CAD also report the expected calibration error (``ece``, 15 bins).
+``sentiment --split validation --cad DIR`` scores the validation reviews carved from
+train (10 %, seed 1234) without any CAD review: the shipping rule's IMDB figure.
 """
 
 from __future__ import annotations
@@ -70,10 +79,40 @@ def sentiment_accuracy_onnx(model: bytes | str, tok: WordTokenizer, reviews: lis
     correct = (probs > 0.5).astype(int) == labels
     long = np.array([e.truncated for e in enc])
     return {"test_accuracy": round(float(correct.mean()), 4), "test_reviews": len(reviews),
+            "ece": expected_calibration_error(probs, labels),
             "test_accuracy_truncated_reviews": round(float(correct[long].mean()), 4)
             if long.any() else None,
             "truncated_reviews": int(long.sum()),
             "evaluated_with": "onnxruntime", "eval_seconds": round(time.time() - t0, 1)}
+
+
+def expected_calibration_error(probs, labels, bins: int = 15) -> float:
+    """Expected calibration error (Guo et al. 2017) of a binary classifier: the
+    predicted class's probability (confidence) put in ``bins`` equal-width bins of [0, 1];
+    the mean over rows of |accuracy - mean confidence| of each row's bin."""
+    stats = reliability(probs, labels, bins)
+    n = sum(b["rows"] for b in stats)
+    return round(sum(b["rows"] * abs(b["accuracy"] - b["confidence"]) for b in stats) / n, 4)
+
+
+def reliability(probs, labels, bins: int = 15) -> list[dict]:
+    """Per non-empty bin of confidence (the predicted class's probability, ``bins``
+    equal-width bins of [0, 1]): its range, rows, accuracy and mean confidence (the
+    reliability diagram's bars)."""
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    if len(p) == 0:
+        raise ValueError("no rows")
+    conf = np.maximum(p, 1 - p)
+    right = (p > 0.5) == y
+    k = np.minimum((conf * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        m = k == b
+        if m.any():
+            out.append({"low": b / bins, "high": (b + 1) / bins, "rows": int(m.sum()),
+                        "accuracy": float(right[m].mean()), "confidence": float(conf[m].mean())})
+    return out
 
 
 NEGATION_SET = Path(__file__).resolve().parents[1] / "tests" / "data" / "negation_set.jsonl"
@@ -89,6 +128,25 @@ def load_negation_set(path: Path = NEGATION_SET) -> list[dict]:
     if not items:
         raise DataError(f"{path}: no items")
     return items
+
+
+SHORT_SET = Path(__file__).resolve().parents[1] / "tests" / "data" / "short_set.jsonl"
+
+
+def cad_pairs_onnx(model: bytes | str, tok: WordTokenizer, pairs: list) -> dict:
+    """Pair metrics (training.cad.pair_metrics) and the calibration error of each side."""
+    from training.cad import pair_metrics
+
+    p, _ = sentiment_probabilities_onnx(model, tok, [r.text for q in pairs
+                                                     for r in (q.original, q.revised)])
+    po, pr = p[0::2], p[1::2]
+    return {**pair_metrics(po, pr, pairs),
+            "ece_originals": expected_calibration_error(po, [q.original.label for q in pairs]),
+            "ece_revisions": expected_calibration_error(pr, [q.revised.label for q in pairs]),
+            "wrong_at_0.9_or_more_revisions": round(float(np.mean(
+                (np.maximum(pr, 1 - pr) >= 0.9)
+                & ((pr > 0.5) != np.array([q.revised.label for q in pairs], bool)))), 4),
+            "evaluated_with": "onnxruntime"}
 
 
 def negation_accuracy_onnx(model: bytes | str, tok: WordTokenizer, items: list[dict]) -> dict:
@@ -148,8 +206,16 @@ def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=["sentiment", "chargen", "negation"],
-                   help="negation: the sentiment model on the hand-written negation set")
+    p.add_argument("task", choices=["sentiment", "chargen", "negation", "short", "cad"],
+                   help="negation / short: the sentiment model on the hand-written negation "
+                        "/ short-text set; cad: on the counterfactual pairs (--data: their "
+                        "folder)")
+    p.add_argument("--split", default="test",
+                   help="sentiment: test or validation (10 %% of train, seed 1234); cad: "
+                        "train, dev or test")
+    p.add_argument("--cad", default=None,
+                   help="sentiment: leave every review of this CAD folder out of the split "
+                        "scored (the shipping rule's IMDB validation)")
     p.add_argument("--data", default=None, help="dataset path or URL (sentiment, chargen)")
     p.add_argument("--model-dir", default=None,
                    help="model folder (default models/<task>; negation: models/sentiment)")
@@ -158,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sha256", default=None,
                    help="expected sha256 of the dataset (checked when given)")
     a = p.parse_args(argv)
-    path = Path(a.model_dir or f"models/{'sentiment' if a.task == 'negation' else a.task}")
+    path = Path(a.model_dir or f"models/{'chargen' if a.task == 'chargen' else 'sentiment'}")
     try:
         try:
             folder = ModelFolder.open(path)
@@ -167,16 +233,43 @@ def main(argv: list[str] | None = None) -> int:
                 raise ModelFolderError(f"{graph}: file is missing")
         except ModelFolderError as e:
             raise DataError(f"{e}; pass --model-dir") from None
-        if a.task != "negation" and not a.data:
+        if a.task not in ("negation", "short") and not a.data:
             raise DataError(f"{a.task} needs --data (the dataset's path or URL)")
         manifest = folder.manifest
         if a.task == "negation":
             tok = WordTokenizer.load(folder.vocab_path)
             out = negation_accuracy_onnx(graph, tok, load_negation_set(Path(a.set)))
+        elif a.task == "short":
+            tok = WordTokenizer.load(folder.vocab_path)
+            res = negation_accuracy_onnx(graph, tok, load_negation_set(
+                Path(a.set) if a.set != str(NEGATION_SET) else SHORT_SET))
+            out = {"short_accuracy": res["negation_accuracy"],
+                   "short_items": res["negation_items"], "by_kind": res["by_kind"],
+                   "evaluated_with": res["evaluated_with"]}
+        elif a.task == "cad":
+            from training.cad import load_pairs
+
+            tok = WordTokenizer.load(folder.vocab_path)
+            out = {"split": a.split, **cad_pairs_onnx(graph, tok, load_pairs(a.data, a.split))}
         elif a.task == "sentiment":
             tok = WordTokenizer.load(folder.vocab_path)
-            test = load_imdb(a.data, a.sha256)["test"]
-            out = sentiment_accuracy_onnx(graph, tok, test)
+            data = load_imdb(a.data, a.sha256)
+            if a.split == "test":
+                reviews = data["test"]
+            elif a.split == "validation":
+                from training.data import split_train_val
+
+                reviews = split_train_val(data["train"], 0.1, 1234)[1]
+            else:
+                raise DataError(f"sentiment --split {a.split}: test or validation")
+            removed = None
+            if a.cad:
+                from training.cad import exclude_cad, load_cad
+
+                reviews, removed = exclude_cad(reviews, load_cad(a.cad))
+            out = {"split": a.split, **sentiment_accuracy_onnx(graph, tok, reviews)}
+            if removed is not None:
+                out["cad_reviews_left_out"] = removed
         else:
             vocab = CharVocab.load(folder.vocab_path)
             text = load_text(a.data, a.sha256).lower()

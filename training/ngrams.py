@@ -53,8 +53,11 @@ from onnx import TensorProto, helper, numpy_helper
 from seqcore.modelfolder import ModelFolder, ModelFolderError
 from seqcore.tokenizer import WordTokenizer
 from training.augment import generate
+from training.cad import exclude_cad, load_cad, pair_metrics, pair_rows
 from training.data import DataError, load_imdb, source_record, split_train_val
 from training.evaluate import (
+    NEGATION_VAL,
+    expected_calibration_error,
     load_negation_set,
     negation_accuracy_onnx,
     ort_session,
@@ -177,6 +180,23 @@ class NgramConfig:
     contrast_window: int = option(0, "n-grams followed by a contrast word ('but', 'though', "
                                      "...) within this many words get buckets of their own "
                                      "(0: off)", at_least=0)
+    cad: str = option("", "folder of the counterfactually-augmented IMDb pairs "
+                          "(training.cad): every CAD review is removed from IMDB train and "
+                          "validation, the CAD train pairs are trained on, the dev pairs "
+                          "join validation")
+    cad_repeat: int = option(4, "with --cad: each CAD train pair is seen this many times an "
+                                "epoch", at_least=1)
+    blend_on: str = option("imdb", "rows the blend (a, s, c) is fitted on: 'imdb' (IMDB "
+                                   "validation) or 'imdb+cad' (and the CAD dev pairs, the "
+                                   "two groups weighted equally)")
+    calibrate: bool = option(False, "fit a temperature and a bias on validation (IMDB "
+                                    "validation, the CAD dev pairs with --cad, the "
+                                    "validation negation items; groups weighted equally) "
+                                    "and fold them into the blend's constants, so the graph "
+                                    "returns calibrated probabilities; manifest "
+                                    "'calibration'")
+    uncalibrated_out: str = option("", "with --calibrate: also write the same graph "
+                                       "without the calibration to this folder")
     val_fraction: float = option(0.1, "fraction of train held out for validation: must be the "
                                       "base model's split (same seed), which its encoder "
                                       "never trained on", above=0, below=1)
@@ -308,16 +328,21 @@ def out_of_fold_logits(tr_x: list[list[int]], tr_y: list[int], va_x: list[list[i
     return tr_off, va_off
 
 
-def fit_blend(enc_logit: np.ndarray, ng_logit: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """a, s, c of sigmoid(a * encoder + s * ngrams + c), fitted on the validation split."""
+def fit_blend(enc_logit: np.ndarray, ng_logit: np.ndarray, y: np.ndarray,
+              weight: np.ndarray | None = None) -> tuple[float, float, float]:
+    """a, s, c of sigmoid(a * encoder + s * ngrams + c), fitted on the validation split
+    (each row's log loss times ``weight``, when given; the weights sum to one)."""
     X = torch.tensor(np.stack([enc_logit, ng_logit], 1), dtype=torch.float64)
     t = torch.tensor(y, dtype=torch.float64)
+    wt = torch.tensor(np.full(len(y), 1 / len(y)) if weight is None else weight,
+                      dtype=torch.float64)
     p = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([p], max_iter=200)
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(X @ p[:2] + p[2], t)
+        loss = (torch.nn.functional.binary_cross_entropy_with_logits(
+            X @ p[:2] + p[2], t, reduction="none") * wt).sum()
         loss = loss + 1e-4 * (p[:2] ** 2).sum()
         loss.backward()
         return loss
@@ -325,6 +350,35 @@ def fit_blend(enc_logit: np.ndarray, ng_logit: np.ndarray, y: np.ndarray) -> tup
     opt.step(closure)
     a, s, c = (float(v) for v in p.detach())
     return a, s, c
+
+
+def group_weights(groups: list[int]) -> np.ndarray:
+    """Per row, 1 / (number of groups * rows of its group): each group weighs the same
+    and the weights sum to one."""
+    g = np.asarray(groups)
+    counts = {k: int((g == k).sum()) for k in set(groups)}
+    return np.array([1.0 / (len(counts) * counts[k]) for k in groups])
+
+
+def fit_calibration(logit: np.ndarray, y: np.ndarray, weight: np.ndarray
+                    ) -> tuple[float, float]:
+    """(temperature T, bias b) of sigmoid(logit / T + b), minimising the weighted log
+    loss (Platt scaling with one slope, Guo et al. 2017's temperature plus a bias)."""
+    z = torch.tensor(logit, dtype=torch.float64)
+    t = torch.tensor(y, dtype=torch.float64)
+    wt = torch.tensor(weight, dtype=torch.float64)
+    p = torch.tensor([0.0, 0.0], dtype=torch.float64, requires_grad=True)  # log(1/T), b
+    opt = torch.optim.LBFGS([p], max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = (torch.nn.functional.binary_cross_entropy_with_logits(
+            z * p[0].exp() + p[1], t, reduction="none") * wt).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(1.0 / p[0].detach().exp()), float(p[1].detach())
 
 
 def _logit_tensor(graph: onnx.GraphProto) -> str:
@@ -547,6 +601,19 @@ def train(cfg: NgramConfig) -> dict:
     tok = WordTokenizer.load(folder.vocab_path)
     data = load_imdb(cfg.data, cfg.sha256)
     train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
+    cad_record: dict = {}
+    cad_dev: list = []
+    if cfg.cad:  # split first (the seed's split), then drop CAD reviews from both parts
+        cad = load_cad(cfg.cad)
+        train_set, n_tr = exclude_cad(train_set, cad)
+        val_set, n_va = exclude_cad(val_set, cad)
+        cad_dev = pair_rows(cad["dev"])
+        cad_record = {"removed_from_train": n_tr, "removed_from_validation": n_va,
+                      "train_pairs": len(cad["train"]), "repeat": cfg.cad_repeat,
+                      "dev_pairs_in_validation": len(cad["dev"])}
+        print(f"CAD: {n_tr} + {n_va} reviews removed from IMDB train / validation", flush=True)
+    n_imdb_val = len(val_set)
+    val_set = val_set + cad_dev  # the CAD dev pairs after the IMDB validation reviews
     tr_x = [tok.encode(r.text, offsets=False).ids for r in train_set]
     va_x = [tok.encode(r.text, offsets=False).ids for r in val_set]
     tr_y, va_y = [r.label for r in train_set], [r.label for r in val_set]
@@ -555,6 +622,10 @@ def train(cfg: NgramConfig) -> dict:
                          grammar=cfg.augment_grammar)
         tr_x += [tok.encode(t, offsets=False).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
+    if cfg.cad:
+        rows = pair_rows(cad["train"], cfg.cad_repeat)
+        tr_x += [tok.encode(r.text, offsets=False).ids for r in rows]
+        tr_y += [r.label for r in rows]
     table, con = scope_tables(cfg, tok.itos)
     # the scope twice: torch tables for the fit, numpy ones for the graph
     scope = scope_of(cfg, *(None if t is None else torch.from_numpy(t) for t in (table, con)))
@@ -563,15 +634,69 @@ def train(cfg: NgramConfig) -> dict:
                                     con_table=scope["con_table"])
     enc_val = _encoder_logits(base.SerializeToString(), tok, [r.text for r in val_set])
     ng_val_ordered = _ngram_logits(w, 0.0, va_x, **scope)  # the blend fits its bias
-    a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y))
+    groups = [0] * n_imdb_val + [1] * len(cad_dev)
+    if cfg.blend_on == "imdb":
+        bw = np.array([1.0 / n_imdb_val if g == 0 else 0.0 for g in groups])
+    else:
+        bw = group_weights(groups)
+    a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y), bw)
+    blend_logit = a * enc_val + s * ng_val_ordered + c
+    calibration = None
+    graph_uncal = None
+    if cfg.calibrate:
+        items = load_negation_set(NEGATION_VAL)
+        texts = [i["text"] for i in items]
+        neg_y = np.array([int(i["label"] == "positive") for i in items])
+        neg_logit = (a * _encoder_logits(base.SerializeToString(), tok, texts)
+                     + s * _ngram_logits(w, 0.0, [tok.encode(t, offsets=False).ids
+                                                  for t in texts], **scope) + c)
+        cal_groups = groups + [2] * len(items)
+        z = np.concatenate([blend_logit, neg_logit])
+        yy = np.concatenate([np.array(va_y), neg_y])
+        T, b = fit_calibration(z, yy, group_weights(cal_groups))
+        ece = {}
+        for name, zz in (("before", z), ("after", z / T + b)):
+            pp = 1 / (1 + np.exp(-zz))
+            ece[name] = {"imdb_validation": expected_calibration_error(
+                pp[:n_imdb_val], yy[:n_imdb_val])}
+            if cad_dev:
+                rev = np.arange(n_imdb_val + 1, len(groups), 2)  # pair_rows: orig, rev
+                ece[name]["cad_dev_revisions"] = expected_calibration_error(pp[rev], yy[rev])
+            ece[name]["negation_validation_items"] = expected_calibration_error(
+                pp[len(groups):], neg_y)
+        calibration = {"temperature": T, "bias": b, "method": "sigmoid(logit / T + b), "
+                       "folded into the blend's constants (encoder_scale, ngram_scale, bias)",
+                       "fitted_on": {"imdb_validation": n_imdb_val,
+                                     "cad_dev_reviews": len(cad_dev),
+                                     "negation_validation_items": len(items),
+                                     "weights": "each group equally"},
+                       "ece_15_bins_validation": ece,
+                       "uncalibrated": {"encoder_scale": a, "ngram_scale": s, "bias": c}}
+        print(f"calibration: T {T:.3f} b {b:.3f} {json.dumps(ece)}", flush=True)
+        if cfg.uncalibrated_out:
+            w_unc = (w * s).numpy().astype(np.dtype(cfg.weights_dtype))
+            graph_uncal = add_ngram_term(base, w_unc, a, c, **graph_scope)
+        a, s, c = a / T, s / T, c / T + b
+        blend_logit = z[: len(groups)] / T + b
     w_scaled = (w * s).numpy().astype(np.dtype(cfg.weights_dtype))
     graph = add_ngram_term(base, w_scaled, a, c, **graph_scope)
     checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size, **graph_scope)
     truth = np.array(va_y, bool)
-    blend_val = float((((a * enc_val + s * ng_val_ordered + c) > 0) == truth).mean())
+    imdb = slice(0, n_imdb_val)
+    blend_val = float(((blend_logit[imdb] > 0) == truth[imdb]).mean())
     metrics: dict = {"val_accuracy": round(blend_val, 4),
-                     "val_accuracy_encoder_only": round(float(((enc_val > 0) == truth).mean()), 4),
+                     "val_accuracy_encoder_only": round(
+                         float(((enc_val[imdb] > 0) == truth[imdb]).mean()), 4),
                      "val_accuracy_ngrams_only": round(ng_val, 4)}
+    if cad_dev:
+        pv = 1 / (1 + np.exp(-blend_logit[n_imdb_val:]))
+        metrics["cad_dev"] = pair_metrics(pv[0::2], pv[1::2], cad["dev"])
+        metrics["cad_dev"]["ece_revisions"] = expected_calibration_error(
+            pv[1::2], np.array([p.revised.label for p in cad["dev"]]))
+        metrics["cad_dev_encoder_only"] = pair_metrics(
+            enc_val[n_imdb_val::2] > 0, enc_val[n_imdb_val + 1::2] > 0, cad["dev"])
+        metrics["val_accuracy_ngrams_only_note"] = ("the n-gram fit's epoch pick, on IMDB "
+                                                    "validation + the CAD dev pairs")
     if cfg.test:
         metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"]))
         neg = negation_accuracy_onnx(graph.SerializeToString(), tok, load_negation_set())
@@ -598,8 +723,10 @@ def train(cfg: NgramConfig) -> dict:
                   "encoder_scale": a, "ngram_scale": s, "bias": c,
                   "contributions_output": "ngram_contributions"},
         "data": {**source_record(cfg.data), "train": len(tr_x), "validation": len(va_x),
+                 **({"cad": cad_record} if cad_record else {}),
                  "validation_split": f"{cfg.val_fraction:.0%} of train, seed {cfg.seed}",
                  "test": len(data["test"])},
+        **({"calibration": calibration} if calibration else {}),
         "training": {**asdict(cfg), "base": base_manifest.get("version"), "history": history,
                      "base_training": base_manifest.get("training"),
                      "minutes": round((time.time() - t0) / 60, 1), "torch": torch.__version__},
@@ -607,13 +734,23 @@ def train(cfg: NgramConfig) -> dict:
         "export_checks": {**base_manifest.get("export_checks", {}), "ngram": checks},
     }
     write_model_folder(out, graph, tok, manifest)
+    if graph_uncal is not None:
+        unc = run_folder(cfg.uncalibrated_out, "sentiment", cfg.replace_served)
+        u = calibration["uncalibrated"]
+        write_model_folder(unc, graph_uncal, tok, {
+            **{k: v for k, v in manifest.items() if k != "calibration"},
+            "version": manifest["version"] + ".uncalibrated",
+            "ngram": {**manifest["ngram"], "encoder_scale": u["encoder_scale"],
+                      "ngram_scale": u["ngram_scale"], "bias": u["bias"]},
+            "metrics": {}, "note": f"{out} without its calibration (for the before figures)"})
     print(json.dumps({"out": str(out), "metrics": metrics, "blend": [a, s, c], "export": checks}))
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
     return command_line(NgramConfig, train, __doc__, argv,
-                        choices={"weights_dtype": ("float16", "float32")})
+                        choices={"weights_dtype": ("float16", "float32"),
+                                 "blend_on": ("imdb", "imdb+cad")})
 
 
 if __name__ == "__main__":
