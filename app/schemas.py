@@ -51,6 +51,10 @@ class AttentionRequest(BaseModel):
         {"text": "The plot was thin, but the acting was superb."}]})
     text: str = Field(..., description="the text to classify and explain")
     model: str | None = Field(None, description="model name (default: the loaded classifier)")
+    faithfulness: bool = Field(
+        False, description="also score how faithful the explanation is (ERASER's "
+        "comprehensiveness and sufficiency at k = 5, 10 and 20 % of the tokens): the "
+        "reduced texts run as extra rows of one more batch call inside this request")
 
 
 class Probabilities(BaseModel):
@@ -103,6 +107,20 @@ class NgramContribution(BaseModel):
         "these n-grams weights of their own")
 
 
+class FaithfulnessScore(BaseModel):
+    explanation: Literal["attention", "ngrams"] = Field(
+        ..., description="which ranking of the tokens: the attention weights, or the n-gram "
+        "contributions toward the predicted label (models with an n-gram term)")
+    k: float = Field(..., description="fraction of the tokens taken (at least one)")
+    tokens: int = Field(..., description="tokens taken: ceil(k * tokens read)")
+    comprehensiveness: float = Field(
+        ..., description="score of the predicted label minus its score with those tokens "
+        "removed, in [-1, 1]: higher, the explanation found what the answer rests on")
+    sufficiency: float = Field(
+        ..., description="score of the predicted label minus its score from those tokens "
+        "alone, in [-1, 1]: lower, they suffice")
+
+
 class AttentionResponse(SentimentResult):
     tokens: list[AttentionToken]
     ngram_logit: float | None = Field(
@@ -111,6 +129,9 @@ class AttentionResponse(SentimentResult):
     ngrams: list[NgramContribution] | None = Field(
         None, description="models with a wide n-gram term only: each token's n-gram "
         "contribution, largest magnitude first")
+    faithfulness: list[FaithfulnessScore] | None = Field(
+        None, description='with "faithfulness": true only: ERASER\'s measures of the '
+        "explanation, per ranking and k")
 
 
 class GenerateRequest(BaseModel):

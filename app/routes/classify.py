@@ -30,6 +30,7 @@ from app.schemas import (
 )
 from app.state import AppState, model_for
 from app.validation import check_text, check_texts
+from seqcore import faithfulness as faith
 from seqcore.tasks.classification import SentimentModel
 from seqcore.tokenizer import Encoded
 
@@ -127,7 +128,53 @@ async def attention(request: Request) -> JSONResponse:
     state: AppState = request.app.state.seqserve
     check_text("text", body.text, state.settings.max_text_chars)
     model = classifier(state, body.model)
-    (e,), (row,) = await classify(arrival(request.scope), state, model, [body.text],
-                                  offsets=True)
-    return JSONResponse(model.explanation(body.text, e, row),
-                        headers=timing_headers(row.queue_s, row.inference_s))
+    arrived = arrival(request.scope)
+    (e,), (row,) = await classify(arrived, state, model, [body.text], offsets=True)
+    answer = model.explanation(body.text, e, row)
+    queue_s, inference_s = row.queue_s, row.inference_s
+    if body.faithfulness:
+        answer["faithfulness"], extra = await faithfulness_scores(arrived, state, model,
+                                                                  e.ids, row)
+        queue_s = max([queue_s, *(r.queue_s for r in extra)])
+        inference_s += max(r.inference_s for r in extra)
+    return JSONResponse(answer, headers=timing_headers(queue_s, inference_s))
+
+
+async def faithfulness_scores(arrived: float, state: AppState, model: SentimentModel,
+                              ids: list[int], row: RowResult
+                              ) -> tuple[list[dict], list[RowResult]]:
+    """ERASER's comprehensiveness and sufficiency (seqcore/faithfulness.py) of the
+    attention weights, and of the n-gram contributions when the model has them, at
+    each k of ``faith.KS``: the reduced rows (the text without its top-k tokens, and
+    them alone) go to the batching loop together, so they run as rows of one batch
+    (one call more; the ranking needs the first call's answer)."""
+    ids = ids or [model.tokenizer.unk_id if model.tokenizer else 1]
+    unk = model.tokenizer.unk_id if model.tokenizer else 1
+    rankings = [("attention", row.attention.tolist())]
+    if row.ngrams is not None:
+        rankings.append(("ngrams", faith.toward_prediction(row.ngrams, row.probability)))
+    rows = [r for _, imp in rankings for r in faith.reduced_rows(ids, imp, faith.KS, unk)]
+    batcher: ClassificationBatcher = state.loops[model.name]  # type: ignore[assignment]
+    batcher.announce(len(rows))
+    futures: list[asyncio.Future] = []
+    try:
+        for r in rows:
+            futures.append(batcher.submit(r, arrived))
+        async with asyncio.timeout(state.settings.queue_timeout_s + 30.0):
+            results = await asyncio.gather(*futures)
+    except TimeoutError:
+        raise ApiError(504, "timeout", "the model did not answer in time") from None
+    finally:
+        batcher.announce(-(len(rows) - len(futures)))
+        for f in futures:
+            if not f.done():
+                f.cancel()
+    per = 2 * len(faith.KS)
+    out = []
+    for j, (name, imp) in enumerate(rankings):
+        got = faith.scores(row.probability,
+                           [r.probability for r in results[j * per:(j + 1) * per]], faith.KS)
+        for k, g in zip(faith.KS, got, strict=True):
+            out.append({"explanation": name, "k": k,
+                        "tokens": len(faith.top_k(imp, k)), **g})
+    return out, results
