@@ -291,6 +291,25 @@ def test_keyboard_only_classify_and_read_weights(server, open_page):
     shot(page, "sentiment", "#sentiment")
 
 
+def test_faithfulness_is_shown_beside_the_heatmap(server, open_page):
+    page, _ = open_page(server)
+    page.click("[data-example=short]")
+    text = page.input_value(tid("sentiment-input"))
+    assert page.is_checked(tid("faithfulness-on"))  # asked for by default
+    classify(page)
+    api = httpx.post(server.url + "/attention", json={"text": text, "faithfulness": True},
+                     timeout=30).json()
+    rows = page.locator(f"{tid('faithfulness')} tbody tr")
+    assert rows.count() == len(api["faithfulness"]) >= 3
+    for i, f in enumerate(api["faithfulness"]):
+        cells = rows.nth(i).locator("td").all_inner_texts()
+        assert cells[1] == f"{round(f['k'] * 100)} %" and cells[2] == str(f["tokens"])
+        assert cells[3] == f"{f['comprehensiveness']:.3f}" and cells[4] == f"{f['sufficiency']:.3f}"
+    page.uncheck(tid("faithfulness-on"))  # not asked for: not shown
+    classify(page)
+    page.wait_for_selector("#faithfulness", state="hidden")
+
+
 # ---------------------------------------------------------------- generation
 GEN = {"prompt": "the movie was ", "temperature": 0.8, "top_k": 20, "seed": 1234,
        "max_new_chars": 1500}

@@ -17,7 +17,8 @@ STATIC = Path(web.__file__).resolve().parents[1] / "static"
 HOOKS = ["sentiment-input", "sentiment-submit", "sentiment-label", "sentiment-score",
          "attention-token", "batch-input", "batch-submit", "batch-row", "generate-prompt",
          "generate-temperature", "generate-seed", "generate-max", "generate-submit",
-         "generate-stop", "generate-output", "generate-stats", "model-card", "error"]
+         "generate-stop", "generate-output", "generate-stats", "model-card", "error",
+         "faithfulness", "faithfulness-on"]
 
 
 def test_page_is_served_with_etag_cache_control_and_gzip(tiny_client):

@@ -253,6 +253,16 @@
         el("td", {}, String(g.ngram ?? g.text ?? "") + scopeNote(g)),
         el("td", { class: "num" }, fmt(g.contribution ?? g.weight)))));
     }
+    // ERASER faithfulness of the explanation, when it was asked for.
+    const faith = Array.isArray(data.faithfulness) ? data.faithfulness : [];
+    $("faithfulness").hidden = !faith.length;
+    const names = { attention: "attention weights", ngrams: "n-gram contributions" };
+    $("faith-table").tBodies[0].replaceChildren(...faith.map((f) => el("tr", {},
+      el("td", {}, names[f.explanation] || String(f.explanation)),
+      el("td", { class: "num" }, `${Math.round(f.k * 100)} %`),
+      el("td", { class: "num" }, String(f.tokens)),
+      el("td", { class: "num" }, fmt(f.comprehensiveness, 3)),
+      el("td", { class: "num" }, fmt(f.sufficiency, 3)))));
     $("sentiment-result").hidden = false;
   }
 
@@ -309,7 +319,8 @@
     const button = ev.submitter || document.querySelector('[data-testid="sentiment-submit"]');
     busy(button, true);
     try {
-      const resp = await api("/attention", { method: "POST", body: { text } });
+      const resp = await api("/attention", { method: "POST",
+        body: { text, faithfulness: $("faith-on").checked } });
       renderAttention(text, await resp.json());
     } catch (err) {
       report(err);
