@@ -27,7 +27,9 @@ from seqserve_client import (  # noqa: E402
     Client,
     Generation,
     Sentiment,
+    SeqserveConnectionError,
     SeqserveError,
+    SeqserveTimeout,
 )
 from seqserve_client._client import retry_delay  # noqa: E402
 
@@ -179,8 +181,99 @@ def test_retry_after_as_http_date_and_garbage():
 
 def test_timeout(server: ServerProcess):
     with Client(server.url, api_key=KEY, timeout=0.001, max_retries=0) as c:
-        with pytest.raises(httpx.TimeoutException):
+        with pytest.raises(SeqserveTimeout) as e:
             c.generate("the ", max_new_chars=300)
+    assert isinstance(e.value, SeqserveError) and e.value.status == 0
+    assert e.value.code == "timeout" and isinstance(e.value.__cause__, httpx.TimeoutException)
+
+
+def _refused_url() -> str:
+    """A loopback port with nothing listening: connecting is refused at once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_a_server_that_is_down_raises_the_clients_own_connection_error():
+    url = _refused_url()
+    with Client(url, max_retries=0) as c:
+        for call in (lambda: c.sentiment("good"), lambda: c.models(),
+                     lambda: list(c.generate_stream("the ", max_new_chars=5))):
+            with pytest.raises(SeqserveConnectionError) as e:
+                call()
+            assert e.value.status == 0 and e.value.code == "connection_error"
+            assert isinstance(e.value, SeqserveError)  # one except clause catches all
+            assert isinstance(e.value.__cause__, httpx.ConnectError)
+            assert url.removeprefix("http://") in e.value.message
+        assert c.live() is False and c.ready() is False
+
+    async def main() -> None:
+        async with AsyncClient(url, max_retries=0) as c:
+            with pytest.raises(SeqserveConnectionError):
+                await c.generate("the ", max_new_chars=5)
+            assert await c.live() is False
+
+    asyncio.run(main())
+
+
+def test_a_server_that_does_not_answer_raises_the_clients_own_timeout():
+    import socket
+
+    with socket.socket() as listener:  # accepts connections (backlog), never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+        with Client(url, timeout=0.3, max_retries=0) as c, \
+                pytest.raises(SeqserveTimeout) as e:
+            c.sentiment("good")
+        assert isinstance(e.value.__cause__, httpx.ReadTimeout)
+
+        async def main() -> None:
+            async with AsyncClient(url, timeout=0.3, max_retries=0) as c:
+                with pytest.raises(SeqserveTimeout):
+                    await c.sentiment("good")
+
+        asyncio.run(main())
+
+
+def test_a_stream_cut_mid_way_raises_a_connection_error():
+    body = (b'data: {"text": "ab", "finish_reason": null}\n\n')
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        def chunks():
+            yield body
+            raise httpx.RemoteProtocolError("peer closed connection", request=request)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                              content=chunks())
+
+    with Client("http://seqserve.test", transport=httpx.MockTransport(handler)) as c:
+        stream = c.generate_stream("x")
+        assert next(iter(stream)) == "ab"
+        with pytest.raises(SeqserveConnectionError) as e:
+            next(iter(stream))
+        assert isinstance(e.value.__cause__, httpx.RemoteProtocolError)
+
+
+def test_error_shapes_of_every_protocol_become_seqserve_errors():
+    for body, code, message in [
+            ({"error": {"code": "validation_error", "message": "m", "status": 422}},
+             "validation_error", "m"),
+            ({"error": {"message": "bad", "type": "invalid_request_error", "param": "x",
+                        "code": "validation_error"}}, "validation_error", "bad"),  # OpenAI
+            ({"error": "no such model"}, "error", "no such model"),  # V2
+            ("<html>bad gateway</html>", "http_error", "HTTP 502")]:
+        def handler(request: httpx.Request, body=body) -> httpx.Response:
+            if isinstance(body, str):
+                return httpx.Response(502, text=body)
+            return httpx.Response(400, json=body)
+
+        with Client("http://seqserve.test", transport=httpx.MockTransport(handler)) as c, \
+                pytest.raises(SeqserveError) as e:
+            c.sentiment("x")
+        assert (e.value.code, e.value.message) == (code, message)
 
 
 def test_builds_as_a_wheel_depending_on_httpx_only(tmp_path: Path):

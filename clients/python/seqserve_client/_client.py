@@ -1,5 +1,7 @@
 """The sync and async clients. Both build the same requests and parse the same
-answers (``_Base``); only sending and sleeping differ."""
+answers (``_Base``); only sending and sleeping differ. httpx's transport errors are
+raised as this package's (``_transport_error``): ``SeqserveTimeout`` for a timeout,
+``SeqserveConnectionError`` for the rest."""
 
 from __future__ import annotations
 
@@ -8,12 +10,21 @@ import email.utils
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime, timezone
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from seqserve_client._types import Attention, Generation, ModelInfo, SeqserveError, Sentiment
+from seqserve_client._types import (
+    Attention,
+    Generation,
+    ModelInfo,
+    Sentiment,
+    SeqserveConnectionError,
+    SeqserveError,
+    SeqserveTimeout,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
@@ -31,12 +42,35 @@ def retry_delay(response: httpx.Response, attempt: int, cap: float) -> float:
         except ValueError:
             try:
                 when = email.utils.parsedate_to_datetime(value)
-                delay = (when - datetime.now(timezone.utc)).total_seconds()
+                delay = (when - datetime.now(UTC)).total_seconds()
             except (TypeError, ValueError):
                 delay = None
     if delay is None:
         delay = 0.5 * 2**attempt
     return max(0.0, min(delay, cap))
+
+
+def _transport_error(exc: httpx.TransportError, what: str) -> SeqserveError:
+    """httpx's transport error as this package's: a timeout or a connection error."""
+    if isinstance(exc, httpx.TimeoutException):
+        return SeqserveTimeout(f"{what}: no answer in time ({type(exc).__name__}: {exc})")
+    return SeqserveConnectionError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _transport(what: str) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise _transport_error(exc, what) from exc
+
+
+@asynccontextmanager
+async def _atransport(what: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise _transport_error(exc, what) from exc
 
 
 def _error(response: httpx.Response) -> SeqserveError:
@@ -118,15 +152,16 @@ class TextStream:
     def _iterate(self) -> Iterator[str]:
         sse = _SSE()
         try:
-            for line in self._response.iter_lines():
-                ev = sse.feed(line)
-                if ev is None:
-                    continue
-                text = self._state.on_event(*ev)
-                if text:
-                    yield text
-                if self._state.result is not None:
-                    return
+            with _transport(f"reading the stream of {self._response.request.url}"):
+                for line in self._response.iter_lines():
+                    ev = sse.feed(line)
+                    if ev is None:
+                        continue
+                    text = self._state.on_event(*ev)
+                    if text:
+                        yield text
+                    if self._state.result is not None:
+                        return
             raise self._state.incomplete()
         finally:
             self._response.close()
@@ -163,15 +198,16 @@ class AsyncTextStream:
     async def _iterate(self) -> AsyncIterator[str]:
         sse = _SSE()
         try:
-            async for line in self._response.aiter_lines():
-                ev = sse.feed(line)
-                if ev is None:
-                    continue
-                text = self._state.on_event(*ev)
-                if text:
-                    yield text
-                if self._state.result is not None:
-                    return
+            async with _atransport(f"reading the stream of {self._response.request.url}"):
+                async for line in self._response.aiter_lines():
+                    ev = sse.feed(line)
+                    if ev is None:
+                        continue
+                    text = self._state.on_event(*ev)
+                    if text:
+                        yield text
+                    if self._state.result is not None:
+                        return
             raise self._state.incomplete()
         finally:
             await self._response.aclose()
@@ -241,11 +277,12 @@ class Client(_Base):
         attempt = 0
         while True:
             request = self._http.build_request(method, path, json=body)
-            response = self._http.send(request, stream=stream)
-            if response.status_code < 400:
-                return response
-            response.read()
-            response.close()
+            with _transport(f"{method} {request.url}"):
+                response = self._http.send(request, stream=stream)
+                if response.status_code < 400:
+                    return response
+                response.read()
+                response.close()
             if response.status_code == 503 and attempt < self.max_retries:
                 self._sleep(retry_delay(response, attempt, self.max_retry_wait))
                 attempt += 1
@@ -253,7 +290,9 @@ class Client(_Base):
             raise _error(response)
 
     def _json(self, method: str, path: str, body: Any = None) -> Any:
-        return self._send(method, path, body).json()
+        response = self._send(method, path, body)
+        with _transport(f"{method} {response.request.url}"):
+            return response.json()
 
     def sentiment(self, text: str, *, model: str | None = None) -> Sentiment:
         return Sentiment.from_json(self._json("POST", "/sentiment",
@@ -288,10 +327,20 @@ class Client(_Base):
         return [ModelInfo.from_json(m) for m in d.get("data") or d.get("models") or []]
 
     def live(self) -> bool:
-        return self._http.get("/healthz").status_code == 200
+        """True when the server answers its liveness check; False when it answers
+        otherwise or cannot be reached (a timeout still raises ``SeqserveTimeout``)."""
+        return self._probe("/healthz")
 
     def ready(self) -> bool:
-        return self._http.get("/readyz").status_code == 200
+        """True when the server is ready (``live``'s rules)."""
+        return self._probe("/readyz")
+
+    def _probe(self, path: str) -> bool:
+        try:
+            with _transport(f"GET {path}"):
+                return self._http.get(path).status_code == 200
+        except SeqserveConnectionError:
+            return False
 
     def close(self) -> None:
         self._http.close()
@@ -321,11 +370,12 @@ class AsyncClient(_Base):
         attempt = 0
         while True:
             request = self._http.build_request(method, path, json=body)
-            response = await self._http.send(request, stream=stream)
-            if response.status_code < 400:
-                return response
-            await response.aread()
-            await response.aclose()
+            async with _atransport(f"{method} {request.url}"):
+                response = await self._http.send(request, stream=stream)
+                if response.status_code < 400:
+                    return response
+                await response.aread()
+                await response.aclose()
             if response.status_code == 503 and attempt < self.max_retries:
                 await self._sleep(retry_delay(response, attempt, self.max_retry_wait))
                 attempt += 1
@@ -333,7 +383,7 @@ class AsyncClient(_Base):
             raise _error(response)
 
     async def _json(self, method: str, path: str, body: Any = None) -> Any:
-        return (await self._send(method, path, body)).json()
+        return (await self._send(method, path, body)).json()  # (read in _send)
 
     async def sentiment(self, text: str, *, model: str | None = None) -> Sentiment:
         return Sentiment.from_json(await self._json("POST", "/sentiment",
@@ -371,10 +421,19 @@ class AsyncClient(_Base):
         return [ModelInfo.from_json(m) for m in d.get("data") or d.get("models") or []]
 
     async def live(self) -> bool:
-        return (await self._http.get("/healthz")).status_code == 200
+        """``Client.live``."""
+        return await self._probe("/healthz")
 
     async def ready(self) -> bool:
-        return (await self._http.get("/readyz")).status_code == 200
+        """``Client.ready``."""
+        return await self._probe("/readyz")
+
+    async def _probe(self, path: str) -> bool:
+        try:
+            async with _atransport(f"GET {path}"):
+                return (await self._http.get(path)).status_code == 200
+        except SeqserveConnectionError:
+            return False
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -112,3 +112,20 @@ class SeqserveError(Exception):
         if isinstance(err, str):  # the Open Inference Protocol's shape
             return cls(status, "error", err, request_id, None, retry_after)
         return cls(status, "http_error", f"HTTP {status}", request_id, None, retry_after)
+
+
+class SeqserveConnectionError(SeqserveError):
+    """The service could not be reached, or the connection broke before a whole answer
+    (refused, DNS, reset): no answer from the server. ``status`` is 0; ``__cause__``
+    is the httpx error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "connection_error", message)
+
+
+class SeqserveTimeout(SeqserveError):
+    """No answer in time (connecting, or waiting for the next bytes): the client's
+    ``timeout``. ``status`` is 0; ``__cause__`` is the httpx timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "timeout", message)
