@@ -151,6 +151,18 @@ def test_training_with_cad_excludes_trains_on_pairs_and_calibrates(data, tmp_pat
     assert rep["test_reviews"] == 16 - rec["removed_from_validation"]
     assert rep["cad_reviews_left_out"] == rec["removed_from_validation"]
     assert 0 <= rep["ece"] <= 1
+    # the reliability diagram of both, on the IMDB test split and the CAD test revisions
+    from training.reliability import main as reliability_main
+
+    png = tmp_path / "rel.png"
+    assert reliability_main(["--data", str(imdb), "--cad", str(cad), "--model",
+                             f"before={unc}", "--model", f"after={out}", "--out", str(png)]) == 0
+    rel = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert set(rel["ece"]) == {"before", "after"}
+    for per in rel["bins"].values():
+        for bins in per.values():
+            assert sum(b["rows"] for b in bins) in (4, 160)  # CAD test revisions, IMDB test
 
 
 def _probs(folder: Path, texts: list[str]) -> np.ndarray:
