@@ -3,7 +3,11 @@
 ``python -m app --help`` lists the settings (name, default, meaning) and exits 0. A bad
 setting, or a models folder that is not there, ends the process before uvicorn starts
 with one line on stderr naming the variable and what it accepts, and exit code 2 (a
-configuration mistake, not a crash: no traceback to scroll through).
+configuration mistake, not a crash: no traceback to scroll through). The models are
+then loaded and checked (app/registry.py) before uvicorn starts: a model folder that
+fails a check ends the process the same way, one line naming the folder and the check,
+exit code 3 (uvicorn's for a failed start-up). With one worker the app takes over the
+models loaded here; with several, each worker loads them again.
 
 With SEQSERVE_WORKERS > 1 the workers share one Prometheus multiprocess folder,
 which must be in the environment before prometheus_client is first imported.
@@ -25,22 +29,23 @@ if TYPE_CHECKING:
     from app.config import Settings
 
 EXIT_CONFIG = 2  # the usual exit code of a command-line usage error
+EXIT_MODELS = 3  # a model folder fails its checks (uvicorn's code for a failed start-up)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     sys.exit(0)
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
     """One line on stderr (a JSON object when SEQSERVE_LOG_FORMAT=json, so that a log
-    pipeline reading JSON sees it too), then exit 2."""
+    pipeline reading JSON sees it too), then exit ``code`` (2)."""
     from app.context import printable
 
     line = printable(message, 1000)
     if os.environ.get("SEQSERVE_LOG_FORMAT", "").strip().lower() == "json":
         line = json.dumps({"level": "CRITICAL", "logger": "seqserve.config", "message": line})
     print(line, file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_CONFIG)
+    raise SystemExit(code)
 
 
 def load_settings() -> Settings:
@@ -82,6 +87,26 @@ def check_models_dir(s: Settings) -> None:
         scan(root)
     except ModelFolderError as e:
         _fail(f"SEQSERVE_MODELS_DIR: {e}")
+
+
+def check_models(s: Settings) -> None:
+    """Loads and checks every model folder (``Registry.load``: the checks a reload runs,
+    the default models) with the service's logging, or one line and exit 3 (exit 2 for
+    SEQSERVE_DEFAULT_MODELS naming a model that is not loaded). With one worker the
+    app's start-up takes these models over instead of loading them again."""
+    from app.context import configure_logging
+    from app.registry import DefaultModelError, Registry
+    from seqcore.tasks import ModelLoadError
+
+    configure_logging(s.log_level, s.log_format)
+    try:
+        registry = Registry.load(s)
+    except DefaultModelError as e:
+        _fail(str(e))
+    except ModelLoadError as e:
+        _fail(str(e), EXIT_MODELS)
+    if s.workers == 1:
+        Registry.preloaded = (Path(s.models_dir), registry)
 
 
 def check_tracing(s: Settings) -> None:
@@ -149,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         d = os.environ["PROMETHEUS_MULTIPROC_DIR"]
         shutil.rmtree(d, ignore_errors=True)  # stale samples of a previous run
         os.makedirs(d, exist_ok=True)
+    check_models(s)  # after PROMETHEUS_MULTIPROC_DIR: the app's modules may import the client
     import uvicorn
 
     from app.context import uvicorn_log_config

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
 
     # where and how models run
     models_dir: Path = Field(Path("models"), description="folder scanned for model folders")
+    default_models: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="the model a request that names none gets, per "
+        "task: task=name pairs as a comma list (text-classification=sentiment,"
+        "text-generation=chargen) or a JSON object; a task not named gets its bundled "
+        "model (sentiment, chargen) when loaded, else the first folder by name (logged)")
     device: Device = Field(Device.auto, description="auto | cpu | cuda")
     intra_op_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads per model")
     parallel_calls: int = Field(0, ge=0, le=64, description="ORT calls a model runs side by "
@@ -130,6 +135,33 @@ class Settings(BaseSettings):
             return [o.rstrip("/") for o in v]
         return v
 
+    @field_validator("default_models", mode="before")
+    @classmethod
+    def _defaults(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("{"):
+                try:
+                    v = json.loads(v)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"not a valid JSON object ({e.msg})") from None
+            else:
+                pairs = [p.strip() for p in v.split(",") if p.strip()]
+                bad = [p for p in pairs if p.count("=") != 1]
+                if bad:
+                    raise ValueError(f"{bad[0]!r} is not task=name")
+                v = [tuple(x.strip() for x in p.split("=")) for p in pairs]
+                tasks = [t for t, _ in v]
+                if len(set(tasks)) != len(tasks):
+                    raise ValueError("a task is named twice")
+                v = dict(v)
+        if isinstance(v, dict):
+            empty = [f"{t}={n}" for t, n in v.items()
+                     if not (isinstance(t, str) and t.strip() and isinstance(n, str) and n.strip())]
+            if empty:
+                raise ValueError(f"{empty[0]!r} is not task=name")
+        return v
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level(cls, v: Any) -> Any:
@@ -153,6 +185,9 @@ def allowed(name: str) -> str:
     ann = f.annotation
     if name == "cors_origins":
         return "origins (scheme://host[:port] or *) as a comma list or a JSON list"
+    if name == "default_models":
+        return ("task=model pairs as a comma list (text-classification=sentiment,"
+                "text-generation=chargen) or a JSON object")
     if get_origin(ann) is Literal:
         return "one of " + ", ".join(map(str, get_args(ann)))
     if isinstance(ann, type) and issubclass(ann, StrEnum):

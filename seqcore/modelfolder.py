@@ -133,6 +133,28 @@ def model_folders(root: Path) -> Iterator[Path]:
     yield from sorted(p for p in root.iterdir() if is_model_folder(p))
 
 
+def not_model_folders(root: Path) -> dict[Path, str]:
+    """The folders directly under ``root`` that are not model folders, and why (no
+    manifest.json, and the files it holds; or it cannot be read), sorted by path: the
+    service logs them instead of skipping them in silence. Folders whose name starts
+    with a dot are left out."""
+    out: dict[Path, str] = {}
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or not p.is_dir():
+            continue
+        try:
+            if is_model_folder(p):
+                continue
+            held = sorted(c.name for c in p.iterdir())
+        except OSError as e:
+            out[p] = f"cannot be read ({e.strerror or e})"
+            continue
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        out[p] = (f"no {MANIFEST} (it holds {shown or 'nothing'}); `python -m seqcore.folder "
+                  "import` writes a model folder from an ONNX graph (docs/models.md)")
+    return out
+
+
 def scan(root: Path, strict: bool = True
          ) -> tuple[dict[str, Path], dict[Path, str], dict[str, str]]:
     """The model folders under ``root``: by the model name their manifest gives, the

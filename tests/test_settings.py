@@ -19,7 +19,7 @@ from app.registry import ModelLoadError, Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 # settings with no value to refuse: any string is a key
-FREE_FORM = {"api_key"}
+FREE_FORM = {"api_key", "admin_key"}
 
 
 def bad_values(name: str) -> list[str]:
@@ -32,6 +32,9 @@ def bad_values(name: str) -> list[str]:
         return ["not an origin", "https://a.example,ftp:/x", '["https://a.example"']
     if name == "host":
         return ["two words", ""]
+    if name == "default_models":
+        return ["sentiment", "text-classification=", "text-classification=a,text-classification=b",
+                '{"text-classification": "a"']
     if ann is bool:
         return ["maybe", "2"]
     if get_origin(ann) is Literal or (isinstance(ann, type) and hasattr(ann, "__members__")):
@@ -101,6 +104,15 @@ def test_cors_origins_as_a_comma_list_or_a_json_list(clean_env):
     assert Settings().cors_origins == ["https://a.example", "*"]
     clean_env.setenv("SEQSERVE_CORS_ORIGINS", "")
     assert Settings().cors_origins == []
+
+
+def test_default_models_as_a_comma_list_or_a_json_object(clean_env):
+    clean_env.setenv("SEQSERVE_DEFAULT_MODELS",
+                     " text-classification = product , text-generation=chargen ")
+    assert Settings().default_models == {"text-classification": "product",
+                                         "text-generation": "chargen"}
+    clean_env.setenv("SEQSERVE_DEFAULT_MODELS", '{"text-classification": "product"}')
+    assert Settings().default_models == {"text-classification": "product"}
 
 
 def test_log_level_is_one_of_a_fixed_set_any_case(clean_env):

@@ -128,6 +128,11 @@ async def attention(request: Request) -> JSONResponse:
     state: AppState = request.app.state.seqserve
     check_text("text", body.text, state.settings.max_text_chars)
     model = classifier(state, body.model)
+    if not model.has_attention:  # an imported graph without attention weights
+        raise ApiError(400, "model_not_supported",
+                       f"model: {model.name!r} has no attention output, so /attention cannot "
+                       "explain its answers; /sentiment serves it",
+                       details=[{"field": "model", "message": "this model has no attention"}])
     arrived = arrival(request.scope)
     (e,), (row,) = await classify(arrived, state, model, [body.text], offsets=True)
     answer = model.explanation(body.text, e, row)

@@ -15,6 +15,7 @@ from app.errors import ApiError
 from app.routes.openai_compat import model_card
 from app.schemas_openai import ModelCard, ModelCardList, OpenAIErrorResponse
 from app.state import AppState, get_state
+from seqcore.tasks import LoadedModel
 
 router = APIRouter(tags=["operations"])
 
@@ -49,8 +50,14 @@ async def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
                     "entries for earlier clients): name, version, task, provider, metrics")
 async def models(state: AppState = Depends(get_state)) -> dict:
     loaded = state.registry.models.values() if state.registry else []
-    cards = [model_card(m) for m in loaded]
+    cards = [_card(state, m) for m in loaded]
     return {"object": "list", "data": cards, "models": cards}
+
+
+def _card(state: AppState, m: LoadedModel) -> dict:
+    """``model_card``, and ``default``: whether a request of its task that names no
+    model gets this one (SEQSERVE_DEFAULT_MODELS, app/registry.py)."""
+    return {**model_card(m), "default": bool(state.registry and state.registry.is_default(m))}
 
 
 @router.get("/v1/models/{model_id}", response_model=ModelCard, operation_id="get_model",
@@ -61,7 +68,7 @@ async def model(model_id: str, state: AppState = Depends(get_state)) -> dict:
     if m is None:
         raise ApiError(404, "model_not_found",
                        f"model: no loaded model named {printable(repr(model_id), 80)}")
-    return model_card(m)
+    return _card(state, m)
 
 
 @router.get("/metrics", operation_id="get_metrics",

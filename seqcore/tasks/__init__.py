@@ -26,9 +26,22 @@ import onnxruntime as ort
 from seqcore import runtime
 from seqcore.modelfolder import ModelFolder, ModelFolderError, fingerprint
 
+# The checks a model folder passes before it serves, in order: the server runs them at
+# start-up (app/registry.py) and at reload (app/reload.py), ``python -m seqcore.folder
+# check`` runs them alone. "load": the manifest, graph and vocabulary are read and ONNX
+# Runtime loads the graph; "contract": the graph's inputs and outputs are the task's
+# roles; "batch-invariance": a row gives alone what it gives in a padded batch beside a
+# longer one (and finite outputs); "warm-up": the shapes of the first requests run.
+CHECKS = ("load", "contract", "batch-invariance", "warm-up")
+
 
 class ModelLoadError(ModelFolderError):
-    """A model folder cannot be served (missing file, wrong graph, failed check)."""
+    """A model folder cannot be served (missing file, wrong graph, failed check);
+    ``check`` names the check of ``CHECKS`` that failed."""
+
+    def __init__(self, message: str, check: str = "load"):
+        super().__init__(message)
+        self.check = check
 
 
 @dataclass
@@ -73,6 +86,17 @@ class LoadedModel:
         """Ids below this are valid probe inputs."""
         return 2
 
+    def probe_problem(self, out: np.ndarray) -> str | None:
+        """What is wrong with the probe batch's first output, if anything (the
+        classifier: a probability outside [0, 1], a logit)."""
+        return None
+
+    def contract(self) -> str:
+        """The graph's inputs and outputs, in words (``python -m seqcore.folder check``)."""
+        ins = ", ".join(i.name for i in self.session.get_inputs())
+        outs = ", ".join(o.name for o in self.session.get_outputs())
+        return f"inputs {ins} -> outputs {outs}"
+
     def describe(self) -> dict[str, Any]:
         m = self.manifest
         return {"name": self.name, "version": self.version, "task": self.task,
@@ -106,7 +130,8 @@ def check_contract(folder: ModelFolder, sess: ort.InferenceSession, inputs: set[
     have_out = {o.name for o in sess.get_outputs()}
     if have_in != inputs or not set(outputs) <= have_out:
         raise ModelLoadError(f"{folder.graph_path}: expected inputs {sorted(inputs)} and outputs "
-                             f"{outputs}, found {sorted(have_in)} -> {sorted(have_out)}")
+                             f"{outputs}, found {sorted(have_in)} -> {sorted(have_out)}",
+                             "contract")
     return have_in, have_out
 
 
@@ -149,6 +174,8 @@ def load_model(path: Path, *, device: str = "auto", threads: int = 1,
                   manifest=folder.manifest, session=sess, provider=active)
     try:
         model = cls.from_folder(folder, common)
+    except ModelLoadError:
+        raise
     except ModelFolderError as e:
         raise ModelLoadError(str(e)) from None
     except (KeyError, ValueError, TypeError) as e:
@@ -171,24 +198,89 @@ def probe_batch(vocab: int) -> tuple[np.ndarray, np.ndarray]:
     return runtime.pad_rows(rows, 1)
 
 
-def smoke_check(model: LoadedModel) -> None:
+def smoke_check(model: LoadedModel) -> float | None:
     """Cheap checks of a loaded model before it serves: a batch of two rows of
     different lengths gives each row what it gives alone (no padding leaks between
-    rows), and the outputs are finite. Raises ``ModelLoadError`` saying what failed."""
+    rows), and the outputs are finite (and in range: ``probe_problem``). Raises
+    ``ModelLoadError`` saying what failed; returns the largest difference, or None for
+    a task without a probe."""
     ids, lens = probe_batch(model.probe_vocab)
     probe: Callable[[np.ndarray, np.ndarray], np.ndarray] = model.probe
     try:
         together = probe(ids, lens)
         alone = [probe(ids[k : k + 1, : lens[k]], lens[k : k + 1])[0] for k in range(2)]
     except NotImplementedError:
-        return
+        return None
     except Exception as e:  # ORT's several exception types
-        raise ModelLoadError(f"{model.folder}: a test batch failed ({type(e).__name__}: {e})"
-                             ) from None
+        raise ModelLoadError(f"{model.folder}: a test batch failed ({type(e).__name__}: {e})",
+                             "batch-invariance") from None
     together = np.asarray(together, dtype=np.float64)
     if not np.all(np.isfinite(together)):
-        raise ModelLoadError(f"{model.folder}: a test batch gave non-finite outputs")
+        raise ModelLoadError(f"{model.folder}: a test batch gave non-finite outputs",
+                             "batch-invariance")
+    problem = model.probe_problem(together)
+    if problem:
+        raise ModelLoadError(f"{model.folder}: {problem}", "contract")
     worst = max(float(np.max(np.abs(together[k] - np.asarray(alone[k])))) for k in range(2))
     if worst > 1e-3:
         raise ModelLoadError(f"{model.folder}: rows batched together differ from the same rows "
-                             f"alone by {worst:.3g} (the graph is not batch-invariant)")
+                             f"alone by {worst:.3g} (the graph is not batch-invariant: does it "
+                             "read `lengths`?)", "batch-invariance")
+    return worst
+
+
+def warm_up(model: LoadedModel) -> float:
+    """``model.warmup()``, its seconds; ``ModelLoadError`` (check "warm-up") when it fails."""
+    t0 = time.perf_counter()
+    try:
+        model.warmup()
+    except Exception as e:  # ORT's several exception types, a shape the graph refuses
+        raise ModelLoadError(f"{model.folder}: the warm-up failed ({type(e).__name__}: {e})",
+                             "warm-up") from None
+    model.warm = True
+    return time.perf_counter() - t0
+
+
+def checked_model(path: Path, *, warmup: bool = True, **load: Any) -> LoadedModel:
+    """The model folder at ``path`` loaded (``load_model(path, **load)``) and checked as
+    before it serves: the contract, batch invariance, and (``warmup``) the warm-up.
+    ``ModelLoadError`` whose ``check`` names the check that failed otherwise."""
+    model = load_model(path, **load)
+    smoke_check(model)
+    if warmup:
+        warm_up(model)
+    return model
+
+
+def run_checks(path: Path, **load: Any) -> tuple[LoadedModel | None, list[tuple[str, bool, str]]]:
+    """Every check of ``CHECKS`` on the folder at ``path``, as ``checked_model`` runs
+    them, up to the first that fails: (the model if all passed, [(check, passed, what
+    was found)])."""
+    out: list[tuple[str, bool, str]] = []
+
+    def failed(e: ModelLoadError) -> tuple[None, list[tuple[str, bool, str]]]:
+        if e.check == "contract" and not out:
+            out.append(("load", True, "ONNX Runtime loads the graph"))
+        out[:] = [x for x in out if x[0] != e.check]
+        out.append((e.check, False, str(e)))
+        return None, out
+
+    try:
+        model = load_model(path, **load)
+    except ModelLoadError as e:
+        return failed(e)
+    out.append(("load", True, f"{model.task} model {model.name!r} version {model.version} "
+                f"on {model.provider} in {model.load_seconds:.2f}s"))
+    out.append(("contract", True, model.contract()))
+    try:
+        worst = smoke_check(model)
+    except ModelLoadError as e:
+        return failed(e)
+    out.append(("batch-invariance", True, "rows alone and in a padded batch differ by at most "
+                f"{worst:.2g}" if worst is not None else "not applicable to this task"))
+    try:
+        seconds = warm_up(model)
+    except ModelLoadError as e:
+        return failed(e)
+    out.append(("warm-up", True, f"{seconds:.3f}s"))
+    return model, out

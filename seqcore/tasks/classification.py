@@ -1,9 +1,13 @@
 """The text classifier (IMDB sentiment with attention): its stages.
 
-- load: the graph takes ``input_ids`` [B, T] and ``lengths`` [B] and returns
-  ``probability`` [B] and ``attention`` [B, T]; a graph with a wide n-gram term
-  (training/ngrams.py) also returns ``ngram_contributions`` [B, T], each token's share
-  of the n-gram part of the logit;
+- load: the graph takes ``input_ids`` [B, T] and ``lengths`` [B] (int64) and returns
+  ``probability`` [B] (or [B, 1]: the probability of the manifest's second label; or
+  [B, 2]: one column per label, in the manifest's ``labels`` order) and, optionally,
+  ``attention`` [B, T] (without it /attention answers 400); a graph with a wide n-gram
+  term (training/ngrams.py) also returns ``ngram_contributions`` [B, T], each token's
+  share of the n-gram part of the logit. These are roles: the manifest's ``tensors``
+  maps a role to the graph's own tensor name (an imported graph's, ``python -m
+  seqcore.folder import``); a role it does not map is the tensor of the role's name;
 - encode: ``WordTokenizer.encode`` (head+tail truncation, offsets for /attention);
 - run: one padded batch (``seqcore.runtime.pad_rows``);
 - decode: ``result`` (label, score, probabilities) and ``explanation`` (the tokens
@@ -26,12 +30,68 @@ import onnxruntime as ort
 
 from seqcore.modelfolder import ModelFolder
 from seqcore.split import DirectionSplit, load_split
-from seqcore.tasks import LoadedModel, check_contract, probe_batch, register
+from seqcore.tasks import LoadedModel, ModelLoadError, probe_batch, register
 from seqcore.tokenizer import Encoded, WordTokenizer
 
 INPUTS = {"input_ids", "lengths"}
 OUTPUTS = ["probability", "attention"]
 NGRAM_OUTPUT = "ngram_contributions"
+# the task's roles (manifest "tensors": role -> the graph's tensor name)
+ROLES = ("input_ids", "lengths", "probability", "attention", NGRAM_OUTPUT)
+OPTIONAL_ROLES = ("attention", NGRAM_OUTPUT)
+LABELS = ("negative", "positive")  # the labels this service answers with
+
+
+def tensor_roles(folder: ModelFolder) -> dict[str, str]:
+    """Role -> the graph's tensor name, from the manifest's ``tensors`` (a role it does
+    not name is the tensor of the role's own name)."""
+    given = folder.manifest.get("tensors") or {}
+    where = folder.path / "manifest.json"
+    if not isinstance(given, dict) or not all(isinstance(v, str) and v for v in given.values()):
+        raise ModelLoadError(f"{where}: \"tensors\" must map roles to tensor names "
+                             f"(roles: {', '.join(ROLES)})", "contract")
+    unknown = sorted(set(given) - set(ROLES))
+    if unknown:
+        raise ModelLoadError(f"{where}: \"tensors\" names unknown roles {unknown} (roles of "
+                             f"a text-classification model: {', '.join(ROLES)})", "contract")
+    return {role: given.get(role, role) for role in ROLES}
+
+
+def check_roles(folder: ModelFolder, sess: ort.InferenceSession, names: dict[str, str]
+                ) -> set[str]:
+    """The optional roles the graph has; ``ModelLoadError`` (the contract check) saying
+    what the graph has when its inputs are not exactly ids and lengths (int64), it has
+    no probability output, or an output the manifest maps explicitly is missing."""
+    ins = {i.name: i.type for i in sess.get_inputs()}
+    outs = {o.name: o.shape for o in sess.get_outputs()}
+    want_in = {names["input_ids"], names["lengths"]}
+    mapped = set(folder.manifest.get("tensors") or {})
+    missing_out = [r for r in ("probability", *OPTIONAL_ROLES)
+                   if names[r] not in outs and (r == "probability" or r in mapped)]
+    if set(ins) != want_in or missing_out:
+        roles = ", ".join(f"{r}={names[r]}" for r in ROLES)
+        raise ModelLoadError(
+            f"{folder.graph_path}: the graph has inputs {sorted(ins)} and outputs "
+            f"{sorted(outs)}; a text-classification model needs inputs input_ids and "
+            f"lengths and a probability output, attention optional (roles now: {roles}; "
+            "map them to the graph's names with the manifest's \"tensors\", e.g. python -m "
+            "seqcore.folder import --map input_ids=tokens,probability=prob)", "contract")
+    wrong = [f"{n} is {t}" for n, t in ins.items() if t != "tensor(int64)"]
+    if wrong:
+        raise ModelLoadError(f"{folder.graph_path}: {', '.join(wrong)}; the service feeds "
+                             "tensor(int64) token ids and lengths", "contract")
+    return {r for r in OPTIONAL_ROLES if names[r] in outs}
+
+
+def label_order(folder: ModelFolder) -> tuple[str, str]:
+    """The manifest's ``labels`` (default negative, positive): the two labels in the
+    order of the probability output's columns."""
+    labels = folder.manifest.get("labels", list(LABELS))
+    if not isinstance(labels, list) or sorted(map(str, labels)) != sorted(LABELS):
+        raise ModelLoadError(f"{folder.path / 'manifest.json'}: \"labels\" is {labels!r}; this "
+                             f"service serves two-label models, labels {list(LABELS)} in the "
+                             "order of the probability output's columns", "contract")
+    return str(labels[0]), str(labels[1])
 
 
 @dataclass
@@ -84,11 +144,18 @@ class SentimentModel(LoadedModel):
     contrast: ContrastScope | None = None  # manifest "ngram.contrast"
     # the graph cut into its two recurrent directions, for lone calls (seqcore/split.py)
     split: DirectionSplit | None = None
+    names: dict[str, str] | None = None  # role -> the graph's tensor name
+    has_attention: bool = True  # the graph returns attention weights (/attention)
+    # the probability output's last column is P(positive) (else P(negative))
+    second_is_positive: bool = True
 
     # -- load ----------------------------------------------------------------------
     @classmethod
     def from_folder(cls, folder: ModelFolder, common: dict[str, Any]) -> SentimentModel:
-        _, outputs = check_contract(folder, common["session"], INPUTS, OUTPUTS)
+        names = tensor_roles(folder)
+        optional = check_roles(folder, common["session"], names)
+        labels = label_order(folder)
+        outputs = {r for r in ROLES if r in optional or r not in OPTIONAL_ROLES}
         tok = WordTokenizer.from_json(folder.vocab_json())
         ngram = folder.manifest.get("ngram") or {}
         neg, con = ngram.get("negation") or None, ngram.get("contrast") or None
@@ -102,7 +169,16 @@ class SentimentModel(LoadedModel):
             ids = frozenset(tok.stoi[w] for w in con.get("words", []) if w in tok.stoi)
             contrast = ContrastScope(ids, int(con.get("window", 0)))
         return cls(**common, tokenizer=tok, has_ngrams=NGRAM_OUTPUT in outputs,
-                   negation=negation, contrast=contrast)
+                   negation=negation, contrast=contrast, names=names,
+                   has_attention="attention" in outputs,
+                   second_is_positive=labels[1] == "positive")
+
+    @property
+    def plain(self) -> bool:
+        """The graph's tensors have the roles' names and it has attention (the graphs
+        training exports): its recurrent directions may be split."""
+        return self.has_attention and all(self.names is None or self.names[r] == r
+                                           for r in ROLES)
 
     # -- encode --------------------------------------------------------------------
     def encode(self, text: str, offsets: bool = True) -> Encoded:
@@ -113,13 +189,17 @@ class SentimentModel(LoadedModel):
                       make_session: Callable[..., ort.InferenceSession]) -> None:
         """Cut the graph into its recurrent directions for lone calls, if it can be
         and the pieces answer as the whole graph does (seqcore/split.py)."""
+        if not self.plain:
+            return
         ids, lens = probe_batch(self.probe_vocab)
         self.split = load_split(graph, self.session, make_session,
                                 {"input_ids": ids, "lengths": lens})
 
     def describe(self) -> dict[str, Any]:
-        # whether a lone call runs its two recurrent directions side by side
-        return {**super().describe(), "split_lone_calls": self.split is not None}
+        # whether a lone call runs its two recurrent directions side by side; whether
+        # /attention can explain its answers
+        return {**super().describe(), "split_lone_calls": self.split is not None,
+                "attention": self.has_attention}
 
     # -- run -----------------------------------------------------------------------
     def run(self, ids: np.ndarray, lengths: np.ndarray, assist: Executor | None = None
@@ -128,13 +208,28 @@ class SentimentModel(LoadedModel):
         With ``assist`` (a helper thread, given when the other core is idle) and a
         split graph, the two recurrent directions run side by side; the answer is the
         same."""
-        feed = {"input_ids": ids, "lengths": lengths}
-        names = [*OUTPUTS, NGRAM_OUTPUT] if self.has_ngrams else OUTPUTS
-        if assist is not None and self.split is not None:
-            out = self.split.run(names, feed, assist)
-        else:
-            out = self.session.run(names, feed)
-        return out[0], out[1], out[2] if self.has_ngrams else None
+        if self.plain:
+            feed = {"input_ids": ids, "lengths": lengths}
+            names = [*OUTPUTS, NGRAM_OUTPUT] if self.has_ngrams else OUTPUTS
+            if assist is not None and self.split is not None:
+                out = self.split.run(names, feed, assist)
+            else:
+                out = self.session.run(names, feed)
+            return out[0], out[1], out[2] if self.has_ngrams else None
+        # a graph with other tensor names or without attention (an imported one)
+        n = self.names or {r: r for r in ROLES}
+        roles = ["probability", *(r for r, has in (("attention", self.has_attention),
+                                                   (NGRAM_OUTPUT, self.has_ngrams)) if has)]
+        got = dict(zip(roles, self.session.run([n[r] for r in roles],
+                                               {n["input_ids"]: ids, n["lengths"]: lengths}),
+                       strict=True))
+        p = np.asarray(got["probability"], dtype=np.float32).reshape(len(ids), -1)[:, -1]
+        if not self.second_is_positive:
+            p = 1.0 - p
+        attention = got.get("attention")
+        if attention is None:  # no weights: /attention refuses this model
+            attention = np.zeros(ids.shape, dtype=np.float32)
+        return p, attention, got.get(NGRAM_OUTPUT)
 
     def warmup(self) -> None:
         tok = self.tokenizer
@@ -152,6 +247,13 @@ class SentimentModel(LoadedModel):
     @property
     def probe_vocab(self) -> int:
         return self.tokenizer.vocab_size if self.tokenizer else 2
+
+    def probe_problem(self, out: np.ndarray) -> str | None:
+        lo, hi = float(np.min(out)), float(np.max(out))
+        if lo < 0.0 or hi > 1.0:
+            return (f"the probability output lies in [{lo:.3g}, {hi:.3g}], not in [0, 1]: a "
+                    "logit? end the graph with a sigmoid (one column) or a softmax (two)")
+        return None
 
     # -- decode --------------------------------------------------------------------
     def result(self, p: float, e: Encoded) -> dict[str, Any]:
