@@ -233,3 +233,25 @@ def test_v1_models_marks_the_pinned_default(models, make_client):
     cards = {m["id"]: m["default"] for m in c.get("/v1/models").json()["data"]}
     assert cards == {"chargen": True, "second": True, "sentiment": False}
     assert c.post("/sentiment", json={"text": "good"}).json()["model"] == "second"
+
+
+def test_the_worked_example_of_docs_models_md_runs_imports_and_serves(models, make_client,
+                                                                      monkeypatch, capsys):
+    doc = (ROOT / "docs" / "models.md").read_text()
+    block = doc.split("<!-- worked-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    model_class = "class Classifier" + block.split("class Classifier", 1)[1].split("\n\n\n")[0]
+    assert len([x for x in model_class.splitlines() if x.strip()]) <= 20  # "a 20-line LSTM"
+    work = models.parent / "example"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    exec(compile(block, "docs/models.md", "exec"), {"__name__": "example"})
+    assert folder_main(["import", "lstm.onnx", "--vocab", "words.json", "--out",
+                        str(models / "kettle"), "--map",
+                        "input_ids=tokens,lengths=lens,probability=prob,attention=weights"]) == 0
+    assert "batch-invariance: ok" in capsys.readouterr().out
+    c = make_client(models)
+    good = c.post("/sentiment", json={"text": "A great kettle.", "model": "kettle"}).json()
+    bad = c.post("/sentiment", json={"text": "An awful kettle.", "model": "kettle"}).json()
+    assert good["label"] == "positive" and bad["label"] == "negative", (good, bad)
+    r = c.post("/attention", json={"text": "A great kettle.", "model": "kettle"}).json()
+    assert [t["text"] for t in r["tokens"]] == ["a", "great", "kettle"]
