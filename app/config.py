@@ -74,6 +74,18 @@ class Settings(BaseSettings):
         "stream still at least every 100 ms); 0 = no such budget")
     gen_max_queue: int = Field(256, ge=1, le=100_000, description="streams waiting to start before 503")
     gen_timeout_s: float = Field(120.0, gt=0, le=3600, description="wall-clock limit of one generation")
+    gen_prefill_chunk_chars: int = Field(
+        256, ge=1, le=100_000, description="prompts are read in chunks of this many characters, "
+        "between steps")
+    gen_prefill_slice_ms: float = Field(
+        40.0, gt=0, le=10_000, description="while streams run, one prefill call takes about "
+        "this long at most (a running stream waits about this much per character at worst)")
+    gen_prefill_max_cells: int = Field(
+        4096, ge=1, le=10_000_000, description="rows x characters of one prefill call (bounds "
+        "its memory)")
+    gen_max_prompt_chars_in_flight: int = Field(
+        524_288, ge=0, le=100_000_000, description="prompt characters queued or being read per "
+        "generator before 503; 0 = no cap")
 
     # request limits
     max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="larger bodies get 413")
@@ -99,6 +111,9 @@ class Settings(BaseSettings):
 
     # security and operations
     api_key: SecretStr | None = Field(None, description="if set, Bearer key for inference routes")
+    admin_key: SecretStr | None = Field(None, description="if set, Bearer key for "
+                                        "POST /v1/models/{name}/reload (instead of api_key); "
+                                        "with neither set, reload answers loopback clients only")
     protect_ops: bool = Field(False, description="with api_key: /metrics, /v1/models, /v2 "
                               "metadata and the docs need the key too (probes stay open)")
     # NoDecode: the raw string reaches the validator below, which takes a comma list

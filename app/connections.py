@@ -12,7 +12,13 @@ connections use up the process's file descriptors. ``GuardedHttpToolsProtocol`` 
 - **Body deadline** (``SEQSERVE_BODY_TIMEOUT_S``): from the end of the headers to the
   end of the body. Then 408 and close.
 - **Header size** (``SEQSERVE_MAX_HEADER_BYTES``): request line and headers; then 431
-  and close. At most one read (64 kB) is buffered past the limit.
+  and close. Counted per request: a read that holds a whole request and the start of
+  the next (pipelining) counts only towards the request it ends in, and the read in
+  which a head begins is measured when the head completes (its URL and headers) or
+  left out of the running count, so at most one read (64 kB) is buffered past the limit.
+- **Graceful shutdown**: a connection with nothing under way is not closed the moment
+  the server stops: it is read for ``SHUTDOWN_READ_GRACE_S`` more, so a request already
+  sent (its bytes in the socket, not read yet) is answered, with ``Connection: close``.
 - **Write deadline** (``SEQSERVE_WRITE_TIMEOUT_S``): a response blocked on a full send
   buffer (the client stopped reading) that does not move on within the deadline is
   aborted; the stream behind it is cancelled and its slot freed.
@@ -43,6 +49,8 @@ log = logging.getLogger("seqserve.connections")
 
 # descriptors kept for the process's own use (model files, logs, ORT, metrics files)
 FD_RESERVE = 128
+# on shutdown, an idle connection is read this much longer before it is closed
+SHUTDOWN_READ_GRACE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._write_timer: asyncio.TimerHandle | None = None
         self._in_head = False
         self._head_bytes = 0
+        self._began = False  # a request began in the read being parsed
+        self._head_open = False  # a request began and its headers are not complete
+        self._stopping = False  # the server is shutting down
         self._requests = 0
         self._refused = False
 
@@ -148,9 +159,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        was_in_head = self._in_head
+        self._began = False
         super().data_received(data)
         if self._in_head and not self.transport.is_closing():
-            self._head_bytes += len(data)
+            # a head that was under way before this read and is still: the whole read is
+            # its own. One that began inside this read (after the end of the previous
+            # request, perhaps its body) has an unknown share of it: counted from the
+            # next read on, and exactly at on_headers_complete
+            if was_in_head and not self._began:
+                self._head_bytes += len(data)
             if self._head_bytes > self._lim.max_header_bytes:
                 self._refuse(431, "header_too_large", "request line and headers: over "
                              f"{self._lim.max_header_bytes} bytes", "header")
@@ -158,13 +176,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -- parser callbacks ----------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._began = self._head_open = True
         if not self._in_head:  # a later request on a kept-alive connection
             self._start_head()
 
     def on_headers_complete(self) -> None:
         if self._refused:
             return
-        self._in_head = False
+        self._in_head = self._head_open = False
         self._requests += 1
         size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
         if size > self._lim.max_header_bytes:
@@ -173,6 +192,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._arm(self._lim.body_timeout_s, "body")
         super().on_headers_complete()
+        if self._stopping and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered, then closed
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -182,6 +203,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         if not self._refused:
             super().on_message_complete()
+
+    # -- graceful shutdown -----------------------------------------------------------
+    def shutdown(self) -> None:
+        self._stopping = True
+        if self._refused or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            super().shutdown()  # the answer under way goes out, then the connection closes
+        elif not self._head_open:
+            # idle, as far as this process has read: a request may be in the socket
+            self.loop.call_later(SHUTDOWN_READ_GRACE_S, self._close_if_idle)
+        # (a head under way: it is answered, or its header deadline ends it)
+
+    def _close_if_idle(self) -> None:
+        if self.transport.is_closing() or self._head_open:
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
 
     # -- deadlines -----------------------------------------------------------------
     def _start_head(self) -> None:

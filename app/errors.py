@@ -87,9 +87,15 @@ def _field(loc: tuple | list) -> str:
     return ".".join(parts) or "body"
 
 
-def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+# a validation error names at most this many problems (and says how many there were):
+# the answer and its cost stay small whatever the body holds
+MAX_ERROR_DETAILS = 20
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]], int]:
     details = []
-    for e in exc.errors():
+    errors = exc.errors()
+    for e in errors[:MAX_ERROR_DETAILS]:
         field = _field(e.get("loc", ()))
         typ = e.get("type", "")
         msg = str(e.get("msg", "invalid"))
@@ -104,9 +110,9 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[st
         details.append({"field": field, "message": msg, "type": typ})
     first = details[0] if details else {"field": "body", "message": "invalid request"}
     summary = f"{first['field']}: {first['message']}"
-    if len(details) > 1:
-        summary += f" (and {len(details) - 1} more)"
-    return summary, details
+    if len(errors) > 1:
+        summary += f" (and {len(errors) - 1} more)"
+    return summary, details, len(errors)
 
 
 def api_error_response(method: str, path: str, exc: ApiError) -> JSONResponse:
@@ -132,13 +138,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        summary, details = _describe_validation(exc)
+        summary, details, total = _describe_validation(exc)
+        extra = {"details_total": total} if total > len(details) else {}
         if details and all(d["type"] == "json_invalid" for d in details):
             # the body is not JSON at all: same status as other unparseable bodies
             log.info("%s %s -> 400 %s", request.method, printable(request.url.path), summary)
             return error_response(400, "invalid_json", summary, details)
         log.info("%s %s -> 422 %s", request.method, printable(request.url.path), summary)
-        return error_response(422, "validation_error", summary, details)
+        return error_response(422, "validation_error", summary, details, **extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

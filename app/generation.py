@@ -3,9 +3,11 @@
 One engine thread per generator model owns every active stream. Each iteration has
 three phases:
 
-- **admit**: waiting streams join (up to ``max_streams`` active); their prompts are
-  prefilled in one ONNX Runtime call (rows of different lengths, ``sequence_lens``)
-  and each one's first character is sampled from the prefill logits;
+- **admit**: waiting streams join (up to ``max_streams`` active or being read); their
+  prompts are read in chunks, at most one prefill call per iteration and within a time
+  budget while streams run (``app.prefill``: rows of different lengths,
+  ``sequence_lens``), and a stream whose prompt has been read gets its first character
+  from the prefill logits and joins the batch;
 - **step**: every active stream advances by one character with one step call
   ([N, 1] ids, the batch's LSTM states) and one vectorised sampling call;
 - **retire**: finished and cancelled streams leave the batch; a finished one gets its
@@ -14,6 +16,9 @@ three phases:
 Retire also runs right after admit, so a stream that ended at its first character, or
 was cancelled meanwhile, takes no row in the step. A stream's cost per character is
 one row of one step call: O(1) in prompt and output length, the context is never re-run.
+A large prompt costs the running streams at most one prefill slice per character, and
+the prompt characters waiting to be read are capped (``max_prompt_chars_in_flight``;
+beyond it a request gets 503 at once).
 
 The active streams live in a ``_Batch``: row k of its arrays (LSTM state, last id,
 sampling parameters) belongs to its k-th stream, so a step passes the arrays to ORT
@@ -29,7 +34,7 @@ sequence or the length limit ended the stream, and retire records the finish. Te
 is held back while it could still be the start of a stop sequence, so a stop sequence
 never reaches the caller, streamed or not.
 
-A large prefill (many streams admitted at once) is cut into ``parallel`` parts of at
+A large prefill call (many streams read at once) is cut into ``parallel`` parts of at
 least ``split_min_rows`` rows, run side by side on the cores (the engine thread runs
 one, helper threads the others): prefill time grows with the prompts and dominates
 when many streams arrive together. A step is cut the same way once every part has at
@@ -70,7 +75,9 @@ from prometheus_client import Gauge
 from app import metrics, tracing
 from app.batching import CLASSIFIER_CALLS
 from app.errors import ApiError, EngineStopped, ModelFailure, Overloaded
+from app.prefill import Chunk, Prefill
 from app.stopping import StopMatcher
+from seqcore import runtime
 from seqcore.sampling import RowSampler, SamplingParams, Uniforms, params_arrays
 from seqcore.tasks.generation import CharModel
 
@@ -80,6 +87,8 @@ log = logging.getLogger("seqserve.generation")
 MAX_FLUSH_INTERVAL_S = 0.1
 # per-step character counts reach their counters at least this often (see _tally_chars)
 TALLY_FLUSH_CHARS = 1000
+# a burst of prefills this large (cells) ends with the C heap trimmed (a few ms)
+TRIM_AFTER_CELLS = 65_536
 
 
 @dataclass
@@ -109,9 +118,15 @@ class Stream:
     cancelled: bool = False
     trace: Any = None  # the request's trace (app/tracing.py), set by submit when tracing is on
 
+    # gives back the prompt characters this stream holds of its engine's in-flight cap
+    # (set by submit; called once its prompt is read, or it is cancelled or failed)
+    release: Any = None
+
     def cancel(self) -> None:
         """Frees the stream's slot at the next iteration (a no-op once finished)."""
         self.cancelled = True
+        if self.release is not None:
+            self.release()
 
 
 class _Gen:
@@ -181,8 +196,18 @@ class GenerationEngine:
                  queue_timeout_s: float, batching: bool = True, parallel: int = 1,
                  split_min_rows: int = 8, step_split_min_rows: int = 8,
                  flush_interval_s: float = 0.0, events_per_s: float = 0.0,
-                 drain_timeout_s: float | None = None):
+                 drain_timeout_s: float | None = None, prefill_chunk_chars: int = 256,
+                 prefill_slice_s: float = 0.04, prefill_max_cells: int = 4096,
+                 max_prompt_chars_in_flight: int = 0):
         self.model = model
+        # prompts being read, a chunk per iteration (app.prefill)
+        self.prefill = Prefill(model.zero_state, chunk_chars=prefill_chunk_chars,
+                               slice_s=prefill_slice_s, max_cells=prefill_max_cells)
+        # prompt characters queued or being read, capped (0: no cap): submit refuses
+        # beyond it, so a burst of long prompts waits in clients, not in this process
+        self.max_prompt_chars_in_flight = max_prompt_chars_in_flight
+        self._inflight = 0
+        self._inflight_lock = threading.Lock()
         # a retired engine waits at most this for its streams (app.main passes a
         # generation's own longest run: SEQSERVE_GEN_TIMEOUT_S + the queue wait + 5 s)
         self.drain_timeout_s = (queue_timeout_s + 30.0 if drain_timeout_s is None
@@ -283,8 +308,29 @@ class GenerationEngine:
         if self.pending.qsize() >= self.max_queue:
             metrics.REJECTED.labels("queue_full").inc()
             raise Overloaded("generation queue is full; retry shortly")
+        n = len(stream.prompt_ids)
+        with self._inflight_lock:
+            cap = self.max_prompt_chars_in_flight
+            # (a prompt alone is always let in: its length is capped by the routes)
+            if cap and self._inflight and self._inflight + n > cap:
+                metrics.REJECTED.labels("prefill_full").inc()
+                raise Overloaded("too many prompt characters are waiting to be read; "
+                                 "retry shortly", 1, "prefill_full")
+            self._inflight += n
+        held = [n]
+
+        def release() -> None:
+            with self._inflight_lock:
+                self._inflight -= held[0]
+                held[0] = 0
+
+        stream.release = release
         stream.trace = tracing.current()
         self.pending.put(stream)
+
+    @property
+    def prompt_chars_in_flight(self) -> int:
+        return self._inflight
 
     # -- engine thread: supervision ---------------------------------------------------
     def _run(self) -> None:
@@ -305,7 +351,8 @@ class GenerationEngine:
                     self._fail_iteration(e)
                 # only this thread moves streams from pending to active, and nothing
                 # is submitted to a retired engine: empty both and it has no work left
-                if self._retiring and not self._batches and self.pending.empty():
+                if (self._retiring and not self._batches and not self.prefill.jobs
+                        and self.pending.empty()):
                     self._running = False
         except BaseException as e:
             self.dead = f"generation loop of {name!r} stopped: {type(e).__name__}: {e}"
@@ -320,6 +367,7 @@ class GenerationEngine:
                 self._fail_streams(current + self._active_streams() + self._drain_pending(),
                                    EngineStopped(self.dead))
                 self._batches = []
+                self.prefill.jobs = []
             self._flush_tally()
             gauge.set(0)
 
@@ -335,6 +383,7 @@ class GenerationEngine:
             self._fail(g, ModelFailure(error_id))
         # the iteration's streams are every active one: their batches go as a whole
         # (their arrays may be half-updated)
+        self.prefill.drop(lambda g: g.done)
         self._batches = [b for b in self._batches if not all(g.done for g in b.gens)]
         for b in self._batches:
             if any(g.done for g in b.gens):
@@ -358,27 +407,32 @@ class GenerationEngine:
 
     # -- phase 1: admit ---------------------------------------------------------------
     def _admit(self, out: list) -> bool:
-        """Waiting streams join, up to ``max_streams`` active: prefilled, their first
-        character sampled. False when the engine is idle and nothing arrived."""
+        """Waiting streams join, up to ``max_streams`` active or being read, and one
+        prefill call reads the next chunk of the waiting prompts; a stream whose prompt
+        is read gets its first character and joins the batch. False when the engine is
+        idle and nothing arrived."""
         self._current = []
         active = [g for b in self._batches for g in b.gens]
+        reading = self.prefill.gens
         new: list[Stream] = []
-        if not active:
+        if not active and not reading:
             try:
                 new.append(self.pending.get(timeout=0.05))
             except queue.Empty:
                 return False
-        while len(active) + len(new) < self.max_streams and self.pending.qsize():
+        while (len(active) + len(reading) + len(new) < self.max_streams
+               and self.pending.qsize()):
             try:
                 new.append(self.pending.get_nowait())
             except queue.Empty:
                 break
         gens = [_Gen(s) for s in new]
-        self._current = gens + active
+        self._current = gens + reading + active
         now = time.perf_counter()
         admitted = []
         for g in gens:
             if g.stream.cancelled:
+                self._release(g)
                 continue
             if now - g.stream.arrived > self.queue_timeout_s:
                 metrics.REJECTED.labels("queue_timeout").inc()
@@ -386,63 +440,77 @@ class GenerationEngine:
                                          "queue_timeout"))
                 continue
             admitted.append(g)
-        if admitted:
-            for group in [admitted] if self.batching else [[g] for g in admitted]:
-                batch = self._prefill(group, out)
-                if batch is None:
-                    continue
-                if self.batching and self._batches:
-                    self._batches[0].extend(batch)
-                else:
-                    self._batches.append(batch)
+        self.prefill.add(admitted, lambda g: g.stream.prompt_ids)
+        for g in self.prefill.drop(lambda g: g.stream.cancelled):
+            self._release(g)
+        if self.prefill.jobs:
+            self._prefill(out)
         return True
 
-    def _prefill(self, gens: list[_Gen], out: list) -> _Batch | None:
-        """One ORT call over the prompts (split in parts when large); the first
-        character of each stream. Returns their batch, rows in admission order."""
-        # a prompt admitted several times at once (``n`` choices, a page's default
-        # prompt) is read once: rows are independent, so its copies get the same state
-        rows: dict[tuple[int, ...], int] = {}
-        src = [rows.setdefault(tuple(g.stream.prompt_ids), len(rows)) for g in gens]
-        prompts = list(rows)
-        B = len(prompts)
-        # by prompt length, so the parts of a split call carry little padding
-        order = sorted(range(B), key=lambda k: len(prompts[k]))
-        lens = np.array([len(prompts[k]) for k in order], dtype=np.int64)
-        ids = np.zeros((B, max(1, int(lens.max()))), dtype=np.int64)
-        for row, k in enumerate(order):
-            ids[row, : lens[row]] = prompts[k]
-        h, c = self.model.zero_state(B)
-        t0 = time.perf_counter()
+    def _prefill(self, out: list) -> None:
+        """One prefill call (``app.prefill``); the streams whose prompts it finished get
+        their first character and join the batch (batching off: a batch each)."""
         try:
-            logits, hn, cn = self._run_parts(ids, lens, h, c, self.split_min_rows)
+            chunk = self.prefill.step(
+                lambda ids, lens, h, c, shrink: self._run_parts(
+                    ids, lens, h, c, self.split_min_rows, shrink=shrink),
+                protect=bool(self._batches))
         except Exception as e:
+            gens = self.prefill.gens
+            self.prefill.jobs = []
+            for g in gens:
+                self._release(g)
             self._fail_all(gens, e)
-            return None
+            return
+        if chunk is None or not chunk.done:
+            if chunk is not None:
+                self._observe_prefill(chunk)
+            return
+        self._observe_prefill(chunk)
         now = time.perf_counter()
-        self._m_prefill.observe(now - t0)
-        self._m_prefill_batch.observe(B)
-        real = int(lens.sum())
-        self._m_padding.inc(ids.size - real)
-        self._m_real.inc(real)
-        # rows back in admission order, one per stream
-        back = np.argsort(np.array(order))[src]
-        if back.tolist() != list(range(len(gens))):
-            logits = logits[back]
-            hn, cn = np.ascontiguousarray(hn[:, back]), np.ascontiguousarray(cn[:, back])
-        for g in gens:
-            g.started = t0
-            self._m_queue.observe(max(t0 - g.stream.arrived, 0.0))
-            g.rng = Uniforms(g.stream.seed)
-        batch = _Batch(gens, hn, cn)
-        self._advance(batch, logits, now, out, flush=True)  # first characters: at once
+        gens, rows = [], []
+        for k, d in enumerate(chunk.done):
+            for g in d.job.gens:
+                gens.append(g)
+                rows.append(k)
+                g.started = d.job.started
+                self._m_queue.observe(max(g.started - g.stream.arrived, 0.0))
+                g.rng = Uniforms(g.stream.seed)
+                self._release(g)
+        logits = np.stack([d.logits for d in chunk.done])[rows]
+        hn = np.concatenate([d.h for d in chunk.done], axis=1)[:, rows]
+        cn = np.concatenate([d.c for d in chunk.done], axis=1)[:, rows]
+        groups = [list(range(len(gens)))] if self.batching else [[k] for k in range(len(gens))]
+        for idx in groups:
+            batch = _Batch([gens[k] for k in idx], np.ascontiguousarray(hn[:, idx]),
+                           np.ascontiguousarray(cn[:, idx]))
+            self._advance(batch, logits[idx], now, out, flush=True)  # first characters: at once
+            if self.batching and self._batches:
+                self._batches[0].extend(batch)
+            else:
+                self._batches.append(batch)
         for g in gens:  # every stream's first character came from this prefill
             g.first_char_at = now
             self._m_ttfc.observe(now - g.stream.arrived)
-        return batch
+
+    def _observe_prefill(self, chunk: Chunk) -> None:
+        if chunk.last and chunk.burst_cells >= TRIM_AFTER_CELLS:
+            # the burst is over: what its buffers took goes back to the system (ORT's
+            # arena gave its part back in the call itself: ``shrink``)
+            runtime.release_free_memory()
+        self._m_prefill.observe(chunk.seconds)
+        self._m_prefill_batch.observe(chunk.rows)
+        self._m_padding.inc(chunk.cells - chunk.real)
+        self._m_real.inc(chunk.real)
+
+    @staticmethod
+    def _release(g: _Gen) -> None:
+        if g.stream.release is not None:
+            g.stream.release()
 
     def _run_parts(self, ids: np.ndarray, lens: np.ndarray, h: np.ndarray, c: np.ndarray,
-                   min_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   min_rows: int, shrink: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``model.run`` over the rows, cut into up to ``parallel`` contiguous parts of
         at least ``min_rows`` rows run side by side (each part trimmed to its own
         longest row)."""
@@ -453,13 +521,13 @@ class GenerationEngine:
             # the model's two-thread session when it has one (same answers), unless a
             # classifier call holds that core (measured: two threads then lose ~10 %)
             wide = self._pool is not None and CLASSIFIER_CALLS.n == 0
-            return self.model.run(ids, lens, h, c, wide=wide)
+            return self.model.run(ids, lens, h, c, wide=wide, shrink=shrink)
         cuts = [B * i // parts for i in range(parts + 1)]
 
         def part(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             T = max(1, int(lens[a:b].max()))
             return self.model.run(ids[a:b, :T], lens[a:b], np.ascontiguousarray(h[:, a:b]),
-                                  np.ascontiguousarray(c[:, a:b]))
+                                  np.ascontiguousarray(c[:, a:b]), shrink=shrink)
 
         later = [self._pool.submit(part, cuts[i], cuts[i + 1]) for i in range(1, parts)]
         results = [part(cuts[0], cuts[1])] + [f.result() for f in later]
@@ -575,7 +643,8 @@ class GenerationEngine:
 
     # -- delivery and failures --------------------------------------------------------
     def _active_streams(self) -> list[Stream]:
-        return [g.stream for b in self._batches for g in b.gens]
+        return [g.stream for b in self._batches for g in b.gens] + [
+            g.stream for g in self.prefill.gens]
 
     def _drain_pending(self) -> list[Stream]:
         out = []
@@ -601,10 +670,13 @@ class GenerationEngine:
 
     def _fail(self, g: _Gen, exc: ApiError) -> None:
         g.done = g.failed = True
+        self._release(g)
         self._deliver([(g.stream, exc)])
 
     def _fail_streams(self, streams: list[Stream], exc: ApiError) -> None:
         for s in dict.fromkeys(streams):  # each once
+            if s.release is not None:
+                s.release()
             self._deliver([(s, exc)])
 
     def _fail_all(self, gens: list[_Gen], e: Exception) -> None:

@@ -29,7 +29,12 @@ from app.config import Settings
 from app.context import configure_logging
 from app.errors import install_error_handlers
 from app.generation import GenerationEngine
-from app.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from app.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    HeadMiddleware,
+    RequestContextMiddleware,
+)
 from app.openapi import install_openapi, operation_id
 from app.protocol_errors import ProtocolErrorMiddleware
 from app.registry import Registry
@@ -89,7 +94,11 @@ def generation_loop(s: Settings, m: CharModel) -> GenerationEngine:
                             parallel=1 if m.provider == CUDA else parallel_calls(s),
                             flush_interval_s=s.gen_stream_interval_ms / 1000,
                             events_per_s=s.gen_stream_events_per_s,
-                            drain_timeout_s=s.gen_timeout_s + s.queue_timeout_s + 5.0)
+                            drain_timeout_s=s.gen_timeout_s + s.queue_timeout_s + 5.0,
+                            prefill_chunk_chars=s.gen_prefill_chunk_chars,
+                            prefill_slice_s=s.gen_prefill_slice_ms / 1000,
+                            prefill_max_cells=s.gen_prefill_max_cells,
+                            max_prompt_chars_in_flight=s.gen_max_prompt_chars_in_flight)
 
 
 # The loop that serves each task (seqcore.tasks.TASKS): a new task adds its line here.
@@ -209,6 +218,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
              for router in (app.router, classify.router, generate.router, health.router, web.router,
                             admin.router, openai_compat.router, v2.router, v2.infer_router)
              for r in router.routes if isinstance(getattr(r, "path", None), str)}
+    app.add_middleware(HeadMiddleware)  # HEAD on every GET route
     # gzip inside the request context, so the logged bytes are the bytes sent
     app.add_middleware(GZipMiddleware)
     if tracer is not None:

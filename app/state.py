@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from pydantic import SecretStr
 
 from app.batching import ClassificationBatcher
 from app.config import Settings
@@ -33,6 +34,8 @@ class AppState:
     # hot reload (app/reload.py): one at a time; the loops of replaced versions while
     # they finish their work; background tasks, kept referenced until they end
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # models with a reload request under way: another request for one of them gets 429
+    reloading: set[str] = field(default_factory=set)
     retiring: set[Loop] = field(default_factory=set)
     tasks: set[asyncio.Task] = field(default_factory=set)
 
@@ -71,7 +74,11 @@ async def get_settings(request: Request) -> Settings:
 def api_key_ok(settings: Settings, authorization: str) -> bool:
     """No key configured, or ``Authorization: Bearer <key>``. Constant-time comparison;
     the key is never logged."""
-    key = settings.api_key
+    return bearer_ok(settings.api_key, authorization)
+
+
+def bearer_ok(key: SecretStr | None, authorization: str) -> bool:
+    """No key, or ``Authorization: Bearer <key>`` (constant-time comparison)."""
     if key is None:
         return True
     scheme, _, supplied = authorization.partition(" ")

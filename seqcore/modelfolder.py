@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -106,10 +107,39 @@ def is_model_folder(path: Path) -> bool:
     return (path / MANIFEST).exists()
 
 
+# file -> (its stat key, the sha256 of its bytes): a file whose size, mtime, ctime and
+# inode are unchanged is not read again (a reload request on an unchanged 16 MB graph
+# hashed it every time)
+_DIGESTS: dict[str, tuple[tuple[int, ...], bytes]] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _file_digest(path: Path) -> bytes:
+    """The sha256 of a file's bytes, from the cache while its stat key is unchanged.
+    The key holds the ctime, which no copy tool can set back: a file copied in with an
+    old mtime still counts as a change."""
+    st = path.stat()
+    key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    with _DIGESTS_LOCK:
+        hit = _DIGESTS.get(str(path))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    digest = h.digest()
+    with _DIGESTS_LOCK:
+        if len(_DIGESTS) > 4096:  # a bound, not a policy: folders come and go
+            _DIGESTS.clear()
+        _DIGESTS[str(path)] = (key, digest)
+    return digest
+
+
 def fingerprint(folder: Path) -> str:
-    """A digest of the folder's manifest, graph and vocabulary (their bytes, so a
-    copied-in file with an old mtime still counts as a change). A missing or unreadable
-    file gives a digest of its own: the load that follows says what is wrong."""
+    """A digest of the folder's manifest, graph and vocabulary (their bytes: see
+    ``_file_digest`` for when a file is read again). A missing or unreadable file gives
+    a digest of its own: the load that follows says what is wrong."""
     h = hashlib.sha256()
     try:
         manifest = json.loads((folder / MANIFEST).read_bytes())
@@ -119,9 +149,7 @@ def fingerprint(folder: Path) -> str:
     for path in files:
         h.update(str(path.name).encode() + b"\0")
         try:
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
+            h.update(_file_digest(path))
         except OSError as e:
             h.update(f"unreadable: {e}".encode())
         h.update(b"\0")

@@ -11,6 +11,8 @@ every user of a model folder needs, done one way.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,6 +67,27 @@ def session(model: bytes | str | Path, *, threads: int = 1,
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, so, providers=list(providers))
+
+
+_libc: ctypes.CDLL | None | bool = False  # False: not looked up yet
+
+
+def release_free_memory() -> bool:
+    """Hands the C heap's free memory back to the system (glibc's ``malloc_trim``):
+    freed blocks of the heap stay with the process otherwise, so a burst of large
+    calls would keep its high-water mark. False where there is no glibc (a no-op)."""
+    global _libc
+    if _libc is False:
+        name = ctypes.util.find_library("c")
+        try:
+            lib = ctypes.CDLL(name) if name else None
+            _libc = lib if lib is not None and hasattr(lib, "malloc_trim") else None
+        except OSError:
+            _libc = None
+    if not _libc:
+        return False
+    _libc.malloc_trim(0)  # type: ignore[union-attr]
+    return True
 
 
 def pad_rows(rows: Sequence[Sequence[int]], unk_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -84,7 +84,9 @@ def make_client() -> Iterator[Callable[..., object]]:
 
     def factory(models: Path, **overrides: object) -> TestClient:
         settings = Settings(models_dir=models, **overrides)
-        return stack.enter_context(TestClient(create_app(settings)))
+        # a loopback client, as a test server's are (the reload route answers those
+        # without a key when none is configured)
+        return stack.enter_context(TestClient(create_app(settings), client=("127.0.0.1", 50000)))
 
     with stack:
         yield factory

@@ -286,7 +286,6 @@ ODD_TEXTS = {
     "bidi-override": "\u202egood movie\u202c",
     "zero-width": "good\u200bmovie\u200c\u200d\ufeff",
     "combining-marks": "e\u0301\u0301\u0301 a\u0308",
-    "lone-surrogate": "good \ud800 film",
     "format-strings": "%s %d {0} ${x} {{}}",
     "path-like": "../../etc/passwd C:\\Windows",
     "control-chars": "good\x01\x02\x1b[31mred\x7f",

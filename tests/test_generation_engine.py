@@ -421,9 +421,9 @@ def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_ch
     calls: list[tuple[int, bool]] = []
     run = wide_chargen.run
 
-    def spy(ids, lens, h, c, wide=False):
+    def spy(ids, lens, h, c, wide=False, **kw):
         calls.append((len(ids), wide))
-        return run(ids, lens, h, c, wide=wide)
+        return run(ids, lens, h, c, wide=wide, **kw)
 
     monkeypatch.setattr(wide_chargen, "run", spy)
     bodies = [{"prompt": "the man ", "seed": 3, "n": 30}]
@@ -447,3 +447,131 @@ def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_ch
     cut = [(b, w) for b, w in calls if b < 16]  # parts of cut calls (8 rows each)
     assert cut and not any(w for _, w in cut)  # cut calls' parts run on one thread each
     assert texts == _texts(wide_chargen, many, max_streams=16, parallel=1)
+
+
+# -- chunked prefill (app.prefill) -----------------------------------------------------
+def test_a_prompt_read_in_chunks_ends_in_the_state_of_one_whole_call(chargen):
+    """Chunks carry the state: logits and state after the last chunk equal one call
+    over the whole prompt (to float rounding), for any chunk length."""
+    from app.prefill import Prefill
+
+    ids = chargen.vocab.encode("the free spirit, who laughs at every chain. " * 3)[0]
+    h, c = chargen.zero_state(1)
+    whole = chargen.run(np.array([ids], dtype=np.int64), np.array([len(ids)]), h, c)
+    for chunk_chars in (1, 7, 64, 1000):
+        p = Prefill(chargen.zero_state, chunk_chars=chunk_chars, max_cells=chunk_chars)
+        p.add(["g"], lambda g: ids)
+        calls, done = 0, []
+        while p.jobs:
+            ch = p.step(chargen.run, protect=False)
+            calls += 1
+            assert ch.cells <= max(chunk_chars, 1) and ch.rows == 1
+            done += ch.done
+        assert calls == -(-len(ids) // chunk_chars)
+        (d,) = done
+        np.testing.assert_allclose(d.logits, whole[0][0], atol=1e-5)
+        np.testing.assert_allclose(d.h, whole[1], atol=1e-5)
+        np.testing.assert_allclose(d.c, whole[2], atol=1e-5)
+
+
+def test_a_prefill_call_never_holds_more_than_max_cells_and_the_oldest_go_first(chargen):
+    from app.prefill import Prefill
+
+    p = Prefill(chargen.zero_state, chunk_chars=16, max_cells=40)
+    prompts = {f"s{i}": [1 + k % 30 for k in range(10 * (i + 1))] for i in range(5)}  # 10..50
+    p.add(list(prompts), lambda g: prompts[g])
+    first = p.plan(protect=False)
+    assert [j.gens[0] for j, _ in first] == ["s0", "s1"]  # 2 rows x 16 <= 40 < 3 x 16
+    seen = []
+    while p.jobs:
+        ch = p.step(chargen.run, protect=False)
+        assert ch.cells <= 40
+        seen += [d.job.gens[0] for d in ch.done]
+    assert seen == list(prompts)  # each read to its end, oldest first
+
+
+def test_while_streams_run_a_prefill_call_is_sized_to_the_time_slice(chargen):
+    from app.prefill import Prefill
+
+    p = Prefill(chargen.zero_state, chunk_chars=64, slice_s=0.01, max_cells=4096)
+    p.cell_s = 1e-4  # measured cost of a cell: 100 cells fit a 10 ms slice
+    assert p.budget(protect=True) == 100 and p.budget(protect=False) == 4096
+    p.add([1, 2, 3], lambda g: [g] + [1 + k % 30 for k in range(199)])  # distinct prompts
+    assert len(p.plan(protect=True)) == 1  # 2 rows x 64 > 100: one row only
+    assert len(p.plan(protect=False)) == 3
+
+
+def test_running_streams_step_between_the_chunks_of_a_long_prompt(chargen, monkeypatch):
+    """A long prompt arriving while a stream runs is read a chunk per iteration: the
+    running stream gets a character every iteration, and the new stream's text is the
+    one it gets alone (chunk boundaries depend only on its prompt)."""
+    long_prompt = "beyond good and evil " * 12  # 252 characters: 16 chunks of 16
+    (alone,) = _texts(chargen, [{"prompt": long_prompt, "seed": 5, "n": 30}],
+                      prefill_chunk_chars=16, max_streams=4)
+    shapes = _counting(chargen, monkeypatch)
+
+    def go(loop):
+        e = GenerationEngine(chargen, max_streams=4, max_queue=10, queue_timeout_s=30,
+                             prefill_chunk_chars=16, prefill_max_cells=64)
+        runner = _stream(chargen, "the ", loop, seed=1, max_new=500)
+        e.submit(runner)
+        gauge = _Gauge()
+        e._iteration(gauge)
+        (g_run,) = e._batches[0].gens
+        newcomer = _stream(chargen, long_prompt, loop, seed=5, max_new=30, t=0.9)
+        e.submit(newcomer)
+        shapes.clear()
+        n0 = g_run.matcher.n
+        iterations = 0
+        while e.prefill.jobs or iterations == 0:
+            e._iteration(gauge)
+            iterations += 1
+            assert g_run.matcher.n == n0 + iterations  # a character every iteration
+        prefills = [s for s in shapes if s[1] > 1]
+        assert [s[1] for s in prefills] == [16] * 15 + [12]  # 252 = 15 x 16 + 12
+        assert all(s[0] == 1 for s in prefills)
+        for _ in range(100):  # its 30 characters, then it retires
+            if not any(g.stream is newcomer for b in e._batches for g in b.gens):
+                break
+            e._iteration(gauge)
+        assert not any(g.stream is newcomer for b in e._batches for g in b.gens)
+        return newcomer
+
+    newcomer = _in_loop(go)
+    parts = []
+    while not newcomer.out.empty():
+        item = newcomer.out.get_nowait()
+        if isinstance(item, str):
+            parts.append(item)
+    assert "".join(parts) == alone
+
+
+def test_prompt_characters_in_flight_are_capped_and_given_back(chargen):
+    from app.errors import Overloaded
+
+    def go(loop):
+        e = GenerationEngine(chargen, max_streams=8, max_queue=10, queue_timeout_s=30,
+                             max_prompt_chars_in_flight=100)
+        a = _stream(chargen, "a" * 60, loop)
+        e.submit(a)
+        with pytest.raises(Overloaded) as refused:
+            e.submit(_stream(chargen, "b" * 60, loop))
+        assert refused.value.status == 503 and refused.value.reason == "prefill_full"
+        assert e.prompt_chars_in_flight == 60
+        a.cancel()  # a cancelled stream gives its share back at once, and only once
+        a.cancel()
+        assert e.prompt_chars_in_flight == 0
+        b = _stream(chargen, "b" * 60, loop)
+        e.submit(b)
+        # a prompt alone always gets in, even over the cap
+        assert e.prompt_chars_in_flight == 60
+        e._iteration(_Gauge())  # read (one call: nothing else runs) -> given back
+        assert e.prompt_chars_in_flight == 0
+        huge = _stream(chargen, "c" * 150, loop)
+        e.submit(huge)
+        assert e.prompt_chars_in_flight == 150
+        e.stop()
+        assert e.prompt_chars_in_flight == 0
+        return True
+
+    assert _in_loop(go)

@@ -41,6 +41,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app import metrics
+from app.context import printable
 from app.errors import error_response
 from app.state import AppState, get_state
 
@@ -112,6 +113,20 @@ async def asset(rel: str) -> Asset | None:
     return found
 
 
+# The page loads only its own files: no inline script or style attribute, no other
+# origin, and no framing (clickjacking). The style-src allows the CSSOM only (scripts
+# colour the heatmap through element.style, which CSP does not govern).
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+            "frame-ancestors 'none'")
+# The docs pages (Swagger UI, ReDoc) are FastAPI's, with an inline script of their own:
+# they are kept from being framed and sniffed, not from running it.
+DOCS_HEADERS = {"Content-Security-Policy": "frame-ancestors 'none'",
+                "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff"}
+# a 404 names at most this much of the path it did not find
+ECHO_CHARS = 80
+
+
 def _accepts_gzip(request: Request) -> bool:
     for part in request.headers.get("accept-encoding", "").split(","):
         coding, _, params = part.strip().partition(";")
@@ -123,11 +138,15 @@ def _accepts_gzip(request: Request) -> bool:
 async def serve_asset(request: Request, rel: str) -> Response:
     a = await asset(rel)
     if a is None:
-        return error_response(404, "not_found", f"no static file {rel!r}")
+        return error_response(404, "not_found",
+                              f"no static file {printable(repr(rel), ECHO_CHARS)}")
     use_gz = a.gzipped is not None and _accepts_gzip(request)
     etag = a.etag[:-1] + '-gz"' if use_gz else a.etag
     headers = {"ETag": etag, "Cache-Control": a.cache_control, "Vary": "Accept-Encoding",
                "X-Content-Type-Options": "nosniff"}
+    if a.media_type.startswith("text/html"):
+        headers["Content-Security-Policy"] = PAGE_CSP
+        headers["X-Frame-Options"] = "DENY"
     inm = request.headers.get("if-none-match", "")
     if inm:
         # weak comparison (RFC 9110 13.1.2): either variant's tag revalidates
@@ -171,21 +190,25 @@ def _static_url(request: Request, rel: str) -> str:
 
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=_openapi_url(request), title=request.app.title + " - Swagger UI",
         swagger_js_url=_static_url(request, SWAGGER + "/swagger-ui-bundle.js"),
         swagger_css_url=_static_url(request, SWAGGER + "/swagger-ui.css"),
         swagger_favicon_url=_static_url(request, "favicon.svg"),
         # null: never send the spec to the public online validator for its badge
         swagger_ui_parameters={"validatorUrl": None})
+    page.headers.update(DOCS_HEADERS)
+    return page
 
 
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=_openapi_url(request), title=request.app.title + " - ReDoc",
         redoc_js_url=_static_url(request, REDOC + "/redoc.standalone.js"),
         redoc_favicon_url=_static_url(request, "favicon.svg"), with_google_fonts=False)
+    page.headers.update(DOCS_HEADERS)
+    return page
 
 
 # ------------------------------------------------------------------ page settings

@@ -35,6 +35,12 @@ from seqcore.tokenizer import CharVocab
 
 INPUTS = {"input_ids", "lengths", "h0", "c0"}
 OUTPUTS = ["logits", "hN", "cN"]
+# A run with these options gives the CPU arena's free regions back at its end: the
+# generation engine asks for it on the call that ends a burst of prefills, so the
+# memory a large prefill took does not stay with the process (measured: a burst of
+# [16, 256] calls on the ensemble kept 62 MB without it, nothing with it)
+SHRINK = ort.RunOptions()
+SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 WIDE_THREADS = 2
 log = logging.getLogger("seqserve.generation")
 
@@ -73,9 +79,12 @@ class CharModel(LoadedModel):
         return h, h.copy()
 
     def run(self, ids: np.ndarray, lengths: np.ndarray, h: np.ndarray, c: np.ndarray,
-            wide: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            wide: bool = False, shrink: bool = False
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One call; ``shrink``: give the arena's free memory back afterwards (SHRINK)."""
         sess = self.wide if wide and self.wide is not None else self.session
-        lo, hn, cn = sess.run(OUTPUTS, {"input_ids": ids, "lengths": lengths, "h0": h, "c0": c})
+        lo, hn, cn = sess.run(OUTPUTS, {"input_ids": ids, "lengths": lengths, "h0": h, "c0": c},
+                              SHRINK if shrink else None)
         return lo, hn, cn
 
     def prepare_split(self, graph: Path,
