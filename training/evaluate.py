@@ -86,6 +86,44 @@ def sentiment_accuracy_onnx(model: bytes | str, tok: WordTokenizer, reviews: lis
             "evaluated_with": "onnxruntime", "eval_seconds": round(time.time() - t0, 1)}
 
 
+# The IMDB archives by sha256 (README, "Training"): the official one and the labelled-only
+# copy in ../shared/data. Figures on the hand-written movie-review sets (negation, short)
+# are computed only for models trained on these.
+IMDB_ARCHIVES = {
+    "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe": "aclImdb_v1.tar.gz",
+    "05f4f1595fa1c5603c38c98c5640c0dae906825afcafcca45eedfde42e8bf01f":
+        "aclImdb_v1_labeled.tar.gz",
+}
+IMDB_REVIEWS = (25_000, 25_000)  # labelled train and test reviews
+NEGATION_SET_NAME = ("tests/data/negation_set.jsonl (hand-written movie-review sentences: "
+                     "negation, contrast, hedges)")
+
+
+def trained_on_imdb(source: dict, n_train: int, n_test: int) -> bool:
+    """Whether data read by ``load_imdb`` is the IMDB dataset: one of its archives by
+    sha256, or (an extracted folder, not hashed) its 25,000 + 25,000 labelled reviews.
+    An archive of other reviews in the same layout is not."""
+    sha = source.get("sha256")
+    if sha:
+        return sha in IMDB_ARCHIVES
+    return (n_train, n_test) == IMDB_REVIEWS
+
+
+def evaluation_sets(metrics: dict, sets: dict[str, str]) -> dict[str, str]:
+    """Each figure of ``metrics`` -> the set it was computed on: ``sets`` maps a figure
+    name's prefix (``test_``, ``val_``, ``negation_``, ``ece``, ...) to the set; the
+    longest matching prefix wins. Bookkeeping entries (``evaluated_with``,
+    ``eval_seconds``) name no set."""
+    out = {}
+    for key in metrics:
+        if key in ("evaluated_with", "eval_seconds"):
+            continue
+        prefix = max((p for p in sets if key.startswith(p)), key=len, default=None)
+        if prefix is not None:
+            out[key] = sets[prefix]
+    return out
+
+
 def expected_calibration_error(probs, labels, bins: int = 15) -> float:
     """Expected calibration error (Guo et al. 2017) of a binary classifier: the
     predicted class's probability (confidence) put in ``bins`` equal-width bins of [0, 1];

@@ -60,7 +60,13 @@ import torch.nn.functional as F
 
 from seqcore.tokenizer import CharVocab
 from training.data import DataError, load_text, source_record
-from training.evaluate import char_step, char_step_logits, chargen_loss_onnx, ort_session
+from training.evaluate import (
+    char_step,
+    char_step_logits,
+    chargen_loss_onnx,
+    evaluation_sets,
+    ort_session,
+)
 from training.export import (
     ExportCheckError,
     build_char_graph,
@@ -551,6 +557,9 @@ def train(cfg: TrainConfig) -> dict:
         "export_checks": checks,
         "state": {"layers": cfg.layers, "hidden": cfg.hidden},
     }
+    manifest["evaluation_sets"] = evaluation_sets(manifest["metrics"], {"heldout_": (
+        f"held out: the last {cfg.heldout_fraction:.0%} of {manifest['data']['source']} "
+        f"({len(held_ids)} characters)")})
     write_model_folder(out, graph, vocab, manifest)
     plot_history(history, Path(out) / "curves.png",
                  f"{cfg.name}: char {cfg.cell.upper()} {cfg.layers}x{cfg.hidden}")

@@ -36,7 +36,14 @@ from seqcore.tokenizer import WordTokenizer, tokenize
 from training.augment import generate
 from training.cad import exclude_cad, load_cad, pair_rows
 from training.data import DataError, load_imdb, source_record, split_train_val
-from training.evaluate import load_negation_set, negation_accuracy_onnx, sentiment_accuracy_onnx
+from training.evaluate import (
+    NEGATION_SET_NAME,
+    evaluation_sets,
+    load_negation_set,
+    negation_accuracy_onnx,
+    sentiment_accuracy_onnx,
+    trained_on_imdb,
+)
 from training.export import (
     build_sentiment_graph,
     check_sentiment,
@@ -448,12 +455,24 @@ def train(cfg: TrainConfig) -> dict:
     if offsets is not None:
         stacked, _ = evaluate_torch(model, va_x, va_y, offset=offsets[1])
         metrics["val_accuracy_with_fold_ngrams"] = round(stacked, 4)
+    source = source_record(cfg.data)
+    imdb = trained_on_imdb(source, len(data["train"]), len(data["test"]))
+    name = "IMDB" if imdb else source["source"]
+    sets = {"val_": f"validation: {cfg.val_fraction:.0%} of the {name} train split, seed "
+                    f"{cfg.seed} ({len(va_x)} reviews)"}
     if cfg.test:
         metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"],
                                                progress=True))
-        neg = negation_accuracy_onnx(graph.SerializeToString(), tok, load_negation_set())
-        metrics.update(negation_accuracy=neg["negation_accuracy"],
-                       negation_by_kind={k: v["accuracy"] for k, v in neg["by_kind"].items()})
+        sets["test_"] = sets["truncated_"] = sets["ece"] = (
+            f"the {name} test split ({len(data['test'])} reviews)")
+        if imdb:  # movie-review sentences: a figure for models of movie reviews only
+            neg = negation_accuracy_onnx(graph.SerializeToString(), tok, load_negation_set())
+            metrics.update(negation_accuracy=neg["negation_accuracy"],
+                           negation_by_kind={k: v["accuracy"] for k, v in neg["by_kind"].items()})
+            sets["negation_"] = NEGATION_SET_NAME
+        else:
+            print(f"negation set: not scored ({source['source']} is not the IMDB dataset)",
+                  flush=True)
     arch = f"bi{cfg.cell.upper()} {cfg.hidden} + dot-product attention, embedding {cfg.emb_dim}"
     if cfg.encoder_negation_window > 0:
         arch += f", negation scope {cfg.encoder_negation_window} words"
@@ -465,7 +484,7 @@ def train(cfg: TrainConfig) -> dict:
         "labels": ["negative", "positive"],
         "architecture": arch,
         "parameters": n_params,
-        "data": {**source_record(cfg.data), "train": len(tr_x), "validation": len(va_x),
+        "data": {**source, "train": len(tr_x), "validation": len(va_x),
                  **({"cad": cad_record} if cad_record else {}),
                  "validation_split": f"{cfg.val_fraction:.0%} of train, seed {cfg.seed}",
                  "test": len(data["test"])},
@@ -474,6 +493,7 @@ def train(cfg: TrainConfig) -> dict:
                      "steps": sum(h["steps"] for h in run_history),
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
         "metrics": metrics,
+        "evaluation_sets": evaluation_sets(metrics, sets),
         "export_checks": checks,
     }
     write_model_folder(out, graph, tok, manifest)

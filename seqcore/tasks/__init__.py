@@ -105,6 +105,9 @@ class LoadedModel:
                 "cell": m.get("cell", "lstm"), "ngram_term": "ngram" in m,
                 "architecture": m.get("architecture"), "parameters": m.get("parameters"),
                 "metrics": m.get("metrics", {}), "export_checks": m.get("export_checks", {}),
+                # each figure of metrics -> the set it was computed on (null: folders
+                # written before training named them)
+                "evaluation_sets": m.get("evaluation_sets"),
                 "created_at": m.get("created_at"), "model_sha256": m.get("model_sha256"),
                 "fingerprint": self.fingerprint,
                 "loaded_at": datetime.fromtimestamp(self.loaded_at, UTC).isoformat(
