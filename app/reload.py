@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import metrics
 from app.registry import load_model
-from seqcore.modelfolder import ModelFolderError, fingerprint, scan
+from seqcore.modelfolder import ModelFolderError, fingerprint, not_model_folders, scan
 from seqcore.tasks import LoadedModel, ModelLoadError, smoke_check
 
 if TYPE_CHECKING:
@@ -166,6 +166,9 @@ async def reload_models(state: AppState, only: str | None = None) -> list[Reload
             folder_error: str | None = str(e)
         else:
             folder_error = None
+            # as at start-up: a folder that is not a model folder is said, not skipped
+            for folder, why in (await asyncio.to_thread(not_model_folders, root)).items():
+                log.warning("%s: not a model folder, not served: %s", folder, why)
         loaded = state.registry.models
         if only is not None:
             if only not in loaded and only not in names and only not in conflicts:

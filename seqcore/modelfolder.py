@@ -36,12 +36,14 @@ class ModelFolderError(RuntimeError):
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; ``ModelFolderError`` naming the file otherwise."""
-    if not path.is_file():
-        raise ModelFolderError(f"{path}: file is missing")
     try:
+        if not path.is_file():
+            raise ModelFolderError(f"{path}: file is missing")
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFolderError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:  # permissions, an I/O error
+        raise ModelFolderError(f"{path}: cannot be read ({e.strerror or e})") from None
     if not isinstance(data, dict):
         raise ModelFolderError(f"{path}: expected a JSON object")
     return data
@@ -104,7 +106,12 @@ class ModelFolder:
 
 
 def is_model_folder(path: Path) -> bool:
-    return (path / MANIFEST).exists()
+    """``path`` holds a manifest (a folder that cannot be read does not:
+    ``not_model_folders`` reports it)."""
+    try:
+        return (path / MANIFEST).exists()
+    except OSError:
+        return False
 
 
 # file -> (its stat key, the sha256 of its bytes): a file whose size, mtime, ctime and
@@ -176,6 +183,9 @@ def not_model_folders(root: Path) -> dict[Path, str]:
             held = sorted(c.name for c in p.iterdir())
         except OSError as e:
             out[p] = f"cannot be read ({e.strerror or e})"
+            continue
+        if MANIFEST in held:  # listed, but not to be opened (permissions)
+            out[p] = f"cannot be read (its {MANIFEST} cannot be opened)"
             continue
         shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
         out[p] = (f"no {MANIFEST} (it holds {shown or 'nothing'}); `python -m seqcore.folder "

@@ -186,25 +186,63 @@ def test_python_m_app_stops_with_one_line_and_exit_3(graphs, models):
     assert str(models / "leaky") in r.stderr and "batch-invariance check" in r.stderr
 
 
-def test_a_folder_with_only_a_graph_is_logged_not_skipped_in_silence(graphs, models, caplog):
+def test_a_folder_with_only_a_graph_is_logged_not_skipped_in_silence(graphs, models, make_client,
+                                                                     capture_log):
     (models / "only-graph").mkdir()
     shutil.copy(graphs["good"], models / "only-graph" / "model.onnx")
     (models / ".cache").mkdir()  # dot folders are left alone
-    with caplog.at_level(logging.WARNING, logger="seqserve.registry"):
-        reg = Registry.load(Settings(models_dir=models))
+    log = capture_log()
+    reg = Registry.load(Settings(models_dir=models))
     assert sorted(reg.models) == ["chargen", "sentiment"]
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned = [r.getMessage() for r in log.records if r.levelno == logging.WARNING]
     assert len(warned) == 1, warned
     assert str(models / "only-graph") in warned[0] and "no manifest.json" in warned[0]
     assert "model.onnx" in warned[0] and "seqcore.folder import" in warned[0]
+    # and at a reload (a graph copied in while the server runs)
+    c = make_client(models)
+    (models / "later").mkdir()
+    shutil.copy(graphs["good"], models / "later" / "model.onnx")
+    log = capture_log()
+    assert c.post("/v1/models/sentiment/reload").json()["result"] == "unchanged"
+    warned = [r.getMessage() for r in log.records if r.levelno == logging.WARNING]
+    assert any(str(models / "later") in w and "not a model folder" in w for w in warned), warned
 
 
-def test_default_models_pinned_by_the_setting_else_bundled_else_first(graphs, models, caplog):
+def test_a_folder_that_cannot_be_read_is_logged(models, monkeypatch, capture_log):
+    locked = models / "locked"
+    locked.mkdir()
+    exists, iterdir = Path.exists, Path.iterdir
+
+    def denied(path: Path) -> bool:
+        return path == locked or path.parent == locked
+
+    def no_exists(self: Path, *a, **k):
+        if denied(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        return exists(self, *a, **k)
+
+    def no_iterdir(self: Path):
+        if denied(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "exists", no_exists)
+    monkeypatch.setattr(Path, "iterdir", no_iterdir)
+    log = capture_log()
+    reg = Registry.load(Settings(models_dir=models))
+    assert sorted(reg.models) == ["chargen", "sentiment"]
+    assert f"{locked}: not a model folder, not served: cannot be read (Permission denied)" \
+        in [r.getMessage() for r in log.records]
+
+
+def test_default_models_pinned_by_the_setting_else_bundled_else_first(graphs, models,
+                                                                      capture_log):
     assert _import(graphs, models / "product", "--map", ROLES) == 0
-    with caplog.at_level(logging.INFO, logger="seqserve.registry"):
-        reg = Registry.load(Settings(models_dir=models))
+    log = capture_log()
+    reg = Registry.load(Settings(models_dir=models))
     assert reg.defaults == {"text-classification": "sentiment", "text-generation": "chargen"}
-    assert "default text-classification model: sentiment (the bundled model)" in caplog.text
+    said = [r.getMessage() for r in log.records]
+    assert "default text-classification model: sentiment (the bundled model)" in said
     reg = Registry.load(Settings(models_dir=models,
                                  default_models={"text-classification": "product"}))
     assert reg.by_task("text-classification").name == "product"  # type: ignore[union-attr]
@@ -212,11 +250,12 @@ def test_default_models_pinned_by_the_setting_else_bundled_else_first(graphs, mo
     # without the bundled name: the first folder by name, with a warning naming the setting
     shutil.rmtree(models / "sentiment")
     assert _import(graphs, models / "widget", "--map", ROLES) == 0
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="seqserve.registry"):
-        reg = Registry.load(Settings(models_dir=models))
+    log = capture_log()
+    reg = Registry.load(Settings(models_dir=models))
     assert reg.defaults["text-classification"] == "product"
-    assert "SEQSERVE_DEFAULT_MODELS=text-classification=NAME" in caplog.text
+    warned = [r.getMessage() for r in log.records if r.levelno == logging.WARNING]
+    assert any("default text-classification model: product (the first folder by name of 2; "
+               "SEQSERVE_DEFAULT_MODELS=text-classification=NAME pins one)" in w for w in warned)
     # a pinned name that is not loaded: a setting's mistake, one line, exit 2
     with pytest.raises(DefaultModelError, match="no text-classification model named 'nope'"):
         Registry.load(Settings(models_dir=models, default_models={"text-classification": "nope"}))
