@@ -294,3 +294,18 @@ def test_the_worked_example_of_docs_models_md_runs_imports_and_serves(models, ma
     assert good["label"] == "positive" and bad["label"] == "negative", (good, bad)
     r = c.post("/attention", json={"text": "A great kettle.", "model": "kettle"}).json()
     assert [t["text"] for t in r["tokens"]] == ["a", "great", "kettle"]
+
+
+def test_a_malformed_vocabulary_or_state_is_named_in_words(models):
+    vocab = models / "sentiment" / "vocab.json"
+    vocab.write_text(json.dumps({"kind": "char", "chars": ["<unk>", "a"]}))
+    with pytest.raises(ModelLoadError, match="vocab.json: not a word vocabulary of this project"):
+        Registry.load(Settings(models_dir=models))
+    shutil.rmtree(models / "sentiment")
+    manifest = models / "chargen" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    del m["state"]
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(ModelLoadError) as e:
+        Registry.load(Settings(models_dir=models))
+    assert e.value.check == "contract" and '"state" must give' in str(e.value)

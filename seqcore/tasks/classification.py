@@ -156,7 +156,13 @@ class SentimentModel(LoadedModel):
         optional = check_roles(folder, common["session"], names)
         labels = label_order(folder)
         outputs = {r for r in ROLES if r in optional or r not in OPTIONAL_ROLES}
-        tok = WordTokenizer.from_json(folder.vocab_json())
+        try:
+            tok = WordTokenizer.from_json(folder.vocab_json())
+        except (KeyError, ValueError, TypeError) as e:
+            raise ModelLoadError(f"{folder.vocab_path}: not a word vocabulary of this project "
+                                 f"({type(e).__name__}: {e}); the format is in docs/models.md "
+                                 "(vocab.json), and python -m seqcore.folder import writes it "
+                                 "from a word list") from None
         ngram = folder.manifest.get("ngram") or {}
         neg, con = ngram.get("negation") or None, ngram.get("contrast") or None
         negation = contrast = None

@@ -30,7 +30,7 @@ import numpy as np
 import onnxruntime as ort
 
 from seqcore.modelfolder import ModelFolder
-from seqcore.tasks import LoadedModel, check_contract, probe_batch, register
+from seqcore.tasks import LoadedModel, ModelLoadError, check_contract, probe_batch, register
 from seqcore.tokenizer import CharVocab
 
 INPUTS = {"input_ids", "lengths", "h0", "c0"}
@@ -60,8 +60,19 @@ class CharModel(LoadedModel):
     def from_folder(cls, folder: ModelFolder, common: dict[str, Any]) -> CharModel:
         check_contract(folder, common["session"], INPUTS, OUTPUTS)
         st = folder.manifest.get("state") or {}
-        return cls(**common, vocab=CharVocab.from_json(folder.vocab_json()),
-                   layers=int(st["layers"]), hidden=int(st["hidden"]))
+        try:
+            layers, hidden = int(st["layers"]), int(st["hidden"])
+        except (KeyError, ValueError, TypeError):
+            raise ModelLoadError(f"{folder.path / 'manifest.json'}: \"state\" must give the "
+                                 "recurrent state's size, {\"layers\": L, \"hidden\": H} "
+                                 f"(h0/c0 are [L, batch, H]); found {st!r}", "contract") from None
+        try:
+            vocab = CharVocab.from_json(folder.vocab_json())
+        except (KeyError, ValueError, TypeError) as e:
+            raise ModelLoadError(f"{folder.vocab_path}: not a character vocabulary of this "
+                                 f"project ({type(e).__name__}: {e}); the format is in "
+                                 "docs/models.md (vocab.json)") from None
+        return cls(**common, vocab=vocab, layers=layers, hidden=hidden)
 
     # -- encode / decode -----------------------------------------------------------
     def encode(self, prompt: str) -> tuple[list[int], int]:
