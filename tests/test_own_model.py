@@ -118,6 +118,13 @@ def test_import_checks_and_serves_an_lstm_exported_from_pytorch(graphs, models, 
     cards = {m["id"]: m for m in c.get("/v1/models").json()["data"]}
     assert cards["sentiment"]["default"] and not cards["product"]["default"]
     assert cards["product"]["attention"] is True
+    # the V2 protocol serves it too, and its metadata
+    v2 = c.post("/v2/models/product/infer", json={"inputs": [
+        {"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]}]})
+    assert v2.status_code == 200, v2.text
+    probs = next(o for o in v2.json()["outputs"] if o["name"] == "probabilities")["data"]
+    assert abs(probs[1] - a.json()["probabilities"]["positive"]) < 1e-5
+    assert c.get("/v2/models/product").status_code == 200
     assert c.post("/sentiment", json={"text": text}).json()["model"] == "sentiment"
 
 
