@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import random
 import statistics
 import string
@@ -94,8 +95,8 @@ def prefill_memory(srv: ServerProcess, model: str, chars: int, rng: random.Rando
         prompts = [_prompt(rng, chars) for _ in range(16)]
         t0 = time.perf_counter()
         with RssSampler(srv) as s, httpx.Client(timeout=120) as c:
-            codes = _parallel(16, lambda k: c.post(srv.url + "/generate", json={
-                "prompt": prompts[k], "max_new_chars": 1, "model": model}).status_code)
+            codes = _parallel(16, lambda k, p=prompts: c.post(srv.url + "/generate", json={
+                "prompt": p[k], "max_new_chars": 1, "model": model}).status_code)
         burst_s = time.perf_counter() - t0
         time.sleep(10)
         after = srv.rss()
@@ -151,6 +152,12 @@ def completions_with_stream(srv: ServerProcess, chars: int, rng: random.Random) 
             "floor_wait_ms": 250}
 
 
+def _hostile_loop(url: str, data: bytes, stop) -> None:
+    with httpx.Client(timeout=60) as h:
+        while not stop.is_set():
+            h.post(url + "/sentiment", content=data, headers={"content-type": "application/json"})
+
+
 def hostile_body(srv: ServerProcess) -> dict:
     body = "{" + '"text":"a",' + ",".join(f'"{k:x}":0' for k in range(100_000)) + "}"
     data = body.encode()
@@ -174,21 +181,19 @@ def hostile_body(srv: ServerProcess) -> dict:
             return statistics.median(lat)
 
         quiet = neighbour_p50(3)
-        stop = threading.Event()
-
-        def hostile_loop() -> None:
-            with httpx.Client(timeout=60) as h:
-                while not stop.is_set():
-                    h.post(srv.url + "/sentiment", content=data, headers=hdr)
-
-        ts = [threading.Thread(target=hostile_loop, daemon=True) for _ in range(3)]
-        for t in ts:
-            t.start()
-        time.sleep(0.5)
+        # the hostile clients run in processes of their own: threads of this one would
+        # hold its GIL and slow the neighbour's client, not the server
+        ctx = multiprocessing.get_context("spawn")
+        stop = ctx.Event()
+        procs = [ctx.Process(target=_hostile_loop, args=(srv.url, data, stop), daemon=True)
+                 for _ in range(3)]
+        for p in procs:
+            p.start()
+        time.sleep(1.5)
         loud = neighbour_p50(3)
         stop.set()
-        for t in ts:
-            t.join(60)
+        for p in procs:
+            p.join(60)
     return {"body_bytes": len(data), "statuses": sorted(codes),
             "median_ms": round(statistics.median(times) * 1000, 1), "floor_ms": 20,
             "answer_bytes": max(sizes), "floor_answer_bytes": 16 * 1024,
