@@ -15,7 +15,7 @@ TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 UV_VERSION  ?= 0.13.8
 
-.PHONY: serve test test-web lint bench soak deploy-test lock clean
+.PHONY: serve test test-web lint bench bench-tools test-bench-tools soak deploy-test lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,8 +78,36 @@ $(LITSERVE_VENV)/.ready:
 	$(LITSERVE_VENV)/bin/python -m pip --disable-pip-version-check -q install $(LITSERVE_PINS)
 	touch $@
 
+# The serving benchmarks that users run against OpenAI-compatible servers, unchanged,
+# each in a venv of its own (pinned; their own dependencies float): NVIDIA's aiperf and
+# guidellm. guidellm needs torch: TORCH_SPEC from TORCH_INDEX first, as for the tests
+# (a bare `torch` requirement pulls the multi-GB CUDA build).
+AIPERF_VENV   ?= .cache/bench/aiperf-venv
+AIPERF_PINS   ?= aiperf==0.13.0
+GUIDELLM_VENV ?= .cache/bench/guidellm-venv
+GUIDELLM_PINS ?= guidellm==0.8.1
+$(AIPERF_VENV)/.ready:
+	rm -rf $(AIPERF_VENV)
+	$(PYTHON) -m venv $(AIPERF_VENV)
+	$(AIPERF_VENV)/bin/python -m pip --disable-pip-version-check -q install $(AIPERF_PINS)
+	touch $@
+$(GUIDELLM_VENV)/.ready:
+	rm -rf $(GUIDELLM_VENV)
+	$(PYTHON) -m venv $(GUIDELLM_VENV)
+	$(GUIDELLM_VENV)/bin/python -m pip --disable-pip-version-check -q install \
+		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) '$(TORCH_SPEC)'
+	$(GUIDELLM_VENV)/bin/python -m pip --disable-pip-version-check -q install \
+		'$(TORCH_SPEC)' $(GUIDELLM_PINS)
+	touch $@
+bench-tools: $(AIPERF_VENV)/.ready $(GUIDELLM_VENV)/.ready
+
+# aiperf's and guidellm's default streamed runs against a real server, with the
+# character tokenizer built from the model (bench/char_tokenizer.py); any error fails
+test-bench-tools: $(VENV)/.test bench-tools
+	SEQSERVE_BENCH_TOOLS=required $(PY) -m pytest tests/test_bench_clients.py
+
 # BENCH_ARGS: e.g. --quick (a smoke run of a few minutes, written to .cache/bench/)
-bench: $(VENV)/.test $(LITSERVE_VENV)/.ready
+bench: $(VENV)/.test $(LITSERVE_VENV)/.ready bench-tools
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 # 50,000 mixed valid/invalid requests at concurrency 64 against a real server (loopback)

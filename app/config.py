@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     gen_max_prompt_chars_in_flight: int = Field(
         524_288, ge=0, le=100_000_000, description="prompt characters queued or being read per "
         "generator before 503; 0 = no cap")
+    chat_role_prefixes: bool = Field(False, description="/v1/chat/completions' template: "
+                                      "`role: content` lines then `assistant: ` instead of "
+                                      "the contents joined by newlines")
 
     # request limits
     max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="larger bodies get 413")

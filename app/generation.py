@@ -78,7 +78,14 @@ from app.errors import ApiError, EngineStopped, ModelFailure, Overloaded
 from app.prefill import Chunk, Prefill
 from app.stopping import StopMatcher
 from seqcore import runtime
-from seqcore.sampling import RowSampler, SamplingParams, Uniforms, params_arrays
+from seqcore.sampling import (
+    RepetitionPenalty,
+    RowSampler,
+    SamplingParams,
+    Uniforms,
+    min_p_array,
+    params_arrays,
+)
 from seqcore.tasks.generation import CharModel
 
 log = logging.getLogger("seqserve.generation")
@@ -117,6 +124,7 @@ class Stream:
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False
     trace: Any = None  # the request's trace (app/tracing.py), set by submit when tracing is on
+    min_new: int = 0  # stop sequences do not end the stream before this many characters
 
     # gives back the prompt characters this stream holds of its engine's in-flight cap
     # (set by submit; called once its prompt is read, or it is cancelled or failed)
@@ -134,11 +142,13 @@ class _Gen:
     state, last id and sampling parameters are its row of the ``_Batch`` arrays."""
 
     __slots__ = ("stream", "matcher", "buffer", "rng", "started", "first_char_at",
-                 "ended", "reason", "done", "failed")
+                 "ended", "reason", "done", "failed", "penalty")
 
-    def __init__(self, stream: Stream):
+    def __init__(self, stream: Stream, vocab: int = 0):
         self.stream = stream
-        self.matcher = StopMatcher(stream.stop, stream.max_new)
+        self.matcher = StopMatcher(stream.stop, stream.max_new, stream.min_new)
+        # the repetition penalty's state (characters seen), None when it is off
+        self.penalty = RepetitionPenalty.for_stream(stream.params, stream.prompt_ids, vocab)
         # released text not yet delivered: a streaming stream's goes out at the engine's
         # next flush (``flush_interval_s``), a non-streaming one's at its finish
         self.buffer: list[str] = []
@@ -426,7 +436,7 @@ class GenerationEngine:
                 new.append(self.pending.get_nowait())
             except queue.Empty:
                 break
-        gens = [_Gen(s) for s in new]
+        gens = [_Gen(s, len(self._chars)) for s in new]
         self._current = gens + reading + active
         now = time.perf_counter()
         admitted = []
@@ -563,7 +573,9 @@ class GenerationEngine:
         ``flush_interval_s`` has passed since the last time."""
         u = [draw() for draw in b.draws]
         if b.sampler is None:
-            b.sampler = RowSampler(b.temp, b.top_k, b.top_p, self._banned, logits.shape[1])
+            b.sampler = RowSampler(b.temp, b.top_k, b.top_p, self._banned, logits.shape[1],
+                                   min_p=min_p_array([g.stream.params for g in b.gens]),
+                                   penalties=[g.penalty for g in b.gens])
         ids = b.sampler(logits, u)
         b.ids = ids.astype(np.int64, copy=False).reshape(-1, 1)
         chars = self._chars

@@ -208,7 +208,8 @@ class RequestContextMiddleware:
                     self._children[key] = children
             children[0].observe(dt)
             children[1].inc()
-            if path not in ("/metrics", "/healthz", "/readyz") and log.isEnabledFor(logging.INFO):
+            if (path not in ("/metrics", "/healthz", "/health", "/readyz")
+                    and log.isEnabledFor(logging.INFO)):
                 client = scope.get("client")
                 # the fields of the JSON line (SEQSERVE_LOG_FORMAT=json); the text line
                 # shows the message only
@@ -380,7 +381,8 @@ class BodyLimitMiddleware:
 
 # GET routes that stay open whatever SEQSERVE_PROTECT_OPS says: probes must work
 # without a key, and the web page's own files hold no data (the page asks for the key).
-_ALWAYS_OPEN = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+_ALWAYS_OPEN = frozenset({"/healthz", "/health", "/readyz", "/v2/health/live",
+                          "/v2/health/ready"})
 # GET routes that SEQSERVE_PROTECT_OPS puts behind the key: metrics, model listings
 # (versions, metrics), the schema and its docs pages.
 _OPS_PREFIXES = ("/metrics", "/v1/", "/v2", "/docs", "/redoc", "/openapi.json")

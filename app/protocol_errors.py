@@ -7,9 +7,11 @@ content type in the middleware), so the status codes are the same on every route
 This pure-ASGI layer, just outside the body-limit middleware, only rewrites the
 body of an error answer on these paths:
 
-- ``/v1/completions``, ``/v1/models[/{id}]``: OpenAI's
-  ``{"error": {"message", "type", "param", "code"}}`` (``code`` is this API's code,
-  ``param`` the field at fault), which OpenAI's client libraries read;
+- every path under ``/v1/`` (completions, chat completions, models, and a path that
+  is no route at all): OpenAI's ``{"error": {"message", "type", "param", "code"}}``
+  (``code`` is this API's code, ``param`` the field at fault), which OpenAI's client
+  libraries read; and a validation error is 400 there, as OpenAI answers it (422
+  elsewhere in this API), so OpenAI's clients raise ``BadRequestError``;
 - the ``/v2`` routes: the protocol's ``{"error": "<message>"}``.
 
 It also lets an inference request of the Open Inference Protocol through without a
@@ -35,11 +37,12 @@ _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error",
                  404: "invalid_request_error", 429: "rate_limit_error"}
 
 
-# The paths of the protocols' routes (any model name), not whole prefixes: a path that
-# is no route at all (/v2/nothing) is this API's 404, in its own shape.
-_OPENAI_PATHS = re.compile(r"^/v1/(completions|models(/[^/]+)?)$")
-_V2_PATHS = re.compile(r"^/v2(/health/(live|ready)|/models/[^/]+(/versions/[^/]+)?"
-                       r"(/ready|/infer)?)?$")
+# The V2 paths of the protocol's routes (any model name), not the whole prefix: a path
+# that is no route at all (/v2/nothing) is this API's 404, in its own shape. Under /v1/
+# everything is OpenAI's, the 404 of a path that is no route included.
+_OPENAI_PATHS = re.compile(r"^/v1/")
+_V2_PATHS = re.compile(r"^/v2(/health/(live|ready)|/repository/index|/models/[^/]+"
+                       r"(/versions/[^/]+)?(/ready|/infer)?)?$")
 
 
 def protocol_of(path: str) -> str | None:
@@ -58,6 +61,19 @@ def openai_error(status: int, error: dict) -> dict:
                                         else "invalid_request_error")
     return {"error": {"message": error.get("message", ""), "type": typ,
                       "param": None if param == "body" else param, "code": error.get("code")}}
+
+
+def openai_status(status: int, body: bytes) -> int:
+    """OpenAI answers a request it cannot validate with 400, never 422: a validation
+    error (this API's 422 ``validation_error``) is 400; other statuses stay (a failed
+    admin reload's 422 ``reload_failed`` is not a malformed request)."""
+    if status != 422:
+        return status
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return status
+    return 400 if code == "validation_error" else status
 
 
 def reshape(protocol: str, status: int, body: bytes) -> bytes | None:
@@ -104,6 +120,8 @@ class ProtocolErrorMiddleware:
                 if message.get("more_body", False):
                     return
                 body = b"".join(chunks)
+                if protocol == "openai":
+                    start = {**start, "status": openai_status(start["status"], body)}
                 new = reshape(protocol, start["status"], body)
                 if new is not None:
                     body = new

@@ -25,11 +25,18 @@ class StopMatcher:
 
     Only the held-back suffix is kept, not the whole text: a stop sequence completed
     by the new piece always lies within the held-back text and that piece.
+
+    ``min_new`` (vLLM's ``min_tokens``): a stop sequence that completes before the
+    ``min_new``-th piece does not end the stream; its text is released like any other
+    (the generator has no end token, so stop sequences are the only early stop).
     """
 
-    __slots__ = ("stops", "max_new", "n", "released", "_held", "_ends", "_inner", "_prefixes")
+    __slots__ = ("stops", "max_new", "n", "released", "_held", "_ends", "_inner", "_prefixes",
+                 "min_new")
 
-    def __init__(self, stops: Sequence[str] = (), max_new: int | None = None):
+    def __init__(self, stops: Sequence[str] = (), max_new: int | None = None,
+                 min_new: int = 0):
+        self.min_new = min_new
         self.stops = tuple(stops)
         self.max_new = max_new
         self.n = 0  # pieces pushed
@@ -58,7 +65,9 @@ class StopMatcher:
         if not t:
             return "", self._length()
         last = t[-1]
-        if len(text) == 1:  # the engine's case: a stop can only end here
+        if self.n < self.min_new:
+            pass  # too early to stop: no stop check (text is still held back below)
+        elif len(text) == 1:  # the engine's case: a stop can only end here
             ends = self._ends
             if ends is None or last in ends:
                 for stop in self.stops:

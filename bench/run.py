@@ -26,6 +26,12 @@ generation prompts of ~200 characters, 200 new characters at T=0.8):
    LitServe's continuous-batching loop) at 1, 32, 64 (peer: 32, 64); time to first
    character with no other load.
 
+4. the benchmark clients that users run, unchanged (bench/clients.py: aiperf and
+   guidellm from their own venvs, `make bench-tools`), against the same real server:
+   one streamed run each at 32 concurrent requests, with the character tokenizer built
+   from the model; their TTFT and inter-token / inter-chunk figures are reported beside
+   ours (``--no-clients`` leaves them out).
+
 Each cell is the median of ``--reps`` rounds. Prints the report and writes it to
 docs/benchmarks.md (``--quick``: .cache/bench/benchmarks-quick.md) with the machine
 described and the floors (value, met yes/no) first. A benchmark, not a test: nothing
@@ -505,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-python", default=str(PEER_PYTHON),
                     help="python of the LitServe venv (`make bench` creates it)")
     ap.add_argument("--no-peer", action="store_true", help="leave the LitServe peer out")
+    ap.add_argument("--no-clients", action="store_true",
+                    help="leave the benchmark clients (aiperf, guidellm) out")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="SEQSERVE_DEVICE of the servers (bench/gpu_check.sh: cuda)")
     ap.add_argument("--peer-batch-timeout-ms", type=float, default=3.0)
@@ -611,6 +619,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {r + 1}/{reps}", who, kind, n, res, flush=True)
         for (who, kind, n), rr in runs.items():
             results[who][(kind, n)] = median_of(rr)
+        if not a.no_clients:
+            from bench.clients import bench_clients
+
+            with only("real", procs):
+                meta["clients"] = bench_clients(
+                    url, MODELS / "chargen", concurrency=32, requests=64 if a.quick else 256,
+                    input_tokens=200, output_tokens=new_chars)
+            print("benchmark clients", meta["clients"], flush=True)
         meta["real"]["rss_end_mb"] = rss_mb(pid)
     meta["loadgen"] = "wrk (1 thread, C)" if use_wrk else "aiohttp (Python)"
     meta["new_chars"] = new_chars
@@ -903,6 +919,43 @@ def streaming_section(raw_s, raw_g, results, meta) -> list[str]:
     lines += ["", "LitServe peer (`bench/litserve_peer.py`, its own venv, the same ONNX "
               "models, seqcore's tokenizers and the same sampling): "
               + (f"`{json.dumps(ps)}`." if ps else "not run (no LitServe venv)."), ""]
+    return lines + clients_section(results, meta)
+
+
+def clients_section(results: dict, meta: dict) -> list[str]:
+    """The benchmark clients' own figures (bench/clients.py) beside ours."""
+    clients = meta.get("clients")
+    if not clients:
+        return []
+    ours = results["real"].get(("stream", 32), {})
+
+    def ms(x: float | None) -> str:
+        return "—" if x is None else f"{x:.1f}"
+
+    lines = [f"## Benchmark clients: aiperf and guidellm, 32 concurrent streamed requests "
+             f"(200-character prompts, {meta['new_chars']} new characters)", "",
+             "Their own measurements, the tools run unchanged from their venvs with the "
+             "character tokenizer of the model (one token = one character); ours is the "
+             "streamed /generate cell at 32 streams above.", "",
+             "| client | endpoint | requests | errors | TTFT p50 / p99 ms "
+             "| inter-token p50 / p99 ms | inter-chunk p50 / p99 ms |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for c in clients:
+        if "skipped" in c or "failed" in c:
+            lines.append(f"| {c['tool']} | {c.get('skipped') or 'failed: ' + c['failed']} "
+                         "| | | | | |")
+            continue
+        lines.append(
+            f"| {c['tool']} | {c.get('endpoint', 'default')} | {c['requests']} | {c['errors']} "
+            f"| {ms(c['ttft_ms_p50'])} / {ms(c['ttft_ms_p99'])} "
+            f"| {ms(c['itl_ms_p50'])} / {ms(c['itl_ms_p99'])} "
+            f"| {ms(c.get('icl_ms_p50'))} / {ms(c.get('icl_ms_p99'))} |")
+    lines.append(f"| ours (bench.run) | /generate SSE | | {ours.get('errors', '—')} "
+                 f"| {ms(ours.get('first_char_p50_ms'))} / — | — | — |")
+    lines += ["", "Inter-token latency is a tool's (latency - TTFT) / (tokens - 1); "
+              "inter-chunk, the time between two SSE events, which the service paces at "
+              "SEQSERVE_GEN_STREAM_INTERVAL_MS (20 ms; longer with many streams, "
+              "SEQSERVE_GEN_STREAM_EVENTS_PER_S).", ""]
     return lines
 
 

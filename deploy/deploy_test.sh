@@ -23,7 +23,9 @@
 #   3. base image: Debian bookworm minbase + python3 made with debootstrap (no registry
 #      is reachable here), imported with podman and cached by a hash of its recipe
 #   4. the CPU image built on it (--format docker keeps the HEALTHCHECK); its user,
-#      stop signal, health check and contents (no torch, no pip) are checked
+#      stop signal, health check and contents (no torch, no pip) are checked, and the
+#      image, base and model sizes the docs state are the measured ones
+#      (deploy/test/sizes_check.py)
 #   5. two replicas run read-only, without capabilities, the second with models/ mounted
 #      read-only over the image's (as compose does); /readyz, the HEALTHCHECK and the
 #      Kubernetes probe paths answer
@@ -208,6 +210,9 @@ BUILD_S=$(($(date +%s) - t0))
 SIZE=$(podman image inspect -f '{{.Size}}' "$IMAGE")
 BASE_SIZE=$(podman image inspect -f '{{.Size}}' "$BASE")
 echo "image $IMAGE: $((SIZE / 1000000)) MB ($(((SIZE - BASE_SIZE) / 1000000)) MB over the $((BASE_SIZE / 1000000)) MB base), built in ${BUILD_S} s"
+# the sizes the docs state (image, base, models) are these, not remembered ones
+"$PY" deploy/test/sizes_check.py --image-bytes "$SIZE" --base-bytes "$BASE_SIZE" \
+    || die "docs state other sizes than measured (above): write the measured ones"
 
 [ "$(podman image inspect -f '{{.Config.User}}' "$IMAGE")" = "10001:10001" ] || die "image user is not 10001:10001"
 [ "$(podman image inspect -f '{{.Config.StopSignal}}' "$IMAGE")" = "SIGTERM" ] || die "STOPSIGNAL is not SIGTERM"

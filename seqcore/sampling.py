@@ -3,8 +3,15 @@
 Temperature follows the reference notes: p_i ∝ exp(log(p_i) / T), computed in float64
 from the log-softmax of the logits; T = 0 is greedy (argmax, lowest id on ties).
 top_k keeps the k likeliest characters (ties: lowest ids), top_p the smallest set
-whose mass reaches p (always at least one). Banned ids (the unknown character) are
-never returned.
+whose mass reaches p (always at least one), min_p the characters at least min_p times
+as likely as the likeliest one (vLLM's min_p, on the tempered distribution). Banned
+ids (the unknown character) are never returned.
+
+``repetition_penalty`` is the CTRL / Hugging Face / vLLM / TGI rule, applied to the
+raw logits before everything else: the logit of every character already seen (in the
+prompt or the text generated so far) is divided by the penalty when positive and
+multiplied by it when negative. It needs per-stream state (which characters were
+seen): a ``RepetitionPenalty`` per stream, which ``RowSampler`` applies and updates.
 
 ``sample_rows`` draws one character for each row of a step's logits at once (the
 generation engine calls it once per step for every active stream); every operation
@@ -29,13 +36,46 @@ class SamplingParams:
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
+    min_p: float | None = None  # None or 0: off
+    repetition_penalty: float | None = None  # None or 1: off
+
+
+class RepetitionPenalty:
+    """One stream's repetition penalty: the characters seen so far (the prompt's, then
+    each sampled one) and the rule of the module docstring."""
+
+    __slots__ = ("penalty", "seen")
+
+    def __init__(self, penalty: float, prompt_ids: list[int], vocab: int):
+        self.penalty = float(penalty)
+        self.seen = np.zeros(vocab, dtype=bool)
+        ids = [i for i in prompt_ids if 0 <= i < vocab]
+        self.seen[ids] = True
+
+    @classmethod
+    def for_stream(cls, params: SamplingParams, prompt_ids: list[int], vocab: int
+                   ) -> RepetitionPenalty | None:
+        p = params.repetition_penalty
+        return None if p is None or p == 1.0 else cls(p, prompt_ids, vocab)
+
+    def apply(self, row: np.ndarray) -> np.ndarray:
+        """The row's logits (float64, a new array) with the seen characters penalised."""
+        z = np.asarray(row, dtype=np.float64).copy()
+        s = self.seen[: len(z)]
+        z[s] = np.where(z[s] > 0, z[s] / self.penalty, z[s] * self.penalty)
+        return z
+
+    def observe(self, idx: int) -> None:
+        self.seen[idx] = True
 
 
 def next_distributions(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
-                       top_p: np.ndarray, banned: tuple[int, ...] = ()) -> np.ndarray:
+                       top_p: np.ndarray, banned: tuple[int, ...] = (),
+                       min_p: np.ndarray | None = None) -> np.ndarray:
     """Row-wise distributions [B, V] (float64, each row sums to 1).
 
-    temperature [B] (0 = greedy), top_k [B] (0 = off), top_p [B] (1.0 = off).
+    temperature [B] (0 = greedy), top_k [B] (0 = off), top_p [B] (1.0 = off),
+    min_p [B] (0 = off; None: off for every row).
     """
     lg = np.array(logits, dtype=np.float64)  # copy
     B, V = lg.shape
@@ -67,13 +107,17 @@ def next_distributions(logits: np.ndarray, temperature: np.ndarray, top_k: np.nd
         n_keep = (csum < top_p[:, None]).sum(axis=1) + 1
         in_nucleus = (rank < n_keep[:, None]) | (top_p[:, None] >= 1.0)
         probs = np.where(in_nucleus, probs, 0.0)
+    if min_p is not None and bool((min_p > 0).any()):
+        # min_p: keep what is at least min_p times as likely as the likeliest character
+        probs = np.where(probs >= min_p[:, None] * probs.max(axis=1, keepdims=True), probs, 0.0)
     # always renormalise, so a row computes the same whatever the other rows ask for
     probs /= probs.sum(axis=1, keepdims=True)
     return probs
 
 
 def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
-                top_p: np.ndarray, u: np.ndarray, banned: tuple[int, ...] = ()) -> np.ndarray:
+                top_p: np.ndarray, u: np.ndarray, banned: tuple[int, ...] = (),
+                min_p: np.ndarray | None = None) -> np.ndarray:
     """One id per row, by inverse CDF with the row's uniform draw ``u`` [B] in [0, 1).
 
     Rows with neither top-k nor top-p (the usual request) take a short path: greedy is
@@ -84,6 +128,8 @@ def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
     ``next_distributions`` (z = (logit - max) / T, p ∝ exp z). Which path a row takes
     depends on its own parameters only, so a row samples the same alone or batched."""
     simple = (top_k <= 0) & (top_p >= 1.0) & ((temperature == 0) | (temperature > TINY_T))
+    if min_p is not None:
+        simple &= (min_p <= 0) | (temperature == 0)
     if simple.all():
         return _sample_simple(logits, temperature, u, banned)
     idx = np.empty(len(u), dtype=np.int64)
@@ -92,7 +138,7 @@ def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
         idx[rows] = _sample_simple(logits[rows], temperature[rows], u[rows], banned)
     rows = np.flatnonzero(~simple)
     idx[rows] = _sample_general(logits[rows], temperature[rows], top_k[rows], top_p[rows],
-                                u[rows], banned)
+                                u[rows], banned, None if min_p is None else min_p[rows])
     return idx
 
 
@@ -151,8 +197,9 @@ def _draw_one(row: list[float], t: float, u: float, banned: tuple[int, ...]) -> 
 
 
 def _sample_general(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray,
-                    top_p: np.ndarray, u: np.ndarray, banned: tuple[int, ...]) -> np.ndarray:
-    probs = next_distributions(logits, temperature, top_k, top_p, banned)
+                    top_p: np.ndarray, u: np.ndarray, banned: tuple[int, ...],
+                    min_p: np.ndarray | None = None) -> np.ndarray:
+    probs = next_distributions(logits, temperature, top_k, top_p, banned, min_p)
     csum = np.cumsum(probs, axis=1)
     target = u * csum[:, -1]
     idx = np.minimum((csum <= target[:, None]).sum(axis=1), probs.shape[1] - 1)
@@ -168,12 +215,21 @@ class RowSampler:
     rows change, instead of at every step. Same ids as ``sample_rows``."""
 
     __slots__ = ("temperature", "top_k", "top_p", "banned", "_all_simple", "_ban_row",
-                 "_t_col", "_all_greedy", "_one_t")
+                 "_t_col", "_all_greedy", "_one_t", "min_p", "_penalties")
 
     def __init__(self, temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray,
-                 banned: tuple[int, ...] = (), vocab: int | None = None):
+                 banned: tuple[int, ...] = (), vocab: int | None = None, *,
+                 min_p: np.ndarray | None = None,
+                 penalties: list[RepetitionPenalty | None] | None = None):
+        """``min_p`` [B] (0 = off) and ``penalties`` (one per row, None = off) are the
+        rows' other sampling rules; rows without them take the same paths as before."""
         self.temperature, self.top_k, self.top_p, self.banned = temperature, top_k, top_p, banned
+        self.min_p = min_p if min_p is not None and bool((min_p > 0).any()) else None
+        # (row, its penalty): applied to the logits before sampling, told the id after
+        self._penalties = [(k, p) for k, p in enumerate(penalties or ()) if p is not None]
         simple = (top_k <= 0) & (top_p >= 1.0) & (temperature > TINY_T)
+        if self.min_p is not None:
+            simple &= self.min_p <= 0
         self._all_simple = bool(len(temperature)) and bool(simple.all()) and vocab is not None
         self._all_greedy = bool(len(temperature)) and bool((temperature == 0).all())
         self._t_col = temperature[:, None]
@@ -187,6 +243,17 @@ class RowSampler:
 
     def __call__(self, logits: np.ndarray, u: np.ndarray | list[float]) -> np.ndarray:
         """One id per row; ``u``: one uniform draw per row (an array or a list)."""
+        if not self._penalties:
+            return self._draw(logits, u)
+        logits = np.array(logits, dtype=np.float64)  # a copy: the caller's stays as it was
+        for k, pen in self._penalties:
+            logits[k] = pen.apply(logits[k])
+        ids = self._draw(logits, u)
+        for k, pen in self._penalties:
+            pen.observe(int(ids[k]))
+        return ids
+
+    def _draw(self, logits: np.ndarray, u: np.ndarray | list[float]) -> np.ndarray:
         if self._one_t is not None and logits.shape[1] == len(self._ban_row):  # type: ignore[arg-type]
             return np.array([_draw_one(logits[0].tolist(), self._one_t, float(u[0]),
                                        self.banned)])
@@ -194,7 +261,8 @@ class RowSampler:
         if not self._all_simple or logits.shape[1] != len(self._ban_row):  # type: ignore[arg-type]
             if self._all_greedy:
                 return _sample_simple(logits, self.temperature, u, self.banned)
-            return sample_rows(logits, self.temperature, self.top_k, self.top_p, u, self.banned)
+            return sample_rows(logits, self.temperature, self.top_k, self.top_p, u, self.banned,
+                               self.min_p)
         # every row samples at a temperature: the short path of ``_sample_simple``,
         # with the banned ids masked by one addition (-inf) and no per-step checks
         return _draw_at_temperature(np.add(logits, self._ban_row, dtype=np.float64),
@@ -229,14 +297,19 @@ def params_arrays(params: list[SamplingParams]) -> tuple[np.ndarray, np.ndarray,
             np.array([1.0 if p.top_p is None else p.top_p for p in params], dtype=np.float64))
 
 
+def min_p_array(params: list[SamplingParams]) -> np.ndarray:
+    return np.array([p.min_p or 0.0 for p in params], dtype=np.float64)
+
+
 def next_distribution(logits: np.ndarray, p: SamplingParams, banned: tuple[int, ...] = ()
                       ) -> np.ndarray:
-    """The distribution one row's character is drawn from."""
-    return next_distributions(logits[None], *params_arrays([p]), banned)[0]
+    """The distribution one row's character is drawn from (without the repetition
+    penalty, which depends on the text so far: ``RepetitionPenalty.apply`` first)."""
+    return next_distributions(logits[None], *params_arrays([p]), banned, min_p_array([p]))[0]
 
 
 def sample(logits: np.ndarray, p: SamplingParams, rng: np.random.Generator,
            banned: tuple[int, ...] = ()) -> int:
     """One row: draws exactly one uniform number from ``rng`` (also when greedy)."""
     u = np.array([rng.random()])
-    return int(sample_rows(logits[None], *params_arrays([p]), u, banned)[0])
+    return int(sample_rows(logits[None], *params_arrays([p]), u, banned, min_p_array([p]))[0])

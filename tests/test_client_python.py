@@ -225,7 +225,7 @@ def test_a_server_that_does_not_answer_raises_the_clients_own_timeout():
     with socket.socket() as listener:  # accepts connections (backlog), never answers
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
-        url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         with Client(url, timeout=0.3, max_retries=0) as c, \
                 pytest.raises(SeqserveTimeout) as e:
             c.sentiment("good")

@@ -49,12 +49,32 @@ def test_operation_ids_read_well_and_are_unique(spec: dict):
                 ("POST", "/generate/stream"): "generate_text_stream",
                 ("GET", "/v1/models"): "list_models", ("GET", "/v1/models/{model_id}"): "get_model",
                 ("POST", "/v1/completions"): "create_completion",
+                ("POST", "/v1/chat/completions"): "create_chat_completion",
                 ("GET", "/healthz"): "check_liveness", ("GET", "/readyz"): "check_readiness",
+                ("GET", "/health"): "check_health",
                 ("GET", "/metrics"): "get_metrics",
                 ("POST", "/v2/models/{model_name}/infer"): "v2_model_infer",
                 ("GET", "/v2/health/ready"): "v2_server_ready"}
     assert {k: ops[k]["operationId"] for k in expected} == expected
     assert all("/" not in i and not i.endswith(("_post", "_get")) for i in ids), ids
+
+
+def test_the_openai_extension_fields_are_documented(spec: dict):
+    from app.schemas_openai import EXTENSION_FIELDS
+
+    schemas = spec["components"]["schemas"]
+    for name in ("CompletionRequest", "ChatCompletionRequest"):
+        schema = schemas[name]
+        assert schema["x-extensions"] == list(EXTENSION_FIELDS)
+        for field in EXTENSION_FIELDS:
+            if "." in field:  # stream_options.continuous_usage_stats
+                head, _, tail = field.partition(".")
+                props = schemas["StreamOptions"]["properties"]
+                assert "extension" in props[tail]["description"], tail
+                continue
+            assert "extension" in schema["properties"][field]["description"], (name, field)
+    assert "422" not in spec["paths"]["/v1/completions"]["post"]["responses"]  # 400 there
+    assert "400" in spec["paths"]["/v1/chat/completions"]["post"]["responses"]
 
 
 def test_streams_have_an_event_schema(spec: dict):

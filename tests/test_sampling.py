@@ -127,3 +127,58 @@ def test_uniforms_drawn_in_blocks_are_the_generators_own_sequence():
         one_by_one = np.random.default_rng(seed)
         u = Uniforms(seed, block=block)
         assert [u() for _ in range(300)] == [one_by_one.random() for _ in range(300)]
+
+
+def test_min_p_keeps_what_is_at_least_min_p_times_the_likeliest():
+    logits = np.log(np.array([0.1, 0.5, 0.25, 0.15]))
+    d = next_distribution(logits, SamplingParams(1.0, min_p=0.4))  # threshold 0.2
+    np.testing.assert_allclose(d, [0, 0.5 / 0.75, 0.25 / 0.75, 0])
+    d = next_distribution(logits, SamplingParams(1.0, min_p=1.0))
+    np.testing.assert_allclose(d, [0, 1, 0, 0])
+    # after temperature: at T = 2 the ratios flatten, so more characters pass
+    d = next_distribution(logits, SamplingParams(2.0, min_p=0.4))
+    assert (d > 0).tolist() == [True, True, True, True]
+    off = next_distribution(logits, SamplingParams(1.0, min_p=0.0))
+    np.testing.assert_allclose(off, [0.1, 0.5, 0.25, 0.15])
+
+
+def test_repetition_penalty_is_the_hugging_face_rule_on_seen_characters():
+    from seqcore.sampling import RepetitionPenalty
+
+    assert RepetitionPenalty.for_stream(SamplingParams(1.0), [1, 2], 4) is None
+    assert RepetitionPenalty.for_stream(SamplingParams(1.0, repetition_penalty=1.0), [1], 4) is None
+    pen = RepetitionPenalty.for_stream(SamplingParams(1.0, repetition_penalty=2.0), [0, 2], 4)
+    assert pen is not None
+    logits = np.array([4.0, 3.0, -1.0, -2.0])
+    assert pen.apply(logits).tolist() == [2.0, 3.0, -2.0, -2.0]  # seen: 0 (÷2), 2 (×2)
+    pen.observe(1)
+    assert pen.apply(logits).tolist() == [2.0, 1.5, -2.0, -2.0]
+    assert logits.tolist() == [4.0, 3.0, -1.0, -2.0]  # the caller's array is untouched
+
+
+def test_row_sampler_with_penalties_and_min_p_leaves_other_rows_as_they_were():
+    from seqcore.sampling import RepetitionPenalty, RowSampler, min_p_array
+
+    rng = np.random.default_rng(3)
+    B, V = 6, 12
+    params = [SamplingParams(1.0), SamplingParams(0.0, repetition_penalty=5.0),
+              SamplingParams(0.7, min_p=0.3), SamplingParams(1.2, top_k=4),
+              SamplingParams(0.0), SamplingParams(1.0, repetition_penalty=1.5, min_p=0.1)]
+    pens = [RepetitionPenalty.for_stream(p, [0, 1], V) for p in params]
+    sampler = RowSampler(*params_arrays(params), (), V, min_p=min_p_array(params),
+                         penalties=pens)
+    plain = RowSampler(*params_arrays(params), (), V)
+    for _ in range(30):
+        logits = rng.standard_normal((B, V))
+        u = rng.random(B)
+        expected_greedy = int(np.argmax(pens[1].apply(logits[1])))  # seen so far
+        ids = sampler(logits, u)
+        ref = plain(logits, u)
+        for b in (0, 3, 4):  # rows without the new rules: the same ids as before
+            assert ids[b] == ref[b]
+        # the greedy penalised row: the argmax of its penalised logits, then seen
+        assert ids[1] == expected_greedy and pens[1].seen[ids[1]]
+        # the min_p row: only characters at least 0.3 x the likeliest (T = 0.7)
+        z = logits[2] / 0.7
+        p = np.exp(z - z.max())
+        assert p[ids[2]] >= 0.3 * p.max()

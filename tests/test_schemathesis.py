@@ -40,6 +40,7 @@ OPERATIONS = [("POST", "/sentiment"), ("POST", "/attention"), ("POST", "/generat
               ("GET", "/metrics"),
               # the streaming twin of /generate, the OpenAI-compatible and V2 routes
               ("POST", "/generate/stream"), ("POST", "/v1/completions"),
+              ("POST", "/v1/chat/completions"), ("GET", "/health"),
               ("GET", "/v1/models/{model_id}"), ("GET", "/v2"), ("GET", "/v2/health/live"),
               ("GET", "/v2/health/ready"), ("GET", "/v2/models/{model_name}"),
               ("GET", "/v2/models/{model_name}/versions/{model_version}"),

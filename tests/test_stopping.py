@@ -150,3 +150,16 @@ def test_pieces_of_several_characters_stop_where_single_characters_do(text, stop
     bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
     pieces = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
     assert run(pieces) == run(list(text))
+
+
+def test_min_new_lets_no_stop_end_the_text_before_it():
+    m = StopMatcher(["b"], max_new=20, min_new=4)
+    released, reason = feed(m, "abababab")
+    # the stops completing at the 2nd character is passed over; the one at the 4th ends it
+    assert "".join(released) == "aba" and reason == "stop"
+    m = StopMatcher(["ab"], max_new=20, min_new=3)
+    released, reason = feed(m, "abxab")  # "ab" completes at 2 (too early), then at 5
+    assert "".join(released) == "abx" and reason == "stop"
+    m = StopMatcher(["b"], max_new=3, min_new=3)
+    released, reason = feed(m, "bbbb")
+    assert "".join(released) == "bb" and reason == "stop"  # the stop at 3 counts

@@ -81,16 +81,17 @@ async def _watch_disconnect(request: Request, streams: list[Stream]) -> None:
 
 def start_stream(state: AppState, request: Request, model: CharModel, prompt: str, *,
                  max_new: int, params: SamplingParams, seed: int, stop: list[str],
-                 streaming: bool) -> tuple[Stream, int]:
+                 streaming: bool, min_new: int = 0) -> tuple[Stream, int]:
     """Queue one generation in the model's engine (503 when its queue is full);
     returns the stream and the number of prompt characters read as <unk>. The prompt
-    and limits must have passed ``check_generate``."""
+    and limits must have passed ``check_generate``; ``min_new``: no stop sequence
+    ends the text before that many characters."""
     assert model.vocab is not None
     prompt_ids, n_unknown = model.vocab.encode(prompt)
     arrived = request.scope.get("state", {}).get("arrived", time.perf_counter())
     stream = Stream(prompt_ids=prompt_ids, params=params, seed=seed, max_new=max_new,
                     stop=list(stop), arrived=arrived, loop=asyncio.get_running_loop(),
-                    streaming=streaming)
+                    streaming=streaming, min_new=min_new)
     state.loops[model.name].submit(stream)  # type: ignore[arg-type]
     return stream, n_unknown
 

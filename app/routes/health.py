@@ -1,8 +1,10 @@
-"""Operations routes, open without an API key: liveness, readiness, models, metrics.
+"""Operations routes, open without an API key: liveness (/healthz, and /health as vLLM
+and TGI name it), readiness, models, metrics.
 
 The model list is in OpenAI's shape (``object: "list"``, ``data``) so that OpenAI's
-clients list the models; each entry keeps every detail field, and the same entries
-are also under ``models``, the key of earlier versions."""
+clients list the models; each entry keeps every detail field, and ``endpoints``, the
+routes that serve the model (a sentiment model is not served by the completion
+routes); the same entries are also under ``models``, the key of earlier versions."""
 
 from __future__ import annotations
 
@@ -27,6 +29,15 @@ router = APIRouter(tags=["operations"])
             summary="Liveness: the process is up and its event loop answers")
 async def healthz() -> dict:
     return {"status": "ok"}
+
+
+# vLLM's and TGI's path for the same check: tools written for them (guidellm's start-up
+# check, load balancers' defaults) probe GET /health
+@router.head("/health", include_in_schema=False)
+@router.get("/health", operation_id="check_health",
+            summary="Liveness, as vLLM and TGI serve it: the same answer as /healthz")
+async def health() -> dict:
+    return await healthz()
 
 
 @router.head("/readyz", include_in_schema=False)
