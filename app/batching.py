@@ -382,7 +382,8 @@ class ClassificationBatcher:
         for k, r in enumerate(rows):
             q = start - r.arrived
             self._m_queue.observe(max(q, 0.0))
-            results.append(RowResult(float(probs[k]), attn[k, : lens[k]].copy(),
+            p = float(probs[k]) if probs.ndim == 1 else probs[k].copy()  # [labels]
+            results.append(RowResult(p, attn[k, : lens[k]].copy(),
                                      None if ngrams is None else ngrams[k, : lens[k]].copy(),
                                      queue_s=q, inference_s=dt))
         return results

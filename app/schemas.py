@@ -63,9 +63,13 @@ class Probabilities(BaseModel):
 
 
 class SentimentResult(BaseModel):
-    label: Literal["positive", "negative"]
+    label: Literal["positive", "negative"] = Field(
+        ..., description="the predicted label; a model trained on other labels (any number: "
+        "its manifest's \"labels\") answers with its own label names")
     score: float = Field(..., description="probability of the predicted label")
-    probabilities: Probabilities
+    probabilities: Probabilities = Field(
+        ..., description="label -> probability; a model of other labels has one key per "
+        "label of its own (docs/models.md, manifest.json \"labels\")")
     model: str
     model_version: str
     tokens_read: int = Field(..., description="tokens the model read")

@@ -13,8 +13,10 @@ warm-up), and only when all pass moves it to ``--out``. ``check`` runs the check
 folder and prints one line per check. Both exit 0 when every check passes, 1 when one
 fails, 2 for a usage mistake (a missing file, an unknown role).
 
-Only the text-classification task can be imported (two labels, negative and
-positive, in any order of the graph's columns); the tokenizer is this project's word
+Only the text-classification task can be imported: two labels (negative and
+positive, in any order of the graph's columns) or three or more of any names
+(``probability`` [B, labels], one column per label, in ``--labels`` order); the
+tokenizer is this project's word
 vocabulary (docs/models.md: its format, or a word list with ``<pad>`` and ``<unk>``
 first). docs/models.md documents every manifest field, with a worked example.
 """
@@ -166,7 +168,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from seqcore.tasks import run_checks
     from seqcore.tasks.classification import LABELS
-
     if args.task != TASK:
         raise UsageError(f"--task {args.task}: only {TASK} graphs can be imported")
     graph, out = Path(args.graph), Path(args.out)
@@ -175,10 +176,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise UsageError(f"--out {out} exists (--force replaces it)")
     labels = [x.strip() for x in args.labels.split(",") if x.strip()]
-    if sorted(labels) != sorted(LABELS):
-        raise UsageError(f"--labels {args.labels}: the service serves two-label models, "
-                         f"labels {', '.join(LABELS)} in the order of the probability "
-                         "output's columns (a [B] or [B, 1] output is the second label's)")
+    if len(labels) == 2 and sorted(labels) != sorted(LABELS):
+        raise UsageError(f"--labels {args.labels}: a two-label model's labels are "
+                         f"{', '.join(LABELS)} in the order of the probability output's "
+                         "columns (a [B] or [B, 1] output is the second label's); three or "
+                         "more labels may have any names")
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise UsageError(f"--labels {args.labels}: two or more distinct labels, in the order "
+                         "of the probability output's columns")
     tensors = parse_map(args.map or [])
     tok = read_vocab(Path(args.vocab), args.max_len, args.head_len)
     name = args.name or out.name

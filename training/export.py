@@ -10,6 +10,7 @@ than tracing, keeps the names, dynamic axes and dtypes exactly as the service ex
 
 Sentiment graph:
     input_ids int64 [B, T], lengths int64 [B]  ->  probability float [B], attention float [B, T]
+    (a model of more than two labels: probability float [B, labels], a softmax)
 Char step graph (prefill a prompt and step one character with the same graph):
     input_ids int64 [B, T], lengths int64 [B], h0, c0 float [L, B, H]
     ->  logits float [B, V] (at each row's last real position), hN, cN float [L, B, H]
@@ -37,6 +38,7 @@ from training.models import (
     CharLSTM,
     SentimentConfig,
     SentimentLSTM,
+    head_probabilities,
 )
 
 OPSET = 17
@@ -164,10 +166,12 @@ def sentiment_from_graph(m: onnx.ModelProto, emb_dropout: float = 0.3,
     window = 0
     while f"enc_neg{window + 1}" in outputs:
         window += 1
+    n_out = init["Wo_T"].shape[1]
     model = SentimentLSTM(SentimentConfig(vocab_size=emb.shape[0], emb_dim=emb.shape[1],
                                           hidden=H, emb_dropout=emb_dropout,
                                           out_dropout=out_dropout, cell=cell,
-                                          negation_window=window))
+                                          negation_window=window,
+                                          labels=2 if n_out == 1 else n_out))
     with torch.no_grad():
         model.embedding.weight.copy_(torch.tensor(emb))
         if window:
@@ -252,14 +256,19 @@ def build_sentiment_graph(model: SentimentLSTM) -> onnx.ModelProto:
         n("Tanh", ["cs_Wb"], ["s_hat"]),
         n("MatMul", ["s_hat", "Wo_T"], ["logit2"]),
         n("Add", ["logit2", "bo"], ["logit2b"]),
-        n("Squeeze", ["logit2b", "axis_last"], ["logit"]),
-        n("Sigmoid", ["logit"], ["probability"]),
     ]
+    if cfg.labels <= 2:  # one logit: P(second label)  [B]
+        nodes += [n("Squeeze", ["logit2b", "axis_last"], ["logit"]),
+                  n("Sigmoid", ["logit"], ["probability"])]
+        p_shape = ["batch"]
+    else:  # one probability per label  [B, labels]
+        nodes += [n("Softmax", ["logit2b"], ["probability"], axis=-1)]
+        p_shape = ["batch", "labels"]
     graph = helper.make_graph(
         nodes, f"sentiment_{cfg.cell}_attention",
         inputs=[helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "time"]),
                 helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])],
-        outputs=[helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch"]),
+        outputs=[helper.make_tensor_value_info("probability", TensorProto.FLOAT, p_shape),
                  helper.make_tensor_value_info("attention", TensorProto.FLOAT,
                                                ["batch", "time"])],
         initializer=inits,
@@ -455,13 +464,13 @@ def check_sentiment(model: SentimentLSTM, m: onnx.ModelProto,
     ids, lens = random_padded_batch(list(lengths), model.cfg.vocab_size, 0)
     with torch.no_grad():
         logit, attn = model(torch.from_numpy(ids), torch.from_numpy(lens))
-    p_t, a_t = torch.sigmoid(logit).numpy(), attn.numpy()
+    p_t, a_t = head_probabilities(logit).numpy(), attn.numpy()
     p_o, a_o = sess.run(None, {"input_ids": ids, "lengths": lens})
     parity = float(max(np.abs(p_t - p_o).max(), np.abs(a_t - a_o).max()))
     invariance = 0.0
     for b, n_ in enumerate(lens):
         p1, a1 = sess.run(None, {"input_ids": ids[b:b + 1, :n_], "lengths": lens[b:b + 1]})
-        invariance = max(invariance, float(abs(p1[0] - p_o[b])),
+        invariance = max(invariance, float(np.abs(p1[0] - p_o[b]).max()),
                          float(np.abs(a1[0] - a_o[b, :n_]).max()),
                          float(np.abs(a_o[b, n_:]).max(initial=0.0)))
     res = {"torch_vs_onnx_max_abs_diff": parity, "row_alone_vs_batch_max_abs_diff": invariance,

@@ -103,6 +103,7 @@ class SentimentConfig:
     out_dropout: float = 0.5
     cell: str = "lstm"
     negation_window: int = 0  # > 0: the encoder sees a negator's scope (below)
+    labels: int = 2  # 2: one logit (P(second label)); more: one logit per label (softmax)
 
 
 class SentimentLSTM(nn.Module):
@@ -113,7 +114,7 @@ class SentimentLSTM(nn.Module):
         self.rnn_fwd = recurrent_layer(cfg.cell, cfg.emb_dim, cfg.hidden)
         self.rnn_bwd = recurrent_layer(cfg.cell, cfg.emb_dim, cfg.hidden)
         self.attn_combine = nn.Linear(4 * cfg.hidden, 2 * cfg.hidden)  # W_c, b_c
-        self.out = nn.Linear(2 * cfg.hidden, 1)
+        self.out = nn.Linear(2 * cfg.hidden, 1 if cfg.labels <= 2 else cfg.labels)
         if cfg.negation_window > 0:
             # A word within ``negation_window`` words after a negator gets a learned
             # vector added to its embedding ("bad" in "not bad"), so the encoder reads
@@ -137,7 +138,8 @@ class SentimentLSTM(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """ids [B, T] (right-padded), lengths [B] >= 1 -> (logit [B], attention [B, T])."""
+        """ids [B, T] (right-padded), lengths [B] >= 1 -> (logit [B], attention [B, T]);
+        a model of more than two labels: logits [B, labels]."""
         return self.from_embeddings(self.embed(ids), lengths)
 
     def from_embeddings(self, emb: torch.Tensor, lengths: torch.Tensor
@@ -157,8 +159,29 @@ class SentimentLSTM(nn.Module):
         a = torch.softmax(e.masked_fill(~mask, MASK_VALUE), dim=1)
         c = torch.bmm(a.unsqueeze(1), h).squeeze(1)  # [B,2H]
         s_hat = torch.tanh(self.attn_combine(torch.cat([c, s], -1)))
-        logit = self.out(F.dropout(s_hat, self.cfg.out_dropout, self.training)).squeeze(-1)
-        return logit, a
+        logit = self.out(F.dropout(s_hat, self.cfg.out_dropout, self.training))
+        return (logit.squeeze(-1) if self.cfg.labels <= 2 else logit), a
+
+
+def head_loss(logit: torch.Tensor, y: torch.Tensor, offset: torch.Tensor | float = 0.0,
+              reduction: str = "mean") -> torch.Tensor:
+    """The classifier's loss: binary cross-entropy of one logit a row ([B], two labels;
+    ``offset`` added to it), or cross-entropy of one logit a label ([B, labels])."""
+    if logit.dim() == 1:
+        return F.binary_cross_entropy_with_logits(logit + offset, y.float(),
+                                                  reduction=reduction)
+    return F.cross_entropy(logit, y.long(), reduction=reduction)
+
+
+def head_prediction(logit: torch.Tensor) -> torch.Tensor:
+    """The predicted label index of each row (float, as the targets are)."""
+    return (logit > 0).float() if logit.dim() == 1 else logit.argmax(-1).float()
+
+
+def head_probabilities(logit: torch.Tensor) -> torch.Tensor:
+    """What the exported graph's ``probability`` output holds: sigmoid (two labels) or
+    softmax over the labels."""
+    return torch.sigmoid(logit) if logit.dim() == 1 else torch.softmax(logit, -1)
 
 
 @dataclass

@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 
 from seqcore.runtime import pad_rows
 from seqcore.tokenizer import WordTokenizer, tokenize
 from training.augment import generate
 from training.cad import exclude_cad, load_cad, pair_rows
-from training.data import DataError, load_imdb, source_record, split_train_val
+from training.data import DataError, source_record, split_train_val
+from training.datasets import IMDB_LABELS, label_accuracy_onnx, load_dataset
 from training.evaluate import (
     NEGATION_SET_NAME,
     evaluation_sets,
@@ -50,7 +50,14 @@ from training.export import (
     sentiment_from_graph,
 )
 from training.manifest import run_folder, write_model_folder
-from training.models import CELLS, SentimentConfig, SentimentLSTM, negator_table
+from training.models import (
+    CELLS,
+    SentimentConfig,
+    SentimentLSTM,
+    head_loss,
+    head_prediction,
+    negator_table,
+)
 from training.ngrams import NgramConfig, out_of_fold_logits, scope_tables, term_settings
 from training.scaffold import (
     Progress,
@@ -71,7 +78,18 @@ from training.scaffold import (
 @dataclass
 class TrainConfig(RunOptions):
     data: str = option("../shared/data/aclImdb_v1_labeled.tar.gz",
-                       "the IMDB archive or extracted folder: a path or URL")
+                       "the training data: the IMDB archive or extracted folder (a path or "
+                       "URL), a CSV, TSV, JSONL or Parquet file, or a folder per label "
+                       "(DIR/<label>/*.txt); training/datasets.py")
+    text_column: str = option("", "the text column of a CSV/TSV/JSONL/Parquet file (empty: "
+                                  "the first of text, review, sentence, content, ...)")
+    label_column: str = option("", "the label column (empty: the first of label, "
+                                   "sentiment, class, category, rating, ...); the labels "
+                                   "are its distinct values")
+    test_data: str = option("", "a test split of the same kind as --data (optional; the "
+                                "IMDB archive brings its own)")
+    val_data: str = option("", "a validation split of the same kind as --data (empty: "
+                               "--val-fraction of the training data)")
     out: str = option("", "output model folder (empty: a new runs/sentiment-<time> folder, "
                           "never the served models/)")
     name: str = option("sentiment", "the model's name in the manifest (requests' `model` "
@@ -182,8 +200,8 @@ def evaluate_torch(model: torch.nn.Module, seqs: list[list[int]], labels: list[i
             logit, _ = model(ids.to(dev), lens.to(dev))
             if offset is not None:
                 logit = logit + torch.tensor(offset[b], dtype=logit.dtype, device=dev)
-            loss += float(F.binary_cross_entropy_with_logits(logit, y, reduction="sum"))
-            correct += int(((logit > 0).float() == y).sum())
+            loss += float(head_loss(logit, y, reduction="sum"))
+            correct += int((head_prediction(logit) == y).sum())
     return correct / len(seqs), loss / len(seqs)
 
 
@@ -239,7 +257,7 @@ def adversarial_loss(model: SentimentLSTM, ids: torch.Tensor, lens: torch.Tensor
     perturbation is a constant: no gradient flows through it."""
     emb = model.embed(ids)
     logit, _ = model.from_embeddings(emb, lens)
-    loss = F.binary_cross_entropy_with_logits(logit + offset, y)
+    loss = head_loss(logit, y, offset)
     (g,) = torch.autograd.grad(loss, emb, retain_graph=True)
     mask = (ids != 0).unsqueeze(-1).to(g.dtype)  # padding is not perturbed
     g = g * mask
@@ -248,7 +266,7 @@ def adversarial_loss(model: SentimentLSTM, ids: torch.Tensor, lens: torch.Tensor
     size = (lens.to(g.dtype) * emb.shape[-1]).sqrt().view(-1, 1, 1)
     r = (scale * size * g / norm).detach()
     adv_logit, _ = model.from_embeddings(emb + r, lens)
-    return loss + F.binary_cross_entropy_with_logits(adv_logit + offset, y)
+    return loss + head_loss(adv_logit, y, offset)
 
 
 def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list[int]],
@@ -256,7 +274,7 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
                  minutes: float, w2v: torch.Tensor | None = None,
                  init: SentimentLSTM | None = None, max_steps: int = 0,
                  prog: Progress | None = None,
-                 offsets: tuple[np.ndarray, np.ndarray] | None = None
+                 offsets: tuple[np.ndarray, np.ndarray] | None = None, n_labels: int = 2
                  ) -> tuple[SentimentLSTM, float, int, list[dict]]:
     """Train one model with ``seed`` (from ``init``'s weights when given) for at most
     ``minutes`` and ``max_steps`` steps (0: no limit); returns the best-validation
@@ -267,7 +285,8 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
     rng = random.Random(seed)
     mcfg = SentimentConfig(vocab_size=tok.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
                            emb_dropout=cfg.emb_dropout, out_dropout=cfg.out_dropout,
-                           cell=cfg.cell, negation_window=cfg.encoder_negation_window)
+                           cell=cfg.cell, negation_window=cfg.encoder_negation_window,
+                           labels=n_labels)
     model = SentimentLSTM(mcfg)
     if mcfg.negation_window > 0:
         model.set_negators(negator_table(tok.itos))
@@ -280,7 +299,7 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
     elif w2v is not None:
         with torch.no_grad():
             model.embedding.weight[:, -w2v.shape[1]:] = w2v
-    if cfg.nb_init > 0 and init is None:
+    if cfg.nb_init > 0 and init is None and n_labels == 2:
         with torch.no_grad():
             model.embedding.weight[:, 0] = nb_log_count_ratio(tr_x, tr_y, tok.vocab_size) * cfg.nb_init
             model.embedding.weight[tok.pad_id] = 0.0
@@ -318,7 +337,7 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
                 loss = adversarial_loss(model, ids, lens, y, cfg.adv_eps, off)
             else:
                 logit, _ = model(ids, lens)
-                loss = F.binary_cross_entropy_with_logits(logit + off, y)
+                loss = head_loss(logit, y, off)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -386,8 +405,17 @@ def train(cfg: TrainConfig) -> dict:
     np.random.seed(cfg.seed)
     set_threads(cfg.threads)
     t_start = time.time()
-    data = load_imdb(cfg.data, cfg.sha256)
-    train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
+    data = load_dataset(cfg.data, cfg.sha256, text_column=cfg.text_column or None,
+                        label_column=cfg.label_column or None, test_data=cfg.test_data or None,
+                        val_data=cfg.val_data or None)
+    labels = data["labels"]
+    if labels != IMDB_LABELS and (cfg.augment or cfg.cad or cfg.stack_ngrams or cfg.init_from):
+        raise DataError(f"--augment, --cad, --stack-ngrams and --init-from need the labels "
+                        f"negative, positive (this data's: {', '.join(labels)})")
+    if data["validation"]:
+        train_set, val_set = data["train"], data["validation"]
+    else:
+        train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
     cad_record: dict = {}
     if cfg.cad:  # split first (the seed's split), then drop CAD reviews from both parts
         cad = load_cad(cfg.cad)
@@ -445,7 +473,7 @@ def train(cfg: TrainConfig) -> dict:
     minutes = cfg.max_minutes - (time.time() - t_start) / 60
     model, best, best_epoch, run_history = train_model(
         cfg, cfg.seed, tok, tr_x, tr_y, va_x, va_y, t_start, minutes, w2v, init,
-        cfg.max_steps, prog, offsets)
+        cfg.max_steps, prog, offsets, n_labels=len(labels))
     prog.close()
     graph = build_sentiment_graph(model)
     checks = check_sentiment(model, graph)
@@ -460,9 +488,14 @@ def train(cfg: TrainConfig) -> dict:
     name = "IMDB" if imdb else source["source"]
     sets = {"val_": f"validation: {cfg.val_fraction:.0%} of the {name} train split, seed "
                     f"{cfg.seed} ({len(va_x)} reviews)"}
-    if cfg.test:
+    if data["validation"]:
+        sets["val_"] = f"validation: {cfg.val_data} ({len(va_x)} rows)"
+    if cfg.test and not data["test"]:
+        print("test: no test split (pass --test-data FILE to score one)", flush=True)
+    elif cfg.test:
         metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"],
-                                               progress=True))
+                                               progress=True) if len(labels) == 2 else
+                       label_accuracy_onnx(graph.SerializeToString(), tok, data["test"]))
         sets["test_"] = sets["truncated_"] = sets["ece"] = (
             f"the {name} test split ({len(data['test'])} reviews)")
         if imdb:  # movie-review sentences: a figure for models of movie reviews only
@@ -481,12 +514,13 @@ def train(cfg: TrainConfig) -> dict:
         "version": f"1.1.{cfg.seed}",
         "task": "text-classification",
         "cell": cfg.cell,
-        "labels": ["negative", "positive"],
+        "labels": labels,
         "architecture": arch,
         "parameters": n_params,
         "data": {**source, "train": len(tr_x), "validation": len(va_x),
                  **({"cad": cad_record} if cad_record else {}),
-                 "validation_split": f"{cfg.val_fraction:.0%} of train, seed {cfg.seed}",
+                 "validation_split": (cfg.val_data if data["validation"] else
+                                      f"{cfg.val_fraction:.0%} of train, seed {cfg.seed}"),
                  "test": len(data["test"])},
         "training": {**asdict(cfg), "best_epoch": best_epoch,
                      "best_val_accuracy": round(best, 4), "history": run_history,

@@ -15,6 +15,7 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -177,8 +178,13 @@ async def faithfulness_scores(arrived: float, state: AppState, model: SentimentM
     per = 2 * len(faith.KS)
     out = []
     for j, (name, imp) in enumerate(rankings):
-        got = faith.scores(row.probability,
-                           [r.probability for r in results[j * per:(j + 1) * per]], faith.KS)
+        reduced = [r.probability for r in results[j * per:(j + 1) * per]]
+        if model.multi:  # the predicted label's probability, as P(positive) of a positive
+            c = int(np.argmax(row.probability))
+            got = faith.scores(1.0, [1.0 - float(row.probability[c]) + float(p[c])
+                                     for p in reduced], faith.KS)
+        else:
+            got = faith.scores(row.probability, reduced, faith.KS)
         for k, g in zip(faith.KS, got, strict=True):
             out.append({"explanation": name, "k": k,
                         "tokens": len(faith.top_k(imp, k)), **g})

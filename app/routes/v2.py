@@ -62,7 +62,7 @@ from app.state import AppState, get_state
 from app.validation import check_generate, check_texts
 from seqcore.sampling import SamplingParams
 from seqcore.tasks import LoadedModel
-from seqcore.tasks.classification import SentimentModel
+from seqcore.tasks.classification import LABELS, SentimentModel
 from seqcore.tasks.generation import CharModel
 
 TAG = "open inference protocol v2"
@@ -102,7 +102,8 @@ def _loaded(state: AppState, name: str, version: str | None) -> LoadedModel:
 def _metadata(m: LoadedModel) -> dict[str, Any]:
     if isinstance(m, SentimentModel):
         inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
-        outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+        outputs = [{"name": "probabilities", "datatype": "FP32",
+                    "shape": [-1, len(m.labels)]},
                    {"name": "label", "datatype": "BYTES", "shape": [-1]}]
         parameters: list[dict] = []
     else:
@@ -354,10 +355,17 @@ async def _infer_sentiment(state: AppState, request: Request, m: SentimentModel,
     with fields_renamed({"texts": "text"}):
         check_texts(texts, state.settings)
     _, rows = await classify(arrival(request.scope), state, m, texts, offsets=False)
+    headers = timing_headers(max(r.queue_s for r in rows), max(r.inference_s for r in rows))
+    if m.multi or m.labels != LABELS:  # columns in the model's label order (parameters)
+        answers = [m.probabilities(r.probability) for r in rows]
+        probs = np.array([list(a.values()) for a in answers], dtype=np.float32)
+        labels = [m.label_of(r.probability) for r in rows]
+        return _answer(req, m, {"probabilities": ("FP32", [len(texts), len(m.labels)], probs),
+                                "label": ("BYTES", [len(texts)], labels)}, headers,
+                       parameters={"labels": list(m.labels)})
     p = np.array([r.probability for r in rows], dtype=np.float64)
     probs = np.stack([1.0 - p, p], axis=1).astype(np.float32)
     labels = ["positive" if x >= 0.5 else "negative" for x in p]
-    headers = timing_headers(max(r.queue_s for r in rows), max(r.inference_s for r in rows))
     return _answer(req, m, {"probabilities": ("FP32", [len(texts), 2], probs),
                             "label": ("BYTES", [len(texts)], labels)}, headers)
 

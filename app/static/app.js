@@ -171,15 +171,32 @@
       `rank ${m.dataset.rank} of ${heat.marks.length}`;
   }
 
+  // One meter per label, in the answer's order: negative and positive for the two-label
+  // models, the model's own labels (any number) for others.
+  function renderProbabilities(probs) {
+    const rows = [];
+    for (const [name, p] of Object.entries(probs || {})) {
+      const id = "prob-" + name.replace(/[^A-Za-z0-9_-]/g, "_");
+      rows.push(el("label", { for: id }, `P(${name})`),
+        el("meter", { id, min: 0, max: 1, value: p, dataset: { testid: "prob", label: name } }),
+        el("span", { id: id + "-text" }, fmt(p)));
+    }
+    $("sentiment-probs").replaceChildren(...rows);
+  }
+
+  // The classifier to ask (empty: the server's default); the `model` field of a body.
+  function withClassifier(body) {
+    const model = $("classify-model").value;
+    if (model) body.model = model;
+    return body;
+  }
+
   function renderAttention(text, data) {
     const label = $("sentiment-label");
     label.textContent = data.label;
     label.className = "label-" + data.label;
     $("sentiment-score").textContent = fmt(data.score);
-    $("prob-negative").value = data.probabilities.negative;
-    $("prob-positive").value = data.probabilities.positive;
-    $("prob-negative-text").textContent = fmt(data.probabilities.negative);
-    $("prob-positive-text").textContent = fmt(data.probabilities.positive);
+    renderProbabilities(data.probabilities);
     $("sentiment-meta").textContent =
       `${data.tokens_read} tokens read · ${data.model} ${data.model_version}`;
 
@@ -320,7 +337,7 @@
     busy(button, true);
     try {
       const resp = await api("/attention", { method: "POST",
-        body: { text, faithfulness: $("faith-on").checked } });
+        body: withClassifier({ text, faithfulness: $("faith-on").checked }) });
       renderAttention(text, await resp.json());
     } catch (err) {
       report(err);
@@ -386,7 +403,8 @@
     const button = ev.submitter || document.querySelector('[data-testid="batch-submit"]');
     busy(button, true);
     try {
-      const resp = await api("/sentiment", { method: "POST", body: { texts: lines } });
+      const resp = await api("/sentiment", { method: "POST",
+        body: withClassifier({ texts: lines }) });
       const data = await resp.json();
       batch.rows = data.results.map((r, i) => ({
         index: i + 1, text: lines[i], label: r.label, score: r.score,
@@ -637,6 +655,16 @@
     $("generate-model-field").hidden = generators.length < 2;
   }
 
+  // The classifier choice (sentiment and batch): shown when more than one is loaded.
+  function fillClassifierChoice(classifiers) {
+    const select = $("classify-model");
+    const keep = select.value;
+    select.replaceChildren(el("option", { value: "" }, "the server's default"),
+      ...classifiers.map((m) => el("option", { value: m.name || m.id }, m.name || m.id)));
+    if (classifiers.some((m) => (m.name || m.id) === keep)) select.value = keep;
+    $("classify-model-field").hidden = classifiers.length < 2;
+  }
+
   async function loadModels() {
     const box = $("model-cards");
     try {
@@ -646,6 +674,7 @@
       const list = Array.isArray(data.data) ? data.data : Array.isArray(data.models) ? data.models : [];
       box.replaceChildren(...(list.length ? list.map(modelCard) : [el("p", { class: "muted" }, "No models loaded.")]));
       fillGeneratorChoice(list.filter((m) => m.task === "text-generation"));
+      fillClassifierChoice(list.filter((m) => m.task === "text-classification"));
     } catch (err) {
       if (err instanceof ApiProblem && err.status === 401) {
         // the key form is showing already; a banner on page load would only repeat it

@@ -2,7 +2,8 @@
 
 - load: the graph takes ``input_ids`` [B, T] and ``lengths`` [B] (int64) and returns
   ``probability`` [B] (or [B, 1]: the probability of the manifest's second label; or
-  [B, 2]: one column per label, in the manifest's ``labels`` order) and, optionally,
+  [B, 2]: one column per label, in the manifest's ``labels`` order; a model of more
+  than two labels: [B, labels], one column per label, summing to 1) and, optionally,
   ``attention`` [B, T] (without it /attention answers 400); a graph with a wide n-gram
   term (training/ngrams.py) also returns ``ngram_contributions`` [B, T], each token's
   share of the n-gram part of the logit. These are roles: the manifest's ``tensors``
@@ -83,22 +84,24 @@ def check_roles(folder: ModelFolder, sess: ort.InferenceSession, names: dict[str
     return {r for r in OPTIONAL_ROLES if names[r] in outs}
 
 
-def label_order(folder: ModelFolder) -> tuple[str, str]:
-    """The manifest's ``labels`` (default negative, positive): the two labels in the
-    order of the probability output's columns."""
+def label_order(folder: ModelFolder) -> tuple[str, ...]:
+    """The manifest's ``labels`` (default negative, positive), in the order of the
+    probability output's columns: two or more distinct non-empty names."""
     labels = folder.manifest.get("labels", list(LABELS))
-    if not isinstance(labels, list) or sorted(map(str, labels)) != sorted(LABELS):
-        raise ModelLoadError(f"{folder.path / 'manifest.json'}: \"labels\" is {labels!r}; this "
-                             f"service serves two-label models, labels {list(LABELS)} in the "
-                             "order of the probability output's columns", "contract")
-    return str(labels[0]), str(labels[1])
+    if (not isinstance(labels, list) or len(labels) < 2
+            or not all(isinstance(x, str) and x for x in labels)
+            or len(set(labels)) != len(labels)):
+        raise ModelLoadError(f"{folder.path / 'manifest.json'}: \"labels\" is {labels!r}; "
+                             "expected two or more distinct label names in the order of the "
+                             f"probability output's columns (e.g. {list(LABELS)})", "contract")
+    return tuple(labels)
 
 
 @dataclass
 class ClassifiedRow:
     """One row's outputs, cut to the row's own length."""
 
-    probability: float
+    probability: float | np.ndarray  # P(second label); [labels]: a model of more labels
     attention: np.ndarray  # [len(ids)]
     ngrams: np.ndarray | None = None  # [len(ids)]: n-gram logit share per token, if any
 
@@ -148,6 +151,14 @@ class SentimentModel(LoadedModel):
     has_attention: bool = True  # the graph returns attention weights (/attention)
     # the probability output's last column is P(positive) (else P(negative))
     second_is_positive: bool = True
+    # the labels answered with: negative, positive (whatever the graph's column order)
+    # for the two-label models of IMDB; else the manifest's, in the graph's order
+    labels: tuple[str, ...] = LABELS
+
+    @property
+    def multi(self) -> bool:
+        """More than two labels: ``probability`` holds one column per label."""
+        return len(self.labels) > 2
 
     # -- load ----------------------------------------------------------------------
     @classmethod
@@ -177,7 +188,9 @@ class SentimentModel(LoadedModel):
         return cls(**common, tokenizer=tok, has_ngrams=NGRAM_OUTPUT in outputs,
                    negation=negation, contrast=contrast, names=names,
                    has_attention="attention" in outputs,
-                   second_is_positive=labels[1] == "positive")
+                   # other labels: the last column is P(labels[-1]) as it stands
+                   second_is_positive=labels[1] == "positive" or set(labels) != set(LABELS),
+                   labels=LABELS if set(labels) == set(LABELS) else labels)
 
     @property
     def plain(self) -> bool:
@@ -229,8 +242,14 @@ class SentimentModel(LoadedModel):
         got = dict(zip(roles, self.session.run([n[r] for r in roles],
                                                {n["input_ids"]: ids, n["lengths"]: lengths}),
                        strict=True))
-        p = np.asarray(got["probability"], dtype=np.float32).reshape(len(ids), -1)[:, -1]
-        if not self.second_is_positive:
+        p = np.asarray(got["probability"], dtype=np.float32).reshape(len(ids), -1)
+        if self.multi:
+            if p.shape[1] != len(self.labels):
+                raise ValueError(f"the probability output has {p.shape[1]} columns, the "
+                                 f"manifest {len(self.labels)} labels")
+        else:
+            p = p[:, -1]
+        if not self.multi and not self.second_is_positive:
             p = 1.0 - p
         attention = got.get("attention")
         if attention is None:  # no weights: /attention refuses this model
@@ -262,9 +281,29 @@ class SentimentModel(LoadedModel):
         return None
 
     # -- decode --------------------------------------------------------------------
-    def result(self, p: float, e: Encoded) -> dict[str, Any]:
+    def probabilities(self, p: float | np.ndarray) -> dict[str, float]:
+        """Label -> probability, in the model's label order, of one row's output."""
+        if self.multi:
+            return {name: float(x) for name, x in zip(self.labels, p, strict=True)}
+        return {self.labels[0]: 1.0 - p, self.labels[1]: p}  # type: ignore[operator]
+
+    def label_of(self, p: float | np.ndarray) -> str:
+        """The predicted label: the likeliest (the first among equals); of two labels,
+        the second at p >= 0.5."""
+        if self.multi:
+            return self.labels[int(np.argmax(p))]
+        return self.labels[1] if p >= 0.5 else self.labels[0]  # type: ignore[operator]
+
+    def result(self, p: float | np.ndarray, e: Encoded) -> dict[str, Any]:
         """A SentimentResult as a plain dict (the schema classes document it; building
-        it directly skips a re-validation of every answer)."""
+        it directly skips a re-validation of every answer). ``p``: P(second label) of a
+        two-label model, one probability per label of a model of more."""
+        if self.multi or self.labels != LABELS:
+            probs = self.probabilities(p)
+            label = self.label_of(p)
+            return {"label": label, "score": probs[label], "probabilities": probs,
+                    "model": self.name, "model_version": self.version,
+                    "tokens_read": len(e.ids), "truncated": e.truncated}
         label = "positive" if p >= 0.5 else "negative"
         return {"label": label, "score": p if label == "positive" else 1.0 - p,
                 "probabilities": {"negative": 1.0 - p, "positive": p},
