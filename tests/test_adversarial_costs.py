@@ -83,7 +83,9 @@ def test_sixteen_long_prompts_at_once_keep_memory_flat_and_streams_flowing(srv):
 
 def test_prompt_characters_past_the_in_flight_cap_get_503_at_once(make_client,
                                                                    tiny_models_dir):
-    client = make_client(tiny_models_dir, gen_max_prompt_chars_in_flight=10_000)
+    # (one prefill call per prompt: every call is slowed down below)
+    client = make_client(tiny_models_dir, gen_max_prompt_chars_in_flight=10_000,
+                         gen_prefill_chunk_chars=8000, gen_prefill_max_cells=8000)
     slow_down(client.app.state.seqserve.registry.models["chargen"], 0.3)
     prompt = "a" * 8000
 
