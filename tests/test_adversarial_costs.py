@@ -200,6 +200,9 @@ BODIES = {
     "/generate/stream": {"prompt": "the ", "max_new_chars": 3, "stop": ["x"]},
     "/v1/completions": {"model": "chargen", "prompt": "the ", "max_tokens": 3, "stop": ["x"],
                         "user": "u"},
+    "/v1/chat/completions": {"model": "chargen", "max_tokens": 3, "stop": ["x"], "user": "u",
+                             "messages": [{"role": "system", "content": "be brief"},
+                                          {"role": "user", "content": "the "}]},
     "/v2/models/sentiment/infer": {"id": "r1", "inputs": [
         {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["fine"]}]},
     "/v2/models/chargen/infer": {"inputs": [
