@@ -472,11 +472,11 @@ class GenerationEngine:
                 self._release(g)
             self._fail_all(gens, e)
             return
-        if chunk is None or not chunk.done:
-            if chunk is not None:
-                self._observe_prefill(chunk)
+        if chunk is None:
             return
         self._observe_prefill(chunk)
+        if not chunk.done:
+            return
         now = time.perf_counter()
         gens, rows = [], []
         for k, d in enumerate(chunk.done):
