@@ -141,5 +141,23 @@ class LiveResponse(BaseModel):
     live: bool
 
 
+class RepositoryIndexRequest(BaseModel):
+    """The optional body of POST /v2/repository/index (Triton's model repository
+    extension): ``ready`` true lists only the models ready to serve."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    ready: bool | None = Field(None, description="true: only the models that are ready")
+
+
+class RepositoryIndexEntry(BaseModel):
+    """One model of the repository index, in Triton's shape."""
+
+    name: str
+    version: str
+    state: Literal["READY", "UNAVAILABLE"] = Field(
+        ..., description="READY when loaded and warmed up (and the server ready)")
+    reason: str = Field("", description="why it is not ready, if it is not")
+
+
 class V2Error(BaseModel):
     error: str

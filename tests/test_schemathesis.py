@@ -46,7 +46,7 @@ OPERATIONS = [("POST", "/sentiment"), ("POST", "/attention"), ("POST", "/generat
               ("GET", "/v2/models/{model_name}/versions/{model_version}"),
               ("GET", "/v2/models/{model_name}/ready"),
               ("GET", "/v2/models/{model_name}/versions/{model_version}/ready"),
-              ("POST", "/v2/models/{model_name}/infer"),
+              ("POST", "/v2/models/{model_name}/infer"), ("POST", "/v2/repository/index"),
               ("POST", "/v2/models/{model_name}/versions/{model_version}/infer")]
 
 

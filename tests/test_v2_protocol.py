@@ -54,6 +54,24 @@ def test_health_and_readiness(tc: triton.InferenceServerClient):
     assert not tc.is_model_ready("chargen", model_version="9.9")
 
 
+def test_repository_index_in_the_v2_shape(tc: triton.InferenceServerClient,
+                                          server: ServerProcess):
+    index = tc.get_model_repository_index()  # tritonclient's own call: POST, empty body
+    assert isinstance(index, list)
+    by_name = {e["name"]: e for e in index}
+    assert set(by_name) == {"sentiment", "chargen"}
+    for name, e in by_name.items():
+        assert e == {"name": name, "version": tc.get_model_metadata(name)["versions"][0],
+                     "state": "READY", "reason": ""}
+    ready = httpx.post(server.url + "/v2/repository/index", json={"ready": True})
+    assert ready.status_code == 200 and {e["name"] for e in ready.json()} == set(by_name)
+    bad = httpx.post(server.url + "/v2/repository/index", json={"ready": "yes"})
+    assert bad.status_code == 422 and isinstance(bad.json()["error"], str)  # V2 shape
+    bad = httpx.post(server.url + "/v2/repository/index", content=b"{",
+                     headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and isinstance(bad.json()["error"], str)
+
+
 def test_metadata_describes_the_tensors(tc: triton.InferenceServerClient):
     server = tc.get_server_metadata()
     assert server["name"] == "seqserve" and "binary_tensor_data" in server["extensions"]

@@ -6,6 +6,8 @@ tritonclient, KServe and other V2 clients work unchanged.
     GET  /v2/models/{name}[/versions/{v}]      model metadata: tensors and parameters
     GET  /v2/models/{name}[/versions/{v}]/ready
     POST /v2/models/{name}[/versions/{v}]/infer
+    POST /v2/repository/index                  the loaded models and their states (Triton's
+                                               model repository extension, index call only)
 
 Tensors: ``sentiment`` takes ``text`` (BYTES [N]) and returns ``probabilities``
 (FP32 [N, 2]: negative, positive) and ``label`` (BYTES [N]); ``chargen`` takes
@@ -55,6 +57,8 @@ from app.schemas_v2 import (
     LiveResponse,
     ModelMetadata,
     ReadyResponse,
+    RepositoryIndexEntry,
+    RepositoryIndexRequest,
     ServerMetadata,
     V2Error,
 )
@@ -146,6 +150,35 @@ async def server_ready(state: AppState = Depends(get_state)) -> JSONResponse:
         return JSONResponse({"ready": False, "reason": reason}, status_code=503,
                             headers={"Retry-After": "1"})
     return JSONResponse({"ready": True})
+
+
+@router.post("/v2/repository/index", response_model=list[RepositoryIndexEntry],
+             operation_id="v2_repository_index",
+             openapi_extra={"requestBody": {"required": False, "content": {
+                 "application/json": {"schema": schema_ref(RepositoryIndexRequest)}}}},
+             responses={s: V2_ERRORS[s] for s in (400, 401, 413, 422)},
+             summary="Model repository index (Triton): every loaded model, its version "
+                     "and state; the body (optional) `{\"ready\": true}` lists ready ones only")
+async def repository_index(request: Request, state: AppState = Depends(get_state)) -> list:
+    raw = await request.body()
+    ready_only = False
+    if raw.strip():
+        try:
+            ready_only = bool(RepositoryIndexRequest.model_validate_json(raw).ready)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            if any(e["type"] == "json_invalid" for e in errors):
+                raise ApiError(400, "invalid_json", "body: not parseable as JSON") from None
+            raise RequestValidationError(errors) from None
+    server_reason = _not_ready(state)
+    out = []
+    for m in (state.registry.models.values() if state.registry else []):
+        reason = server_reason or (None if m.warm else "warming up")
+        if ready_only and reason:
+            continue
+        out.append({"name": m.name, "version": m.version,
+                    "state": "UNAVAILABLE" if reason else "READY", "reason": reason or ""})
+    return out
 
 
 def _not_ready(state: AppState) -> str | None:
