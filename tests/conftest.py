@@ -21,6 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_MODELS = ROOT / "models"
+# training runs in tests prepare their data afresh: no entry of the prepared-data cache
+# (training/prepcache.py) is read or written unless a test names a cache folder
+os.environ["SEQSERVE_PREP_CACHE"] = "off"
 
 
 def build_tiny_models(out: Path, seed: int = 0) -> Path:

@@ -254,3 +254,71 @@ def test_the_page_asks_the_chosen_classifier_and_shows_every_label():
         import subprocess
 
         assert subprocess.run([node, "--check", str(root / "app.js")]).returncode == 0
+
+
+# ---------------------------------------------------------------- the prepared-data cache
+
+
+def test_a_second_run_on_the_same_data_reads_the_prepared_data_cache(tmp_path, monkeypatch,
+                                                                     capsys):
+    import training.train_sentiment as ts
+
+    train = _csv(tmp_path / "train.csv", _rows(90, 7))
+    cache = tmp_path / "cache"
+    args = ["--data", str(train), *TINY, "--w2v-epochs", "1", "--epochs", "2",
+            "--cache-dir", str(cache)]
+    assert ts.main([*args, "--out", str(tmp_path / "a")]) == 0
+    first = capsys.readouterr().out
+    assert "cache: dataset written" in first and "cache: word2vec written" in first
+    kinds = sorted(p.name.split("-")[0] for p in cache.iterdir())
+    assert kinds == ["dataset", "encoded", "word2vec"]
+
+    def not_again(*a, **k):
+        raise AssertionError("prepared again despite the cache")
+
+    monkeypatch.setattr(ts, "word2vec_init", not_again)
+    monkeypatch.setattr(ts.WordTokenizer, "build", not_again)
+    monkeypatch.setattr(ts, "load_dataset", not_again)
+    assert ts.main([*args, "--out", str(tmp_path / "b")]) == 0
+    second = capsys.readouterr().out
+    for kind in ("dataset", "encoded", "word2vec"):
+        assert f"cache: {kind} from" in second
+    a, b = (json.loads((tmp_path / x / "manifest.json").read_text()) for x in "ab")
+    assert a["model_sha256"] == b["model_sha256"]  # the same model from the cached data
+    # another recipe (vocabulary size) is another entry: the tokenizer is built again
+    monkeypatch.undo()
+    assert ts.main([*args, "--max-vocab", "30", "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "cache: dataset from" in out and "cache: encoded written" in out
+    # a changed file is another dataset
+    train.write_text(train.read_text() + "one more superb film,positive\n")
+    assert ts.main([*args, "--out", str(tmp_path / "d")]) == 0
+    assert "cache: dataset written" in capsys.readouterr().out
+
+
+def test_the_cache_folder_is_git_ignored():
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(["git", "check-ignore", "-q", ".cache/prepared/x"], cwd=root)
+    if r.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert r.returncode == 0
+
+
+def test_readme_has_a_table_of_contents_and_the_own_data_sections_near_the_top():
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    heads = re.findall(r"^#{2,3} (.+)$", readme, flags=re.M)
+
+    def anchor(h: str) -> str:
+        return re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-")
+
+    anchors = {anchor(h) for h in heads}
+    toc = readme.split("## Contents", 1)[1].split("\n## ", 1)[0]
+    links = re.findall(r"\]\(#([^)]+)\)", toc)
+    assert len(links) >= 15 and not set(links) - anchors, set(links) - anchors
+    tops = re.findall(r"^## (.+)$", readme, flags=re.M)[:4]  # Contents, Quick start, ...
+    assert "Train on your data" in tops and "Serve your own model" in tops, tops
+    assert "--data reviews.csv" in readme

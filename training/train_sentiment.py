@@ -59,6 +59,7 @@ from training.models import (
     negator_table,
 )
 from training.ngrams import NgramConfig, out_of_fold_logits, scope_tables, term_settings
+from training.prepcache import PrepCache
 from training.scaffold import (
     Progress,
     RunOptions,
@@ -90,6 +91,9 @@ class TrainConfig(RunOptions):
                                 "IMDB archive brings its own)")
     val_data: str = option("", "a validation split of the same kind as --data (empty: "
                                "--val-fraction of the training data)")
+    cache_dir: str = option("", "the prepared-data cache (the data as read, vocabulary, token "
+                                "ids, word2vec; training/prepcache.py): empty: "
+                                ".cache/prepared in the repository; 'off': none")
     out: str = option("", "output model folder (empty: a new runs/sentiment-<time> folder, "
                           "never the served models/)")
     name: str = option("sentiment", "the model's name in the manifest (requests' `model` "
@@ -405,9 +409,13 @@ def train(cfg: TrainConfig) -> dict:
     np.random.seed(cfg.seed)
     set_threads(cfg.threads)
     t_start = time.time()
-    data = load_dataset(cfg.data, cfg.sha256, text_column=cfg.text_column or None,
-                        label_column=cfg.label_column or None, test_data=cfg.test_data or None,
-                        val_data=cfg.val_data or None)
+    cache = PrepCache.from_option(cfg.cache_dir)
+    data_key = cache.dataset_key(cfg.data, cfg.text_column, cfg.label_column, cfg.test_data,
+                                 cfg.val_data) if not cfg.sha256 else None
+    data = cache.dataset(data_key, lambda: load_dataset(
+        cfg.data, cfg.sha256, text_column=cfg.text_column or None,
+        label_column=cfg.label_column or None, test_data=cfg.test_data or None,
+        val_data=cfg.val_data or None))
     labels = data["labels"]
     if labels != IMDB_LABELS and (cfg.augment or cfg.cad or cfg.stack_ngrams or cfg.init_from):
         raise DataError(f"--augment, --cad, --stack-ngrams and --init-from need the labels "
@@ -426,12 +434,18 @@ def train(cfg: TrainConfig) -> dict:
                       "dev_pairs_in_validation": len(cad["dev"])}
         print(f"CAD: {n_tr} + {n_va} reviews removed from IMDB train / validation", flush=True)
     init = None
+    enc_key = cache.encoded_key(data_key, cfg)
+    enc = cache.encoded(enc_key)
     if cfg.init_from:
         tok, init = load_init(cfg)
+    elif enc is not None:
+        tok = enc[0]
     else:
         tok = WordTokenizer.build((r.text for r in track(train_set, "vocabulary", unit="review")),
                                   cfg.max_vocab, cfg.min_count, cfg.max_len, cfg.head_len)
-    tr_x = [tok.encode(r.text).ids for r in track(train_set, "encode train", unit="review")]
+    tr_x = enc[1] if enc is not None else [
+        tok.encode(r.text).ids for r in track(train_set, "encode train", unit="review")]
+    train_ids = list(tr_x)  # before the augmentation (what the cache keeps)
     tr_y = [r.label for r in train_set]
     if cfg.augment > 0:  # training split only: validation and test stay pure IMDB
         extra = generate(cfg.augment, cfg.seed, more=cfg.augment_more,
@@ -446,15 +460,20 @@ def train(cfg: TrainConfig) -> dict:
         tr_y += [r.label for r in rows]
         n_cad = len(rows)
         val_set = val_set + pair_rows(cad["dev"])
-    va_x = [tok.encode(r.text).ids for r in track(val_set, "encode validation", unit="review")]
+    va_x = enc[2] if enc is not None else [
+        tok.encode(r.text).ids for r in track(val_set, "encode validation", unit="review")]
+    if enc is None:
+        cache.save_encoded(enc_key, tok, train_ids, va_x)
     va_y = [r.label for r in val_set]
     print(f"sentiment: vocab {tok.vocab_size}, train {len(tr_x)}, val {len(va_x)}", flush=True)
     w2v = None
     if cfg.w2v_epochs > 0 and init is None:
         dim = cfg.emb_dim - (1 if cfg.nb_init > 0 else 0)
-        w2v = word2vec_init([[t.text for t in tokenize(r.text)]
-                             for r in track(train_set, "word2vec input", unit="review")],
-                            tok, dim, cfg.w2v_epochs, cfg.seed)
+        w2v = cache.word2vec(
+            cache.word2vec_key(enc_key, dim, cfg.w2v_epochs, cfg.seed),
+            lambda: word2vec_init([[t.text for t in tokenize(r.text)]
+                                   for r in track(train_set, "word2vec input", unit="review")],
+                                  tok, dim, cfg.w2v_epochs, cfg.seed))
     offsets = None
     if cfg.stack_ngrams >= 2:
         # 'alone': folds of the reviews; the augmentation joins every fold model's fit but
