@@ -171,3 +171,30 @@ def _probs(folder: Path, texts: list[str]) -> np.ndarray:
 
     tok = WordTokenizer.load(folder / "vocab.json")
     return sentiment_probabilities_onnx(str(folder / "model.onnx"), tok, texts)[0]
+
+
+def test_a_temperature_alone_changes_no_answer(data, tmp_path):
+    from training.ngrams import fit_calibration
+    from training.ngrams import main as ngrams_main
+    from training.train_sentiment import main as train_main
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 4, 400)
+    y = (z + rng.normal(0, 3, 400) > 0).astype(int)  # over-confident logits
+    w = np.full(400, 1 / 400)
+    T, b = fit_calibration(z, y, w, fit_bias=False)
+    assert b == 0.0 and T > 1.0  # softened
+    imdb, cad = data
+    enc = tmp_path / "enc"
+    assert train_main(["--data", str(imdb), "--out", str(enc), *TINY_SENTIMENT, "--epochs", "2",
+                       "--w2v-epochs", "0", "--cad", str(cad), "--no-test"]) == 0
+    out, unc = tmp_path / "cal", tmp_path / "uncal"
+    assert ngrams_main(["--base", str(enc), "--data", str(imdb), "--out", str(out),
+                        "--buckets", "4096", "--epochs", "2", "--no-test", "--cad", str(cad),
+                        "--calibrate", "--no-calibration-bias",
+                        "--uncalibrated-out", str(unc)]) == 0
+    c = json.loads((out / "manifest.json").read_text())["calibration"]
+    assert c["bias"] == 0.0 and "temperature alone" in c["method"]
+    texts = [r.text for r in load_imdb(imdb)["test"][:60]]
+    p_cal, p_unc = _probs(out, texts), _probs(unc, texts)
+    assert ((p_cal > 0.5) == (p_unc > 0.5)).all()

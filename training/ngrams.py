@@ -195,6 +195,9 @@ class NgramConfig:
                                     "and fold them into the blend's constants, so the graph "
                                     "returns calibrated probabilities; manifest "
                                     "'calibration'")
+    calibration_bias: bool = option(True, "with --calibrate: fit a bias beside the "
+                                          "temperature (--no-calibration-bias: the "
+                                          "temperature alone, which changes no answer)")
     uncalibrated_out: str = option("", "with --calibrate: also write the same graph "
                                        "without the calibration to this folder")
     val_fraction: float = option(0.1, "fraction of train held out for validation: must be the "
@@ -360,10 +363,11 @@ def group_weights(groups: list[int]) -> np.ndarray:
     return np.array([1.0 / (len(counts) * counts[k]) for k in groups])
 
 
-def fit_calibration(logit: np.ndarray, y: np.ndarray, weight: np.ndarray
-                    ) -> tuple[float, float]:
+def fit_calibration(logit: np.ndarray, y: np.ndarray, weight: np.ndarray,
+                    fit_bias: bool = True) -> tuple[float, float]:
     """(temperature T, bias b) of sigmoid(logit / T + b), minimising the weighted log
-    loss (Platt scaling with one slope, Guo et al. 2017's temperature plus a bias)."""
+    loss (Platt scaling with one slope, Guo et al. 2017's temperature plus a bias);
+    without ``fit_bias``, b = 0 and only T is fitted (no answer changes)."""
     z = torch.tensor(logit, dtype=torch.float64)
     t = torch.tensor(y, dtype=torch.float64)
     wt = torch.tensor(weight, dtype=torch.float64)
@@ -373,12 +377,12 @@ def fit_calibration(logit: np.ndarray, y: np.ndarray, weight: np.ndarray
     def closure():
         opt.zero_grad()
         loss = (torch.nn.functional.binary_cross_entropy_with_logits(
-            z * p[0].exp() + p[1], t, reduction="none") * wt).sum()
+            z * p[0].exp() + (p[1] if fit_bias else 0.0), t, reduction="none") * wt).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
-    return float(1.0 / p[0].detach().exp()), float(p[1].detach())
+    return float(1.0 / p[0].detach().exp()), float(p[1].detach()) if fit_bias else 0.0
 
 
 def _logit_tensor(graph: onnx.GraphProto) -> str:
@@ -653,7 +657,7 @@ def train(cfg: NgramConfig) -> dict:
         cal_groups = groups + [2] * len(items)
         z = np.concatenate([blend_logit, neg_logit])
         yy = np.concatenate([np.array(va_y), neg_y])
-        T, b = fit_calibration(z, yy, group_weights(cal_groups))
+        T, b = fit_calibration(z, yy, group_weights(cal_groups), cfg.calibration_bias)
         ece = {}
         for name, zz in (("before", z), ("after", z / T + b)):
             pp = 1 / (1 + np.exp(-zz))
@@ -664,8 +668,11 @@ def train(cfg: NgramConfig) -> dict:
                 ece[name]["cad_dev_revisions"] = expected_calibration_error(pp[rev], yy[rev])
             ece[name]["negation_validation_items"] = expected_calibration_error(
                 pp[len(groups):], neg_y)
-        calibration = {"temperature": T, "bias": b, "method": "sigmoid(logit / T + b), "
-                       "folded into the blend's constants (encoder_scale, ngram_scale, bias)",
+        calibration = {"temperature": T, "bias": b,
+                       "method": ("sigmoid(logit / T + b)" if cfg.calibration_bias else
+                                  "sigmoid(logit / T), the temperature alone")
+                       + ", folded into the blend's constants (encoder_scale, ngram_scale, "
+                         "bias)",
                        "fitted_on": {"imdb_validation": n_imdb_val,
                                      "cad_dev_reviews": len(cad_dev),
                                      "negation_validation_items": len(items),
