@@ -264,14 +264,15 @@ def test_a_second_run_on_the_same_data_reads_the_prepared_data_cache(tmp_path, m
     import training.train_sentiment as ts
 
     train = _csv(tmp_path / "train.csv", _rows(90, 7))
+    test = _csv(tmp_path / "test.csv", _rows(30, 8))
     cache = tmp_path / "cache"
-    args = ["--data", str(train), *TINY, "--w2v-epochs", "1", "--epochs", "2",
-            "--cache-dir", str(cache)]
+    args = ["--data", str(train), "--test-data", str(test), *TINY, "--w2v-epochs", "1",
+            "--epochs", "2", "--cache-dir", str(cache)]
     assert ts.main([*args, "--out", str(tmp_path / "a")]) == 0
     first = capsys.readouterr().out
     assert "cache: dataset written" in first and "cache: word2vec written" in first
     kinds = sorted(p.name.split("-")[0] for p in cache.iterdir())
-    assert kinds == ["dataset", "encoded", "word2vec"]
+    assert kinds == ["dataset", "encoded", "test", "word2vec"]
 
     def not_again(*a, **k):
         raise AssertionError("prepared again despite the cache")
@@ -281,10 +282,11 @@ def test_a_second_run_on_the_same_data_reads_the_prepared_data_cache(tmp_path, m
     monkeypatch.setattr(ts, "load_dataset", not_again)
     assert ts.main([*args, "--out", str(tmp_path / "b")]) == 0
     second = capsys.readouterr().out
-    for kind in ("dataset", "encoded", "word2vec"):
+    for kind in ("dataset", "encoded", "word2vec", "test"):
         assert f"cache: {kind} from" in second
     a, b = (json.loads((tmp_path / x / "manifest.json").read_text()) for x in "ab")
     assert a["model_sha256"] == b["model_sha256"]  # the same model from the cached data
+    assert a["metrics"]["test_accuracy"] == b["metrics"]["test_accuracy"]
     # another recipe (vocabulary size) is another entry: the tokenizer is built again
     monkeypatch.undo()
     assert ts.main([*args, "--max-vocab", "30", "--out", str(tmp_path / "c")]) == 0

@@ -297,7 +297,7 @@ def load_dataset(source: str | Path, sha256: str | None = None, *,
 
 
 def label_accuracy_onnx(model: bytes | str, tok, reviews: list[Review],
-                        batch_size: int = 64) -> dict:
+                        batch_size: int = 64, encoded: list | None = None) -> dict:
     """Test accuracy of a graph of more than two labels (``probability`` [B, labels])
     through ONNX Runtime, batched by length."""
     import time
@@ -309,7 +309,8 @@ def label_accuracy_onnx(model: bytes | str, tok, reviews: list[Review],
 
     t0 = time.time()
     sess = ort_session(model)
-    enc = [tok.encode(r.text, offsets=False) for r in reviews]
+    enc = encoded if encoded is not None else [tok.encode(r.text, offsets=False)
+                                                for r in reviews]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
     pred = np.zeros(len(enc), dtype=np.int64)
     for i in range(0, len(order), batch_size):

@@ -53,12 +53,13 @@ def _steps(n: int, desc: str, progress: bool):
 
 
 def sentiment_probabilities_onnx(model: bytes | str, tok: WordTokenizer, texts: list[str],
-                                 batch_size: int = 64, progress: bool = False
-                                 ) -> tuple[np.ndarray, list]:
+                                 batch_size: int = 64, progress: bool = False,
+                                 encoded: list | None = None) -> tuple[np.ndarray, list]:
     """P(positive) of every text through ONNX Runtime (batched by length), and the
-    encodings (``truncated``, ``n_tokens_total``)."""
+    encodings (``truncated``, ``n_tokens_total``); ``encoded``: the texts' encodings
+    made before (``ids``, ``truncated``: the prepared-data cache's), not made again."""
     sess = ort_session(model)
-    enc = [tok.encode(t, offsets=False) for t in texts]
+    enc = encoded if encoded is not None else [tok.encode(t, offsets=False) for t in texts]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
     probs = np.zeros(len(enc), dtype=np.float32)
     n_batches = -(-len(order) // batch_size)
@@ -71,10 +72,11 @@ def sentiment_probabilities_onnx(model: bytes | str, tok: WordTokenizer, texts: 
 
 
 def sentiment_accuracy_onnx(model: bytes | str, tok: WordTokenizer, reviews: list[Review],
-                            batch_size: int = 64, progress: bool = False) -> dict:
+                            batch_size: int = 64, progress: bool = False,
+                            encoded: list | None = None) -> dict:
     t0 = time.time()
     probs, enc = sentiment_probabilities_onnx(model, tok, [r.text for r in reviews], batch_size,
-                                              progress)
+                                              progress, encoded)
     labels = np.array([r.label for r in reviews])
     correct = (probs > 0.5).astype(int) == labels
     long = np.array([e.truncated for e in enc])

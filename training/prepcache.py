@@ -13,7 +13,9 @@ sets ``off``, and its tests of the cache name a folder):
   keyed by the dataset's key, the split (``--val-fraction``, ``--seed``) and the
   tokenizer's recipe (``--max-vocab``, ``--min-count``, ``--max-len``, ``--head-len``);
 - ``word2vec``: the embedding initialisation: keyed by the encoded entry's key, the
-  dimension, ``--w2v-epochs`` and ``--seed``.
+  dimension, ``--w2v-epochs`` and ``--seed``;
+- ``test``: the token ids of the test split (and which were truncated), for the final
+  evaluation through ONNX Runtime: keyed by the encoded entry's key.
 
 A key is the sha256 of those inputs and of ``VERSION`` (bumped when what is stored
 changes), so a changed file or option is a different entry, never a stale one. An entry
@@ -32,7 +34,7 @@ import pickle
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -65,6 +67,13 @@ def source_digest(source: str | None) -> str | None:
                 h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return "tree:" + h.hexdigest()
     return None  # missing: the reader says so
+
+
+class Encoding(NamedTuple):
+    """What the evaluation reads of a ``seqcore.tokenizer.Encoded``."""
+
+    ids: list[int]
+    truncated: bool
 
 
 def _key(*parts: Any) -> str:
@@ -178,6 +187,27 @@ class PrepCache:
             np.savez(tmp / "ids.npz", train=tr, train_off=tr_off, val=va, val_off=va_off)
 
         self._write("encoded", key, fill)
+
+    # -- the test split's token ids ------------------------------------------------
+    @staticmethod
+    def test_key(encoded_key: str | None) -> str | None:
+        return None if encoded_key is None else _key("test", encoded_key)
+
+    def test_encoded(self, key: str | None, make) -> list[Encoding]:  # noqa: ANN001
+        d = self._find("test", key)
+        if d is not None:
+            z = np.load(d / "ids.npz")
+            return [Encoding(ids, bool(t)) for ids, t in
+                    zip(_unragged(z["ids"], z["off"]), z["truncated"], strict=True)]
+        enc = [Encoding(e.ids, e.truncated) for e in make()]
+
+        def fill(tmp: Path) -> None:
+            flat, off = _ragged([e.ids for e in enc])
+            np.savez(tmp / "ids.npz", ids=flat, off=off,
+                     truncated=np.array([e.truncated for e in enc], dtype=bool))
+
+        self._write("test", key, fill)
+        return enc
 
     # -- word2vec ----------------------------------------------------------------
     @staticmethod

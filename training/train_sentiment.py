@@ -512,9 +512,14 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.test and not data["test"]:
         print("test: no test split (pass --test-data FILE to score one)", flush=True)
     elif cfg.test:
+        test_enc = cache.test_encoded(cache.test_key(enc_key), lambda: [
+            tok.encode(r.text, offsets=False)
+            for r in track(data["test"], "encode test", unit="review")])
         metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"],
-                                               progress=True) if len(labels) == 2 else
-                       label_accuracy_onnx(graph.SerializeToString(), tok, data["test"]))
+                                               progress=True, encoded=test_enc)
+                       if len(labels) == 2 else
+                       label_accuracy_onnx(graph.SerializeToString(), tok, data["test"],
+                                           encoded=test_enc))
         sets["test_"] = sets["truncated_"] = sets["ece"] = (
             f"the {name} test split ({len(data['test'])} reviews)")
         if imdb:  # movie-review sentences: a figure for models of movie reviews only
