@@ -10,7 +10,9 @@ tritonclient, KServe and other V2 clients work unchanged.
                                                model repository extension, index call only)
 
 Tensors: ``sentiment`` takes ``text`` (BYTES [N]) and returns ``probabilities``
-(FP32 [N, 2]: negative, positive) and ``label`` (BYTES [N]); ``chargen`` takes
+(FP32 [N, 2]: negative, positive) and ``label`` (BYTES [N]); a classifier of other
+labels (any number, its manifest's ``labels``) returns [N, labels] in that order and
+names them in the answer's ``parameters.labels``; ``chargen`` takes
 ``prompt`` (BYTES [1]) with the request parameters max_new_chars, temperature, top_k,
 top_p and seed, and returns ``text`` (BYTES [1]), with the seed, finish reason and
 generated characters in the answer's parameters.
