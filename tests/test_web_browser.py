@@ -391,8 +391,10 @@ def test_stop_frees_the_slot(server, open_page):
     assert wait_for(lambda: active_streams(server) == 0)
     fill_generation(page, max_new_chars=20_000, seed=7)
     page.click(tid("generate-submit"))
-    page.wait_for_function(
-        "document.querySelector('[data-testid=\"generate-output\"]').textContent.length > 50")
+    # (polled from here: page.wait_for_function compiles its predicate in the page, which
+    # the page's Content-Security-Policy refuses, as it should: no eval)
+    assert wait_for(lambda: len(page.eval_on_selector(tid("generate-output"),
+                                                      "e => e.textContent")) > 50, 30.0)
     assert active_streams(server) == 1  # it is running, in a slot
     page.click(tid("generate-stop"))
     page.wait_for_selector(f"{tid('generate-stats')}:has-text('Stopped')")
