@@ -229,6 +229,25 @@ def test_a_three_label_model_serves_by_name_everywhere(three_label_model, tiny_m
         assert rows[k] == pytest.approx([res["probabilities"][n] for n in names], abs=1e-5)
     meta = c.get("/v2/models/stars").json()
     assert next(o for o in meta["outputs"] if o["name"] == "probabilities")["shape"] == [-1, 3]
+    # the Python client reads every label (its transport here: this test's app)
+    import sys
+
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients" / "python"))
+    from seqserve_client import Client
+
+    def relay(req: httpx.Request) -> httpx.Response:
+        r = c.post(req.url.path, content=req.content,
+                   headers={"content-type": "application/json"})
+        return httpx.Response(r.status_code, json=r.json())
+
+    with Client("http://x", transport=httpx.MockTransport(relay)) as cl:
+        got = cl.sentiment(texts["neutral"], model="stars")
+        assert got.label == "neutral" and list(got.probabilities.by_label) == names
+        assert got.probabilities.positive == got.probabilities.by_label["positive"]
+        assert cl.attention(texts["neutral"], model="stars").probabilities.by_label == \
+            pytest.approx(got.probabilities.by_label, abs=1e-5)
     # the two-label model beside it answers as before
     two = c.post("/sentiment", json={"text": "good"}).json()
     assert set(two["probabilities"]) == {"negative", "positive"}

@@ -17,13 +17,21 @@ def _build(cls: type[T], data: dict[str, Any], **override: Any) -> T:
 
 @dataclass(frozen=True)
 class Probabilities:
-    negative: float
-    positive: float
+    """Every label's probability in ``by_label``; ``negative`` and ``positive`` are
+    those labels' (None for a model without such a label: one trained on other labels)."""
+
+    negative: float | None = None
+    positive: float | None = None
+    by_label: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: dict[str, float]) -> Probabilities:
+        return cls(d.get("negative"), d.get("positive"), dict(d))
 
 
 @dataclass(frozen=True)
 class Sentiment:
-    label: Literal["positive", "negative"]
+    label: Literal["positive", "negative"] | str  # a model of other labels: its own names
     score: float
     probabilities: Probabilities
     model: str
@@ -34,7 +42,7 @@ class Sentiment:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Sentiment:
         return _build(cls, {k: v for k, v in d.items() if k != "probabilities"},
-                      probabilities=_build(Probabilities, d["probabilities"]))
+                      probabilities=Probabilities.from_json(d["probabilities"]))
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class Attention(Sentiment):
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Attention:
         rest = {k: v for k, v in d.items() if k not in ("probabilities", "tokens")}
-        return _build(cls, rest, probabilities=_build(Probabilities, d["probabilities"]),
+        return _build(cls, rest, probabilities=Probabilities.from_json(d["probabilities"]),
                       tokens=[_build(AttentionToken, t) for t in d.get("tokens", [])])
 
 
