@@ -343,3 +343,29 @@ def test_readme_has_a_table_of_contents_and_the_own_data_sections_near_the_top()
     tops = re.findall(r"^## (.+)$", readme, flags=re.M)[:4]  # Contents, Quick start, ...
     assert "Train on your data" in tops and "Serve your own model" in tops, tops
     assert "--data reviews.csv" in readme
+
+
+def test_an_imdb_archive_without_a_test_split_trains(tmp_path, capsys):
+    """Issue 32: the test split is optional for the IMDB layout too (it was required,
+    even with --no-test)."""
+    import io
+    import tarfile
+
+    from training.data import load_imdb
+    from training.train_sentiment import main
+
+    arc = tmp_path / "train_only.tar.gz"
+    with tarfile.open(arc, "w:gz") as tar:
+        for i, (text, label) in enumerate(_rows(60, 9, labels=("negative", "positive"))):
+            body = text.encode()
+            info = tarfile.TarInfo(f"aclImdb/train/{label[:3]}/{i}_1.txt")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    with pytest.raises(DataError, match="no test reviews"):
+        load_imdb(arc)  # the loader's own default is unchanged
+    got = load_dataset(arc)
+    assert len(got["train"]) == 60 and got["test"] == []
+    assert main(["--data", str(arc), "--out", str(tmp_path / "m"), *TINY, "--epochs", "1"]) == 0
+    assert "test: no test split" in capsys.readouterr().out
+    m = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert m["labels"] == ["negative", "positive"] and "test_accuracy" not in m["metrics"]

@@ -101,8 +101,10 @@ def _resolve(source: str | Path, sha256: str | None) -> Path:
     return path
 
 
-def load_imdb(source: str | Path, sha256: str | None = None) -> dict[str, list[Review]]:
-    """Read the labelled IMDB reviews: ``{"train": [...], "test": [...]}``.
+def load_imdb(source: str | Path, sha256: str | None = None, require_test: bool = True
+              ) -> dict[str, list[Review]]:
+    """Read the labelled IMDB reviews: ``{"train": [...], "test": [...]}`` (without
+    ``require_test``, an archive or folder without test reviews gives an empty test).
 
     Members are read in sorted name order, so the result does not depend on the
     archive's or the file system's ordering.
@@ -135,6 +137,8 @@ def load_imdb(source: str | Path, sha256: str | None = None) -> dict[str, list[R
             raise DataError(f"{path} is not a readable tar archive ({e}); pass the "
                             "aclImdb_v1.tar.gz archive or its extracted aclImdb/ folder") from None
     for split, items in found.items():
+        if not items and split == "test" and not require_test:
+            continue
         if not items:
             raise DataError(
                 f"no {split} reviews found in {path}: expected aclImdb/{split}/pos/*.txt and "

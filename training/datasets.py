@@ -269,7 +269,7 @@ def load_dataset(source: str | Path, sha256: str | None = None, *,
     empty, ``validation`` is None when it is to be carved from train) and the label
     names (index = ``Review.label``)."""
     if is_imdb_source(source):
-        data = load_imdb(source, sha256)
+        data = load_imdb(source, sha256, require_test=False)  # the test split is optional
         out: dict[str, Any] = {"train": data["train"], "test": data["test"],
                                "validation": None, "labels": list(IMDB_LABELS)}
     else:
