@@ -58,12 +58,17 @@ class AttentionRequest(BaseModel):
 
 
 class Probabilities(BaseModel):
-    negative: float
-    positive: float
+    """Label -> probability. The two-label models: negative and positive; a model of
+    other labels: one key per label of its own (additional properties)."""
+
+    model_config = ConfigDict(extra="allow",
+                              json_schema_extra={"additionalProperties": {"type": "number"}})
+    negative: float = Field(None, description="P(negative): models with that label")
+    positive: float = Field(None, description="P(positive): models with that label")
 
 
 class SentimentResult(BaseModel):
-    label: Literal["positive", "negative"] = Field(
+    label: Literal["positive", "negative"] | str = Field(
         ..., description="the predicted label; a model trained on other labels (any number: "
         "its manifest's \"labels\") answers with its own label names")
     score: float = Field(..., description="probability of the predicted label")
