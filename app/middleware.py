@@ -59,26 +59,30 @@ PREFIX_BYTES = 65_536
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
+def _keys_at_least(body: bytes) -> int:
+    """A lower bound of the object keys of a JSON text (see ``structure_problem``)."""
+    tight = body.translate(None, b" \t\r\n")
+    return tight.count(b'":') - tight.count(b'\\":')
+
+
 def structure_problem(body: bytes) -> str | None:
-    """Why a JSON body has too many keys or containers to parse, or None. Outside its
-    strings, a JSON text has one ':' per key and one '[' or '{' per container; counted
-    over the whole body (strings included) the counts are upper bounds and cost one
-    pass over the bytes, so most bodies stop there. Only a body over a limit has its
-    strings taken out and the counts made again, exactly."""
+    """Why a JSON body has too many keys or containers to parse, or None.
+
+    Outside its strings, a JSON text has one ':' per key and one '[' or '{' per
+    container, so counted over the whole body (strings included) these are upper
+    bounds, and most bodies stop there. A lower bound of the keys is as cheap: with
+    the blanks taken out, each key ends in '":', and inside a string that pair is
+    always escaped ('\\":'); a prefix of the body gives a lower bound too. So a body of
+    keys from its start is refused from its first 64 kB (what a hostile client sends
+    costs the server little), and only a body over a limit whose keys hide further in
+    has its strings taken out and the counts made again, exactly."""
+    if _keys_at_least(body[:PREFIX_BYTES]) > MAX_BODY_KEYS:
+        return f"too many object keys (over {MAX_BODY_KEYS})"
     if body.count(b":") <= MAX_BODY_KEYS and (
             body.count(b"[") + body.count(b"{") <= MAX_BODY_CONTAINERS):
         return None
-    # A lower bound of the keys, as cheap: with the blanks taken out, each key ends in
-    # '":', and inside a string that pair is always escaped ('\":'). Past the limit,
-    # no need to look at the strings. A prefix of the body gives a lower bound too, so
-    # a body made of keys from its start is refused from its first 64 kB.
-    for end in (PREFIX_BYTES, len(body)):
-        tight = body[:end].translate(None, b" \t\r\n")
-        keys = tight.count(b'":') - tight.count(b'\\":')
-        if keys > MAX_BODY_KEYS:
-            return f"too many object keys ({keys} or more; at most {MAX_BODY_KEYS})"
-        if end >= len(body):
-            break
+    if len(body) > PREFIX_BYTES and _keys_at_least(body) > MAX_BODY_KEYS:
+        return f"too many object keys (over {MAX_BODY_KEYS})"
     bare = _JSON_STRING.sub(b"", body)
     keys = bare.count(b":")
     containers = bare.count(b"[") + bare.count(b"{")
