@@ -152,10 +152,12 @@ def completions_with_stream(srv: ServerProcess, chars: int, rng: random.Random) 
             "floor_wait_ms": 250}
 
 
-def _hostile_loop(url: str, data: bytes, stop) -> None:
+def _hostile_loop(url: str, data: bytes, stop, sent) -> None:
     with httpx.Client(timeout=60) as h:
         while not stop.is_set():
             h.post(url + "/sentiment", content=data, headers={"content-type": "application/json"})
+            with sent.get_lock():
+                sent.value += 1
 
 
 def hostile_body(srv: ServerProcess) -> dict:
@@ -185,12 +187,15 @@ def hostile_body(srv: ServerProcess) -> dict:
         # hold its GIL and slow the neighbour's client, not the server
         ctx = multiprocessing.get_context("spawn")
         stop = ctx.Event()
-        procs = [ctx.Process(target=_hostile_loop, args=(srv.url, data, stop), daemon=True)
+        sent = ctx.Value("i", 0)
+        procs = [ctx.Process(target=_hostile_loop, args=(srv.url, data, stop, sent), daemon=True)
                  for _ in range(3)]
         for p in procs:
             p.start()
         time.sleep(1.5)
+        n0, t0 = sent.value, time.perf_counter()
         loud = neighbour_p50(3)
+        hostile_per_s = (sent.value - n0) / (time.perf_counter() - t0)
         stop.set()
         for p in procs:
             p.join(60)
@@ -199,7 +204,9 @@ def hostile_body(srv: ServerProcess) -> dict:
             "answer_bytes": max(sizes), "floor_answer_bytes": 16 * 1024,
             "neighbour_p50_ms_quiet": round(quiet * 1000, 2),
             "neighbour_p50_ms_with_3_hostile": round(loud * 1000, 2),
-            "neighbour_ratio": round(loud / quiet, 2), "floor_ratio": 2.0}
+            "neighbour_ratio": round(loud / quiet, 2), "floor_ratio": 2.0,
+            "hostile_bodies_per_s": round(hostile_per_s),
+            "hostile_mb_per_s": round(hostile_per_s * len(data) / MB)}
 
 
 def main() -> None:
