@@ -286,14 +286,34 @@ class BodyLimitMiddleware:
     still sending, and closing the socket under it would give it a connection reset
     instead of the answer. Past that bound, or once the client pauses for
     ``DRAIN_STALL_S`` (it waits for the answer), the 413 goes out with
-    ``Connection: close``."""
+    ``Connection: close``.
+
+    A body refused for its structure (``structure_problem``: thousands of keys) costs
+    the server about a millisecond, so a client looping on such bodies would get
+    hundreds of answers a second and take the cores from everyone else. A client (by
+    address) that sends another one within ``REPEAT_WINDOW_S`` of its last gets its
+    answer ``TARPIT_S`` later: a timer, no work, and the body is let go first. An
+    ordinary request never comes near it."""
 
     DRAIN_FACTOR = 16
     DRAIN_STALL_S = 0.5
+    REPEAT_WINDOW_S = 1.0
+    TARPIT_S = 0.2
 
     def __init__(self, app: ASGIApp, max_body_bytes: int):
         self.app = app
         self.limit = max_body_bytes
+        self._refused_at: dict[str, float] = {}  # client address -> last structure refusal
+
+    def _repeat_offender(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        host = client[0] if client else ""
+        now = time.monotonic()
+        last = self._refused_at.get(host)
+        if len(self._refused_at) >= 10_000:  # a bound, not a policy
+            self._refused_at.clear()
+        self._refused_at[host] = now
+        return last is not None and now - last < self.REPEAT_WINDOW_S
 
     async def _too_large(self, receive: Receive, send: Send, received: int,
                          more_body: bool, declared: int | None) -> None:
@@ -369,6 +389,9 @@ class BodyLimitMiddleware:
         if problem is not None:
             metrics.REJECTED.labels("body_structure").inc()
             log.info("%s %s -> 422 body: %s", scope["method"], printable(scope["path"]), problem)
+            if self._repeat_offender(scope):
+                del body, head, chunks  # nothing of it is kept while it waits
+                await asyncio.sleep(self.TARPIT_S)
             await send_error(send, 422, "validation_error", f"body: {problem}",
                              details=[{"field": "body", "message": problem,
                                        "type": "too_complex"}])

@@ -109,8 +109,18 @@ def test_prompt_characters_past_the_in_flight_cap_get_503_at_once(make_client,
 HOSTILE = ("{" + '"text":"a",' + ",".join(f'"{k:x}":0' for k in range(100_000)) + "}").encode()
 
 
-def test_a_body_of_100000_unknown_keys_is_refused_small_and_fast(srv):
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_body_of_100000_unknown_keys_is_refused_small_and_cheap(srv):
+    """Refused from a count over its bytes: little server CPU and a small answer. The
+    same client sending another within a second waits for its answer (no work)."""
+    time.sleep(1.1)  # (no earlier refusal of this client within the window)
     times, sizes = [], []
+    cpu0 = _cpu_s(srv.pid)
     with httpx.Client(timeout=30) as c:
         for _ in range(5):
             t0 = time.perf_counter()
@@ -119,8 +129,11 @@ def test_a_body_of_100000_unknown_keys_is_refused_small_and_fast(srv):
             sizes.append(len(r.content))
             assert r.status_code == 422
             assert "too many object keys" in r.json()["error"]["message"]
+    cpu_per_body = (_cpu_s(srv.pid) - cpu0) / 5
     assert max(sizes) <= 16 * 1024
-    assert sorted(times)[2] < 0.15, times  # the floor (20 ms) is bench.bounded's
+    assert cpu_per_body < 0.05, cpu_per_body  # the floor (20 ms) is bench.bounded's
+    assert times[0] < 0.15, times  # the first one at once
+    assert all(t >= 0.19 for t in times[1:]), times  # the repeats later: a timer
     assert_still_serves(srv)
 
 
@@ -165,8 +178,9 @@ def test_three_hostile_clients_leave_a_neighbour_near_its_usual_latency(srv):
         stop.set()
         for t in ts:
             t.join(30)
-    # the floor is 2x (bench.bounded); here the tests' own clients share the 2 cores
-    assert loud < max(10 * quiet, 0.05), (quiet, loud)
+    # the floor is 2x (bench.bounded); here the hostile clients are threads of the
+    # neighbour's own process, sharing its GIL
+    assert loud < max(4 * quiet, 0.02), (quiet, loud)
 
 
 # --- 3. metric labels -----------------------------------------------------------------------
