@@ -524,3 +524,37 @@ def test_360px_wide_has_no_horizontal_scroll(server, open_page):
     page.get_by_test_id("error").wait_for(state="visible")
     assert page.evaluate(overflow) <= 0
     shot(page, "mobile-360")
+
+
+# ---------------------------------------------------------------- any number of labels
+from tests.test_own_data import three_label_model  # noqa: E402,F401  (a fixture)
+
+
+@pytest.fixture(scope="module")
+def three_label_server(tiny_models_dir: Path, three_label_model: Path,  # noqa: F811
+                       tmp_path_factory) -> Iterator[ServerProcess]:
+    """The tiny models and a classifier of three labels trained from a CSV ("stars")."""
+    models = tmp_path_factory.mktemp("three-label-models")
+    shutil.copytree(tiny_models_dir, models, dirs_exist_ok=True)
+    shutil.copytree(three_label_model, models / "stars")
+    with ServerProcess(models, ready_timeout_s=120) as s:
+        yield s
+
+
+def test_a_three_label_classifier_shows_a_meter_per_label(three_label_server, open_page):
+    page, visits = open_page(three_label_server)
+    page.wait_for_selector(tid("model-card"))
+    page.select_option(tid("classify-model"), "stars")
+    page.fill(tid("sentiment-input"), "it was okay and fine")
+    classify(page)
+    meters = page.locator(f"#sentiment-probs {tid('prob')}")
+    assert meters.count() == 3
+    labels = [meters.nth(k).get_attribute("data-label") for k in range(3)]
+    values = [float(meters.nth(k).get_attribute("value")) for k in range(3)]
+    api = httpx.post(three_label_server.url + "/sentiment", timeout=30,
+                     json={"text": "it was okay and fine", "model": "stars"}).json()
+    assert labels == list(api["probabilities"]) == ["negative", "neutral", "positive"]
+    assert values == pytest.approx(list(api["probabilities"].values()), abs=1e-3)
+    assert page.text_content(tid("sentiment-label")) == api["label"]
+    assert visits.local_errors == [], visits.local_errors
+    shot(page, "three-labels", "#sentiment-result")
