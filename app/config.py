@@ -138,14 +138,7 @@ class Settings(BaseSettings):
     @classmethod
     def _origins(cls, v: Any) -> Any:
         if isinstance(v, str):
-            v = v.strip()
-            if v.startswith("["):
-                try:
-                    v = json.loads(v)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"not a valid JSON list ({e.msg})") from None
-            else:
-                v = [o.strip() for o in v.split(",") if o.strip()]
+            v = _json_or_items(v, "[", "list")
         if isinstance(v, list):
             for o in v:
                 if not isinstance(o, str) or not _ORIGIN.match(o.rstrip("/")):
@@ -157,14 +150,9 @@ class Settings(BaseSettings):
     @classmethod
     def _defaults(cls, v: Any) -> Any:
         if isinstance(v, str):
-            v = v.strip()
-            if v.startswith("{"):
-                try:
-                    v = json.loads(v)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"not a valid JSON object ({e.msg})") from None
-            else:
-                pairs = [p.strip() for p in v.split(",") if p.strip()]
+            v = _json_or_items(v, "{", "object")
+            if isinstance(v, list):
+                pairs = v
                 bad = [p for p in pairs if p.count("=") != 1]
                 if bad:
                     raise ValueError(f"{bad[0]!r} is not task=name")
@@ -191,6 +179,18 @@ class Settings(BaseSettings):
         if not v or any(c.isspace() for c in v):
             raise ValueError("empty or contains blanks")
         return v
+
+
+def _json_or_items(v: str, opener: str, what: str) -> Any:
+    """A setting written as JSON (when it starts with ``opener``) or as a comma list: the
+    decoded JSON, or the list's non-empty items, stripped."""
+    v = v.strip()
+    if not v.startswith(opener):
+        return [p.strip() for p in v.split(",") if p.strip()]
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not a valid JSON {what} ({e.msg})") from None
 
 
 def _number(x: float) -> str:

@@ -101,6 +101,12 @@ def generation_loop(s: Settings, m: CharModel) -> GenerationEngine:
                             max_prompt_chars_in_flight=s.gen_max_prompt_chars_in_flight)
 
 
+# The routers, in the order they are matched: the page's last, so its routes never
+# precede the API's.
+ROUTERS = (classify.router, generate.router, health.router, admin.router,
+           openai_compat.router, v2.router, v2.infer_router, web.router)
+
+
 # The loop that serves each task (seqcore.tasks.TASKS): a new task adds its line here.
 LOOPS: dict[str, Callable[[Settings, Any], Loop]] = {
     SentimentModel.task: classification_loop,
@@ -196,14 +202,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     )
     app.state.seqserve = state
     install_error_handlers(app)
-    app.include_router(classify.router)
-    app.include_router(generate.router)
-    app.include_router(health.router)
-    app.include_router(admin.router)
-    app.include_router(openai_compat.router)
-    app.include_router(v2.router)
-    app.include_router(v2.infer_router)
-    app.include_router(web.router)  # last: the page's routes never precede the API's
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ApiKeyMiddleware, settings=settings)  # before anything reads the body
     # errors of the OpenAI and V2 routes in their protocols' shapes, whichever layer made them
@@ -214,9 +214,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                            expose_headers=["X-Request-ID", "Server-Timing", "traceresponse"])
     # every route's path template, for the metrics' route label (the routers' own lists:
     # FastAPI may keep included routers as one lazy entry in app.routes)
-    known = {r.path
-             for router in (app.router, classify.router, generate.router, health.router, web.router,
-                            admin.router, openai_compat.router, v2.router, v2.infer_router)
+    known = {r.path for router in (app.router, *ROUTERS)
              for r in router.routes if isinstance(getattr(r, "path", None), str)}
     app.add_middleware(HeadMiddleware)  # HEAD on every GET route
     # gzip inside the request context, so the logged bytes are the bytes sent

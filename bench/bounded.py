@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import random
 import statistics
 import string
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.server import ROOT, ServerProcess
+from bench.server import ROOT, ServerProcess, cpu_seconds
 
 MB = 1 << 20
 # docker-compose.yml's memory limit of one replica
@@ -154,13 +153,6 @@ def completions_with_stream(srv: ServerProcess, chars: int, rng: random.Random) 
             "floor_wait_ms": 250}
 
 
-def _cpu_s(pid: int) -> float:
-    """The process's CPU time (user + system), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _hostile_loop(url: str, data: bytes, stop, sent) -> None:
     with httpx.Client(timeout=60) as h:
         while not stop.is_set():
@@ -175,14 +167,14 @@ def hostile_body(srv: ServerProcess) -> dict:
     hdr = {"content-type": "application/json"}
     times, sizes, codes = [], [], set()
     with httpx.Client(timeout=60) as c:
-        cpu0 = _cpu_s(srv.pid)
+        cpu0 = cpu_seconds(srv.pid)
         for _ in range(15):
             t0 = time.perf_counter()
             r = c.post(srv.url + "/sentiment", content=data, headers=hdr)
             times.append(time.perf_counter() - t0)
             sizes.append(len(r.content))
             codes.add(r.status_code)
-        cpu_per_body = (_cpu_s(srv.pid) - cpu0) / 15
+        cpu_per_body = (cpu_seconds(srv.pid) - cpu0) / 15
 
         def neighbour_p50(seconds: float) -> float:
             lat = []

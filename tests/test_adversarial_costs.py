@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.server import ServerProcess
+from bench.server import ServerProcess, cpu_seconds
 from tests.test_adversarial import HealthProbe, assert_still_serves, raw_exchange, status_of
 from tests.test_faults import concurrently, slow_down
 
@@ -109,18 +109,12 @@ def test_prompt_characters_past_the_in_flight_cap_get_503_at_once(make_client,
 HOSTILE = ("{" + '"text":"a",' + ",".join(f'"{k:x}":0' for k in range(100_000)) + "}").encode()
 
 
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_a_body_of_100000_unknown_keys_is_refused_small_and_cheap(srv):
     """Refused from a count over its bytes: little server CPU and a small answer. The
     same client sending another within a second waits for its answer (no work)."""
     time.sleep(1.1)  # (no earlier refusal of this client within the window)
     times, sizes = [], []
-    cpu0 = _cpu_s(srv.pid)
+    cpu0 = cpu_seconds(srv.pid)
     with httpx.Client(timeout=30) as c:
         for _ in range(5):
             t0 = time.perf_counter()
@@ -129,7 +123,7 @@ def test_a_body_of_100000_unknown_keys_is_refused_small_and_cheap(srv):
             sizes.append(len(r.content))
             assert r.status_code == 422
             assert "too many object keys" in r.json()["error"]["message"]
-    cpu_per_body = (_cpu_s(srv.pid) - cpu0) / 5
+    cpu_per_body = (cpu_seconds(srv.pid) - cpu0) / 5
     assert max(sizes) <= 16 * 1024
     assert cpu_per_body < 0.05, cpu_per_body  # the floor (20 ms) is bench.bounded's
     assert times[0] < 0.15, times  # the first one at once
@@ -403,12 +397,10 @@ def test_framing_other_than_plain_http11_is_refused(srv, head, status):
 
 
 def test_head_answers_on_every_get_route_as_get_does_without_a_body(tiny_client):
-    from app.routes import admin, classify, generate, health, openai_compat, v2, web
+    from app.main import ROUTERS
 
     paths = []
-    routers = (tiny_client.app.router, classify.router, generate.router, health.router,
-               web.router, admin.router, openai_compat.router, v2.router, v2.infer_router)
-    for route in (r for router in routers for r in router.routes):
+    for route in (r for router in (tiny_client.app.router, *ROUTERS) for r in router.routes):
         methods = getattr(route, "methods", None) or set()
         if "GET" in methods:
             paths.append(route.path.replace("{model_name}", "sentiment")

@@ -32,9 +32,11 @@ async def parse_body(request: Request, model: type[M]) -> M:
         errors = exc.errors(include_url=False)
         if not any(e["type"] == "json_invalid" for e in errors):
             raise RequestValidationError(errors) from None
-    # Not JSON to pydantic-core, whose parser is stricter than the JSON grammar in one
-    # place: an escaped lone surrogate ("\ud800") is valid JSON, and Python's json
-    # module reads it. Only bodies that failed above pay for this second parse.
+    # Not JSON to pydantic-core. Its parser is stricter than the JSON grammar in one
+    # place, an escaped lone surrogate ("\ud800"), but the body-limit middleware refuses
+    # those before any route reads the body (app/middleware.py lone_surrogate_field); a
+    # body that fails here is malformed, and Python's json module words the 400. Only
+    # bodies that failed above pay for this second parse.
     try:
         raw = json.loads(body)
     except (ValueError, RecursionError) as e:  # malformed, not UTF-8, nested too deep
