@@ -50,7 +50,7 @@ test: $(VENV)/.test
 CHROMIUM ?= /usr/bin/chromium
 test-web: $(VENV)/.test
 	SEQSERVE_BROWSER_TESTS=required SEQSERVE_CHROMIUM=$(CHROMIUM) \
-		$(PY) -m pytest tests/test_web_static.py tests/test_web_browser.py
+		$(PY) -m pytest tests/web/test_web_static.py tests/web/test_web_browser.py
 
 # ruff, and the lock files still pin every requirement of pyproject.toml (else `make lock`)
 lint: $(VENV)/.test
@@ -104,7 +104,7 @@ bench-tools: $(AIPERF_VENV)/.ready $(GUIDELLM_VENV)/.ready
 # aiperf's and guidellm's default streamed runs against a real server, with the
 # character tokenizer built from the model (bench/char_tokenizer.py); any error fails
 test-bench-tools: $(VENV)/.test bench-tools
-	SEQSERVE_BENCH_TOOLS=required $(PY) -m pytest tests/test_bench_clients.py
+	SEQSERVE_BENCH_TOOLS=required $(PY) -m pytest tests/bench/test_bench_clients.py
 
 # BENCH_ARGS: e.g. --quick (a smoke run of a few minutes, written to .cache/bench/)
 bench: $(VENV)/.test $(LITSERVE_VENV)/.ready bench-tools

@@ -4,7 +4,7 @@
 setting, or a models folder that is not there, ends the process before uvicorn starts
 with one line on stderr naming the variable and what it accepts, and exit code 2 (a
 configuration mistake, not a crash: no traceback to scroll through). The models are
-then loaded and checked (app/registry.py) before uvicorn starts: a model folder that
+then loaded and checked (app/engine/registry.py) before uvicorn starts: a model folder that
 fails a check ends the process the same way, one line naming the folder and the check,
 exit code 3 (uvicorn's for a failed start-up). With one worker the app takes over the
 models loaded here; with several, each worker loads them again.
@@ -39,7 +39,7 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 def _fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
     """One line on stderr (a JSON object when SEQSERVE_LOG_FORMAT=json, so that a log
     pipeline reading JSON sees it too), then exit ``code`` (2)."""
-    from app.context import printable
+    from app.ops.logs import printable
 
     line = printable(message, 1000)
     if os.environ.get("SEQSERVE_LOG_FORMAT", "").strip().lower() == "json":
@@ -54,7 +54,7 @@ def load_settings() -> Settings:
     from pydantic import ValidationError
 
     from app.config import Settings, allowed
-    from app.context import printable
+    from app.ops.logs import printable
 
     try:
         return Settings()
@@ -94,8 +94,8 @@ def check_models(s: Settings) -> None:
     the default models) with the service's logging, or one line and exit 3 (exit 2 for
     SEQSERVE_DEFAULT_MODELS naming a model that is not loaded). With one worker the
     app's start-up takes these models over instead of loading them again."""
-    from app.context import configure_logging
-    from app.registry import DefaultModelError, Registry
+    from app.engine.registry import DefaultModelError, Registry
+    from app.ops.logs import configure_logging
     from seqcore.tasks import ModelLoadError
 
     configure_logging(s.log_level, s.log_format)
@@ -110,7 +110,7 @@ def check_models(s: Settings) -> None:
 
 
 def check_tracing(s: Settings) -> None:
-    from app import tracing
+    from app.ops import tracing
 
     if s.otel and not tracing.available():
         _fail(tracing.INSTALL_HINT)
@@ -137,7 +137,7 @@ def help_text() -> str:
 def _forward_sighup_to_workers() -> None:
     """With several workers, uvicorn's supervisor answers SIGHUP by replacing every
     worker; here it passes the signal on instead, so each worker reloads its models
-    in place (app/reload.py) and reports a refused version like a single process does."""
+    in place (app/engine/reload.py) and reports a refused version like a single process does."""
     import logging
 
     from uvicorn.supervisors.multiprocess import Multiprocess
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     check_models(s)  # after PROMETHEUS_MULTIPROC_DIR: the app's modules may import the client
     import uvicorn
 
-    from app.context import uvicorn_log_config
+    from app.ops.logs import uvicorn_log_config
 
     # uvicorn handles SIGTERM itself (stop accepting, finish in-flight requests within
     # the grace period, run the lifespan shutdown) and then raises the signal again for
@@ -194,14 +194,14 @@ def main(argv: list[str] | None = None) -> None:
     else:
         _forward_sighup_to_workers()
     # uvicorn's HTTP protocol with deadlines, a header-size limit and a connection cap
-    # (app/connections.py); the cap is derived from the open-files limit, raised first.
-    from app.connections import raise_open_files_limit
+    # (app/http/connections.py); the cap is derived from the open-files limit, raised first.
+    from app.http.connections import raise_open_files_limit
 
     raise_open_files_limit()
     uvicorn.run("app.asgi:app", host=s.host, port=s.port, workers=s.workers,
                 log_level=s.log_level, timeout_graceful_shutdown=s.shutdown_grace_s,
                 access_log=False, lifespan="on", log_config=uvicorn_log_config(s),
-                http="app.connections:GuardedHttpToolsProtocol")
+                http="app.http.connections:GuardedHttpToolsProtocol")
 
 
 if __name__ == "__main__":

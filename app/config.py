@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     max_stop: int = Field(4, ge=0, le=64, description="stop sequences per request")
     max_stop_chars: int = Field(32, ge=1, le=1024, description="characters per stop sequence")
 
-    # connection limits of `python -m app` (app/connections.py); a proxy in front adds its own
+    # connection limits of `python -m app` (app/http/connections.py); a proxy in front adds its own
     header_timeout_s: float = Field(10.0, gt=0, le=600, description="time to send the request "
                                     "line and headers (then 408 and close)")
     body_timeout_s: float = Field(30.0, gt=0, le=3600, description="time to send the body "

@@ -3,7 +3,7 @@
 ``create_app(settings)`` builds an app; the lifespan loads every model folder, warms
 each session up, starts one batching loop per classifier and one generation engine
 per generator, and only then reports ready. SIGHUP reloads the models that changed
-(app/reload.py). On shutdown (SIGTERM: uvicorn stops
+(app/engine/reload.py). On shutdown (SIGTERM: uvicorn stops
 accepting and lets in-flight requests finish within SEQSERVE_SHUTDOWN_GRACE_S) the
 app turns not-ready and stops its loops after the last request.
 """
@@ -22,25 +22,29 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import __version__, metrics, tracing
-from app.batching import ClassificationBatcher, cpu_step_cost, gpu_step_cost
-from app.compression import GZipMiddleware
+from app import __version__
 from app.config import Settings
-from app.context import configure_logging
-from app.errors import install_error_handlers
-from app.generation import GenerationEngine
-from app.middleware import (
+from app.deps import AppState, Loop
+from app.engine.batcher import ClassificationBatcher, cpu_step_cost, gpu_step_cost
+from app.engine.generator import GenerationEngine
+from app.engine.registry import Registry
+from app.engine.reload import early_sighup_seen, on_sighup
+from app.http.compression import GZipMiddleware
+from app.http.errors import install_error_handlers
+from app.http.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     HeadMiddleware,
     RequestContextMiddleware,
 )
-from app.openapi import install_openapi, operation_id
-from app.protocol_errors import ProtocolErrorMiddleware
-from app.registry import Registry
-from app.reload import early_sighup_seen, on_sighup
-from app.routes import admin, classify, generate, health, openai_compat, v2, web
-from app.state import AppState, Loop
+from app.http.openapi import install_openapi, operation_id
+from app.http.protocol_errors import ProtocolErrorMiddleware
+from app.ops import admin, health, metrics, tracing
+from app.ops.logs import configure_logging
+from app.protocols.native import classify, generate
+from app.protocols.openai import routes as openai_compat
+from app.protocols.v2 import routes as v2
+from app.web import routes as web
 from seqcore.runtime import CUDA
 from seqcore.tasks import LoadedModel
 from seqcore.tasks.classification import SentimentModel
@@ -130,7 +134,7 @@ def start_loops(state: AppState) -> None:
 
 
 def _install_sighup(state: AppState) -> bool:
-    """SIGHUP reloads the models (app/reload.py) instead of ending the process. Only
+    """SIGHUP reloads the models (app/engine/reload.py) instead of ending the process. Only
     possible in the main thread of the serving process (``python -m app``, each
     uvicorn worker); elsewhere (a TestClient's thread) there is no signal to handle."""
     try:
@@ -195,7 +199,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         description="Recurrent sequence models on ONNX Runtime: IMDB sentiment with "
                     "attention, and a character-level text generator.",
         lifespan=lifespan,
-        # /docs and /redoc come from app/routes/web.py, with their assets served from
+        # /docs and /redoc come from app/web/routes.py, with their assets served from
         # the package (FastAPI's own pages load them from a CDN: blank when offline)
         docs_url=None, redoc_url=None,
         generate_unique_id_function=operation_id,

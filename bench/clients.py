@@ -8,7 +8,7 @@ that their token counts are the service's character counts.
 what the tool measured, from its own JSON export: requests, errors, time to first
 token and inter-token (inter-chunk) latency, output tokens per request. A tool that
 exits 0 while its requests failed (guidellm does) is caught by the error counts,
-which tests/test_bench_clients.py requires to be 0; ``make bench`` prints the TTFT
+which tests/bench/test_bench_clients.py requires to be 0; ``make bench`` prints the TTFT
 and inter-chunk figures beside its own (bench/run.py).
 """
 

@@ -27,7 +27,7 @@ from seqcore import runtime
 from seqcore.modelfolder import ModelFolder, ModelFolderError, fingerprint
 
 # The checks a model folder passes before it serves, in order: the server runs them at
-# start-up (app/registry.py) and at reload (app/reload.py), ``python -m seqcore.folder
+# start-up (app/engine/registry.py) and at reload (app/engine/reload.py), ``python -m seqcore.folder
 # check`` runs them alone. "load": the manifest, graph and vocabulary are read and ONNX
 # Runtime loads the graph; "contract": the graph's inputs and outputs are the task's
 # roles; "batch-invariance": a row gives alone what it gives in a padded batch beside a

@@ -15,7 +15,7 @@
 - decode: ids -> text (``CharVocab.decode``).
 
 The sampling of the next character lives with the generation loop that calls
-``run`` every step (app/generation.py).
+``run`` every step (app/engine/generator.py).
 """
 
 from __future__ import annotations
