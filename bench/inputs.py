@@ -23,11 +23,12 @@ TEMPERATURE = 0.8
 SHORT_PROMPT = 20  # characters: the second time-to-first-character figure's prompt
 
 SHORT_REVIEW = (
-    "I went in expecting very little and came out surprised. The lead gives a "
-    "warm, understated performance, and the supporting cast never overplays a scene. The "
-    "script drags a little in the middle, where a subplot goes nowhere, but the last half hour pulls everything together with real care. The photography is "
-    "lovely without showing off, and the score knows when to stay quiet. Not a "
-    "masterpiece, but an honest, well made film that I would happily watch again."
+    "I went in expecting very little and came out surprised. The lead gives a warm, "
+    "understated performance, and the supporting cast never overplays a scene. The script "
+    "drags a little in the middle, where a subplot goes nowhere, but the last half hour "
+    "pulls everything together with real care. The photography is lovely without showing "
+    "off, and the score knows when to stay quiet. Not a masterpiece, but an honest, well "
+    "made film that I would happily watch again."
 )
 
 

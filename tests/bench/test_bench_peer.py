@@ -8,7 +8,8 @@ import urllib.request
 
 import pytest
 
-from bench.run import PEER_PYTHON, PeerProcess
+from bench.inputs import PEER_PYTHON
+from bench.peer import PeerProcess
 
 
 def _post(url: str, body: dict) -> bytes:
