@@ -73,7 +73,11 @@ class SentimentAPI(ls.LitAPI):
         return runtime.pad_rows(inputs, self.tok.unk_id)
 
     def predict(self, batch):
-        ids, lens = batch
+        if self.max_batch_size == 1:  # LitServe calls neither batch nor unbatch: one row
+            return self._run(*runtime.pad_rows([batch], self.tok.unk_id))[0]
+        return self._run(*batch)
+
+    def _run(self, ids, lens) -> list[float]:
         p, _att = self.sess.run(["probability", "attention"],
                                 {"input_ids": ids, "lengths": lens})
         return [float(x) for x in p]

@@ -1,0 +1,173 @@
+"""The benchmark's parsers and choices on canned inputs (no server, no timing): wrk's
+output, the LitServe sweep's pick, the report's floors, and the profile's stages."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from bench import load, peer, profile, report
+
+WRK_OUT = """Running 1s test @ http://127.0.0.1:50695
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    11.71ms    9.66ms  64.29ms   91.61%
+    Req/Sec   757.80    246.63     1.14k    60.00%
+  Latency Distribution
+     50%    8.92ms
+     75%   12.77ms
+     90%   19.46ms
+     99%    1.05s
+  764 requests in 1.01s, 374.22KB read
+Requests/sec:    754.68
+Transfer/sec:    369.65KB
+WRK_JSON {"requests": 764, "duration_us": 1012346, "bytes": 383199, "p50_us": 8924, \
+"p90_us": 19457, "p99_us": 1053635, "max_us": 1064291, "errors": {"connect": 0, "read": 0, \
+"write": 0, "timeout": 0, "status_4xx_5xx": 0, "status_other_non_2xx": 0}}
+"""
+
+
+def _wrk(**errors: int) -> str:
+    base = {"connect": 0, "read": 0, "write": 0, "timeout": 0, "status_4xx_5xx": 0,
+            "status_other_non_2xx": 0, **errors}
+    errs = ", ".join(f'"{k}": {v}' for k, v in base.items())
+    return WRK_OUT.replace(WRK_OUT[WRK_OUT.index('"errors"'):].split("}}")[0] + "}}",
+                           '"errors": {' + errs + "}}")
+
+
+def test_wrk_output_parses_to_rate_percentiles_and_a_valid_cell():
+    r = load.parse_wrk(WRK_OUT)
+    assert r["requests"] == 764
+    assert r["per_s"] == pytest.approx(764 / 1.012346)
+    assert (r["p50_ms"], r["p90_ms"], r["p99_ms"]) == (8.924, 19.457, 1053.635)
+    assert r["latency_table_ms"] == {50.0: 8.92, 75.0: 12.77, 90.0: 19.46, 99.0: 1050.0}
+    assert r["valid"] and r["errors"] == 0
+
+
+@pytest.mark.parametrize("kind", ["connect", "read", "write", "timeout", "status_4xx_5xx",
+                                  "status_other_non_2xx"])
+def test_any_socket_error_or_non_2xx_makes_the_wrk_cell_invalid(kind: str):
+    r = load.parse_wrk(_wrk(**{kind: 3}))
+    assert not r["valid"] and r["errors"] == 3
+    assert r["non_2xx" if kind.startswith("status") else "socket_errors"] == 3
+
+
+def test_wrk_output_without_the_script_line_is_refused():
+    with pytest.raises(ValueError, match="WRK_JSON"):
+        load.parse_wrk(WRK_OUT.split("WRK_JSON")[0])
+
+
+def test_median_cell_is_invalid_when_any_round_was():
+    good = {"per_s": 100.0, "p99_ms": 10.0, "errors": 0, "valid": True}
+    bad = {"per_s": 300.0, "p99_ms": 5.0, "errors": 2, "valid": False}
+    m = load.median_cell([good, bad, good])
+    assert m["per_s"] == 100.0 and m["errors"] == 2 and not m["valid"] and m["rounds"] == 3
+
+
+def test_the_sweep_grid_tries_a_batch_of_one_once_per_worker_count():
+    grid = peer.sentiment_grid((1, 2), (1, 4, 8, 16), (0.0, 2.0, 5.0))
+    assert len(grid) == 2 * (1 + 3 * 3)
+    ones = [g for g in grid if g["max_batch_size"] == 1]
+    assert ones == [{"sentiment_workers": w, "max_batch_size": 1, "batch_timeout_ms": 0.0}
+                    for w in (1, 2)]
+    assert len({tuple(g.values()) for g in grid}) == len(grid)
+
+
+def test_the_sweep_picks_the_fastest_valid_setting_never_one_with_errors():
+    trials = [({"max_batch_size": 1}, {"per_s": 900.0, "valid": False, "errors": 400}),
+              ({"max_batch_size": 4}, {"per_s": 410.0, "valid": True}),
+              ({"max_batch_size": 8}, {"per_s": 450.0, "valid": True}),
+              ({"max_batch_size": 16}, {"valid": False, "errors": 1, "failed": "no start"})]
+    best, res = peer.choose_best(trials, "per_s")
+    assert best == {"max_batch_size": 8} and res["per_s"] == 450.0
+    with pytest.raises(ValueError, match="no valid trial"):
+        peer.choose_best([trials[0], trials[3]], "per_s")
+
+
+def _results(real32: float, peer32: float, valid: bool = True) -> dict:
+    def s(per_s: float, ok: bool = True) -> dict:
+        return {"per_s": per_s, "p50_ms": 10.0, "p99_ms": 40.0, "errors": 0 if ok else 5,
+                "valid": ok}
+
+    def g(x: float) -> dict:
+        return {"chars_per_s": x, "first_char_p50_ms": 5.0, "errors": 0, "valid": True}
+
+    return {"real": {("sentiment", "mix", 32): s(real32, valid),
+                     ("sentiment", "short", 32): s(2000.0),
+                     ("stream", 1): g(3000.0), ("stream", 32): g(25000.0),
+                     ("stream", 64): g(30000.0)},
+            "peer": {("sentiment", "mix", 32): s(peer32), ("sentiment", "short", 32): s(900.0),
+                     ("stream", 32): g(9000.0), ("stream", 64): g(13000.0)},
+            "off": {("stream", 1): g(3100.0)}}
+
+
+RAW = {"mix": {"two_callers_per_s": 1000.0}, "short": {"two_callers_per_s": 4000.0}}
+
+
+def test_the_floors_of_issue_30_are_computed_from_the_cells():
+    rows = {name: (got, met) for name, got, met in report.floors(
+        RAW, _results(820.0, 400.0), {"p99_reference_ms": 50.0})}
+    assert rows["/sentiment >= 2.0x the tuned LitServe at c=32, the IMDB mix"] == ("2.05x", True)
+    assert rows["/sentiment >= 2.0x the tuned LitServe at c=32, the short review"] == (
+        "2.22x", True)
+    assert rows["/sentiment >= 70 % of the two-caller raw limit at c=32, the IMDB mix"] == (
+        "82%", True)
+    assert rows["/sentiment >= 50 % of the two-caller raw limit at c=32, the short review"] == (
+        "50%", True)
+    assert rows["streamed /generate at 1 stream >= the engine-less path"] == ("0.97x", False)
+    assert rows["streamed /generate at 32 streams >= 2.5x LitServe's continuous batching"] == (
+        "2.78x", True)
+    assert rows["streamed /generate at 64 streams >= 2.5x LitServe's continuous batching"] == (
+        "2.31x", False)
+    assert rows["/sentiment p99 at c=32 no worse than before"] == (
+        "40.0 ms (reference 50.0 ms)", True)
+
+
+def test_an_invalid_cell_meets_no_floor_and_shows_as_invalid():
+    res = _results(5000.0, 400.0, valid=False)
+    rows = {name: met for name, _, met in report.floors(RAW, res, {})}
+    assert rows["/sentiment >= 2.0x the tuned LitServe at c=32, the IMDB mix"] is None
+    assert report.shown(res, "real", ("sentiment", "mix", 32), "per_s") == "invalid (5 errors)"
+    table = "\n".join(report.sentiment_section(
+        {k: {"two_callers_per_s": v["two_callers_per_s"]} for k, v in RAW.items()}, res))
+    assert "invalid (5 errors)" in table and "5,000" not in table
+
+
+@pytest.mark.parametrize("stack, stage", [
+    ("<module> (app/__main__.py:3);run (uvicorn/server.py:60);_run_once "
+     "(asyncio/base_events.py:1922);__call__ (app/http/middleware.py:88);loads "
+     "(json/__init__.py:346);decode (json/decoder.py:337)", "JSON parse/encode"),
+    ("_bootstrap (threading.py:995);run (concurrent/futures/thread.py:58);_call "
+     "(app/engine/batcher.py:120);run (onnxruntime/capi/onnxruntime_inference_collection.py"
+     ":266)", "ORT call"),
+    ("_run_once (asyncio/base_events.py:1922);__call__ (app/http/middleware.py:88);"
+     "encode (seqcore/tokenizer.py:77)", "tokenizer"),
+    ("_run_once (asyncio/base_events.py:1922);__call__ (app/http/middleware.py:88);"
+     "some_helper (weird/place.py:1)", "our ASGI middleware"),
+    ("_run_once (asyncio/base_events.py:1922);call_soon_threadsafe "
+     "(asyncio/base_events.py:800)", "event loop <-> worker thread hand-offs"),
+    ("_run_once (asyncio/base_events.py:1922);select (selectors.py:468)",
+     "event loop (asyncio scheduling)"),
+    ("validate_python (pydantic/type_adapter.py:1)", "pydantic validation/serialization"),
+    ("main (somewhere.py:1);f (elsewhere.py:2)", profile.OTHER),
+])
+def test_profile_maps_a_stack_to_its_innermost_known_stage(stack: str, stage: str):
+    assert profile.stack_stage(stack) == stage
+
+
+def test_profile_breakdown_is_microseconds_per_request_and_shows_the_unseen():
+    raw = ("a (onnxruntime/x.py:1) 300\n"
+           "b (seqcore/tokenizer.py:2) 100\n"
+           "c (nowhere.py:3) 100\n"
+           "process 12:\"python -m app\" garbage-without-count\n")
+    samples = profile.parse_raw(raw)
+    assert samples == Counter({"ORT call": 300, "tokenizer": 100, profile.OTHER: 100})
+    rows = profile.breakdown(samples, rate_hz=100.0, requests=1000, process_cpu_s=6.0)
+    got = {s: (round(us), round(share, 3)) for s, us, share in rows}
+    # 300 samples at 100 Hz = 3 s of CPU over 1000 requests = 3000 us each
+    assert got["ORT call"] == (3000, 0.6)
+    assert got["tokenizer"] == (1000, 0.2)
+    assert got[profile.OTHER] == (1000, 0.2)
+    assert got["unseen by py-spy (measured CPU - sampled)"] == (1000, round(1 / 6, 3))
+    assert "| all sampled stages | 5000 | |" in profile.table(rows, 1000, 10.0)
