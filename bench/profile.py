@@ -7,15 +7,20 @@ microseconds of CPU per request per stage.
     python -m bench.profile --raw FILE --requests N --rate HZ   # a saved py-spy record
 
 py-spy (in the venv; root or CAP_SYS_PTRACE) records ``--format raw`` (collapsed stacks)
-without pausing the server (``--nonblocking``) and without idle threads, so a sample is
-a thread on the CPU or about to be. Each sample goes to the stage of the innermost
-frame that a rule of ``STAGES`` matches (by module path, then function name): the ORT
-call inside a worker thread is "ORT call" although the thread's outer frames are
-concurrent.futures; a frame no rule matches leaves the sample to an outer frame's
-stage, and a stack with no match at all is "other (unattributed)", printed as such.
-py-spy sees Python threads only: ORT's own intra-op threads (if any) and C threads are
-not sampled, so the sampled total is set beside the process's measured CPU time, and
-the difference is printed as unseen.
+without pausing the server (``--nonblocking``). Each sample goes to the stage of the
+innermost frame that a rule of ``STAGES`` matches (by module path, then function
+name): the ORT call inside a worker thread is "ORT call" although the thread's outer
+frames are concurrent.futures; a frame no rule matches leaves the sample to an outer
+frame's stage, and a stack with no match at all is "other (unattributed)", printed as
+such. A sample whose innermost frame is a blocking wait (``Condition.wait``, an idle
+executor worker) is a thread asleep that py-spy's idle detection missed: counted as
+"waiting" and left out of the CPU shares.
+
+py-spy counts a thread as busy while it is runnable but not running, so on a busy
+machine the sampled thread-time exceeds the CPU the process used. The breakdown
+therefore takes each stage's *share* of the CPU samples and scales it to the server's
+measured CPU time per request (/proc: user + system), which the stages then sum to;
+both figures are printed.
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ from bench.load import SentimentLoad, wrk_path
 from bench.server import ServerProcess, cpu_seconds
 
 OTHER = "other (unattributed)"
+WAITING = "waiting (blocked; not CPU)"
+# innermost frames that are a thread asleep: a condition wait, an idle executor worker
+_WAITS = re.compile(r"^((Condition|Event|Semaphore|Barrier)\.)?wait \((.*/)?threading\.py"
+                    r"|^_worker \((.*/)?concurrent/futures/thread\.py"
+                    r"|^(DefaultSelector|EpollSelector)?\.?select \((.*/)?selectors\.py")
 # (stage, path pattern, function pattern): the first rule matching a frame names its
 # stage. Paths as py-spy prints them (site-packages/..., or the file's path).
 STAGES: tuple[tuple[str, str, str], ...] = (
@@ -55,7 +65,8 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("our ASGI middleware", r"app/http/|app/main\.py|app/asgi\.py|app/deps\.py", r""),
     ("FastAPI/Starlette routing, dependencies", r"fastapi/|starlette/", r""),
     ("HTTP server (uvicorn, httptools)", r"uvicorn/|httptools|h11/", r""),
-    ("event loop (asyncio scheduling)", r"asyncio/|uvloop|selectors\.py", r""),
+    ("event loop (asyncio/uvloop, and the C code under it: sockets, callbacks)",
+     r"asyncio/|uvloop|selectors\.py", r""),
 )
 _RULES = [(name, re.compile(p) if p else None, re.compile(f) if f else None)
           for name, p, f in STAGES]
@@ -73,9 +84,13 @@ def frame_stage(frame: str) -> str | None:
 
 
 def stack_stage(stack: str) -> str:
-    """The stage of a collapsed stack (root first, ``;``-separated): its innermost
-    frame with a stage; ``OTHER`` when none has one."""
-    for frame in reversed(stack.split(";")):
+    """The stage of a collapsed stack (root first, ``;``-separated): ``WAITING`` when
+    its innermost frame is a blocking wait, else its innermost frame with a stage;
+    ``OTHER`` when none has one."""
+    frames = stack.split(";")
+    if _WAITS.match(frames[-1].strip()):
+        return WAITING
+    for frame in reversed(frames):
         stage = frame_stage(frame)
         if stage is not None:
             return stage
@@ -92,27 +107,30 @@ def parse_raw(text: str) -> Counter[str]:
     return out
 
 
-def breakdown(samples: Counter[str], rate_hz: float, requests: int,
-              process_cpu_s: float | None = None) -> list[tuple[str, float, float]]:
-    """(stage, microseconds of CPU per request, share) for each stage, largest first;
-    with ``process_cpu_s``, an "unseen by py-spy" row for the measured CPU time the
-    samples do not cover (native threads; negative: sampling noise)."""
-    total = sum(samples.values())
-    rows = [(stage, n / rate_hz / requests * 1e6, n / total if total else 0.0)
-            for stage, n in samples.most_common()]
-    if process_cpu_s is not None:
-        unseen = process_cpu_s - total / rate_hz
-        rows.append(("unseen by py-spy (measured CPU - sampled)", unseen / requests * 1e6,
-                     unseen / process_cpu_s if process_cpu_s else 0.0))
-    return rows
+def breakdown(samples: Counter[str], requests: int, cpu_s: float) -> list[tuple[str, int, float, float]]:
+    """(stage, samples, share of the CPU samples, microseconds per request) per stage,
+    largest first, ``OTHER`` always listed: each stage's share of the samples that are
+    not ``WAITING``, times ``cpu_s`` (the CPU time to divide) per request."""
+    busy = {k: v for k, v in samples.items() if k != WAITING}
+    busy.setdefault(OTHER, 0)
+    total = sum(busy.values())
+    return [(stage, n, n / total if total else 0.0,
+             (n / total if total else 0.0) * cpu_s / requests * 1e6)
+            for stage, n in sorted(busy.items(), key=lambda kv: -kv[1])]
 
 
-def table(rows: list[tuple[str, float, float]], requests: int, seconds: float) -> str:
-    lines = [f"{requests} requests in {seconds:.1f} s ({requests / seconds:.0f} req/s)", "",
-             "| stage | us per request | share of samples |", "|---|---:|---:|"]
-    lines += [f"| {s} | {us:.0f} | {share:.0%} |" for s, us, share in rows]
-    sampled = sum(us for s, us, _ in rows if not s.startswith("unseen"))
-    lines.append(f"| all sampled stages | {sampled:.0f} | |")
+def table(rows: list[tuple[str, int, float, float]], samples: Counter[str], rate_hz: float,
+          requests: int, cpu_s: float | None) -> str:
+    sampled = sum(n for _, n, _, _ in rows) / rate_hz
+    lines = ["| stage | samples | share | us per request |", "|---|---:|---:|---:|"]
+    lines += [f"| {s} | {n} | {share:.0%} | {us:.0f} |" for s, n, share, us in rows]
+    lines.append(f"| all stages | {sum(n for _, n, _, _ in rows)} | 100% | "
+                 f"{sum(us for *_, us in rows):.0f} |")
+    lines += ["", f"Samples asleep in a blocking wait, left out: {samples.get(WAITING, 0)}. "
+              f"Sampled busy thread-time: {sampled / requests * 1e6:.0f} us per request"
+              + (f"; measured CPU: {cpu_s / requests * 1e6:.0f} us per request "
+                 "(the us column is each share of the measured CPU)." if cpu_s is not None
+                 else "; no measured CPU (--raw): the us column is the sampled time.")]
     return "\n".join(lines)
 
 
@@ -166,18 +184,18 @@ def main(argv: list[str] | None = None) -> int:
         if not a.requests:
             ap.error("--raw needs --requests")
         samples = parse_raw(a.raw.read_text())
-        print(table(breakdown(samples, a.rate, a.requests), a.requests,
-                    sum(samples.values()) / a.rate))
+        busy_s = sum(n for k, n in samples.items() if k != WAITING) / a.rate
+        print(table(breakdown(samples, a.requests, busy_s), samples, a.rate, a.requests, None))
         return 0
     seconds = a.seconds or (5.0 if a.quick else 20.0)
     with tempfile.TemporaryDirectory() as tmp:
         raw_out = a.save_raw or Path(tmp) / "py-spy.txt"
         requests, wall, cpu = record(seconds, a.rate, a.concurrency, raw_out)
         samples = parse_raw(raw_out.read_text())
-    print(f"/sentiment, one {len(SHORT_REVIEW)}-character review, wrk -t1 -c{a.concurrency}; "
-          f"py-spy at {a.rate} Hz; server CPU {cpu:.2f} s in {wall:.1f} s "
-          f"({cpu / requests * 1e6:.0f} us per request)")
-    print(table(breakdown(samples, a.rate, requests, cpu), requests, wall))
+    print(f"/sentiment, one {len(SHORT_REVIEW)}-character review, wrk -t1 -c{a.concurrency}: "
+          f"{requests} requests in {wall:.1f} s ({requests / wall:.0f} req/s); py-spy at "
+          f"{a.rate} Hz; server CPU {cpu:.2f} s ({cpu / requests * 1e6:.0f} us per request)\n")
+    print(table(breakdown(samples, requests, cpu), samples, a.rate, requests, cpu))
     return 0
 
 

@@ -147,8 +147,13 @@ def test_an_invalid_cell_meets_no_floor_and_shows_as_invalid():
      "some_helper (weird/place.py:1)", "our ASGI middleware"),
     ("_run_once (asyncio/base_events.py:1922);call_soon_threadsafe "
      "(asyncio/base_events.py:800)", "event loop <-> worker thread hand-offs"),
-    ("_run_once (asyncio/base_events.py:1922);select (selectors.py:468)",
-     "event loop (asyncio scheduling)"),
+    ("_iterate (app/engine/batcher.py:90);Condition.notify (threading.py:369)",
+     "event loop <-> worker thread hand-offs"),
+    ("Server.run (uvicorn/server.py:67);Runner.run (asyncio/runners.py:118)",
+     "event loop (asyncio/uvloop, and the C code under it: sockets, callbacks)"),
+    ("_iterate (app/engine/batcher.py:90);Condition.wait (threading.py:327)", profile.WAITING),
+    ("_bootstrap (threading.py:995);_worker (concurrent/futures/thread.py:81)",
+     profile.WAITING),
     ("validate_python (pydantic/type_adapter.py:1)", "pydantic validation/serialization"),
     ("main (somewhere.py:1);f (elsewhere.py:2)", profile.OTHER),
 ])
@@ -156,18 +161,25 @@ def test_profile_maps_a_stack_to_its_innermost_known_stage(stack: str, stage: st
     assert profile.stack_stage(stack) == stage
 
 
-def test_profile_breakdown_is_microseconds_per_request_and_shows_the_unseen():
+def test_profile_breakdown_scales_the_cpu_shares_to_the_measured_cpu_per_request():
     raw = ("a (onnxruntime/x.py:1) 300\n"
            "b (seqcore/tokenizer.py:2) 100\n"
            "c (nowhere.py:3) 100\n"
+           "d (x.py:1);Condition.wait (threading.py:327) 500\n"
            "process 12:\"python -m app\" garbage-without-count\n")
     samples = profile.parse_raw(raw)
-    assert samples == Counter({"ORT call": 300, "tokenizer": 100, profile.OTHER: 100})
-    rows = profile.breakdown(samples, rate_hz=100.0, requests=1000, process_cpu_s=6.0)
-    got = {s: (round(us), round(share, 3)) for s, us, share in rows}
-    # 300 samples at 100 Hz = 3 s of CPU over 1000 requests = 3000 us each
-    assert got["ORT call"] == (3000, 0.6)
-    assert got["tokenizer"] == (1000, 0.2)
-    assert got[profile.OTHER] == (1000, 0.2)
-    assert got["unseen by py-spy (measured CPU - sampled)"] == (1000, round(1 / 6, 3))
-    assert "| all sampled stages | 5000 | |" in profile.table(rows, 1000, 10.0)
+    assert samples == Counter({"ORT call": 300, "tokenizer": 100, profile.OTHER: 100,
+                               profile.WAITING: 500})
+    # the waits are left out: shares of 500 busy samples, times 2 s of CPU / 1000 requests
+    rows = profile.breakdown(samples, requests=1000, cpu_s=2.0)
+    got = {s: (n, round(share, 3), round(us)) for s, n, share, us in rows}
+    assert got == {"ORT call": (300, 0.6, 1200), "tokenizer": (100, 0.2, 400),
+                   profile.OTHER: (100, 0.2, 400)}
+    text = profile.table(rows, samples, 100.0, 1000, 2.0)
+    assert "| all stages | 500 | 100% | 2000 |" in text
+    assert "left out: 500" in text and "measured CPU: 2000 us per request" in text
+
+
+def test_profile_lists_the_unattributed_stage_even_when_empty():
+    rows = profile.breakdown(Counter({"ORT call": 10}), requests=10, cpu_s=0.01)
+    assert [r[0] for r in rows] == ["ORT call", profile.OTHER] and rows[1][1] == 0
