@@ -139,18 +139,26 @@ def sweep_peer(python: Path, mix: SentimentLoad, plist: list[str], plan: Plan,
     return best_stream
 
 
+def rss_mb(srv: ServerProcess) -> float:
+    try:
+        return srv.rss() / 2**20
+    except (OSError, RuntimeError):  # the process is gone: its cells say why
+        return float("nan")
+
+
 @contextmanager
 def service(device: str, meta: dict, who: str, **settings: object) -> Iterator[ServerProcess]:
+    """This service on a free loopback port; its start-up time and memory go to meta."""
     srv = ServerProcess(MODELS, log_level="warning", max_queue=4096,
                         **{"device": device, **settings})
     t0 = time.perf_counter()
     with srv:
         meta.setdefault("servers", {})[who] = {
-            "startup_s": time.perf_counter() - t0, "rss_start_mb": srv.rss() / 2**20}
+            "startup_s": time.perf_counter() - t0, "rss_start_mb": rss_mb(srv)}
         try:
             yield srv
         finally:
-            meta["servers"][who]["rss_end_mb"] = srv.rss() / 2**20
+            meta["servers"][who]["rss_end_mb"] = rss_mb(srv)
             srv.terminate(20)
 
 
