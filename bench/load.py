@@ -213,13 +213,16 @@ async def ttfc(url: str, prompt: str, reps: int = 20) -> float:
 def median_cell(runs: list[dict]) -> dict:
     """The median of each numeric field over rounds; a cell is valid only when every
     round was, and its errors are the sum."""
-    out: dict = {}
-    for k, v in runs[0].items():
-        if k == "valid":
-            out[k] = all(r[k] for r in runs)
-        elif k in ("errors", "socket_errors", "non_2xx", "requests"):
-            out[k] = sum(r[k] for r in runs)
-        elif isinstance(v, int | float) and not isinstance(v, bool):
-            out[k] = statistics.median(r[k] for r in runs)
+    out: dict = {"valid": all(r.get("valid", False) for r in runs)}
+    for k in dict.fromkeys(k for r in runs for k in r):
+        vals = [r[k] for r in runs if isinstance(r.get(k), int | float)
+                and not isinstance(r.get(k), bool)]
+        if k == "valid" or not vals:
+            continue
+        out[k] = sum(vals) if k in ("errors", "socket_errors", "non_2xx", "requests") \
+            else statistics.median(vals)
+    failed = [r["failed"] for r in runs if "failed" in r]
+    if failed:
+        out["failed"] = failed[0]
     out["rounds"] = len(runs)
     return out

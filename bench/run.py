@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
 
 from bench import peer as peer_mod
 from bench.inputs import (
@@ -164,11 +167,17 @@ def service(device: str, meta: dict, who: str, **settings: object) -> Iterator[S
 
 def one_cell(kind: tuple, url: str, loads: dict[str, SentimentLoad], plist: list[str],
              plan: Plan) -> dict:
-    if kind[0] == "sentiment":
-        return loads[kind[1]].run(url, kind[2], plan.wrk_seconds)
-    st = kind[1]
-    return asyncio.run(load_generate_stream(url, plist, st, plan.per_stream(st),
-                                            plan.new_chars))
+    """One round of one cell; a load that fails outright is an invalid cell, not the end
+    of the run."""
+    try:
+        if kind[0] == "sentiment":
+            return loads[kind[1]].run(url, kind[2], plan.wrk_seconds)
+        st = kind[1]
+        return asyncio.run(load_generate_stream(url, plist, st, plan.per_stream(st),
+                                                plan.new_chars))
+    except (aiohttp.ClientError, TimeoutError, OSError, RuntimeError,
+            subprocess.SubprocessError) as e:
+        return {"valid": False, "errors": 1, "failed": f"{type(e).__name__}: {e}"[-300:]}
 
 
 def rounds(urls: dict[str, str], procs: dict, loads: dict[str, SentimentLoad],

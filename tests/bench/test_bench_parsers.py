@@ -63,6 +63,11 @@ def test_median_cell_is_invalid_when_any_round_was():
     bad = {"per_s": 300.0, "p99_ms": 5.0, "errors": 2, "valid": False}
     m = load.median_cell([good, bad, good])
     assert m["per_s"] == 100.0 and m["errors"] == 2 and not m["valid"] and m["rounds"] == 3
+    # a round whose load failed outright (no figures) still makes the cell invalid
+    gone = {"valid": False, "errors": 1, "failed": "ServerDisconnectedError"}
+    m = load.median_cell([good, gone])
+    assert not m["valid"] and m["errors"] == 1 and m["failed"] == "ServerDisconnectedError"
+    assert load.median_cell([good, good])["valid"]
 
 
 def test_the_sweep_grid_tries_a_batch_of_one_once_per_worker_count():
