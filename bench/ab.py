@@ -76,11 +76,15 @@ def main(argv: list[str] | None = None) -> int:
                         res["per_s"] = res["chars_per_s"]
                 runs[name].append(res)
                 print(f"round {r + 1} {name}: {res['per_s']:.0f} {unit}, p99 "
-                      f"{res['p99_ms']:.1f} ms, errors {res['errors']}", flush=True)
+                      f"{res['p99_ms']:.1f} ms, errors {res['errors']}"
+                      + ("" if res.get("valid", True) else " (INVALID: errors)"), flush=True)
     finally:
         for s in servers.values():
             s.__exit__()
     med = {k: statistics.median(x["per_s"] for x in v) for k, v in runs.items()}
+    invalid = sum(not x.get("valid", True) for v in runs.values() for x in v)
+    if invalid:
+        print(f"{invalid} round(s) had errors: the comparison below is not valid")
     what = {"sentiment": "/sentiment (wrk)",
             "generate": "/generate, non-streamed", "stream": "/generate, streamed"}[a.load]
     print(f"\n{what} at concurrency {a.concurrency}, median of {a.rounds} interleaved rounds: "
