@@ -184,6 +184,9 @@ def stream_section(raw_g: dict, results: dict, meta: dict) -> list[str]:
 
 
 def sweep_section(meta: dict) -> list[str]:
+    if "sweep_sentiment" not in meta:
+        return ["## The LitServe peer's sweep", "", "Not run (`--no-sweep`, `--no-peer` or no "
+                "LitServe venv): the peer, if any, ran with its defaults.", ""]
     lines = ["## The LitServe peer's sweep", "",
              f"`fast_queue=True` throughout. /sentiment: wrk at c={meta['sweep_concurrency']} "
              f"on the IMDB mix, {meta['sweep_seconds']:g} s per setting after a warm-up; "

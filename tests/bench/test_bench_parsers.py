@@ -188,3 +188,21 @@ def test_profile_breakdown_scales_the_cpu_shares_to_the_measured_cpu_per_request
 def test_profile_lists_the_unattributed_stage_even_when_empty():
     rows = profile.breakdown(Counter({"ORT call": 10}), requests=10, cpu_s=0.01)
     assert [r[0] for r in rows] == ["ORT call", profile.OTHER] and rows[1][1] == 0
+
+
+def test_the_report_renders_from_canned_cells_with_the_floors_first():
+    res = _results(820.0, 400.0)
+    res["real"].update({("sentiment", "mix", 1): {"per_s": 200.0, "p50_ms": 4.0, "p99_ms": 9.0,
+                                                  "errors": 0, "valid": True}})
+    raw = {k: {"two_callers_per_s": v["two_callers_per_s"],
+               "by_batch": {(2, 1, 8): v["two_callers_per_s"]}} for k, v in RAW.items()}
+    raw_g = {"chars_per_s_by_streams": {1: 3500.0, 32: 40000.0, 64: 50000.0},
+             "prefill_ms": {20: 1.0, 200: 9.0}}
+    meta = {"quick": True, "reps": 1, "wrk_seconds": 1, "new_chars": 50, "short_chars": 458,
+            "minutes": 3.0, "peer_settings": {"fast_queue": True},
+            "ttfc_ms": {200: 11.0, 20: 3.0}, "servers": {}}
+    text = report.render(raw, raw_g, res, meta)
+    assert text.index("## Floors (issue 30)") < text.index("## /sentiment, req/s")
+    assert '`{"fast_queue": true}`' in text and "Not run (`--no-sweep`" in text
+    assert "| this service / LitServe | — | 2.05x | — | 2.22x |" in text
+    assert "| raw ORT limit, in process (two callers) | 1,000 | 1,000 | 1,000 | 4,000 |" in text
