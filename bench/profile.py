@@ -68,6 +68,8 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("event loop (asyncio/uvloop, and the C code under it: sockets, callbacks)",
      r"asyncio/|uvloop|selectors\.py", r""),
 )
+# stages broken down by the frame that decided them (which layer, which function)
+MIDDLEWARE_DETAIL = ("our ASGI middleware", "FastAPI/Starlette routing, dependencies", OTHER)
 _RULES = [(name, re.compile(p) if p else None, re.compile(f) if f else None)
           for name, p, f in STAGES]
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<path>[^()]*?)(?::\d+)?\)$")
@@ -83,28 +85,54 @@ def frame_stage(frame: str) -> str | None:
     return None
 
 
-def stack_stage(stack: str) -> str:
-    """The stage of a collapsed stack (root first, ``;``-separated): ``WAITING`` when
-    its innermost frame is a blocking wait, else its innermost frame with a stage;
-    ``OTHER`` when none has one."""
-    frames = stack.split(";")
-    if _WAITS.match(frames[-1].strip()):
-        return WAITING
+def stack_frame(stack: str) -> tuple[str, str]:
+    """(stage, the frame that decided it) of a collapsed stack (root first,
+    ``;``-separated): ``WAITING`` when its innermost frame is a blocking wait, else its
+    innermost frame with a stage; ``OTHER`` (and the innermost frame) when none has one."""
+    frames = [f.strip() for f in stack.split(";")]
+    if _WAITS.match(frames[-1]):
+        return WAITING, frames[-1]
     for frame in reversed(frames):
         stage = frame_stage(frame)
         if stage is not None:
-            return stage
-    return OTHER
+            return stage, frame
+    return OTHER, frames[-1]
 
 
-def parse_raw(text: str) -> Counter[str]:
-    """py-spy ``--format raw`` (``stack count`` per line) -> samples per stage."""
+def stack_stage(stack: str) -> str:
+    return stack_frame(stack)[0]
+
+
+def _function(frame: str) -> str:
+    m = _FRAME.match(frame)
+    return f"{m.group('func')} ({m.group('path')})" if m else frame
+
+
+def parse_raw(text: str, detail: Counter[tuple[str, str]] | None = None) -> Counter[str]:
+    """py-spy ``--format raw`` (``stack count`` per line) -> samples per stage;
+    ``detail`` (if given) gets the samples per (stage, deciding function)."""
     out: Counter[str] = Counter()
     for line in text.splitlines():
         stack, _, count = line.rstrip().rpartition(" ")
         if stack and count.isdigit():
-            out[stack_stage(stack)] += int(count)
+            stage, frame = stack_frame(stack)
+            out[stage] += int(count)
+            if detail is not None:
+                detail[(stage, _function(frame))] += int(count)
     return out
+
+
+def detail_table(detail: Counter[tuple[str, str]], samples: Counter[str], stage: str,
+                 us_of_stage: float, top: int = 8) -> str:
+    """The functions that a stage's samples ended in, with their part of its us."""
+    n_stage = samples.get(stage, 0)
+    rows = [(fn, n) for (st, fn), n in detail.most_common() if st == stage][:top]
+    if not n_stage or not rows:
+        return ""
+    lines = [f"{stage}, by the frame that decided it:", "", "| frame | samples | us per request |",
+             "|---|---:|---:|"]
+    lines += [f"| {fn} | {n} | {n / n_stage * us_of_stage:.0f} |" for fn, n in rows]
+    return "\n".join(lines)
 
 
 def breakdown(samples: Counter[str], requests: int, cpu_s: float) -> list[tuple[str, int, float, float]]:
@@ -188,14 +216,21 @@ def main(argv: list[str] | None = None) -> int:
         print(table(breakdown(samples, a.requests, busy_s), samples, a.rate, a.requests, None))
         return 0
     seconds = a.seconds or (5.0 if a.quick else 20.0)
+    detail: Counter[tuple[str, str]] = Counter()
     with tempfile.TemporaryDirectory() as tmp:
         raw_out = a.save_raw or Path(tmp) / "py-spy.txt"
         requests, wall, cpu = record(seconds, a.rate, a.concurrency, raw_out)
-        samples = parse_raw(raw_out.read_text())
+        samples = parse_raw(raw_out.read_text(), detail)
     print(f"/sentiment, one {len(SHORT_REVIEW)}-character review, wrk -t1 -c{a.concurrency}: "
           f"{requests} requests in {wall:.1f} s ({requests / wall:.0f} req/s); py-spy at "
           f"{a.rate} Hz; server CPU {cpu:.2f} s ({cpu / requests * 1e6:.0f} us per request)\n")
-    print(table(breakdown(samples, requests, cpu), samples, a.rate, requests, cpu))
+    rows = breakdown(samples, requests, cpu)
+    print(table(rows, samples, a.rate, requests, cpu))
+    us = {stage: x for stage, _, _, x in rows}
+    for stage in MIDDLEWARE_DETAIL:
+        text = detail_table(detail, samples, stage, us.get(stage, 0.0))
+        if text:
+            print("\n" + text)
     return 0
 
 

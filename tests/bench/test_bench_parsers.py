@@ -206,3 +206,18 @@ def test_the_report_renders_from_canned_cells_with_the_floors_first():
     assert '`{"fast_queue": true}`' in text and "Not run (`--no-sweep`" in text
     assert "| this service / LitServe | — | 2.05x | — | 2.22x |" in text
     assert "| raw ORT limit, in process (two callers) | 1,000 | 1,000 | 1,000 | 4,000 |" in text
+
+
+def test_profile_breaks_the_middleware_stage_down_by_the_deciding_frame():
+    raw = ("run (uvicorn/server.py:1);A.__call__ (app/http/middleware.py:10);uuid4 "
+           "(uuid.py:700) 30\n"
+           "run (uvicorn/server.py:1);B.__call__ (app/http/protocol_errors.py:5) 10\n"
+           "run (uvicorn/server.py:1);A.__call__ (app/http/middleware.py:10);"
+           "handle (fastapi/routing.py:9) 60\n")
+    detail: Counter[tuple[str, str]] = Counter()
+    samples = profile.parse_raw(raw, detail)
+    mw = "our ASGI middleware"
+    assert samples[mw] == 40 and samples["FastAPI/Starlette routing, dependencies"] == 60
+    text = profile.detail_table(detail, samples, mw, us_of_stage=80.0)
+    assert "| A.__call__ (app/http/middleware.py) | 30 | 60 |" in text
+    assert "| B.__call__ (app/http/protocol_errors.py) | 10 | 20 |" in text
