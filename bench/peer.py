@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import aiohttp
+
 from bench.inputs import MODELS, ROOT
 from bench.server import free_port
 
@@ -145,7 +147,8 @@ def run_sweep(python: Path, grid: list[dict], measure: Callable[[str], dict],
         try:
             with PeerProcess(python, fast_queue=True, **settings) as peer:
                 result = measure(peer.url)
-        except (RuntimeError, subprocess.SubprocessError) as e:
+        except (RuntimeError, OSError, TimeoutError, subprocess.SubprocessError,
+                aiohttp.ClientError) as e:
             result = {"valid": False, "errors": 1, "failed": str(e)[-300:]}
         trials.append((settings, result))
         log(f"peer sweep {settings}: {result}")

@@ -191,7 +191,9 @@ def sweep_section(meta: dict) -> list[str]:
              f"`fast_queue=True` throughout. /sentiment: wrk at c={meta['sweep_concurrency']} "
              f"on the IMDB mix, {meta['sweep_seconds']:g} s per setting after a warm-up; "
              "streamed /generate: 32 streams, one request each. The best valid trial is "
-             "kept (a trial with any error never is).", "",
+             "kept (a trial with any error never is)."
+             + (f" **No valid trial ({meta['sweep_failed']}): the peer ran with its defaults "
+                "there.**" if meta.get("sweep_failed") else ""), "",
              "| workers | max_batch_size | batch_timeout ms | req/s | p99 ms | valid |",
              "|---:|---:|---:|---:|---:|:---:|"]
     for s, r in meta.get("sweep_sentiment", []):

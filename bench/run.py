@@ -128,17 +128,26 @@ def sweep_peer(python: Path, mix: SentimentLoad, plist: list[str], plan: Plan,
         mix.run(url, 8, 1)  # warm
         return mix.run(url, 32, plan.sweep_seconds)
 
-    trials = peer_mod.run_sweep(python, plan.grid, measure)
-    best, res = peer_mod.choose_best(trials, "per_s")
+    meta["sweep_concurrency"], meta["sweep_seconds"] = 32, plan.sweep_seconds
+    meta["sweep_sentiment"] = trials = peer_mod.run_sweep(python, plan.grid, measure)
+    try:
+        best, res = peer_mod.choose_best(trials, "per_s")
+    except ValueError as e:  # every setting failed: the peer's defaults, said so
+        meta["sweep_stream"], meta["sweep_failed"] = [], str(e)
+        print(f"peer sweep, /sentiment: {e}; the peer runs with its defaults", flush=True)
+        return {}
     print(f"peer sweep, /sentiment: best {best} at {res['per_s']:.0f} req/s", flush=True)
     grid = [{**best, "chars_per_message": n} for n in plan.chars_per_message]
-    stream_trials = peer_mod.run_sweep(
+    meta["sweep_stream"] = stream_trials = peer_mod.run_sweep(
         python, grid, peer_mod.stream_measure(plist, 32, plan.new_chars))
-    best_stream, res = peer_mod.choose_best(stream_trials, "chars_per_s")
+    try:
+        best_stream, res = peer_mod.choose_best(stream_trials, "chars_per_s")
+    except ValueError as e:
+        meta["sweep_failed"] = f"streams: {e}"
+        print(f"peer sweep, streams: {e}; default chars per message", flush=True)
+        return best
     print(f"peer sweep, streams: best {best_stream} at {res['chars_per_s']:.0f} chars/s",
           flush=True)
-    meta["sweep_sentiment"], meta["sweep_stream"] = trials, stream_trials
-    meta["sweep_concurrency"], meta["sweep_seconds"] = 32, plan.sweep_seconds
     return best_stream
 
 
