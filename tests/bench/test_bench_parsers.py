@@ -221,3 +221,12 @@ def test_profile_breaks_the_middleware_stage_down_by_the_deciding_frame():
     text = profile.detail_table(detail, samples, mw, us_of_stage=80.0)
     assert "| A.__call__ (app/http/middleware.py) | 30 | 60 |" in text
     assert "| B.__call__ (app/http/protocol_errors.py) | 10 | 20 |" in text
+
+
+def test_a_peer_setting_that_cannot_start_is_an_invalid_trial_not_the_end(tmp_path):
+    calls = []
+    trials = peer.run_sweep(tmp_path / "no-such-python", [{"max_batch_size": 4}],
+                            measure=calls.append, log=lambda _: None)
+    assert calls == []  # never measured
+    (settings, result), = trials
+    assert settings == {"max_batch_size": 4} and not result["valid"] and result["errors"] == 1
