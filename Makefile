@@ -119,7 +119,10 @@ bench: wrk $(VENV)/.test $(LITSERVE_VENV)/.ready bench-tools
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 # Where a short /sentiment request's time goes (py-spy under wrk load): PROFILE_ARGS=--quick
+# py-spy (pinned) goes into the venv here only: the service and the tests never need it.
+PY_SPY_PIN ?= py-spy==0.4.3
 profile: wrk $(VENV)/.test
+	test -x $(VENV)/bin/py-spy || $(PIP) install $(PY_SPY_PIN)
 	$(PY) -m bench.profile $(PROFILE_ARGS)
 
 # 50,000 mixed valid/invalid requests at concurrency 64 against a real server (loopback)

@@ -165,7 +165,8 @@ def table(rows: list[tuple[str, int, float, float]], samples: Counter[str], rate
 def py_spy() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(found).exists():
-        raise SystemExit("py-spy is not installed (pip install py-spy; it is in the dev extra)")
+        raise SystemExit("py-spy is not installed: `make profile` installs it in the venv "
+                         "(or pip install py-spy==0.4.3)")
     return found
 
 
