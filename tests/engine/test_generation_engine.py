@@ -140,7 +140,7 @@ def test_per_step_counts_reach_the_counters_when_a_stream_leaves_and_every_1000_
     histograms, are exact."""
     from prometheus_client import REGISTRY
 
-    from app.engine.generator import TALLY_FLUSH_CHARS
+    from app.engine.step import TALLY_FLUSH_CHARS
 
     def counted() -> float:
         return REGISTRY.get_sample_value("seqserve_generated_chars_total",
@@ -221,11 +221,11 @@ def engine_chunks(model, make_streams, **engine) -> list[list[str]]:
             parts = []
             while not isinstance(item := await s.out.get(), Finish):
                 if isinstance(item, BaseException):  # the stream failed: say so, do not wait
-                    e.stop()
+                    await e.stop()
                     raise item
                 parts.append(item)
             chunks.append(parts)
-        e.stop()
+        await e.stop()
         return chunks
 
     return asyncio.run(go())
@@ -319,7 +319,9 @@ def test_many_streaming_streams_share_an_event_budget(chargen, monkeypatch):
     """With an event budget, the flush interval grows with the streaming streams (all
     together get at most ``events_per_s`` events a second), never past the cap, and
     the text is the same; non-streaming streams do not count."""
-    from app.engine.generator import MAX_FLUSH_INTERVAL_S, _Batch, _Gen
+    from app.engine.rows import Batch as _Batch
+    from app.engine.rows import Gen as _Gen
+    from app.engine.step import MAX_FLUSH_INTERVAL_S
 
     loop = asyncio.new_event_loop()
     e = GenerationEngine(chargen, max_streams=64, max_queue=10, queue_timeout_s=30,
@@ -434,12 +436,18 @@ def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_ch
     assert calls and all(w for _, w in calls)  # one stream: every call uncut, all wide
     assert two_cores == one_core  # the same text either way
     calls.clear()
-    from app.engine import batcher as batching
+    from app.engine.cores import ClassifierCalls
 
-    monkeypatch.setattr(batching.CLASSIFIER_CALLS, "n", 1)  # a classifier call holds a core
-    assert _texts(wide_chargen, bodies, max_streams=8, parallel=2) == one_core
+    held = ClassifierCalls()
+    held.add(1)  # a classifier call holds a core
+    assert _texts(wide_chargen, bodies, max_streams=8, parallel=2,
+                  classifier_calls=held) == one_core
     assert calls and not any(w for _, w in calls)
-    monkeypatch.setattr(batching.CLASSIFIER_CALLS, "n", 0)
+    held.add(-1)
+    calls.clear()
+    assert _texts(wide_chargen, bodies, max_streams=8, parallel=2,
+                  classifier_calls=held) == one_core
+    assert calls and all(w for _, w in calls)  # that core is free again
     calls.clear()
     many = [{"prompt": "x" * (1 + i) + " the ", "seed": i, "n": 12} for i in range(16)]
     texts = _texts(wide_chargen, many, max_streams=16, parallel=2, step_split_min_rows=8,
@@ -547,7 +555,8 @@ def test_running_streams_step_between_the_chunks_of_a_long_prompt(chargen, monke
 
 
 def test_prompt_characters_in_flight_are_capped_and_given_back(chargen):
-    from app.http.errors import Overloaded
+    from app.engine.errors import Overloaded
+    from app.http.errors import api_error
 
     def go(loop):
         e = GenerationEngine(chargen, max_streams=8, max_queue=10, queue_timeout_s=30,
@@ -556,7 +565,7 @@ def test_prompt_characters_in_flight_are_capped_and_given_back(chargen):
         e.submit(a)
         with pytest.raises(Overloaded) as refused:
             e.submit(_stream(chargen, "b" * 60, loop))
-        assert refused.value.status == 503 and refused.value.reason == "prefill_full"
+        assert api_error(refused.value).status == 503 and refused.value.reason == "prefill_full"
         assert e.prompt_chars_in_flight == 60
         a.cancel()  # a cancelled stream gives its share back at once, and only once
         a.cancel()
@@ -570,7 +579,7 @@ def test_prompt_characters_in_flight_are_capped_and_given_back(chargen):
         huge = _stream(chargen, "c" * 150, loop)
         e.submit(huge)
         assert e.prompt_chars_in_flight == 150
-        e.stop()
+        e.close()  # (stop, from a thread that is not the event loop's)
         assert e.prompt_chars_in_flight == 0
         return True
 
