@@ -2,10 +2,15 @@
 
 ``Runner`` makes the ONNX Runtime calls: a large call is cut into ``parallel`` parts
 of at least ``min_rows`` rows run side by side on the cores (the engine thread runs
-one, helper threads the others); an uncut call runs on the model's two-thread session
-when the engine has a second core and no classifier call holds it
-(``ClassifierCalls``). Rows are independent (``sequence_lens``, per-row state), so
-the split changes no answer.
+one, helper threads the others). An uncut call may run on the model's two-thread
+session when the engine has a second core and no classifier call holds it
+(``ClassifierCalls``), but only while that measures faster (``Widen``): on an idle
+machine it is (a 200-character prefill 18.2 -> 13.5 ms), but when anything else
+wants the second core (the event loop, a client on the same machine, a neighbour)
+the second thread waits for it at every operator, and a lone stream's steps were
+slower on two threads than on one (docs/benchmarks.md). Rows are independent
+(``sequence_lens``, per-row state) and the two sessions' answers are bitwise equal
+(checked at load), so neither the split nor the session changes any answer.
 
 ``TokenChooser`` turns each row's logits into its next character (one vectorised
 ``RowSampler`` call, one draw from each stream's own seeded generator: TGI's
@@ -15,7 +20,9 @@ the split changes no answer.
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -35,6 +42,63 @@ TALLY_FLUSH_CHARS = 1000
 States = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+class Widen:
+    """Whether an uncut call runs on the two-thread session, from measurements: each
+    kind of call (a prefill or a step, and its rows to the nearest power of two) keeps
+    its last ``window`` seconds per cell on one thread and on two, each way measured
+    ``first`` times to begin with, and the way with the lower median serves (a median,
+    because one call in a while is descheduled and takes a hundred times longer). Now
+    and then a call tries the other way, so a change in what else runs on the machine
+    is noticed: after ``explore`` calls at first, and twice as many calls later each
+    time the try confirms the choice (up to ``max_explore``). A two-thread call on a
+    busy machine can take many times a one-thread one (its second thread waits for a
+    core at every operator), so the tries must stay rare where they lose."""
+
+    def __init__(self, explore: int = 64, max_explore: int = 8192, window: int = 5,
+                 first: int = 3):
+        self.explore = explore
+        self.max_explore = max_explore
+        self.first = first
+        self.window = window
+        self.samples: dict[tuple[str, int, bool], deque[float]] = {}  # s/cell
+        self._next: dict[tuple[str, int], list[int]] = {}  # -> [calls to the next try, gap]
+
+    def cost(self, kind: str, rows: int, wide: bool) -> float | None:
+        got = self.samples.get((kind, rows.bit_length(), wide))
+        return statistics.median(got) if got else None
+
+    def _faster(self, key: tuple[str, int]) -> bool:
+        return self.cost(*key, True) < self.cost(*key, False)  # type: ignore[operator]
+
+    def _key(self, kind: str, rows: int) -> tuple[str, int]:
+        return kind, rows.bit_length()
+
+    def choose(self, kind: str, rows: int) -> bool:
+        key = self._key(kind, rows)
+        n = [len(self.samples.get((*key, w), ())) for w in (False, True)]
+        if min(n) < self.first:  # measuring both ways first, in turn
+            return n[1] < n[0]
+        faster = wide = self._faster(key)
+        due = self._next.setdefault(key, [self.explore, self.explore])
+        due[0] -= 1
+        if due[0] <= 0:  # a try of the other way (``observe`` sets the next one)
+            wide = not faster
+        return wide
+
+    def observe(self, kind: str, rows: int, wide: bool, seconds: float, cells: int) -> None:
+        key = self._key(kind, rows)
+        due = self._next.get(key)
+        tried = due is not None and due[0] <= 0
+        before = self._faster(key) if tried else None
+        got = self.samples.setdefault((*key, wide), deque(maxlen=self.window))
+        got.append(seconds / max(cells, 1))
+        if tried:  # the next try: later when this one confirmed the choice, else soon
+            assert due is not None
+            due[1] = (min(2 * due[1], self.max_explore) if self._faster(key) == before
+                      else self.explore)
+            due[0] = due[1]
+
+
 class Runner:
     """The engine's ONNX Runtime calls, cut in parallel parts when that pays."""
 
@@ -43,6 +107,7 @@ class Runner:
         self.parallel = parallel
         self.calls = calls
         self.pool: ThreadPoolExecutor | None = None
+        self.widen = Widen()
 
     def start(self) -> None:
         if self.parallel > 1:
@@ -53,6 +118,23 @@ class Runner:
         if self.pool is not None:
             self.pool.shutdown(wait=False)
 
+    def _uncut(self, ids: np.ndarray, lens: np.ndarray, h: np.ndarray, c: np.ndarray,
+               shrink: bool) -> States:
+        """One call over every row. It leaves the engine's other core idle, so it may
+        run on the model's two-thread session (same answers): not while a classifier
+        call holds that core (measured: two threads then lose ~10 %), and only while
+        ``Widen`` measures it faster."""
+        if (self.pool is None or getattr(self.model, "wide", None) is None
+                or not self.calls.idle):
+            return self.model.run(ids, lens, h, c, shrink=shrink)
+        B, T = ids.shape
+        kind = "step" if T == 1 else "prefill"
+        wide = self.widen.choose(kind, B)
+        t0 = time.perf_counter()
+        out = self.model.run(ids, lens, h, c, wide=wide, shrink=shrink)
+        self.widen.observe(kind, B, wide, time.perf_counter() - t0, B * T)
+        return out
+
     def run(self, ids: np.ndarray, lens: np.ndarray, h: np.ndarray, c: np.ndarray,
             min_rows: int, shrink: bool = False) -> States:
         """``model.run`` over the rows, cut into up to ``parallel`` contiguous parts of
@@ -61,11 +143,7 @@ class Runner:
         B = len(ids)
         parts = min(self.parallel, B // max(1, min_rows))
         if parts <= 1 or self.pool is None:
-            # a call not cut in parts leaves the engine's other core idle: it runs on
-            # the model's two-thread session when it has one (same answers), unless a
-            # classifier call holds that core (measured: two threads then lose ~10 %)
-            wide = self.pool is not None and self.calls.idle
-            return self.model.run(ids, lens, h, c, wide=wide, shrink=shrink)
+            return self._uncut(ids, lens, h, c, shrink)
         cuts = [B * i // parts for i in range(parts + 1)]
 
         def part(a: int, b: int) -> States:

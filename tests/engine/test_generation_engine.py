@@ -420,6 +420,13 @@ def test_without_the_setting_or_when_it_disagrees_there_is_no_two_thread_session
 
 def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_chargen,
                                                                           monkeypatch):
+    """With a second core (``parallel=2``) and no classifier call running, an uncut call
+    runs on the two-thread session while that measures faster (``Widen``: each kind
+    of call tried once each way, then the faster); never with one core or while a
+    classifier call holds the other; the text is the same every way."""
+    from app.engine import step as stepping
+    from app.engine.cores import ClassifierCalls
+
     calls: list[tuple[int, bool]] = []
     run = wide_chargen.run
 
@@ -427,17 +434,32 @@ def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_ch
         calls.append((len(ids), wide))
         return run(ids, lens, h, c, wide=wide, **kw)
 
+    def measured(wide_faster: bool):
+        def observe(self, kind, rows, wide, seconds, cells):  # the costs, as measured
+            self.samples.setdefault((kind, rows.bit_length(), wide), []).append(
+                1.0 if wide == wide_faster else 2.0)
+        return observe
+
+    measuring = [False] + [False, True] * 3  # the prefill, then the first steps each way
+
     monkeypatch.setattr(wide_chargen, "run", spy)
     bodies = [{"prompt": "the man ", "seed": 3, "n": 30}]
     one_core = _texts(wide_chargen, bodies, max_streams=8, parallel=1)
     assert calls and not any(w for _, w in calls)
     calls.clear()
+    monkeypatch.setattr(stepping.Widen, "observe", measured(wide_faster=True))
     two_cores = _texts(wide_chargen, bodies, max_streams=8, parallel=2)
-    assert calls and all(w for _, w in calls)  # one stream: every call uncut, all wide
+    # the prefill (its kind's first call: one thread), the first steps on one thread and
+    # on two in turn, then the faster: two threads
+    assert len(calls) > 10
+    assert [w for _, w in calls] == measuring + [True] * (len(calls) - len(measuring))
     assert two_cores == one_core  # the same text either way
     calls.clear()
-    from app.engine.cores import ClassifierCalls
-
+    monkeypatch.setattr(stepping.Widen, "observe", measured(wide_faster=False))
+    assert _texts(wide_chargen, bodies, max_streams=8, parallel=2) == one_core
+    assert [w for _, w in calls] == measuring + [False] * (len(calls) - len(measuring))
+    calls.clear()
+    monkeypatch.setattr(stepping.Widen, "observe", measured(wide_faster=True))
     held = ClassifierCalls()
     held.add(1)  # a classifier call holds a core
     assert _texts(wide_chargen, bodies, max_streams=8, parallel=2,
@@ -447,7 +469,8 @@ def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_ch
     calls.clear()
     assert _texts(wide_chargen, bodies, max_streams=8, parallel=2,
                   classifier_calls=held) == one_core
-    assert calls and all(w for _, w in calls)  # that core is free again
+    # free again
+    assert [w for _, w in calls] == measuring + [True] * (len(calls) - len(measuring))
     calls.clear()
     many = [{"prompt": "x" * (1 + i) + " the ", "seed": i, "n": 12} for i in range(16)]
     texts = _texts(wide_chargen, many, max_streams=16, parallel=2, step_split_min_rows=8,
@@ -584,3 +607,36 @@ def test_prompt_characters_in_flight_are_capped_and_given_back(chargen):
         return True
 
     assert _in_loop(go)
+
+
+def test_widen_serves_the_faster_session_and_keeps_measuring_the_other():
+    from app.engine.step import Widen
+
+    w = Widen(explore=4, max_explore=16, window=3, first=2)
+
+    def run(n: int, wide_s: float, narrow_s: float = 2e-4) -> list[bool]:
+        picks = []
+        for _ in range(n):
+            wide = w.choose("step", 1)
+            picks.append(wide)
+            w.observe("step", 1, wide, wide_s if wide else narrow_s, 1)
+        return picks
+
+    # each way measured twice first, in turn; then one thread, faster, serves, with a
+    # try of two after 4, then 8, then 16 calls
+    picks = run(48, 3e-4)
+    assert picks[:4] == [False, True, False, True]
+    assert [i + 4 for i, p in enumerate(picks[4:]) if p] == [7, 15, 31, 47]
+    # another kind, or another batch size, is measured on its own
+    assert w.choose("prefill", 1) is False and w.choose("step", 5) is False
+    # one descheduled call (a hundred times slower) does not change the choice
+    assert run(1, 3e-4, narrow_s=2e-2) == [False] and run(5, 3e-4) == [False] * 5
+    # the machine changes: two threads get cheaper. The next try (16 calls after the
+    # last) sees it, but one sample does not move the median; the one after does, and
+    # two threads serve, with a try of one thread 4 calls later (still slower: then 8)
+    picks = run(30, 0.5e-4)
+    assert [i for i, p in enumerate(picks) if p] == [9, 25, 26, 27, 28]
+    assert run(5, 0.5e-4) == [True] * 5
+    assert w.cost("step", 1, True) < w.cost("step", 1, False)
+    w.observe("prefill", 2, True, 4e-3, 400)  # seconds per cell
+    assert w.cost("prefill", 2, True) == 1e-5

@@ -204,7 +204,7 @@ def test_large_requests_are_tokenized_off_the_event_loop(make_client, tiny_model
                                                          monkeypatch):
     """Above INLINE_TOKENIZE_CHARS the tokenizer runs in its own thread, so the event
     loop (every other route) is never held by it; ordinary requests stay inline."""
-    from app.protocols.native import classify
+    from app.engine import classify
     from seqcore.tokenizer import WordTokenizer
 
     client = make_client(tiny_models_dir)
