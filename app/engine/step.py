@@ -122,12 +122,20 @@ class Runner:
                shrink: bool) -> States:
         """One call over every row. It leaves the engine's other core idle, so it may
         run on the model's two-thread session (same answers): not while a classifier
-        call holds that core (measured: two threads then lose ~10 %), and only while
-        ``Widen`` measures it faster."""
+        call holds that core (measured: two threads then lose ~10 %), not for a lone
+        stream's step, and only while ``Widen`` measures it faster.
+
+        A lone stream's steps always run on one thread: on an idle machine two gain at
+        most ~8 % there (0.245 -> 0.224 ms), but the second thread takes the core the
+        event loop (and, in a benchmark, the client) needs to deliver the text, which
+        the call's own time does not show: through HTTP a lone stream was faster with
+        them on one thread (docs/benchmarks.md)."""
         if (self.pool is None or getattr(self.model, "wide", None) is None
                 or not self.calls.idle):
             return self.model.run(ids, lens, h, c, shrink=shrink)
         B, T = ids.shape
+        if B == 1 and T == 1:  # a lone stream's step: see LONE_STEP_NARROW
+            return self.model.run(ids, lens, h, c, shrink=shrink)
         kind = "step" if T == 1 else "prefill"
         wide = self.widen.choose(kind, B)
         t0 = time.perf_counter()

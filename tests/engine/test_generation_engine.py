@@ -422,8 +422,9 @@ def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_ch
                                                                           monkeypatch):
     """With a second core (``parallel=2``) and no classifier call running, an uncut call
     runs on the two-thread session while that measures faster (``Widen``: each kind
-    of call tried once each way, then the faster); never with one core or while a
-    classifier call holds the other; the text is the same every way."""
+    of call tried each way in turn first, then the faster); never with one core, while
+    a classifier call holds the other, or for a lone stream's step; the text is the
+    same every way."""
     from app.engine import step as stepping
     from app.engine.cores import ClassifierCalls
 
@@ -441,17 +442,15 @@ def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_ch
         return observe
 
     measuring = [False] + [False, True] * 3  # the prefill, then the first steps each way
-
     monkeypatch.setattr(wide_chargen, "run", spy)
-    bodies = [{"prompt": "the man ", "seed": 3, "n": 30}]
+    # two streams of the same length: one prefill call, then steps of two rows
+    bodies = [{"prompt": "the man ", "seed": 3, "n": 30}, {"prompt": "a woman ", "seed": 4, "n": 30}]
     one_core = _texts(wide_chargen, bodies, max_streams=8, parallel=1)
     assert calls and not any(w for _, w in calls)
     calls.clear()
     monkeypatch.setattr(stepping.Widen, "observe", measured(wide_faster=True))
     two_cores = _texts(wide_chargen, bodies, max_streams=8, parallel=2)
-    # the prefill (its kind's first call: one thread), the first steps on one thread and
-    # on two in turn, then the faster: two threads
-    assert len(calls) > 10
+    assert len(calls) > 10 and all(b == 2 for b, _ in calls)  # every call uncut
     assert [w for _, w in calls] == measuring + [True] * (len(calls) - len(measuring))
     assert two_cores == one_core  # the same text either way
     calls.clear()
@@ -471,6 +470,12 @@ def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_ch
                   classifier_calls=held) == one_core
     # free again
     assert [w for _, w in calls] == measuring + [True] * (len(calls) - len(measuring))
+    calls.clear()
+    # a lone stream: its prefill may run wide, its steps never do
+    lone = _texts(wide_chargen, bodies[:1], max_streams=8, parallel=2)
+    steps = calls[1:]  # (the first call: the prefill)
+    assert len(steps) == 29 and not any(w for _, w in steps)
+    assert lone == _texts(wide_chargen, bodies[:1], max_streams=8, parallel=1)
     calls.clear()
     many = [{"prompt": "x" * (1 + i) + " the ", "seed": i, "n": 12} for i in range(16)]
     texts = _texts(wide_chargen, many, max_streams=16, parallel=2, step_split_min_rows=8,
