@@ -64,11 +64,15 @@ class Widen:
         self._next: dict[tuple[str, int], list[int]] = {}  # -> [calls to the next try, gap]
 
     def cost(self, kind: str, rows: int, wide: bool) -> float | None:
-        got = self.samples.get((kind, rows.bit_length(), wide))
+        """Seconds per cell of a call of ``rows`` rows, each way (None: not measured)."""
+        return self._median((*self._key(kind, rows), wide))
+
+    def _median(self, key: tuple[str, int, bool]) -> float | None:
+        got = self.samples.get(key)
         return statistics.median(got) if got else None
 
     def _faster(self, key: tuple[str, int]) -> bool:
-        return self.cost(*key, True) < self.cost(*key, False)  # type: ignore[operator]
+        return self._median((*key, True)) < self._median((*key, False))  # type: ignore[operator]
 
     def _key(self, kind: str, rows: int) -> tuple[str, int]:
         return kind, rows.bit_length()

@@ -645,3 +645,10 @@ def test_widen_serves_the_faster_session_and_keeps_measuring_the_other():
     assert w.cost("step", 1, True) < w.cost("step", 1, False)
     w.observe("prefill", 2, True, 4e-3, 400)  # seconds per cell
     assert w.cost("prefill", 2, True) == 1e-5
+    # calls of 4 to 7 rows share their measurements (rows to the nearest power of two)
+    for rows in (4, 5, 6, 7, 6, 5):
+        wide = w.choose("step", rows)
+        w.observe("step", rows, wide, 1e-4 if wide else 3e-4, rows)
+    assert w.cost("step", 7, True) == w.cost("step", 4, True) < w.cost("step", 5, False)
+    # two threads, faster, serve; the fourth call is a try of one (``explore=4``)
+    assert [w.choose("step", rows) for rows in (4, 5, 6, 7)] == [True, True, True, False]
