@@ -1,6 +1,6 @@
 """ASGI entry point for uvicorn: ``uvicorn app.asgi:app`` (settings from the environment)."""
 
-from app.engine.reload import catch_early_sighup
+from app.lifecycle import catch_early_sighup
 from app.main import create_app
 
 # A SIGHUP that arrives while this worker is still loading its models must neither end

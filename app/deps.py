@@ -13,15 +13,13 @@ from pydantic import SecretStr
 
 from app.config import Settings
 from app.engine.batcher import ClassificationBatcher
+from app.engine.cores import ClassifierCalls
+from app.engine.factory import Loop
 from app.engine.generator import GenerationEngine
 from app.engine.registry import Registry
 from app.http.errors import ApiError
 from app.ops.logs import note_request, printable
 from seqcore.tasks import LoadedModel
-
-# The loop serving one model (app.main.LOOPS): start(), ``alive``/``dead``, and
-# ``shutdown()`` (stop taking work, answer what waits, end its threads).
-Loop = ClassificationBatcher | GenerationEngine
 
 
 @dataclass
@@ -38,6 +36,8 @@ class AppState:
     reloading: set[str] = field(default_factory=set)
     retiring: set[Loop] = field(default_factory=set)
     tasks: set[asyncio.Task] = field(default_factory=set)
+    # the classifier calls running now, shared by this app's loops (app/engine/cores.py)
+    classifier_calls: ClassifierCalls = field(default_factory=ClassifierCalls)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
         """Runs ``coro`` in the background (event loop), keeping a reference to it."""

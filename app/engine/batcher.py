@@ -25,8 +25,10 @@ Answers do not depend on batching: the graph is batch-invariant (ONNX ``LSTM`` w
 own length.
 
 Backpressure: ``submit`` raises ``Overloaded`` at once when ``max_queue`` rows wait,
-and rows that waited longer than ``queue_timeout_s`` are answered 503 without
-running. An ONNX Runtime error fails only the rows of that call (``ModelFailure``).
+and rows that waited longer than ``queue_timeout_s`` are refused (``Overloaded``)
+without running. An ONNX Runtime error fails only the rows of that call
+(``ModelFailure``). The pending rows and the choice of each batch are the
+``RowQueue``'s; the worker threads and the calls, the ``ClassificationBatcher``'s.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.http.errors import EngineStopped, ModelFailure, Overloaded
+from app.engine.cores import ClassifierCalls
+from app.engine.errors import EngineStopped, ModelFailure, Overloaded
 from app.ops import metrics, tracing
 from seqcore.runtime import pad_rows
 from seqcore.tasks.classification import ClassifiedRow, SentimentModel
@@ -72,23 +75,6 @@ class _Row:
     @property
     def length(self) -> int:
         return max(1, len(self.ids))
-
-
-class _CallsRunning:
-    """Classifier calls running now in this process, across every classifier's loop:
-    the generation engine runs a call on two threads only while this is zero, since
-    the second thread would otherwise wait for a core a classifier call holds."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.n = 0
-
-    def add(self, k: int) -> None:
-        with self._lock:
-            self.n += k
-
-
-CLASSIFIER_CALLS = _CallsRunning()
 
 
 def _deliver(rows: list[_Row], results: list[RowResult]) -> None:
@@ -151,34 +137,112 @@ def pick_batch(lengths: list[int], max_batch: int,
     return sorted(order[lo : hi + 1])
 
 
-class ClassificationBatcher:
-    """``threads`` worker threads share one pending list (a lock and a condition): each takes
-    a batch, runs ONNX Runtime (which releases the GIL) and hands the results back to
-    the event loop with one ``call_soon_threadsafe``. Running the loop on the event
-    loop instead left ONNX Runtime idle ~25 % of the time under load, waiting for a
-    busy event loop to notice a finished call and start the next."""
+class RowQueue:
+    """The rows waiting for a call, and the choice of each call's rows (a lock and a
+    condition shared by the worker threads)."""
 
-    def __init__(self, model: SentimentModel, *, max_batch_size: int, max_wait_ms: float,
-                 max_queue: int, queue_timeout_s: float, batching: bool = True,
-                 threads: int = 1, step_cost: Callable[[int], float] = cpu_step_cost):
-        self.model = model
-        # a retired loop waits at most this for its rows: a request's own longest wait
-        # (app/protocols/native/classify.py)
-        self.drain_timeout_s = queue_timeout_s + 30.0
-        self.max_batch = max_batch_size if batching else 1
-        self.max_wait = max_wait_ms / 1000 if batching else 0.0
+    def __init__(self, *, max_batch: int, max_wait_s: float, max_queue: int,
+                 queue_timeout_s: float, step_cost: Callable[[int], float]):
+        self.max_batch = max_batch
+        self.max_wait = max_wait_s
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
         self.step_cost = step_cost
-        self.threads = threads
         self.pending: list[_Row] = []  # arrival order
-        self._cond = threading.Condition()
-        self._threads: list[threading.Thread] = []
-        self._running = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.cond = threading.Condition()
+        self.running = False
         self.incoming = 0  # requests announced (being decoded) but not yet submitted
-        self.dead: str | None = None  # why a worker thread ended while it should run
         self.busy = 0  # calls running now (under the lock)
+
+    def put(self, row: _Row) -> None:
+        """Queue ``row`` (it was announced); ``Overloaded`` at once if the queue is full."""
+        with self.cond:
+            if len(self.pending) >= self.max_queue:
+                raise Overloaded("classification queue is full; retry shortly")
+            self.pending.append(row)
+            self.incoming -= 1
+            self.cond.notify()
+
+    def drain(self) -> list[_Row]:
+        with self.cond:
+            rows, self.pending = self.pending, []
+        return rows
+
+    def stop(self) -> None:
+        with self.cond:
+            self.running = False
+            self.cond.notify_all()
+
+    def _pick(self, late: Callable[[list[_Row]], None]) -> list[_Row]:
+        """The next batch (under the lock): rows whose client left are dropped, rows
+        past the queue deadline go to ``late``, then ``pick_batch`` chooses."""
+        now = time.perf_counter()
+        keep, overdue = [], []
+        for r in self.pending:
+            if r.future.done():  # client went away (cancelled) before we ran it
+                continue
+            (overdue if now - r.arrived > self.queue_timeout_s else keep).append(r)
+        if overdue:
+            late(overdue)
+        if len(keep) <= 1 or self.max_batch == 1:
+            self.pending = keep[1:]
+            return keep[:1]
+        chosen = pick_batch([r.length for r in keep], self.max_batch, self.step_cost)
+        taken = set(chosen)
+        self.pending = [r for i, r in enumerate(keep) if i not in taken]
+        return [keep[i] for i in chosen]
+
+    def take(self, late: Callable[[list[_Row]], None]) -> tuple[list[_Row], bool] | None:
+        """Blocks until there is a batch to run: (its rows, whether it is a lone call:
+        nothing else running, waiting or on its way when it was taken); None when
+        stopping. While fewer than ``max_batch`` rows wait, waits at most ``max_wait``
+        for the rows announced but not yet submitted."""
+        with self.cond:
+            while self.running and not self.pending:
+                self.cond.wait(0.1)
+            if not self.running:
+                return None
+            deadline = time.perf_counter() + self.max_wait
+            while self.running and len(self.pending) < self.max_batch and self.incoming > 0:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self.cond.wait(remaining)
+            rows = self._pick(late)
+            lone = self.busy == 0 and not self.pending and self.incoming <= 0
+            self.busy += bool(rows)
+            return rows, lone
+
+    def call_ended(self) -> None:
+        with self.cond:
+            self.busy -= 1
+
+
+class ClassificationBatcher:
+    """``threads`` worker threads share one ``RowQueue``: each takes a batch, runs ONNX
+    Runtime (which releases the GIL) and hands the results back to the event loop with
+    one ``call_soon_threadsafe``. Running the loop on the event loop instead left ONNX
+    Runtime idle ~25 % of the time under load, waiting for a busy event loop to notice
+    a finished call and start the next."""
+
+    def __init__(self, model: SentimentModel, *, max_batch_size: int, max_wait_ms: float,
+                 max_queue: int, queue_timeout_s: float, batching: bool = True,
+                 threads: int = 1, step_cost: Callable[[int], float] = cpu_step_cost,
+                 calls: ClassifierCalls | None = None):
+        self.model = model
+        # a retired loop waits at most this for its rows: a request's own longest wait
+        # (app/engine/classify.py)
+        self.drain_timeout_s = queue_timeout_s + 30.0
+        self.rows = RowQueue(max_batch=max_batch_size if batching else 1,
+                             max_wait_s=max_wait_ms / 1000 if batching else 0.0,
+                             max_queue=max_queue, queue_timeout_s=queue_timeout_s,
+                             step_cost=step_cost)
+        self.threads = threads
+        # the classifier calls running in the app, which its generation engines read
+        self.calls = calls or ClassifierCalls()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.dead: str | None = None  # why a worker thread ended while it should run
         # the helper thread of lone calls (None: every call runs the whole graph)
         self._assist: ThreadPoolExecutor | None = None
         self.split_calls = 0  # lone calls run with the two directions side by side
@@ -192,9 +256,10 @@ class ClassificationBatcher:
         self._m_full = metrics.REJECTED.labels("queue_full")
         self._m_split = metrics.SPLIT_CALLS.labels(n)
 
+    # -- the loop interface (app.engine.factory.Loop) ----------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._running = True
+        self.rows.running = True
         if self.threads >= 2 and getattr(self.model, "split", None) is not None:
             self._assist = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{self.model.name}-assist")
         self._threads = [threading.Thread(target=self._work, name=f"ort-{self.model.name}-{i}",
@@ -203,102 +268,61 @@ class ClassificationBatcher:
             t.start()
 
     async def stop(self) -> None:
-        with self._cond:
-            self._running = False
-            self._cond.notify_all()
+        """Stop taking work, let the calls running end, and answer every row still
+        waiting ``Overloaded`` (shutting down)."""
+        self.rows.stop()
         loop = asyncio.get_running_loop()
         for t in self._threads:
             await loop.run_in_executor(None, t.join, 10.0)
         if self._assist is not None:
             self._assist.shutdown(wait=False)
-        with self._cond:
-            rows, self.pending = self.pending, []
-        _fail(rows, lambda: Overloaded("server is shutting down", 5, "shutting_down"))
-
-    # -- the loop interface (app.state.Loop) ------------------------------------------
-    async def shutdown(self) -> None:
-        await self.stop()
+        _fail(self.rows.drain(), lambda: Overloaded("server is shutting down", 5, "shutting_down"))
 
     async def retire_when_done(self) -> None:
         """Let the rows already queued or being tokenized (``incoming``) run, up to
         ``drain_timeout_s``, then stop: nothing new reaches a retired loop, so once
         empty it stays empty."""
         deadline = time.monotonic() + self.drain_timeout_s
-        while (self.pending or self.incoming > 0) and time.monotonic() < deadline:
+        while (self.rows.pending or self.rows.incoming > 0) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await self.stop()  # the rows being run finish before the threads end
-
-    def announce(self, n: int) -> None:
-        """``n`` rows are on their way (event loop only); ``submit`` counts them off."""
-        self.incoming += n
 
     @property
     def alive(self) -> bool:
         return self.dead is None and all(t.is_alive() for t in self._threads)
+
+    @property
+    def incoming(self) -> int:
+        return self.rows.incoming
+
+    def announce(self, n: int) -> None:
+        """``n`` rows are on their way (event loop only); ``submit`` counts them off."""
+        self.rows.incoming += n
 
     def submit(self, ids: list[int], arrived: float) -> asyncio.Future:
         """Queue one row; raises ``Overloaded`` at once if the queue is full."""
         if self.dead:
             raise EngineStopped(self.dead)
         fut = asyncio.get_running_loop().create_future()
-        with self._cond:
-            if len(self.pending) >= self.max_queue:
-                self._m_full.inc()
-                raise Overloaded("classification queue is full; retry shortly")
-            self.pending.append(_Row(ids, fut, arrived, trace=tracing.current()))
-            self.incoming -= 1
-            self._cond.notify()
+        try:
+            self.rows.put(_Row(ids, fut, arrived, trace=tracing.current()))
+        except Overloaded:
+            self._m_full.inc()
+            raise
         return fut
 
     # -- worker threads -------------------------------------------------------------
-    def _take(self) -> list[_Row]:
-        """The next batch (under the lock): rows whose client left are dropped, rows
-        past the queue deadline are answered 503, then ``pick_batch`` chooses."""
-        now = time.perf_counter()
-        keep, late = [], []
-        for r in self.pending:
-            if r.future.done():  # client went away (cancelled) before we ran it
-                continue
-            (late if now - r.arrived > self.queue_timeout_s else keep).append(r)
-        if late:
-            self._m_timeout.inc(len(late))
-            self._call(_fail, late, lambda: Overloaded("waited too long in the queue", 1,
-                                                       "queue_timeout"))
-        if len(keep) <= 1 or self.max_batch == 1:
-            self.pending = keep[1:]
-            return keep[:1]
-        chosen = pick_batch([r.length for r in keep], self.max_batch, self.step_cost)
-        taken = set(chosen)
-        self.pending = [r for i, r in enumerate(keep) if i not in taken]
-        return [keep[i] for i in chosen]
-
-    def _next(self) -> tuple[list[_Row], bool] | None:
-        """Blocks until there is a batch to run: (its rows, whether it is a lone call:
-        nothing else running, waiting or on its way when it was taken); None when
-        stopping."""
-        with self._cond:
-            while self._running and not self.pending:
-                self._cond.wait(0.1)
-            if not self._running:
-                return None
-            deadline = time.perf_counter() + self.max_wait
-            while self._running and len(self.pending) < self.max_batch and self.incoming > 0:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            rows = self._take()
-            lone = self.busy == 0 and not self.pending and self.incoming <= 0
-            self.busy += bool(rows)
-            CLASSIFIER_CALLS.add(bool(rows))
-            return rows, lone
-
     def _call(self, fn, *args) -> None:  # noqa: ANN001
         assert self._loop is not None
         try:
             self._loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # event loop closed during shutdown
             pass
+
+    def _late(self, rows: list[_Row]) -> None:
+        self._m_timeout.inc(len(rows))
+        self._call(_fail, rows, lambda: Overloaded("waited too long in the queue", 1,
+                                                   "queue_timeout"))
 
     def _work(self) -> None:
         """One worker thread. Any exception while picking or running a batch fails only
@@ -316,36 +340,33 @@ class ClassificationBatcher:
             log.critical("%s", self.dead, exc_info=e)
             raise
         finally:
-            if self._running and not self.dead:
+            if self.rows.running and not self.dead:
                 self.dead = f"classification loop of {self.model.name!r} stopped"
             if self.dead:
                 up.set(0)
-                with self._cond:
-                    rows, self.pending = self.pending, []
                 reason = self.dead
-                self._call(_fail, rows, lambda: EngineStopped(reason))
+                self._call(_fail, self.rows.drain(), lambda: EngineStopped(reason))
 
     def _iterate(self) -> bool:
         """One batch: False when stopping."""
         rows: list[_Row] | None = None
         try:
-            taken = self._next()
+            taken = self.rows.take(self._late)
             if taken is None:
                 return False
             rows, lone = taken
             if rows:
+                self.calls.add(1)
                 try:
                     results = self._run(rows, lone)
                 finally:
-                    with self._cond:
-                        self.busy -= 1
-                        CLASSIFIER_CALLS.add(-1)
+                    self.calls.add(-1)
+                    self.rows.call_ended()
                 self._call(_deliver, rows, results)
         except Exception as e:  # one failed iteration fails only its own rows
             error_id = uuid.uuid4().hex[:12]
             if rows is None:  # failed while picking: the rows it was picking among
-                with self._cond:
-                    rows, self.pending = self.pending, []
+                rows = self.rows.drain()
             if isinstance(e, InferenceError):
                 log.error("inference error %s on %d rows: %s", error_id, len(rows), e.__cause__)
             else:  # a bug or a bad value outside the model call

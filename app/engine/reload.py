@@ -23,28 +23,44 @@ that disappeared leaves its model serving (removing a model under traffic needs 
 restart) and is reported as a failed reload.
 
 Reloads run one at a time (a lock): a second SIGHUP during a reload waits for it.
+SIGHUP itself, and scheduling a reload in the background, are the application's
+lifecycle (app/lifecycle.py); this module is the reload of the models.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from app.engine.registry import load_model
+from app.config import Settings
+from app.engine.cores import ClassifierCalls
+from app.engine.factory import Loop, start_loop
+from app.engine.registry import Registry, load_model
 from app.ops import metrics
 from seqcore.modelfolder import ModelFolderError, fingerprint, not_model_folders, scan
 from seqcore.tasks import LoadedModel, ModelLoadError, smoke_check
 
-if TYPE_CHECKING:
-    from app.deps import AppState, Loop
-
 log = logging.getLogger("seqserve.reload")
+
+
+class AppState(Protocol):
+    """What a reload reads and changes of the application's state (``app.deps.AppState``
+    is one): the registry and the loops, swapped together on the event loop."""
+
+    settings: Settings
+    registry: Registry | None
+    loops: dict[str, Loop]
+    retiring: set[Loop]
+    ready: bool
+    reload_lock: asyncio.Lock
+    classifier_calls: ClassifierCalls
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
 
 
 @dataclass
@@ -88,10 +104,9 @@ async def _retire(state: AppState, loop: Loop) -> None:
 
 def _swap(state: AppState, new: LoadedModel, old: LoadedModel | None) -> None:
     """Puts ``new`` in service (event loop, no ``await``: atomic for the routes)."""
-    from app.main import start_loop  # app.main imports the routes, which import this module
-
     assert state.registry is not None
-    loop = start_loop(state, new)  # its threads are running before any request sees it
+    # its threads are running before any request sees it
+    loop = start_loop(state.settings, new, state.classifier_calls)
     state.registry.models[new.name] = new
     if old is not None:
         previous = state.loops.pop(old.name, None)
@@ -184,36 +199,3 @@ async def reload_models(state: AppState, only: str | None = None) -> list[Reload
                 problem = problems.get(old.folder)  # its manifest became unreadable
             outcomes.append(await _reload_one(state, name, names.get(name), problem))
         return outcomes
-
-
-_early_sighup = threading.Event()
-
-
-def catch_early_sighup() -> None:
-    """Until the lifespan installs ``on_sighup``, a SIGHUP is only noted (the serving
-    process's entry point calls this; nothing happens outside the main thread)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGHUP, lambda signum, frame: _early_sighup.set())
-
-
-def early_sighup_seen() -> bool:
-    """Whether a SIGHUP came before the reload handler was installed (and forget it)."""
-    seen = _early_sighup.is_set()
-    _early_sighup.clear()
-    return seen
-
-
-def on_sighup(state: AppState) -> None:
-    """The SIGHUP handler (event loop): a reload of every model, in the background."""
-    log.info("SIGHUP: reloading the models under %s", state.settings.models_dir)
-
-    async def run() -> None:
-        try:
-            outcomes = await reload_models(state)
-        except Exception as e:  # not ready yet, stopping: nothing to reload
-            log.warning("SIGHUP: no reload (%s)", e)
-            return
-        summary = ", ".join(f"{o.model}: {o.result}" for o in outcomes)
-        log.info("SIGHUP reload done: %s", summary or "no models")
-
-    state.spawn(run())

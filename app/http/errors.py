@@ -20,6 +20,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.engine.errors import (
+    ClientGone,
+    DeadlineExceeded,
+    EngineError,
+    EngineStopped,
+    ModelFailure,
+    Overloaded,
+)
 from app.ops.logs import note_request, printable, request_id_var
 
 log = logging.getLogger("seqserve.errors")
@@ -34,30 +42,30 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.details, self.headers = details, headers
+        self.cause: EngineError | None = None  # the engine's error it stands for
 
 
-class Overloaded(ApiError):
-    def __init__(self, message: str, retry_after_s: int = 1, reason: str = "queue_full"):
-        super().__init__(503, "overloaded", message, headers={"Retry-After": str(retry_after_s)})
-        self.reason = reason
+# The engine's domain errors (app/engine/errors.py) as HTTP answers: (status, code).
+# Retry-After comes from the error's own ``retry_after_s``; a ModelFailure's body also
+# carries its ``error_id``. The one place where an engine error meets a status code.
+ENGINE_ERRORS: dict[type[EngineError], tuple[int, str]] = {
+    Overloaded: (503, "overloaded"),
+    EngineStopped: (503, "engine_stopped"),
+    ModelFailure: (500, "inference_error"),
+    DeadlineExceeded: (504, "timeout"),
+    ClientGone: (499, "client_closed_request"),  # nginx's 499: nobody reads it
+}
 
 
-class EngineStopped(ApiError):
-    """A model's batching or generation thread has ended: this replica cannot serve the
-    model until it restarts (/readyz says so too)."""
-
-    def __init__(self, reason: str):
-        super().__init__(503, "engine_stopped", f"{reason}; this replica must be restarted",
-                         headers={"Retry-After": "5"})
-
-
-class ModelFailure(ApiError):
-    """ONNX Runtime failed on a batch; only that batch's requests see it."""
-
-    def __init__(self, error_id: str):
-        super().__init__(500, "inference_error",
-                         f"inference failed; quote error_id {error_id} when reporting")
-        self.error_id = error_id
+def api_error(exc: ApiError | EngineError) -> ApiError:
+    """``exc`` as an ``ApiError``: an engine error through ``ENGINE_ERRORS``."""
+    if isinstance(exc, ApiError):
+        return exc
+    status, code = next(ENGINE_ERRORS[t] for t in type(exc).__mro__ if t in ENGINE_ERRORS)
+    headers = None if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
+    out = ApiError(status, code, exc.message, headers=headers)
+    out.cause = exc
+    return out
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -121,10 +129,11 @@ def api_error_response(method: str, path: str, exc: ApiError) -> JSONResponse:
     A model failure (``ModelFailure``, ``EngineStopped``) was logged once, at ERROR,
     by the loop that met it, with its error id; each request it failed only adds the
     error id to its own completion line, so one failure is one ERROR line."""
-    extra = {"error_id": exc.error_id} if isinstance(exc, ModelFailure) else {}
-    if isinstance(exc, ModelFailure | EngineStopped):
+    cause = exc.cause
+    extra = {"error_id": cause.error_id} if isinstance(cause, ModelFailure) else {}
+    if isinstance(cause, ModelFailure | EngineStopped):
         note_request(error_id=extra.get("error_id"), reason=exc.code)
-    elif exc.status >= 500 and not isinstance(exc, Overloaded):
+    elif exc.status >= 500 and not isinstance(cause, Overloaded):
         log.error("%s: %s", exc.code, exc.message)
     else:
         log.info("%s %s -> %d %s", method, path, exc.status, exc.message)
@@ -135,6 +144,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return api_error_response(request.method, printable(request.url.path), exc)
+
+    @app.exception_handler(EngineError)
+    async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
+        return api_error_response(request.method, printable(request.url.path), api_error(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

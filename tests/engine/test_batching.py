@@ -108,7 +108,7 @@ def test_one_worker_runs_its_calls_one_after_the_other():
 
 
 def test_available_cpus_honours_a_container_cpu_quota(tmp_path):
-    from app.main import available_cpus
+    from app.engine.factory import available_cpus
 
     host = available_cpus(tmp_path / "no-cgroup")  # no cgroup files: the affinity mask
     assert host >= 1
@@ -125,7 +125,7 @@ def test_available_cpus_honours_a_container_cpu_quota(tmp_path):
 
 def test_parallel_calls_setting_wins_over_the_cpu_count():
     from app.config import Settings
-    from app.main import available_cpus, parallel_calls
+    from app.engine.factory import available_cpus, parallel_calls
 
     assert parallel_calls(Settings(parallel_calls=3)) == 3
     assert parallel_calls(Settings()) == max(1, min(8, available_cpus()))

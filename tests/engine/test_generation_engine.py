@@ -140,7 +140,7 @@ def test_per_step_counts_reach_the_counters_when_a_stream_leaves_and_every_1000_
     histograms, are exact."""
     from prometheus_client import REGISTRY
 
-    from app.engine.generator import TALLY_FLUSH_CHARS
+    from app.engine.step import TALLY_FLUSH_CHARS
 
     def counted() -> float:
         return REGISTRY.get_sample_value("seqserve_generated_chars_total",
@@ -221,11 +221,11 @@ def engine_chunks(model, make_streams, **engine) -> list[list[str]]:
             parts = []
             while not isinstance(item := await s.out.get(), Finish):
                 if isinstance(item, BaseException):  # the stream failed: say so, do not wait
-                    e.stop()
+                    await e.stop()
                     raise item
                 parts.append(item)
             chunks.append(parts)
-        e.stop()
+        await e.stop()
         return chunks
 
     return asyncio.run(go())
@@ -319,7 +319,9 @@ def test_many_streaming_streams_share_an_event_budget(chargen, monkeypatch):
     """With an event budget, the flush interval grows with the streaming streams (all
     together get at most ``events_per_s`` events a second), never past the cap, and
     the text is the same; non-streaming streams do not count."""
-    from app.engine.generator import MAX_FLUSH_INTERVAL_S, _Batch, _Gen
+    from app.engine.rows import Batch as _Batch
+    from app.engine.rows import Gen as _Gen
+    from app.engine.step import MAX_FLUSH_INTERVAL_S
 
     loop = asyncio.new_event_loop()
     e = GenerationEngine(chargen, max_streams=64, max_queue=10, queue_timeout_s=30,
@@ -418,6 +420,14 @@ def test_without_the_setting_or_when_it_disagrees_there_is_no_two_thread_session
 
 def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_chargen,
                                                                           monkeypatch):
+    """With a second core (``parallel=2``) and no classifier call running, an uncut call
+    runs on the two-thread session while that measures faster (``Widen``: each kind
+    of call tried each way in turn first, then the faster); never with one core, while
+    a classifier call holds the other, or for a lone stream's step; the text is the
+    same every way."""
+    from app.engine import step as stepping
+    from app.engine.cores import ClassifierCalls
+
     calls: list[tuple[int, bool]] = []
     run = wide_chargen.run
 
@@ -425,21 +435,47 @@ def test_the_engine_runs_uncut_calls_wide_only_when_it_has_a_second_core(wide_ch
         calls.append((len(ids), wide))
         return run(ids, lens, h, c, wide=wide, **kw)
 
+    def measured(wide_faster: bool):
+        def observe(self, kind, rows, wide, seconds, cells):  # the costs, as measured
+            self.samples.setdefault((kind, rows.bit_length(), wide), []).append(
+                1.0 if wide == wide_faster else 2.0)
+        return observe
+
+    measuring = [False] + [False, True] * 3  # the prefill, then the first steps each way
     monkeypatch.setattr(wide_chargen, "run", spy)
-    bodies = [{"prompt": "the man ", "seed": 3, "n": 30}]
+    # two streams of the same length: one prefill call, then steps of two rows
+    bodies = [{"prompt": "the man ", "seed": 3, "n": 30}, {"prompt": "a woman ", "seed": 4, "n": 30}]
     one_core = _texts(wide_chargen, bodies, max_streams=8, parallel=1)
     assert calls and not any(w for _, w in calls)
     calls.clear()
+    monkeypatch.setattr(stepping.Widen, "observe", measured(wide_faster=True))
     two_cores = _texts(wide_chargen, bodies, max_streams=8, parallel=2)
-    assert calls and all(w for _, w in calls)  # one stream: every call uncut, all wide
+    assert len(calls) > 10 and all(b == 2 for b, _ in calls)  # every call uncut
+    assert [w for _, w in calls] == measuring + [True] * (len(calls) - len(measuring))
     assert two_cores == one_core  # the same text either way
     calls.clear()
-    from app.engine import batcher as batching
-
-    monkeypatch.setattr(batching.CLASSIFIER_CALLS, "n", 1)  # a classifier call holds a core
+    monkeypatch.setattr(stepping.Widen, "observe", measured(wide_faster=False))
     assert _texts(wide_chargen, bodies, max_streams=8, parallel=2) == one_core
+    assert [w for _, w in calls] == measuring + [False] * (len(calls) - len(measuring))
+    calls.clear()
+    monkeypatch.setattr(stepping.Widen, "observe", measured(wide_faster=True))
+    held = ClassifierCalls()
+    held.add(1)  # a classifier call holds a core
+    assert _texts(wide_chargen, bodies, max_streams=8, parallel=2,
+                  classifier_calls=held) == one_core
     assert calls and not any(w for _, w in calls)
-    monkeypatch.setattr(batching.CLASSIFIER_CALLS, "n", 0)
+    held.add(-1)
+    calls.clear()
+    assert _texts(wide_chargen, bodies, max_streams=8, parallel=2,
+                  classifier_calls=held) == one_core
+    # free again
+    assert [w for _, w in calls] == measuring + [True] * (len(calls) - len(measuring))
+    calls.clear()
+    # a lone stream: its prefill may run wide, its steps never do
+    lone = _texts(wide_chargen, bodies[:1], max_streams=8, parallel=2)
+    steps = calls[1:]  # (the first call: the prefill)
+    assert len(steps) == 29 and not any(w for _, w in steps)
+    assert lone == _texts(wide_chargen, bodies[:1], max_streams=8, parallel=1)
     calls.clear()
     many = [{"prompt": "x" * (1 + i) + " the ", "seed": i, "n": 12} for i in range(16)]
     texts = _texts(wide_chargen, many, max_streams=16, parallel=2, step_split_min_rows=8,
@@ -547,7 +583,8 @@ def test_running_streams_step_between_the_chunks_of_a_long_prompt(chargen, monke
 
 
 def test_prompt_characters_in_flight_are_capped_and_given_back(chargen):
-    from app.http.errors import Overloaded
+    from app.engine.errors import Overloaded
+    from app.http.errors import api_error
 
     def go(loop):
         e = GenerationEngine(chargen, max_streams=8, max_queue=10, queue_timeout_s=30,
@@ -556,7 +593,7 @@ def test_prompt_characters_in_flight_are_capped_and_given_back(chargen):
         e.submit(a)
         with pytest.raises(Overloaded) as refused:
             e.submit(_stream(chargen, "b" * 60, loop))
-        assert refused.value.status == 503 and refused.value.reason == "prefill_full"
+        assert api_error(refused.value).status == 503 and refused.value.reason == "prefill_full"
         assert e.prompt_chars_in_flight == 60
         a.cancel()  # a cancelled stream gives its share back at once, and only once
         a.cancel()
@@ -570,8 +607,53 @@ def test_prompt_characters_in_flight_are_capped_and_given_back(chargen):
         huge = _stream(chargen, "c" * 150, loop)
         e.submit(huge)
         assert e.prompt_chars_in_flight == 150
-        e.stop()
+        e.close()  # (stop, from a thread that is not the event loop's)
         assert e.prompt_chars_in_flight == 0
         return True
 
     assert _in_loop(go)
+
+
+def test_widen_serves_the_faster_session_and_keeps_measuring_the_other():
+    from app.engine.step import Widen
+
+    w = Widen(explore=4, max_explore=16, window=3, first=2)
+
+    def run(n: int, wide_s: float, narrow_s: float = 2e-4) -> list[bool]:
+        picks = []
+        for _ in range(n):
+            wide = w.choose("step", 1)
+            picks.append(wide)
+            w.observe("step", 1, wide, wide_s if wide else narrow_s, 1)
+        return picks
+
+    # each way measured twice first, in turn; then one thread, faster, serves, with a
+    # try of two after 4, then 8, then 16 calls
+    picks = run(48, 3e-4)
+    assert picks[:4] == [False, True, False, True]
+    assert [i + 4 for i, p in enumerate(picks[4:]) if p] == [7, 15, 31, 47]
+    # another kind, or another batch size, is measured on its own
+    assert w.choose("prefill", 1) is False and w.choose("step", 5) is False
+    # one descheduled call (a hundred times slower) does not change the choice
+    assert run(1, 3e-4, narrow_s=2e-2) == [False] and run(5, 3e-4) == [False] * 5
+    # the machine changes: two threads get cheaper. The next try (16 calls after the
+    # last) sees it, but one sample does not move the median; the one after does, and
+    # two threads serve, with a try of one thread 4 calls later (still slower: then 8)
+    picks = run(30, 0.5e-4)
+    assert [i for i, p in enumerate(picks) if p] == [9, 25, 26, 27, 28]
+    assert run(5, 0.5e-4) == [True] * 5
+    assert w.cost("step", 1, True) < w.cost("step", 1, False)
+    w.observe("prefill", 2, True, 4e-3, 400)  # seconds per cell
+    assert w.cost("prefill", 2, True) == 1e-5
+    # calls of 4 to 7 rows share their measurements (rows to the nearest power of two)
+    for rows in (4, 5, 6, 7, 6, 5):
+        wide = w.choose("step", rows)
+        w.observe("step", rows, wide, 1e-4 if wide else 3e-4, rows)
+    assert w.cost("step", 7, True) == w.cost("step", 4, True) < w.cost("step", 5, False)
+    # two threads, faster, serve; the 4th call after the first measurements is a try
+    # of one thread (``explore=4``)
+    picks = []
+    for rows in (4, 5, 6, 7):
+        picks.append(wide := w.choose("step", rows))
+        w.observe("step", rows, wide, 1e-4 if wide else 3e-4, rows)
+    assert picks == [True, False, True, True]

@@ -204,7 +204,7 @@ def test_large_requests_are_tokenized_off_the_event_loop(make_client, tiny_model
                                                          monkeypatch):
     """Above INLINE_TOKENIZE_CHARS the tokenizer runs in its own thread, so the event
     loop (every other route) is never held by it; ordinary requests stay inline."""
-    from app.protocols.native import classify
+    from app.engine import classify
     from seqcore.tokenizer import WordTokenizer
 
     client = make_client(tiny_models_dir)
@@ -300,7 +300,7 @@ def test_the_largest_valid_parameters_work_and_leave_the_engine_healthy(srv: Ser
 
 def test_a_failure_inside_the_generation_loop_fails_only_its_streams(make_client,
                                                                     tiny_models_dir, monkeypatch):
-    import app.engine.generator as generation
+    import app.engine.step as generation
 
     client = make_client(tiny_models_dir)
     real, calls = generation.RowSampler.__call__, []  # the sampling of every step

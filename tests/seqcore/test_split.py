@@ -156,10 +156,11 @@ class _Recording:
         return out
 
 
-def _serve(model, workers: int, batches: list[list[list[int]]], gap_s: float = 0.0):
+def _serve(model, workers: int, batches: list[list[list[int]]], gap_s: float = 0.0,
+           calls=None):
     async def go():
         b = ClassificationBatcher(model, max_batch_size=32, max_wait_ms=0, max_queue=64,
-                                  queue_timeout_s=10, threads=workers)
+                                  queue_timeout_s=10, threads=workers, calls=calls)
         b.start()
         try:
             results = []
@@ -227,10 +228,13 @@ def test_v1_models_says_whether_lone_calls_are_split_and_the_setting_turns_it_of
         assert (batcher.split_calls > 0) is (expected and batcher.threads >= 2)
 
 
-def test_the_process_wide_count_of_classifier_calls_follows_the_calls(tiny_models_dir: Path):
-    """The generation engine reads ``CLASSIFIER_CALLS`` to leave a core to a running
-    classifier call: it is 1 while a call runs and back to 0 after."""
-    from app.engine.batcher import CLASSIFIER_CALLS
+def test_the_count_of_classifier_calls_follows_the_calls(tiny_models_dir: Path):
+    """The generation engines read the app's ``ClassifierCalls`` (handed to every loop
+    by the factory) to leave a core to a running classifier call: it is 1 while a
+    call runs and back to 0 after."""
+    from app.engine.cores import ClassifierCalls
+
+    CLASSIFIER_CALLS = ClassifierCalls()
 
     base = load_model(tiny_models_dir / "sentiment", device="cpu", split=True)
     seen: list[int] = []
@@ -241,6 +245,6 @@ def test_the_process_wide_count_of_classifier_calls_follows_the_calls(tiny_model
             return super().run(ids, lengths, assist)
 
     before = CLASSIFIER_CALLS.n
-    _serve(Watching(base), 2, [[[2, 3, 4]], [[5, 6]]], gap_s=0.02)
+    _serve(Watching(base), 2, [[[2, 3, 4]], [[5, 6]]], gap_s=0.02, calls=CLASSIFIER_CALLS)
     assert seen == [before + 1, before + 1]
     assert CLASSIFIER_CALLS.n == before

@@ -11,16 +11,13 @@ loop: batch, run, unbatch) and the model's decode stage (``SentimentModel.result
 
 from __future__ import annotations
 
-import asyncio
-import time
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.deps import AppState, model_for
-from app.engine.batcher import ClassificationBatcher, RowResult
+from app.engine.batcher import RowResult
+from app.engine.classify import arrival, classify, run_rows
 from app.http.common import ERROR_RESPONSES, json_body, parse_body, timing_headers
 from app.http.errors import ApiError
 from app.protocols.native.limits import check_text, check_texts
@@ -33,68 +30,12 @@ from app.protocols.native.schemas import (
 )
 from seqcore import faithfulness as faith
 from seqcore.tasks.classification import SentimentModel
-from seqcore.tokenizer import Encoded
 
 router = APIRouter(tags=["inference"])
 
 
 def classifier(state: AppState, name: str | None) -> SentimentModel:
     return model_for(state, SentimentModel.task, name)  # type: ignore[return-value]
-
-
-def arrival(scope: dict) -> float:
-    """When the request arrived (stamped by the request-context middleware)."""
-    return scope.get("state", {}).get("arrived", time.perf_counter())
-
-
-# Requests with more characters than this are tokenized in the tokenizer thread, not
-# on the event loop: tokenizing costs up to ~0.6 µs a character, so a 1 MB request
-# would hold every other route (/healthz included) for half a second. Below it (an
-# ordinary review is ~1,300 characters) the thread hand-off would cost more than it
-# saves. One thread, so large requests take turns instead of crowding the GIL.
-INLINE_TOKENIZE_CHARS = 16_384
-_tokenizer_pool: ThreadPoolExecutor | None = None
-
-
-def _tokenizer_thread() -> ThreadPoolExecutor:
-    global _tokenizer_pool
-    if _tokenizer_pool is None:
-        _tokenizer_pool = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
-    return _tokenizer_pool
-
-
-async def encode_texts(model: SentimentModel, texts: list[str], offsets: bool) -> list[Encoded]:
-    """The encode stage of every text, off the event loop when the request is large."""
-    if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-        return [model.encode(t, offsets=offsets) for t in texts]
-    return await asyncio.get_running_loop().run_in_executor(
-        _tokenizer_thread(), lambda: [model.encode(t, offsets=offsets) for t in texts])
-
-
-async def classify(arrived: float, state: AppState, model: SentimentModel,
-                   texts: list[str], offsets: bool) -> tuple[list[Encoded], list[RowResult]]:
-    """Encode ``texts`` and run them through the batching loop. The batcher hears of
-    the rows before they are tokenized, so it can wait for them rather than start a
-    call without them. No ``await`` between the caller's ``model_for`` and the loop
-    lookup below: a reload's swap cannot fall between them."""
-    batcher: ClassificationBatcher = state.loops[model.name]  # type: ignore[assignment]
-    futures: list[asyncio.Future] = []
-    batcher.announce(len(texts))
-    try:
-        encoded = await encode_texts(model, texts, offsets)
-        for e in encoded:
-            futures.append(batcher.submit(e.ids, arrived))
-        async with asyncio.timeout(state.settings.queue_timeout_s + 30.0):
-            if len(futures) == 1:
-                return encoded, [await futures[0]]
-            return encoded, await asyncio.gather(*futures)
-    except TimeoutError:
-        raise ApiError(504, "timeout", "the model did not answer in time") from None
-    finally:
-        batcher.announce(-(len(texts) - len(futures)))  # rows that never reached submit
-        for f in futures:  # rows of a failed or abandoned request do not run
-            if not f.done():
-                f.cancel()
 
 
 @router.post("/sentiment", response_model=SentimentResult | SentimentBatchResponse,
@@ -112,7 +53,8 @@ async def sentiment(request: Request) -> JSONResponse:
         texts = body.texts or []
         check_texts(texts, s)
     model = classifier(state, body.model)
-    encoded, rows = await classify(arrival(request.scope), state, model, texts, offsets=False)
+    encoded, rows = await classify(arrival(request.scope), state.loops[model.name], model,
+                                   texts, offsets=False, queue_timeout_s=s.queue_timeout_s)
     headers = timing_headers(max(r.queue_s for r in rows), max(r.inference_s for r in rows))
     results = [model.result(r.probability, e) for r, e in zip(rows, encoded, strict=True)]
     if body.text is not None:
@@ -135,7 +77,8 @@ async def attention(request: Request) -> JSONResponse:
                        "explain its answers; /sentiment serves it",
                        details=[{"field": "model", "message": "this model has no attention"}])
     arrived = arrival(request.scope)
-    (e,), (row,) = await classify(arrived, state, model, [body.text], offsets=True)
+    (e,), (row,) = await classify(arrived, state.loops[model.name], model, [body.text],
+                                  offsets=True, queue_timeout_s=state.settings.queue_timeout_s)
     answer = model.explanation(body.text, e, row)
     queue_s, inference_s = row.queue_s, row.inference_s
     if body.faithfulness:
@@ -160,21 +103,8 @@ async def faithfulness_scores(arrived: float, state: AppState, model: SentimentM
     if row.ngrams is not None:
         rankings.append(("ngrams", faith.toward_prediction(row.ngrams, row.probability)))
     rows = [r for _, imp in rankings for r in faith.reduced_rows(ids, imp, faith.KS, unk)]
-    batcher: ClassificationBatcher = state.loops[model.name]  # type: ignore[assignment]
-    batcher.announce(len(rows))
-    futures: list[asyncio.Future] = []
-    try:
-        for r in rows:
-            futures.append(batcher.submit(r, arrived))
-        async with asyncio.timeout(state.settings.queue_timeout_s + 30.0):
-            results = await asyncio.gather(*futures)
-    except TimeoutError:
-        raise ApiError(504, "timeout", "the model did not answer in time") from None
-    finally:
-        batcher.announce(-(len(rows) - len(futures)))
-        for f in futures:
-            if not f.done():
-                f.cancel()
+    results = await run_rows(arrived, state.loops[model.name], rows,  # type: ignore[arg-type]
+                             state.settings.queue_timeout_s)
     per = 2 * len(faith.KS)
     out = []
     for j, (name, imp) in enumerate(rankings):

@@ -4,7 +4,7 @@ app/ops/health.py with the other open operations routes).
 
 Completions go through the same generation engine, limits and timeouts as POST
 /generate (``start_stream``, ``collect``, ``first_output`` and ``chunks`` of
-app/protocols/native/generate.py); only the request and answer shapes differ. One "token" is
+app/engine/streams.py); only the request and answer shapes differ. One "token" is
 one character. A list of prompts, and ``n``, give one choice each, numbered
 ``prompt_index * n + j``, each its own stream in the engine (generated side by side);
 choice i uses the seed ``(seed + i) mod 2**63``, so a choice replays alone with
@@ -41,19 +41,21 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.deps import AppState, get_state, model_for
+from app.engine.classify import arrival
+from app.engine.errors import EngineError
 from app.engine.generator import Finish, Stream
-from app.http.errors import ApiError, error_body, invalid
-from app.http.openapi import sse_response
-from app.http.protocol_errors import fields_renamed, openai_error
-from app.protocols.native.generate import (
+from app.engine.streams import (
     MAX_SEED,
-    SSE_HEADERS,
     chunks,
     collect,
     draw_seed,
     first_output,
     start_stream,
 )
+from app.http.errors import ApiError, api_error, error_body, invalid
+from app.http.openapi import sse_response
+from app.http.protocol_errors import fields_renamed, openai_error
+from app.protocols.native.generate import SSE_HEADERS
 from app.protocols.native.limits import check_generate
 from app.protocols.openai.schemas import (
     DEFAULT_MAX_TOKENS,
@@ -240,7 +242,8 @@ async def _complete(request: Request, state: AppState, body: _Sampling, model: C
         for p in prompts:
             for _ in range(n):
                 stream, _unknown = start_stream(
-                    state, request, model, p, max_new=max_new, params=params,
+                    state.loops, model, p, arrived=arrival(request.scope),
+                    max_new=max_new, params=params,
                     seed=(seed + len(streams)) % (MAX_SEED + 1), stop=stops,
                     streaming=streaming, min_new=min_new)
                 streams.append(stream)
@@ -254,7 +257,7 @@ async def _complete(request: Request, state: AppState, body: _Sampling, model: C
     if streaming:
         return await _streaming(streams, cid, created, model, seed, prompt_chars, shape,
                                 body.include_usage, body.continuous_usage, s.gen_timeout_s)
-    results = await collect(request, streams, s.gen_timeout_s)
+    results = await collect(request.receive, streams, s.gen_timeout_s)
     completion_chars = sum(f.generated_chars for _, f in results)
     return JSONResponse({
         "id": cid, "object": shape.object, "created": created, "model": model.name,
@@ -320,8 +323,9 @@ async def _streaming(streams: list[Stream], cid: str, created: int, model: CharM
                         live += len(item)
                     yield event([shape.chunk_choice(index, item, None)], live)
                 else:
-                    if isinstance(item, ApiError):
-                        status, code, message = item.status, item.code, item.message
+                    if isinstance(item, ApiError | EngineError):
+                        e = api_error(item)
+                        status, code, message = e.status, e.code, e.message
                     elif isinstance(item, TimeoutError):
                         status, code, message = 504, "timeout", "generation did not finish in time"
                     else:  # a bug: logged with its traceback, answered with an id

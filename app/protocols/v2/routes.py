@@ -44,13 +44,13 @@ from pydantic import ValidationError
 
 from app import __version__
 from app.deps import AppState, get_state
+from app.engine.classify import arrival, classify
+from app.engine.streams import collect, draw_seed, start_stream
 from app.http.common import timing_headers
 from app.http.errors import ApiError, invalid
 from app.http.openapi import schema_ref
 from app.http.protocol_errors import fields_renamed
 from app.ops.logs import printable
-from app.protocols.native.classify import arrival, classify
-from app.protocols.native.generate import collect, draw_seed, start_stream
 from app.protocols.native.limits import check_generate, check_texts
 from app.protocols.openai.schemas import MAX_SEED, MAX_TOKENS_CAP, MAX_TOP_K
 from app.protocols.v2.schemas import (
@@ -389,7 +389,8 @@ async def _infer_sentiment(state: AppState, request: Request, m: SentimentModel,
     texts = _inputs(req, binary, "text")
     with fields_renamed({"texts": "text"}):
         check_texts(texts, state.settings)
-    _, rows = await classify(arrival(request.scope), state, m, texts, offsets=False)
+    _, rows = await classify(arrival(request.scope), state.loops[m.name], m,  # type: ignore[arg-type]
+                             texts, offsets=False, queue_timeout_s=state.settings.queue_timeout_s)
     headers = timing_headers(max(r.queue_s for r in rows), max(r.inference_s for r in rows))
     if m.multi or m.labels != LABELS:  # columns in the model's label order (parameters)
         answers = [m.probabilities(r.probability) for r in rows]
@@ -420,9 +421,10 @@ async def _infer_chargen(state: AppState, request: Request, m: CharModel, req: I
     seed = p.seed if p and p.seed is not None else draw_seed()
     params = SamplingParams(p.temperature if p and p.temperature is not None else 1.0,
                             p.top_k if p else None, p.top_p if p else None)
-    stream, _ = start_stream(state, request, m, prompt, max_new=max_new, params=params,
-                             seed=seed, stop=[], streaming=False)
-    ((text, fin),) = await collect(request, [stream], s.gen_timeout_s)
+    stream, _ = start_stream(state.loops, m, prompt, arrived=arrival(request.scope),
+                             max_new=max_new, params=params, seed=seed, stop=[],
+                             streaming=False)
+    ((text, fin),) = await collect(request.receive, [stream], s.gen_timeout_s)
     headers = timing_headers(fin.queue_s, fin.ttfc_s - fin.queue_s,
                              time_to_first_char=fin.ttfc_s * 1000,
                              time_per_char=fin.per_char_s * 1000)
