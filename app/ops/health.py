@@ -19,7 +19,11 @@ from app.protocols.openai.routes import model_card
 from app.protocols.openai.schemas import ModelCard, ModelCardList, OpenAIErrorResponse
 from seqcore.tasks import LoadedModel
 
+# One router per policy (app.main.ROUTES): the probes (open), the model listing (OpenAI's
+# protocol, behind the key with SEQSERVE_PROTECT_OPS), the metrics (the same).
 router = APIRouter(tags=["operations"])
+models_router = APIRouter(tags=["operations"])
+metrics_router = APIRouter(tags=["operations"])
 
 
 # HEAD answers like GET without the body (probes and load balancers use it); it is left
@@ -56,7 +60,7 @@ async def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
     return JSONResponse({"status": "ready", "models": sorted(state.registry.models)})  # type: ignore[union-attr]
 
 
-@router.get("/v1/models", response_model=ModelCardList, operation_id="list_models",
+@models_router.get("/v1/models", response_model=ModelCardList, operation_id="list_models",
             summary="Loaded models, in OpenAI's list shape (`data`; `models` holds the same "
                     "entries for earlier clients): name, version, task, provider, metrics")
 async def models(state: AppState = Depends(get_state)) -> dict:
@@ -71,7 +75,7 @@ def _card(state: AppState, m: LoadedModel) -> dict:
     return {**model_card(m), "default": bool(state.registry and state.registry.is_default(m))}
 
 
-@router.get("/v1/models/{model_id}", response_model=ModelCard, operation_id="get_model",
+@models_router.get("/v1/models/{model_id}", response_model=ModelCard, operation_id="get_model",
             responses={404: {"model": OpenAIErrorResponse, "description": "no such model"}},
             summary="One loaded model, as an entry of GET /v1/models")
 async def model(model_id: str, state: AppState = Depends(get_state)) -> dict:
@@ -82,7 +86,7 @@ async def model(model_id: str, state: AppState = Depends(get_state)) -> dict:
     return _card(state, m)
 
 
-@router.get("/metrics", operation_id="get_metrics",
+@metrics_router.get("/metrics", operation_id="get_metrics",
             summary="Prometheus metrics (text exposition format)", response_class=Response)
 async def prometheus_metrics() -> Response:
     data, ctype = metrics.render()

@@ -42,7 +42,6 @@ router = APIRouter(tags=["inference"])
 # and a larger seed would come back rounded, so "replay with the returned seed" would
 # give another text in a browser. Seeds a caller sends may use the whole int64 range.
 DRAWN_SEED_BITS = 53
-MAX_SEED = 2**63 - 1
 
 
 def draw_seed() -> int:

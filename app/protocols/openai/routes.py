@@ -39,14 +39,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from app.deps import AppState, get_state, model_for
 from app.engine.generator import Finish, Stream
 from app.http.errors import ApiError, error_body, invalid
 from app.http.openapi import sse_response
-from app.http.protocol_errors import fields_renamed, openai_error
 from app.protocols.native.generate import (
-    MAX_SEED,
     SSE_HEADERS,
     chunks,
     collect,
@@ -54,7 +56,8 @@ from app.protocols.native.generate import (
     first_output,
     start_stream,
 )
-from app.protocols.native.limits import check_generate
+from app.protocols.native.limits import SEED_MAX, check_generate, fields_renamed
+from app.protocols.openai.errors import openai_error
 from app.protocols.openai.schemas import (
     DEFAULT_MAX_TOKENS,
     ChatCompletion,
@@ -72,6 +75,29 @@ from seqcore.tasks.classification import SentimentModel
 from seqcore.tasks.generation import CharModel
 
 router = APIRouter(tags=["openai"])
+
+
+class _NoRoute(APIRoute):
+    """A route that stands for "no route here": it matches a path as a wrong method
+    would (``Match.PARTIAL``), so that every other route of the app, a 405 included,
+    goes first, and it is handled only when nothing else matched (Starlette handles
+    the first partial match when there is no full one)."""
+
+    unmatched = True  # counted and logged as "unmatched" (app/http/policy.py)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        return (Match.PARTIAL if match is Match.FULL else match), child
+
+
+# Any other path under /v1/ (``/v1/embeddings``) is no route, answered in OpenAI's shape,
+# the only one its clients read: the last line of app.main.ROUTES.
+unknown_router = APIRouter(route_class=_NoRoute, include_in_schema=False)
+
+
+@unknown_router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def no_such_route(path: str) -> None:
+    raise StarletteHTTPException(404, "Not Found")
 log = logging.getLogger("seqserve.openai")
 
 OWNER = "seqserve"
@@ -241,7 +267,7 @@ async def _complete(request: Request, state: AppState, body: _Sampling, model: C
             for _ in range(n):
                 stream, _unknown = start_stream(
                     state, request, model, p, max_new=max_new, params=params,
-                    seed=(seed + len(streams)) % (MAX_SEED + 1), stop=stops,
+                    seed=(seed + len(streams)) % (SEED_MAX + 1), stop=stops,
                     streaming=streaming, min_new=min_new)
                 streams.append(stream)
     except BaseException:

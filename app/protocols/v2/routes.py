@@ -47,12 +47,17 @@ from app.deps import AppState, get_state
 from app.http.common import timing_headers
 from app.http.errors import ApiError, invalid
 from app.http.openapi import schema_ref
-from app.http.protocol_errors import fields_renamed
 from app.ops.logs import printable
 from app.protocols.native.classify import arrival, classify
 from app.protocols.native.generate import collect, draw_seed, start_stream
-from app.protocols.native.limits import check_generate, check_texts
-from app.protocols.openai.schemas import MAX_SEED, MAX_TOKENS_CAP, MAX_TOP_K
+from app.protocols.native.limits import (
+    MAX_NEW_CHARS_CAP,
+    SEED_MAX,
+    TOP_K_CAP,
+    check_generate,
+    check_texts,
+    fields_renamed,
+)
 from app.protocols.v2.schemas import (
     GENERATION_PARAMETERS,
     InferRequest,
@@ -72,6 +77,9 @@ from seqcore.tasks.classification import LABELS, SentimentModel
 from seqcore.tasks.generation import CharModel
 
 TAG = "open inference protocol v2"
+# One router per auth class (app.main.ROUTES): the probes (open), the server and model
+# metadata (behind the key with SEQSERVE_PROTECT_OPS), inference (the key).
+probe_router = APIRouter(tags=[TAG])
 router = APIRouter(tags=[TAG])
 infer_router = APIRouter(tags=[TAG])
 
@@ -117,16 +125,16 @@ def _metadata(m: LoadedModel) -> dict[str, Any]:
         outputs = [{"name": "text", "datatype": "BYTES", "shape": [1]}]
         parameters = [
             {"name": "max_new_chars", "datatype": "INT64", "default": DEFAULT_MAX_NEW_CHARS,
-             "minimum": 1, "maximum": MAX_TOKENS_CAP,
+             "minimum": 1, "maximum": MAX_NEW_CHARS_CAP,
              "description": "characters to generate at most (also SEQSERVE_MAX_NEW_CHARS)"},
             {"name": "temperature", "datatype": "FP64", "default": 1.0, "minimum": 0,
              "maximum": 10, "description": "p_i ~ exp(log p_i / T); 0 = greedy"},
             {"name": "top_k", "datatype": "INT64", "default": None, "minimum": 1,
-             "maximum": MAX_TOP_K, "description": "sample among the k likeliest only"},
+             "maximum": TOP_K_CAP, "description": "sample among the k likeliest only"},
             {"name": "top_p", "datatype": "FP64", "default": None, "minimum": 0, "maximum": 1,
              "description": "nucleus sampling mass (> 0)"},
             {"name": "seed", "datatype": "INT64", "default": None, "minimum": 0,
-             "maximum": MAX_SEED, "description": "same seed, same text; drawn if absent"}]
+             "maximum": SEED_MAX, "description": "same seed, same text; drawn if absent"}]
     return {"name": m.name, "versions": [m.version], "platform": "onnxruntime_onnx",
             "inputs": inputs, "outputs": outputs, "parameters": parameters, "task": m.task}
 
@@ -137,13 +145,13 @@ async def server_metadata() -> dict:
     return {"name": "seqserve", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
-@router.get("/v2/health/live", response_model=LiveResponse, operation_id="v2_server_live",
+@probe_router.get("/v2/health/live", response_model=LiveResponse, operation_id="v2_server_live",
             summary="Liveness (as /healthz)")
 async def server_live() -> dict:
     return {"live": True}
 
 
-@router.get("/v2/health/ready", response_model=ReadyResponse, operation_id="v2_server_ready",
+@probe_router.get("/v2/health/ready", response_model=ReadyResponse, operation_id="v2_server_ready",
             responses={503: {"model": ReadyResponse, "description": "not ready, with the reason"}},
             summary="Readiness (as /readyz): every model loaded and warmed up")
 async def server_ready(state: AppState = Depends(get_state)) -> JSONResponse:
@@ -212,14 +220,14 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: V2_ERRORS[404], 503: {"model": ReadyResponse, "description": "not ready"}}
 
 
-@router.get("/v2/models/{model_name}/ready", response_model=ReadyResponse,
+@probe_router.get("/v2/models/{model_name}/ready", response_model=ReadyResponse,
             operation_id="v2_model_ready", responses=READY_RESPONSES,
             summary="Model readiness: loaded and warmed up, and the server ready")
 async def model_ready(model_name: str, state: AppState = Depends(get_state)) -> JSONResponse:
     return _ready(state, _loaded(state, model_name, None))
 
 
-@router.get("/v2/models/{model_name}/versions/{model_version}/ready",
+@probe_router.get("/v2/models/{model_name}/versions/{model_version}/ready",
             response_model=ReadyResponse, operation_id="v2_model_version_ready",
             responses=READY_RESPONSES, summary="Readiness of one model version")
 async def model_version_ready(model_name: str, model_version: str,
