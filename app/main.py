@@ -16,6 +16,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -244,10 +245,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.seqserve = state
     install_error_handlers(app)
     policies = include_routes(app)
-    if tracer is not None:  # inside the request layer: its span sees the request's answer
+    traced = None
+    if tracer is not None:
         known = {res.template for _, res in policies.routes if res.template}
-        app.add_middleware(tracing.TracingMiddleware, tracer=tracer, known_paths=known)
+        traced = partial(tracing.TracingMiddleware, tracer=tracer, known_paths=known)
     app.add_middleware(RequestLayer, settings=settings, policies=policies,
-                       cors_origins=settings.cors_origins)
+                       cors_origins=settings.cors_origins, traced=traced)
     install_openapi(app, settings, policies)
     return app

@@ -11,7 +11,8 @@ In order, for each HTTP request:
 3. HEAD is answered as GET without the body (RFC 9110), on every GET route;
 4. gzip, through Starlette's GZipMiddleware, for the requests whose
    ``Accept-Encoding`` admits it (app/http/encoding.py), so the logged bytes are the
-   bytes sent; then Starlette's CORS layer when SEQSERVE_CORS_ORIGINS is set;
+   bytes sent; then the request's server span when tracing is on (app/ops/tracing.py),
+   and Starlette's CORS layer when SEQSERVE_CORS_ORIGINS is set;
 5. the API key, before anything reads the body: a request without it gets its 401
    whatever it sends, and costs no parsing (constant-time comparison; never logged);
 6. framing, body size, media type and structure (app/http/body.py); the body read is
@@ -31,6 +32,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -67,7 +69,8 @@ async def send_error(send: Send, status: int, code: str, message: str,
 
 class RequestLayer:
     def __init__(self, app: ASGIApp, settings: Settings, policies: PolicyMap,
-                 cors_origins: list[str] | None = None):
+                 cors_origins: list[str] | None = None,
+                 traced: Callable[[ASGIApp], ASGIApp] | None = None):
         self.app = app
         self.settings = settings
         self.policies = policies
@@ -78,6 +81,8 @@ class RequestLayer:
                                    allow_methods=["GET", "POST"], allow_headers=["*"],
                                    expose_headers=["X-Request-ID", "Server-Timing",
                                                    "traceresponse"])
+        if traced is not None:  # the request's server span (SEQSERVE_OTEL)
+            inner = traced(inner)
         self.inner = inner
         self.gzipped = gzip(inner)
         self._children: dict[tuple, tuple] = {}

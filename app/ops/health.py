@@ -11,11 +11,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
-from app.deps import AppState, get_state
-from app.http.errors import ApiError
+from app.deps import NOT_READY_HEADERS, AppState, get_state, model_for
 from app.ops import metrics
-from app.ops.logs import printable
-from app.protocols.openai.routes import model_card
+from app.ops.cards import model_card
 from app.protocols.openai.schemas import ModelCard, ModelCardList, OpenAIErrorResponse
 from seqcore.tasks import LoadedModel
 
@@ -50,13 +48,10 @@ async def health() -> dict:
             "and every batching and generation thread runs",
             responses={503: {"description": "not ready, with the reason"}})
 async def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
-    if not state.ready:
-        return JSONResponse({"status": "not_ready", "reason": state.not_ready_reason},
-                            status_code=503, headers={"Retry-After": "1"})
-    dead = state.dead_loops()
-    if dead:
-        return JSONResponse({"status": "not_ready", "reason": "; ".join(dead)},
-                            status_code=503, headers={"Retry-After": "5"})
+    reason = state.not_ready()
+    if reason is not None:
+        return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503,
+                            headers=NOT_READY_HEADERS)
     return JSONResponse({"status": "ready", "models": sorted(state.registry.models)})  # type: ignore[union-attr]
 
 
@@ -79,11 +74,7 @@ def _card(state: AppState, m: LoadedModel) -> dict:
             responses={404: {"model": OpenAIErrorResponse, "description": "no such model"}},
             summary="One loaded model, as an entry of GET /v1/models")
 async def model(model_id: str, state: AppState = Depends(get_state)) -> dict:
-    m = state.registry.models.get(model_id) if state.registry else None
-    if m is None:
-        raise ApiError(404, "model_not_found",
-                       f"model: no loaded model named {printable(repr(model_id), 80)}")
-    return _card(state, m)
+    return _card(state, model_for(state, None, model_id))
 
 
 @metrics_router.get("/metrics", operation_id="get_metrics",

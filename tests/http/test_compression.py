@@ -1,5 +1,5 @@
-"""gzip (app/http/encoding.py: Starlette's GZipMiddleware): responses over ~1 KB when the client accepts it, /metrics
-included; small answers, Server-Sent Events and the precompressed static files pass
+"""gzip (app/http/encoding.py, Starlette's GZipMiddleware): responses over ~1 KB when the client
+accepts it, /metrics included; small answers, Server-Sent Events and the precompressed static files pass
 through untouched."""
 
 from __future__ import annotations

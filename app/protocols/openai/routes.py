@@ -34,7 +34,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -44,10 +43,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
+from app.config import Settings
 from app.deps import AppState, get_state, model_for
 from app.engine.generator import Finish, Stream
 from app.http.errors import ApiError, error_body, invalid
 from app.http.openapi import sse_response
+from app.ops.cards import endpoints
 from app.protocols.native.generate import (
     SSE_HEADERS,
     chunks,
@@ -56,7 +57,12 @@ from app.protocols.native.generate import (
     first_output,
     start_stream,
 )
-from app.protocols.native.limits import SEED_MAX, check_generate, fields_renamed
+from app.protocols.native.limits import (
+    SEED_MAX,
+    check_generate,
+    default_max_new,
+    fields_renamed,
+)
 from app.protocols.openai.errors import openai_error
 from app.protocols.openai.schemas import (
     DEFAULT_MAX_TOKENS,
@@ -70,8 +76,6 @@ from app.protocols.openai.schemas import (
     _Sampling,
 )
 from seqcore.sampling import SamplingParams
-from seqcore.tasks import LoadedModel
-from seqcore.tasks.classification import SentimentModel
 from seqcore.tasks.generation import CharModel
 
 router = APIRouter(tags=["openai"])
@@ -100,7 +104,6 @@ async def no_such_route(path: str) -> None:
     raise StarletteHTTPException(404, "Not Found")
 log = logging.getLogger("seqserve.openai")
 
-OWNER = "seqserve"
 OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": OpenAIErrorResponse, "description": d} for status, d in {
         400: "invalid parameter (`param` names it), a model that does not serve this "
@@ -108,28 +111,6 @@ OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "no loaded model of that name",
         413: "body over SEQSERVE_MAX_BODY_BYTES", 415: "Content-Type is not application/json",
         503: "overloaded or shutting down (Retry-After)", 504: "no answer in time"}.items()}
-
-
-def endpoints(m: LoadedModel) -> list[str]:
-    """The routes that serve ``m`` (its ``endpoints`` in GET /v1/models)."""
-    v2 = f"/v2/models/{m.name}/infer"
-    if m.task == CharModel.task:
-        return ["/v1/completions", "/v1/chat/completions", "/generate", "/generate/stream", v2]
-    if m.task == SentimentModel.task:
-        return ["/sentiment", "/attention", v2]
-    return [v2]
-
-
-def model_card(m: LoadedModel) -> dict[str, Any]:
-    """A model as OpenAI lists models, with everything /v1/models always showed, and
-    the routes that serve it."""
-    d = m.describe()
-    try:
-        created = int(datetime.fromisoformat(str(d.get("created_at"))).timestamp())
-    except ValueError:
-        created = 0
-    return {"id": m.name, "object": "model", "created": created, "owned_by": OWNER, **d,
-            "endpoints": endpoints(m)}
 
 
 def chat_prompt(messages: list[ChatMessage], role_prefixes: bool) -> str:
@@ -152,7 +133,7 @@ def _generator(state: AppState, name: str, route: str) -> CharModel:
     return model_for(state, CharModel.task, name)  # type: ignore[return-value]
 
 
-def _max_new(body: _Sampling, max_chars: int) -> tuple[int, str]:
+def _max_new(body: _Sampling, s: Settings) -> tuple[int, str]:
     """Characters to generate at most per choice, and the field that set them."""
     if body.max_completion_tokens is not None:
         if ("max_tokens" in body.model_fields_set and body.max_tokens is not None
@@ -160,10 +141,9 @@ def _max_new(body: _Sampling, max_chars: int) -> tuple[int, str]:
             raise invalid("max_completion_tokens", "must equal max_tokens when both are sent "
                           f"(got {body.max_completion_tokens} and {body.max_tokens})")
         return body.max_completion_tokens, "max_completion_tokens"
-    max_new = body.max_tokens if body.max_tokens is not None else DEFAULT_MAX_TOKENS
     if body.max_tokens is None or "max_tokens" not in body.model_fields_set:
-        max_new = min(max_new, max_chars)  # a default must not trip a lower limit
-    return max_new, "max_tokens"
+        return default_max_new(DEFAULT_MAX_TOKENS, s), "max_tokens"
+    return body.max_tokens, "max_tokens"
 
 
 def _prompt_texts(body: CompletionRequest, model: CharModel) -> list[str]:
@@ -249,7 +229,7 @@ async def _complete(request: Request, state: AppState, body: _Sampling, model: C
                     prompts: list[str], names: list[str], shape: _Shape):
     s = state.settings
     stops, n = body.stops, body.n or 1
-    max_new, max_field = _max_new(body, s.max_new_chars)
+    max_new, max_field = _max_new(body, s)
     with fields_renamed({"max_new_chars": max_field}):
         for p, name in zip(prompts, names, strict=True):
             with fields_renamed({"prompt": name}):

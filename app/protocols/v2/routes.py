@@ -43,7 +43,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from app import __version__
-from app.deps import AppState, get_state
+from app.deps import NOT_READY_HEADERS, AppState, get_state, model_for, model_not_found
 from app.http.common import timing_headers
 from app.http.errors import ApiError, invalid
 from app.http.openapi import schema_ref
@@ -56,6 +56,7 @@ from app.protocols.native.limits import (
     TOP_K_CAP,
     check_generate,
     check_texts,
+    default_max_new,
     fields_renamed,
 )
 from app.protocols.v2.schemas import (
@@ -102,14 +103,9 @@ def _shown(value: str) -> str:
 def _loaded(state: AppState, name: str, version: str | None) -> LoadedModel:
     """The loaded model ``name`` (looked up among loaded models only, never a path),
     of ``version`` when one is given."""
-    m = state.registry.models.get(name) if state.registry else None
-    if m is None or not isinstance(m, SentimentModel | CharModel):
-        loaded = sorted(state.registry.models) if state.registry else []
-        raise ApiError(404, "model_not_found", f"model: no model named {_shown(name)}; "
-                       f"loaded: {loaded}")
-    if version is not None and version != m.version:
-        raise ApiError(404, "model_not_found", f"model: {name!r} has version "
-                       f"{m.version!r} only (asked for {_shown(version)})")
+    m = model_for(state, None, name, version)
+    if not isinstance(m, SentimentModel | CharModel):  # a task this protocol does not serve
+        raise model_not_found(state, None, name, version)
     return m
 
 
@@ -155,10 +151,10 @@ async def server_live() -> dict:
             responses={503: {"model": ReadyResponse, "description": "not ready, with the reason"}},
             summary="Readiness (as /readyz): every model loaded and warmed up")
 async def server_ready(state: AppState = Depends(get_state)) -> JSONResponse:
-    reason = _not_ready(state)
+    reason = state.not_ready()
     if reason:
         return JSONResponse({"ready": False, "reason": reason}, status_code=503,
-                            headers={"Retry-After": "1"})
+                            headers=NOT_READY_HEADERS)
     return JSONResponse({"ready": True})
 
 
@@ -180,7 +176,7 @@ async def repository_index(request: Request, state: AppState = Depends(get_state
             if any(e["type"] == "json_invalid" for e in errors):
                 raise ApiError(400, "invalid_json", "body: not parseable as JSON") from None
             raise RequestValidationError(errors) from None
-    server_reason = _not_ready(state)
+    server_reason = state.not_ready()
     out = []
     for m in (state.registry.models.values() if state.registry else []):
         reason = server_reason or (None if m.warm else "warming up")
@@ -190,13 +186,6 @@ async def repository_index(request: Request, state: AppState = Depends(get_state
                     "state": "UNAVAILABLE" if reason else "READY", "reason": reason or ""})
     return out
 
-
-def _not_ready(state: AppState) -> str | None:
-    """Why the server is not ready (the rule of /readyz), or None."""
-    if not state.ready:
-        return state.not_ready_reason
-    dead = state.dead_loops()
-    return "; ".join(dead) if dead else None
 
 
 # Each route with a version is its own function (not a second decorator on the same
@@ -236,10 +225,10 @@ async def model_version_ready(model_name: str, model_version: str,
 
 
 def _ready(state: AppState, m: LoadedModel) -> JSONResponse:
-    reason = _not_ready(state) or (None if m.warm else "warming up")
+    reason = state.not_ready() or (None if m.warm else "warming up")
     if reason:
         return JSONResponse({"name": m.name, "ready": False, "reason": reason},
-                            status_code=503, headers={"Retry-After": "1"})
+                            status_code=503, headers=NOT_READY_HEADERS)
     return JSONResponse({"name": m.name, "ready": True})
 
 
@@ -421,8 +410,8 @@ async def _infer_chargen(state: AppState, request: Request, m: CharModel, req: I
         raise invalid("inputs.0.shape", f"one prompt per request (got {len(texts)})")
     prompt = texts[0]
     p = req.parameters
-    max_new = p.max_new_chars if p and p.max_new_chars is not None else min(
-        DEFAULT_MAX_NEW_CHARS, s.max_new_chars)  # the default must not trip a lower limit
+    max_new = p.max_new_chars if p and p.max_new_chars is not None else default_max_new(
+        DEFAULT_MAX_NEW_CHARS, s)
     with fields_renamed({"max_new_chars": "parameters.max_new_chars"}):
         check_generate(prompt, max_new, [], s)
     seed = p.seed if p and p.seed is not None else draw_seed()
