@@ -8,7 +8,7 @@ app/protocols/native/generate.py); only the request and answer shapes differ. On
 one character. A list of prompts, and ``n``, give one choice each, numbered
 ``prompt_index * n + j``, each its own stream in the engine (generated side by side);
 choice i uses the seed ``(seed + i) mod 2**63``, so a choice replays alone with
-``seed + i``. Errors are in OpenAI's shape (app/http/protocol_errors.py), with this API's
+``seed + i``. Errors are in OpenAI's shape (app/protocols/openai/errors.py), with this API's
 status codes.
 
 Streaming is OpenAI's: ``data: <Completion chunk>`` events, a choice's last chunk

@@ -21,7 +21,7 @@ Inference goes through the same code as the REST routes: ``classify`` (the batch
 loop) of app/protocols/native/classify.py and the generation helpers of app/protocols/native/generate.py,
 after the same checks of app/protocols/native/limits.py; so limits, queueing, timeouts and status
 codes are the same. Errors are in the protocol's ``{"error": "<message>"}`` shape
-(app/http/protocol_errors.py). Triton's binary tensor data extension is spoken both ways
+(app/protocols/v2/errors.py). Triton's binary tensor data extension is spoken both ways
 (tritonclient uses it by default): input tensors whose bytes follow the JSON header,
 and outputs returned as binary when asked for.
 
