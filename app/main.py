@@ -137,7 +137,7 @@ def include_routes(app: FastAPI) -> PolicyMap:
     own = list(app.router.routes)  # before the routers: matched first
     for r in own:
         if getattr(r, "path", None) != app.openapi_url:
-            raise RuntimeError(f"route {getattr(r, 'path', r)!r} is in no router of "
+            raise RuntimeError(f"route {getattr(r, 'path', type(r).__name__)!r} is in no router of "
                                "app.main.ROUTES: declare its protocol and auth there")
     policy: dict[int, Policy] = {id(r): SCHEMA_POLICY for r in own}
     for router, declared in ROUTES:

@@ -95,27 +95,37 @@ class PolicyMap:
     matches path and method, else the first that matches the path only: a 405), and
     the policy its router declared.
 
-    Most requests are for a path without parameters (/sentiment): those paths are
-    looked up in a dict built at start-up, holding each such path's candidate routes
-    in matching order (any parameterised route that also matches it included); other
-    paths try every route in order, as Starlette does."""
+    Most requests are for a path without parameters (/sentiment): for those paths the
+    answer for each common method is worked out at start-up, with the routes' own
+    ``matches`` (any parameterised route that also matches the path included, in
+    matching order), and a request costs two dict lookups. Other paths and methods try
+    every route in order, as Starlette does."""
+
+    METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
     def __init__(self, routes: Iterable[BaseRoute], policy_of: Callable[[BaseRoute], Policy]):
         # a route standing for "no route" (OpenAI's 404 under /v1/) counts as unmatched
         self.routes = [(r, Resolved(policy_of(r), None if getattr(r, "unmatched", False)
                                     else getattr(r, "path", None))) for r in routes]
-        self.by_path: dict[str, list[tuple[BaseRoute, Resolved]]] = {}
+        self.by_path: dict[str, dict[str, Resolved]] = {}
         for r, _ in self.routes:
             path = getattr(r, "path", None)
             if isinstance(r, Route) and not r.param_convertors and path not in self.by_path:
-                self.by_path[path] = [(c, res) for c, res in self.routes
-                                      if c.matches({"type": "http", "path": path,
-                                                    "method": ""})[0] is not Match.NONE]
+                self.by_path[path] = {m: self._scan({"type": "http", "path": path,
+                                                     "root_path": "", "method": m})
+                                      for m in self.METHODS}
 
     def resolve(self, scope: Scope) -> Resolved:
-        candidates = self.by_path.get(scope["path"], self.routes)
+        known = self.by_path.get(scope["path"])
+        if known is not None:
+            resolved = known.get(scope["method"])
+            if resolved is not None:
+                return resolved
+        return self._scan(scope)
+
+    def _scan(self, scope: Scope) -> Resolved:
         partial = None
-        for route, resolved in candidates:
+        for route, resolved in self.routes:
             match, _ = route.matches(scope)
             if match is Match.FULL:
                 return resolved
