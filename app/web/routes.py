@@ -53,7 +53,7 @@ REDOC = "vendor/redoc-2.5.4"
 # None of these routes is in the OpenAPI schema: the page, its files and the docs are not
 # API, and /v1/stats is the page's own summary (its shape is in the README; /metrics is
 # the interface for monitoring).
-# Three routers, for three auth classes (app.main.ROUTES): the page and its files
+# Three routers, each with its own line in app.main.ROUTES: the page and its files
 # (open: they hold no data, and the page asks for the key), the docs pages and the
 # live summary (behind the key with SEQSERVE_PROTECT_OPS).
 router = APIRouter(include_in_schema=False)
