@@ -90,6 +90,16 @@ class Resolved:
 _NONE = Resolved(UNMATCHED, None)
 
 
+def route_path(scope: Scope) -> str:
+    """The path routes are matched against: the request's path less the ``root_path``
+    it is mounted under (behind a proxy that strips a prefix), as Starlette does."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and (path == root or path[len(root)] == "/"):
+        return path[len(root):]
+    return path
+
+
 class PolicyMap:
     """The route of a request, found once as Starlette finds it (the first route that
     matches path and method, else the first that matches the path only: a 405), and
@@ -116,7 +126,7 @@ class PolicyMap:
                                       for m in self.METHODS}
 
     def resolve(self, scope: Scope) -> Resolved:
-        known = self.by_path.get(scope["path"])
+        known = self.by_path.get(route_path(scope))
         if known is not None:
             resolved = known.get(scope["method"])
             if resolved is not None:
@@ -125,7 +135,13 @@ class PolicyMap:
 
     def _scan(self, scope: Scope) -> Resolved:
         partial = None
+        path = route_path(scope)
         for route, resolved in self.routes:
+            # a route's own pattern first: most routes are ruled out by one regex match,
+            # without the cost of ``matches`` (which builds the route's child scope)
+            pattern = getattr(route, "path_regex", None)
+            if pattern is not None and pattern.match(path) is None:
+                continue
             match, _ = route.matches(scope)
             if match is Match.FULL:
                 return resolved

@@ -43,6 +43,13 @@ def test_a_request_gets_the_policy_its_route_declares(method, path, template, pr
     assert (resolved.policy.protocol.name, resolved.policy.auth) == (protocol, auth)
 
 
+def test_a_path_under_a_root_path_gets_the_policy_of_its_route():
+    policies = _policies(create_app(Settings()))
+    for path in ("/sentiment", "/v2/models/m/infer"):
+        scope = {"type": "http", "path": "/api" + path, "method": "POST", "root_path": "/api"}
+        assert policies.resolve(scope) is _resolve(policies, "POST", path)
+
+
 def test_the_start_up_table_agrees_with_matching_every_route_in_order():
     policies = _policies(create_app(Settings()))
     assert len(policies.by_path) >= 15
