@@ -26,6 +26,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from app.config import Settings
 
 EXIT_CONFIG = 2  # the usual exit code of a command-line usage error
@@ -134,23 +136,27 @@ def help_text() -> str:
     return "\n".join(out)
 
 
-def _forward_sighup_to_workers() -> None:
-    """With several workers, uvicorn's supervisor answers SIGHUP by replacing every
-    worker; here it passes the signal on instead, so each worker reloads its models
-    in place (app/engine/reload.py) and reports a refused version like a single process does."""
+def _serve_workers(config: uvicorn.Config) -> None:
+    """Several workers under uvicorn's supervisor, which on SIGHUP would replace every
+    worker; this one passes the signal on instead, so each worker reloads its models in
+    place (app/engine/reload.py) and reports a refused version like a single process
+    does. A subclass of uvicorn's public ``Multiprocess`` whose ``handle_hup`` (the
+    supervisor dispatches each signal to ``handle_<name>``) is replaced;
+    tests/http/test_uvicorn_pins.py fails if the pinned uvicorn stops doing so."""
     import logging
 
     from uvicorn.supervisors.multiprocess import Multiprocess
 
     log = logging.getLogger("uvicorn.error")
 
-    def handle_hup(self: Multiprocess) -> None:
-        log.info("Received SIGHUP, passing it on to the workers (model reload).")
-        for process in self.processes:
-            if process.pid is not None and process.process.is_alive():
-                os.kill(process.pid, signal.SIGHUP)
+    class ReloadingSupervisor(Multiprocess):
+        def handle_hup(self) -> None:
+            log.info("Received SIGHUP, passing it on to the workers (model reload).")
+            for process in self.processes:
+                if process.pid is not None and process.process.is_alive():
+                    os.kill(process.pid, signal.SIGHUP)
 
-    Multiprocess.handle_hup = handle_hup  # type: ignore[method-assign]
+    ReloadingSupervisor(config, sockets=[config.bind_socket()]).run()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,17 +197,19 @@ def main(argv: list[str] | None = None) -> None:
     # default action, which ends the process.
     if s.workers == 1:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    else:
-        _forward_sighup_to_workers()
     # uvicorn's HTTP protocol with deadlines, a header-size limit and a connection cap
     # (app/http/connections.py); the cap is derived from the open-files limit, raised first.
     from app.http.connections import raise_open_files_limit
 
     raise_open_files_limit()
-    uvicorn.run("app.asgi:app", host=s.host, port=s.port, workers=s.workers,
-                log_level=s.log_level, timeout_graceful_shutdown=s.shutdown_grace_s,
-                access_log=False, lifespan="on", log_config=uvicorn_log_config(s),
-                http="app.http.connections:GuardedHttpToolsProtocol")
+    options = dict(host=s.host, port=s.port, workers=s.workers, log_level=s.log_level,
+                   timeout_graceful_shutdown=s.shutdown_grace_s, access_log=False,
+                   lifespan="on", log_config=uvicorn_log_config(s),
+                   http="app.http.connections:GuardedHttpToolsProtocol")
+    if s.workers == 1:
+        uvicorn.run("app.asgi:app", **options)
+    else:
+        _serve_workers(uvicorn.Config("app.asgi:app", **options))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,15 @@ class AppState:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    def not_ready(self) -> str | None:
+        """Why this replica should get no traffic, or None: the one readiness rule
+        (/readyz, the V2 server and model probes). Ready once every model is loaded and
+        warmed up, and while every batching and generation thread runs."""
+        if not self.ready:
+            return self.not_ready_reason
+        dead = self.dead_loops()
+        return "; ".join(dead) if dead else None
+
     def dead_loops(self) -> list[str]:
         """Why each batching or generation loop that has died stopped (empty: all run)."""
         return [x.dead or "a model thread stopped" for x in self.loops.values() if not x.alive]
@@ -86,16 +95,33 @@ def bearer_ok(key: SecretStr | None, authorization: str) -> bool:
         supplied.strip().encode(), key.get_secret_value().encode())
 
 
-def model_for(state: AppState, task: str, name: str | None) -> LoadedModel:
-    """The loaded model of ``task`` named ``name`` (or the first one): names are looked
-    up among the loaded models only, never used as paths."""
-    assert state.registry is not None
-    m = state.registry.by_task(task, name)
-    if m is not None:
-        note_request(model=m.name, model_version=m.version)
-    else:
-        names = [k for k, v in state.registry.models.items() if v.task == task]
-        raise ApiError(404, "model_not_found", f"model: no {task} model named "
-                       f"{printable(repr(name), 80)}; "
-                       f"loaded: {names}")
+# what a not-ready answer asks a client (or a load balancer) to wait, everywhere
+NOT_READY_HEADERS = {"Retry-After": "1"}
+
+
+def model_for(state: AppState, task: str | None, name: str | None,
+              version: str | None = None) -> LoadedModel:
+    """The loaded model named ``name`` (of ``task`` when one is given; with no name, the
+    default model of ``task``), at ``version`` when one is asked for. Names are looked
+    up among the loaded models only, never used as paths. Every route's lookup, and
+    its one 404 (``model_not_found``)."""
+    registry = state.registry
+    m = None
+    if registry is not None:
+        m = registry.by_task(task, name) if task else registry.models.get(name or "")
+    if m is None or (version is not None and version != m.version):
+        raise model_not_found(state, task, name, version)
+    note_request(model=m.name, model_version=m.version)
     return m
+
+
+def model_not_found(state: AppState, task: str | None, name: str | None,
+                    version: str | None = None) -> ApiError:
+    """The 404 of a model name that no loaded model answers to."""
+    models = state.registry.models.values() if state.registry else []
+    loaded = [f"{m.name} {m.version}" if version else m.name for m in models
+              if task is None or m.task == task]
+    what = f"{task} model" if task else "model"
+    at = f" at version {printable(repr(version), 80)}" if version is not None else ""
+    return ApiError(404, "model_not_found", f"model: no {what} named "
+                    f"{printable(repr(name), 80)}{at}; loaded: {loaded}")

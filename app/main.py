@@ -1,45 +1,84 @@
-"""The FastAPI application: wiring of settings, models, loops, middleware and routes.
+"""The FastAPI application: wiring of settings, routes and the request layer.
 
-``create_app(settings)`` builds an app; its lifespan (app/lifecycle.py) loads the
-models, starts their loops (app/engine/factory.py) and reports ready, reloads on
-SIGHUP, and stops the loops on shutdown.
+``create_app(settings)`` builds an app: every router of ``ROUTES`` with its declared
+policy, and the one request layer (app/http/layer.py). Its lifespan (app/lifecycle.py)
+loads the models, starts their loops (app/engine/factory.py) and reports ready,
+reloads on SIGHUP, and stops the loops on shutdown.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
-from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
+from fastapi import APIRouter, FastAPI
+from starlette.routing import BaseRoute
 
 from app import __version__, lifecycle
 from app.config import Settings
 from app.deps import AppState
 from app.engine.registry import Registry
-from app.http.compression import GZipMiddleware
 from app.http.errors import install_error_handlers
-from app.http.middleware import (
-    ApiKeyMiddleware,
-    BodyLimitMiddleware,
-    HeadMiddleware,
-    RequestContextMiddleware,
-)
+from app.http.layer import RequestLayer
 from app.http.openapi import install_openapi, operation_id
-from app.http.protocol_errors import ProtocolErrorMiddleware
+from app.http.policy import NATIVE, OPS, WEB, Auth, Policy, PolicyMap
 from app.ops import admin, health, tracing
 from app.ops.logs import configure_logging
 from app.protocols.native import classify, generate
 from app.protocols.openai import routes as openai_compat
+from app.protocols.openai.errors import OPENAI
 from app.protocols.v2 import routes as v2
+from app.protocols.v2.errors import V2
 from app.web import routes as web
 
 log = logging.getLogger("seqserve")
 
 
-# The routers, in the order they are matched: the page's last, so its routes never
-# precede the API's.
-ROUTERS = (classify.router, generate.router, health.router, admin.router,
-           openai_compat.router, v2.router, v2.infer_router, web.router)
+# Every router, in the order its routes are matched, with the policy it declares: the
+# protocol (the shape of its error bodies) and the auth class (app/http/policy.py). The
+# request layer reads a request's policy from the route it matched; no path table
+# decides either. A new protocol route is one module and one line here. The page's
+# routes come after the API's, and OpenAI's "no such route" last of all.
+_V2_BODIES = frozenset({b"", b"application/octet-stream"})  # Triton's clients send these
+ROUTES: tuple[tuple[APIRouter, Policy], ...] = (
+    (classify.router, Policy(NATIVE, Auth.API_KEY)),
+    (generate.router, Policy(NATIVE, Auth.API_KEY)),
+    (health.router, Policy(OPS, Auth.PUBLIC)),
+    (health.models_router, Policy(OPENAI, Auth.OPS)),
+    (health.metrics_router, Policy(OPS, Auth.OPS)),
+    (admin.router, Policy(OPENAI, Auth.ADMIN)),
+    (openai_compat.router, Policy(OPENAI, Auth.API_KEY)),
+    (v2.probe_router, Policy(V2, Auth.PUBLIC)),
+    (v2.router, Policy(V2, Auth.OPS)),
+    (v2.infer_router, Policy(V2, Auth.API_KEY, media_types=_V2_BODIES)),
+    (web.docs_router, Policy(WEB, Auth.OPS)),
+    (web.stats_router, Policy(WEB, Auth.OPS)),
+    (web.router, Policy(WEB, Auth.PUBLIC)),
+    (openai_compat.unknown_router, Policy(OPENAI, Auth.OPS)),
+)
+# FastAPI's own route, /openapi.json: behind the key with SEQSERVE_PROTECT_OPS
+SCHEMA_POLICY = Policy(OPS, Auth.OPS)
+
+
+def include_routes(app: FastAPI) -> PolicyMap:
+    """Includes the routers of ``ROUTES`` and returns every route of the app, in the
+    order they are matched, with its declared policy. FastAPI's own schema route comes
+    first (it is the app's); any other route that no line of ``ROUTES`` declares (an
+    ``@app.get``, a router included elsewhere) is a start-up error: it could not be
+    served without knowing its auth and error shape."""
+    own = list(app.router.routes)  # before the routers: matched first
+    for r in own:
+        if getattr(r, "path", None) != app.openapi_url:
+            raise RuntimeError(f"route {getattr(r, 'path', type(r).__name__)!r} is in no router of "
+                               "app.main.ROUTES: declare its protocol and auth there")
+    policy: dict[int, Policy] = {id(r): SCHEMA_POLICY for r in own}
+    for router, declared in ROUTES:
+        app.include_router(router)
+        policy.update((id(r), declared) for r in router.routes)
+    if len(app.router.routes) != len(own) + len(ROUTES):
+        raise RuntimeError("a router was included outside app.main.ROUTES")
+    routes: list[BaseRoute] = [*own, *(r for router, _ in ROUTES for r in router.routes)]
+    return PolicyMap(routes, lambda r: policy[id(r)])
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
@@ -61,25 +100,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     )
     app.state.seqserve = state
     install_error_handlers(app)
-    for router in ROUTERS:
-        app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(ApiKeyMiddleware, settings=settings)  # before anything reads the body
-    # errors of the OpenAI and V2 routes in their protocols' shapes, whichever layer made them
-    app.add_middleware(ProtocolErrorMiddleware)
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["*"],
-                           expose_headers=["X-Request-ID", "Server-Timing", "traceresponse"])
-    # every route's path template, for the metrics' route label (the routers' own lists:
-    # FastAPI may keep included routers as one lazy entry in app.routes)
-    known = {r.path for router in (app.router, *ROUTERS)
-             for r in router.routes if isinstance(getattr(r, "path", None), str)}
-    app.add_middleware(HeadMiddleware)  # HEAD on every GET route
-    # gzip inside the request context, so the logged bytes are the bytes sent
-    app.add_middleware(GZipMiddleware)
+    policies = include_routes(app)
+    traced = None
     if tracer is not None:
-        app.add_middleware(tracing.TracingMiddleware, tracer=tracer, known_paths=known)
-    app.add_middleware(RequestContextMiddleware, known_paths=known)
-    install_openapi(app, settings)
+        known = {res.template for _, res in policies.routes if res.template}
+        traced = partial(tracing.TracingMiddleware, tracer=tracer, known_paths=known)
+    app.add_middleware(RequestLayer, settings=settings, policies=policies,
+                       cors_origins=settings.cors_origins, traced=traced)
+    install_openapi(app, settings, policies)
     return app

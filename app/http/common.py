@@ -34,7 +34,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
             raise RequestValidationError(errors) from None
     # Not JSON to pydantic-core. Its parser is stricter than the JSON grammar in one
     # place, an escaped lone surrogate ("\ud800"), but the body-limit middleware refuses
-    # those before any route reads the body (app/http/middleware.py lone_surrogate_field); a
+    # those before any route reads the body (app/http/body.py lone_surrogate_field); a
     # body that fails here is malformed, and Python's json module words the 400. Only
     # bodies that failed above pay for this second parse.
     try:

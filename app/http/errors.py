@@ -3,10 +3,14 @@
     {"error": {"code": "validation_error", "message": "texts: at most 64 items",
                "status": 422, "request_id": "...", "details": [...]}}
 
+Every error body of the service is built here (``shaped_error``), in the shape of the
+protocol that the request's route declared: this one for the native, operations and
+web routes, OpenAI's and the Open Inference Protocol's for theirs.
+
 Client mistakes are logged at INFO without a traceback; only server faults are
 logged at ERROR, with an ``error_id`` that is also returned to the caller. An
-unhandled exception (a bug) is answered 500 by the request-context middleware
-(app/http/middleware.py), which sits inside Starlette's own error layer: a handler for
+unhandled exception (a bug) is answered 500 by the request layer
+(app/http/layer.py), which sits inside Starlette's own error layer: a handler for
 ``Exception`` registered here would never be reached, so there is none.
 """
 
@@ -28,6 +32,7 @@ from app.engine.errors import (
     ModelFailure,
     Overloaded,
 )
+from app.http.policy import current_protocol
 from app.ops.logs import note_request, printable, request_id_var
 
 log = logging.getLogger("seqserve.errors")
@@ -83,10 +88,18 @@ def error_body(status: int, code: str, message: str, details: Any = None,
     return {"error": err}
 
 
+def shaped_error(status: int, code: str, message: str, details: Any = None,
+                 **extra: Any) -> tuple[int, dict[str, Any]]:
+    """The status and body of an error as the request's protocol writes them: the
+    protocol its route declared (app.main.ROUTES; OpenAI's and V2's shapes are in
+    app/protocols/openai/errors.py and app/protocols/v2/errors.py)."""
+    return current_protocol().shape(status, error_body(status, code, message, details, **extra))
+
+
 def error_response(status: int, code: str, message: str, details: Any = None,
                    headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse(error_body(status, code, message, details, **extra), status_code=status,
-                        headers=headers)
+    status, body = shaped_error(status, code, message, details, **extra)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _field(loc: tuple | list) -> str:

@@ -32,7 +32,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from app.config import Settings
-from app.http.middleware import needs_key
+from app.http.policy import PolicyMap
 
 _EXTRA_MODELS: dict[str, type[BaseModel]] = {}
 REF = "#/components/schemas/{model}"
@@ -89,7 +89,29 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def install_openapi(app: FastAPI, settings: Settings) -> None:
+def _apply_policies(doc: dict[str, Any], settings: Settings, policies: PolicyMap) -> None:
+    """What each route's declared policy says about its operations: the bearer scheme on
+    those that need the key (the request layer's rule), and no 422 on a protocol that
+    answers a validation error with another status (OpenAI's 400)."""
+    paths = doc.get("paths", {})
+    for route, resolved in policies.routes:
+        item = paths.get(getattr(route, "path_format", None))
+        if not isinstance(route, APIRoute) or item is None:
+            continue
+        policy = resolved.policy
+        probe = {"error": {"code": "validation_error", "message": ""}}
+        for method in route.methods:
+            op = item.get(method.lower())
+            if op is None:
+                continue
+            if policy.protocol.shape(422, probe)[0] != 422:
+                op.get("responses", {}).pop("422", None)
+            if settings.api_key is not None and policy.needs_key(
+                    method, settings.protect_ops, settings.admin_key is not None):
+                op["security"] = [{BEARER: []}]
+
+
+def install_openapi(app: FastAPI, settings: Settings, policies: PolicyMap) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
@@ -107,11 +129,6 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
                     schemas.setdefault(sub, sub_schema)  # FastAPI's, if it has one
                 schemas[name] = schema
         _integer_bounds(doc)
-        for path, item in doc.get("paths", {}).items():
-            if path.startswith("/v1/"):
-                # OpenAI's paths answer a validation error with 400 (app/http/protocol_errors.py)
-                for op in item.values():
-                    op.get("responses", {}).pop("422", None)
         for item in doc.get("paths", {}).values():
             head = item.get("head")
             if head is not None and "get" in item:
@@ -120,12 +137,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
             doc["components"].setdefault("securitySchemes", {})[BEARER] = {
                 "type": "http", "scheme": "bearer",
                 "description": "SEQSERVE_API_KEY, sent as `Authorization: Bearer <key>`"}
-            # the rule the API key middleware applies (every POST; with
-            # SEQSERVE_PROTECT_OPS the operations GETs too)
-            for path, item in doc.get("paths", {}).items():
-                for method, op in item.items():
-                    if needs_key(method.upper(), path, settings.protect_ops):
-                        op["security"] = [{BEARER: []}]
+        _apply_policies(doc, settings, policies)
         app.openapi_schema = doc
         return doc
 

@@ -22,7 +22,7 @@ import ipaddress
 
 from fastapi import APIRouter, Depends, Request
 
-from app.deps import AppState, bearer_ok, get_state
+from app.deps import NOT_READY_HEADERS, AppState, bearer_ok, get_state, model_not_found
 from app.engine.reload import reload_models
 from app.http.errors import ApiError
 from app.ops import metrics
@@ -61,7 +61,7 @@ async def reload_model(model_id: str, state: AppState = Depends(get_state)) -> d
     note_request(model=printable(model_id, 80))  # for the request's completion log line
     if state.registry is None or not state.ready:
         raise ApiError(503, "not_ready", "the models are not loaded yet (or the server is "
-                       "stopping)", headers={"Retry-After": "1"})
+                       "stopping)", headers=NOT_READY_HEADERS)
     if model_id in state.reloading:
         metrics.REJECTED.labels("reload_busy").inc()
         raise ApiError(429, "reload_in_progress", f"a reload of {printable(repr(model_id), 80)} "
@@ -70,8 +70,7 @@ async def reload_model(model_id: str, state: AppState = Depends(get_state)) -> d
     try:
         (outcome,) = await reload_models(state, only=model_id)
     except KeyError:
-        raise ApiError(404, "model_not_found", f"model: no loaded model and no folder named "
-                       f"{printable(repr(model_id), 80)}") from None
+        raise model_not_found(state, None, model_id) from None  # (and no folder of that name)
     finally:
         state.reloading.discard(model_id)
     if outcome.result == "failed":

@@ -11,15 +11,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
-from app.deps import AppState, get_state
-from app.http.errors import ApiError
+from app.deps import NOT_READY_HEADERS, AppState, get_state, model_for
 from app.ops import metrics
-from app.ops.logs import printable
-from app.protocols.openai.routes import model_card
+from app.ops.cards import model_card
 from app.protocols.openai.schemas import ModelCard, ModelCardList, OpenAIErrorResponse
 from seqcore.tasks import LoadedModel
 
+# One router per policy (app.main.ROUTES): the probes (open), the model listing (OpenAI's
+# protocol, behind the key with SEQSERVE_PROTECT_OPS), the metrics (the same).
 router = APIRouter(tags=["operations"])
+models_router = APIRouter(tags=["operations"])
+metrics_router = APIRouter(tags=["operations"])
 
 
 # HEAD answers like GET without the body (probes and load balancers use it); it is left
@@ -46,17 +48,14 @@ async def health() -> dict:
             "and every batching and generation thread runs",
             responses={503: {"description": "not ready, with the reason"}})
 async def readyz(state: AppState = Depends(get_state)) -> JSONResponse:
-    if not state.ready:
-        return JSONResponse({"status": "not_ready", "reason": state.not_ready_reason},
-                            status_code=503, headers={"Retry-After": "1"})
-    dead = state.dead_loops()
-    if dead:
-        return JSONResponse({"status": "not_ready", "reason": "; ".join(dead)},
-                            status_code=503, headers={"Retry-After": "5"})
+    reason = state.not_ready()
+    if reason is not None:
+        return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503,
+                            headers=NOT_READY_HEADERS)
     return JSONResponse({"status": "ready", "models": sorted(state.registry.models)})  # type: ignore[union-attr]
 
 
-@router.get("/v1/models", response_model=ModelCardList, operation_id="list_models",
+@models_router.get("/v1/models", response_model=ModelCardList, operation_id="list_models",
             summary="Loaded models, in OpenAI's list shape (`data`; `models` holds the same "
                     "entries for earlier clients): name, version, task, provider, metrics")
 async def models(state: AppState = Depends(get_state)) -> dict:
@@ -71,18 +70,14 @@ def _card(state: AppState, m: LoadedModel) -> dict:
     return {**model_card(m), "default": bool(state.registry and state.registry.is_default(m))}
 
 
-@router.get("/v1/models/{model_id}", response_model=ModelCard, operation_id="get_model",
+@models_router.get("/v1/models/{model_id}", response_model=ModelCard, operation_id="get_model",
             responses={404: {"model": OpenAIErrorResponse, "description": "no such model"}},
             summary="One loaded model, as an entry of GET /v1/models")
 async def model(model_id: str, state: AppState = Depends(get_state)) -> dict:
-    m = state.registry.models.get(model_id) if state.registry else None
-    if m is None:
-        raise ApiError(404, "model_not_found",
-                       f"model: no loaded model named {printable(repr(model_id), 80)}")
-    return _card(state, m)
+    return _card(state, model_for(state, None, model_id))
 
 
-@router.get("/metrics", operation_id="get_metrics",
+@metrics_router.get("/metrics", operation_id="get_metrics",
             summary="Prometheus metrics (text exposition format)", response_class=Response)
 async def prometheus_metrics() -> Response:
     data, ctype = metrics.render()

@@ -108,7 +108,7 @@ def record(trace: tuple[Any, Any], name: str, start: float, end: float,
 
 
 class TracingMiddleware:
-    """A server span per HTTP request (inside the request-context middleware, so the
+    """A server span per HTTP request (inside the request layer, app/http/layer.py, so the
     request id is known): ``traceparent`` in, ``traceresponse`` out."""
 
     def __init__(self, app: ASGIApp, tracer: Any, known_paths: set[str] | frozenset[str] = frozenset()):

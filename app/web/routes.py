@@ -41,6 +41,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import AppState, get_state
+from app.http.encoding import accepts_gzip
 from app.http.errors import error_response
 from app.ops import metrics
 from app.ops.logs import printable
@@ -52,7 +53,12 @@ REDOC = "vendor/redoc-2.5.4"
 # None of these routes is in the OpenAPI schema: the page, its files and the docs are not
 # API, and /v1/stats is the page's own summary (its shape is in the README; /metrics is
 # the interface for monitoring).
+# Three routers, each with its own line in app.main.ROUTES: the page and its files
+# (open: they hold no data, and the page asks for the key), the docs pages and the
+# live summary (behind the key with SEQSERVE_PROTECT_OPS).
 router = APIRouter(include_in_schema=False)
+docs_router = APIRouter(include_in_schema=False)
+stats_router = APIRouter(include_in_schema=False)
 
 
 # ------------------------------------------------------------------ static files
@@ -127,20 +133,12 @@ DOCS_HEADERS = {"Content-Security-Policy": "frame-ancestors 'none'",
 ECHO_CHARS = 80
 
 
-def _accepts_gzip(request: Request) -> bool:
-    for part in request.headers.get("accept-encoding", "").split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "*"):
-            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
-
-
 async def serve_asset(request: Request, rel: str) -> Response:
     a = await asset(rel)
     if a is None:
         return error_response(404, "not_found",
                               f"no static file {printable(repr(rel), ECHO_CHARS)}")
-    use_gz = a.gzipped is not None and _accepts_gzip(request)
+    use_gz = a.gzipped is not None and accepts_gzip(request.scope)
     etag = a.etag[:-1] + '-gz"' if use_gz else a.etag
     headers = {"ETag": etag, "Cache-Control": a.cache_control, "Vary": "Accept-Encoding",
                "X-Content-Type-Options": "nosniff"}
@@ -188,7 +186,7 @@ def _static_url(request: Request, rel: str) -> str:
     return request.scope.get("root_path", "").rstrip("/") + "/static/" + rel
 
 
-@router.get("/docs")
+@docs_router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     page = get_swagger_ui_html(
         openapi_url=_openapi_url(request), title=request.app.title + " - Swagger UI",
@@ -201,7 +199,7 @@ async def swagger_ui(request: Request) -> HTMLResponse:
     return page
 
 
-@router.get("/redoc")
+@docs_router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
     page = get_redoc_html(
         openapi_url=_openapi_url(request), title=request.app.title + " - ReDoc",
@@ -327,7 +325,7 @@ def _gauge_total(name: str) -> float:
     return sum(s.value for f in _families(name) for s in f.samples if s.name == name)
 
 
-@router.get("/v1/stats",
+@stats_router.get("/v1/stats",
             summary="Request rate and p50/p99 latency per route over the last minute")
 async def stats() -> JSONResponse:
     """Request rate and p50/p99 latency per route over the last minute (from the

@@ -1,5 +1,5 @@
-"""gzip (app/http/compression.py): responses over ~1 KB when the client accepts it, /metrics
-included; small answers, Server-Sent Events and the precompressed static files pass
+"""gzip (app/http/encoding.py, Starlette's GZipMiddleware): responses over ~1 KB when the client
+accepts it, /metrics included; small answers, Server-Sent Events and the precompressed static files pass
 through untouched."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import gzip
 
 import pytest
 
-from app.http.compression import accepts_gzip
+from app.http.encoding import accepts_gzip
 
 GZ = {"accept-encoding": "gzip"}
 IDENTITY = {"accept-encoding": "identity"}

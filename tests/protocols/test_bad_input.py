@@ -19,7 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.http.middleware import BodyLimitMiddleware
+from app.http.body import BodyGuard
+from app.http.layer import RequestLayer
+from app.http.policy import PolicyMap
 from app.main import create_app
 
 # Small limits so that each one is easy to cross.
@@ -329,7 +331,7 @@ def test_odd_texts_in_one_batch(client, server_log):
 
 
 def test_body_limit_stops_reading_a_50mb_stream_early():
-    """A chunked 50 MB body: the middleware drains (and drops) at most DRAIN_FACTOR
+    """A chunked 50 MB body: the request layer drains (and drops) at most DRAIN_FACTOR
     times the limit, so a client still sending can read its 413, then answers 413
     with ``Connection: close`` instead of reading on."""
     limit, chunk = 1_000_000, b"x" * 65_536
@@ -351,10 +353,11 @@ def test_body_limit_stops_reading_a_50mb_stream_early():
 
     scope = {"type": "http", "method": "POST", "path": "/sentiment",
              "headers": [(b"content-type", b"application/json")]}
-    asyncio.run(BodyLimitMiddleware(app, max_body_bytes=limit)(scope, receive, send))
+    layer = RequestLayer(app, Settings(max_body_bytes=limit), PolicyMap([], lambda r: None))
+    asyncio.run(layer(scope, receive, send))
     assert not reached_app
     assert sent[0]["status"] == 413
-    assert pulled <= limit * BodyLimitMiddleware.DRAIN_FACTOR + len(chunk)
+    assert pulled <= limit * BodyGuard.DRAIN_FACTOR + len(chunk)
     assert (b"connection", b"close") in sent[0]["headers"]
     assert json.loads(sent[1]["body"])["error"]["code"] == "payload_too_large"
 

@@ -5,7 +5,7 @@ pydantic-core call), ``check_text(s)`` (the limits set by settings), ``model_for
 (the named or default classifier), ``classify`` (encode: tokenize; then the batching
 loop: batch, run, unbatch) and the model's decode stage (``SentimentModel.result`` and
 ``explanation``). The API key was checked before the body was read
-(app/http/middleware.py), and errors of every stage become responses in one place
+(app/http/layer.py), and errors of every stage become responses in one place
 (app/http/errors.py).
 """
 

@@ -29,7 +29,7 @@ from app.engine.streams import chunks, collect, draw_seed, first_output, start_s
 from app.http.common import ERROR_RESPONSES, json_body, parse_body, timing_headers
 from app.http.errors import ApiError, api_error, error_body
 from app.http.openapi import sse_response
-from app.protocols.native.limits import check_generate
+from app.protocols.native.limits import check_generate, default_max_new
 from app.protocols.native.schemas import GenerateRequest, GenerateResponse
 from app.protocols.native.stream import GenerateStreamEvent
 from seqcore.sampling import SamplingParams
@@ -44,8 +44,7 @@ def _model(state: AppState, name: str | None) -> CharModel:
 def _start(state: AppState, request: Request, body: GenerateRequest, streaming: bool
            ) -> tuple[Stream, dict]:
     if "max_new_chars" not in body.model_fields_set:
-        # the default (200) must not trip a server limit set lower than it
-        body.max_new_chars = min(body.max_new_chars, state.settings.max_new_chars)
+        body.max_new_chars = default_max_new(body.max_new_chars, state.settings)
     check_generate(body.prompt, body.max_new_chars, body.stop, state.settings)
     model = _model(state, body.model)
     seed = body.seed if body.seed is not None else draw_seed()

@@ -14,17 +14,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# the static caps of every protocol (the settings' limits are checked after the schema)
+from app.protocols.native.limits import (
+    MAX_NEW_CHARS_CAP,
+    MAX_STOP_CAP,
+    MAX_TEXTS_CAP,
+    SEED_MAX,
+    TOP_K_CAP,
+)
+
 _STRICT = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
 
-# Absolute caps on every number and count a request carries, whatever the settings say,
-# so nothing downstream meets a value it cannot hold (a top_k of 2**63 once overflowed
-# int64 inside the generation thread and killed it). The settings' own limits, checked
-# in app/protocols/native/limits.py, are usually far lower.
-TOP_K_CAP = 1_000_000
-MAX_NEW_CHARS_CAP = 1_000_000
-MAX_TEXTS_CAP = 4096
-MAX_STOP_CAP = 64
-SEED_MAX = 2**63 - 1
 
 
 class SentimentRequest(BaseModel):

@@ -8,7 +8,7 @@ app/engine/streams.py); only the request and answer shapes differ. One "token" i
 one character. A list of prompts, and ``n``, give one choice each, numbered
 ``prompt_index * n + j``, each its own stream in the engine (generated side by side);
 choice i uses the seed ``(seed + i) mod 2**63``, so a choice replays alone with
-``seed + i``. Errors are in OpenAI's shape (app/http/protocol_errors.py), with this API's
+``seed + i``. Errors are in OpenAI's shape (app/protocols/openai/errors.py), with this API's
 status codes.
 
 Streaming is OpenAI's: ``data: <Completion chunk>`` events, a choice's last chunk
@@ -34,18 +34,21 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
+from app.config import Settings
 from app.deps import AppState, get_state, model_for
 from app.engine.classify import arrival
 from app.engine.errors import EngineError
 from app.engine.generator import Finish, Stream
 from app.engine.streams import (
-    MAX_SEED,
     chunks,
     collect,
     draw_seed,
@@ -54,9 +57,15 @@ from app.engine.streams import (
 )
 from app.http.errors import ApiError, api_error, error_body, invalid
 from app.http.openapi import sse_response
-from app.http.protocol_errors import fields_renamed, openai_error
+from app.ops.cards import endpoints
 from app.protocols.native.generate import SSE_HEADERS
-from app.protocols.native.limits import check_generate
+from app.protocols.native.limits import (
+    SEED_MAX,
+    check_generate,
+    default_max_new,
+    fields_renamed,
+)
+from app.protocols.openai.errors import openai_error
 from app.protocols.openai.schemas import (
     DEFAULT_MAX_TOKENS,
     ChatCompletion,
@@ -69,14 +78,34 @@ from app.protocols.openai.schemas import (
     _Sampling,
 )
 from seqcore.sampling import SamplingParams
-from seqcore.tasks import LoadedModel
-from seqcore.tasks.classification import SentimentModel
 from seqcore.tasks.generation import CharModel
 
 router = APIRouter(tags=["openai"])
+
+
+class _NoRoute(APIRoute):
+    """A route that stands for "no route here": it matches a path as a wrong method
+    would (``Match.PARTIAL``), so that every other route of the app, a 405 included,
+    goes first, and it is handled only when nothing else matched (Starlette handles
+    the first partial match when there is no full one)."""
+
+    unmatched = True  # counted and logged as "unmatched" (app/http/policy.py)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        return (Match.PARTIAL if match is Match.FULL else match), child
+
+
+# Any other path under /v1/ (``/v1/embeddings``) is no route, answered in OpenAI's shape,
+# the only one its clients read: the last line of app.main.ROUTES.
+unknown_router = APIRouter(route_class=_NoRoute, include_in_schema=False)
+
+
+@unknown_router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def no_such_route(path: str) -> None:
+    raise StarletteHTTPException(404, "Not Found")
 log = logging.getLogger("seqserve.openai")
 
-OWNER = "seqserve"
 OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": OpenAIErrorResponse, "description": d} for status, d in {
         400: "invalid parameter (`param` names it), a model that does not serve this "
@@ -84,28 +113,6 @@ OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "no loaded model of that name",
         413: "body over SEQSERVE_MAX_BODY_BYTES", 415: "Content-Type is not application/json",
         503: "overloaded or shutting down (Retry-After)", 504: "no answer in time"}.items()}
-
-
-def endpoints(m: LoadedModel) -> list[str]:
-    """The routes that serve ``m`` (its ``endpoints`` in GET /v1/models)."""
-    v2 = f"/v2/models/{m.name}/infer"
-    if m.task == CharModel.task:
-        return ["/v1/completions", "/v1/chat/completions", "/generate", "/generate/stream", v2]
-    if m.task == SentimentModel.task:
-        return ["/sentiment", "/attention", v2]
-    return [v2]
-
-
-def model_card(m: LoadedModel) -> dict[str, Any]:
-    """A model as OpenAI lists models, with everything /v1/models always showed, and
-    the routes that serve it."""
-    d = m.describe()
-    try:
-        created = int(datetime.fromisoformat(str(d.get("created_at"))).timestamp())
-    except ValueError:
-        created = 0
-    return {"id": m.name, "object": "model", "created": created, "owned_by": OWNER, **d,
-            "endpoints": endpoints(m)}
 
 
 def chat_prompt(messages: list[ChatMessage], role_prefixes: bool) -> str:
@@ -128,7 +135,7 @@ def _generator(state: AppState, name: str, route: str) -> CharModel:
     return model_for(state, CharModel.task, name)  # type: ignore[return-value]
 
 
-def _max_new(body: _Sampling, max_chars: int) -> tuple[int, str]:
+def _max_new(body: _Sampling, s: Settings) -> tuple[int, str]:
     """Characters to generate at most per choice, and the field that set them."""
     if body.max_completion_tokens is not None:
         if ("max_tokens" in body.model_fields_set and body.max_tokens is not None
@@ -136,10 +143,9 @@ def _max_new(body: _Sampling, max_chars: int) -> tuple[int, str]:
             raise invalid("max_completion_tokens", "must equal max_tokens when both are sent "
                           f"(got {body.max_completion_tokens} and {body.max_tokens})")
         return body.max_completion_tokens, "max_completion_tokens"
-    max_new = body.max_tokens if body.max_tokens is not None else DEFAULT_MAX_TOKENS
     if body.max_tokens is None or "max_tokens" not in body.model_fields_set:
-        max_new = min(max_new, max_chars)  # a default must not trip a lower limit
-    return max_new, "max_tokens"
+        return default_max_new(DEFAULT_MAX_TOKENS, s), "max_tokens"
+    return body.max_tokens, "max_tokens"
 
 
 def _prompt_texts(body: CompletionRequest, model: CharModel) -> list[str]:
@@ -225,7 +231,7 @@ async def _complete(request: Request, state: AppState, body: _Sampling, model: C
                     prompts: list[str], names: list[str], shape: _Shape):
     s = state.settings
     stops, n = body.stops, body.n or 1
-    max_new, max_field = _max_new(body, s.max_new_chars)
+    max_new, max_field = _max_new(body, s)
     with fields_renamed({"max_new_chars": max_field}):
         for p, name in zip(prompts, names, strict=True):
             with fields_renamed({"prompt": name}):
@@ -244,7 +250,7 @@ async def _complete(request: Request, state: AppState, body: _Sampling, model: C
                 stream, _unknown = start_stream(
                     state.loops, model, p, arrived=arrival(request.scope),
                     max_new=max_new, params=params,
-                    seed=(seed + len(streams)) % (MAX_SEED + 1), stop=stops,
+                    seed=(seed + len(streams)) % (SEED_MAX + 1), stop=stops,
                     streaming=streaming, min_new=min_new)
                 streams.append(stream)
     except BaseException:

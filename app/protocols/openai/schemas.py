@@ -31,12 +31,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.protocols.native.limits import MAX_NEW_CHARS_CAP, SEED_MAX, TOP_K_CAP
+
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
-MAX_SEED = 2**63 - 1
-MAX_TOP_K = 1_000_000  # far above any vocabulary; keeps the engine's int arrays small
 MAX_CHOICES = 16  # prompts x n per request: each choice is one stream in the engine
-MAX_TOKENS_CAP = 1_000_000  # static cap; SEQSERVE_MAX_NEW_CHARS is the real limit
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default
 
 
@@ -61,22 +60,22 @@ class _Sampling(BaseModel):
 
     model: str = Field(..., min_length=1, max_length=256,
                        description="a loaded text-generation model (GET /v1/models)")
-    max_tokens: int | None = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_TOKENS_CAP,
+    max_tokens: int | None = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_NEW_CHARS_CAP,
                                    description="characters to generate at most per choice "
                                                "(at most SEQSERVE_MAX_NEW_CHARS)")
     max_completion_tokens: int | None = Field(
-        None, ge=1, le=MAX_TOKENS_CAP,
+        None, ge=1, le=MAX_NEW_CHARS_CAP,
         description="the same as `max_tokens` (OpenAI's newer name); if both are sent "
                     "they must be equal")
     temperature: float | None = Field(1.0, ge=0.0, le=10.0,
                                       description="p_i ~ exp(log p_i / T); 0 = greedy")
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="nucleus sampling mass")
-    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K,
+    top_k: int | None = Field(None, ge=1, le=TOP_K_CAP,
                               description="extension: sample among the k likeliest only")
     n: int | None = Field(1, ge=1, le=MAX_CHOICES, description="choices per prompt")
     stop: str | Annotated[list[str], Field(max_length=16)] | None = Field(
         None, description="stop sequence(s); the text ends before the first one")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED,
+    seed: int | None = Field(None, ge=0, le=SEED_MAX,
                              description="same seed and parameters, same text; choice i "
                                          "uses (seed + i) mod 2^63. Drawn below 2^53 if absent")
     stream: bool | None = Field(False, description="OpenAI SSE chunks, then `data: [DONE]`")
@@ -84,7 +83,7 @@ class _Sampling(BaseModel):
     user: str | None = Field(None, max_length=256, description="accepted and ignored")
     # vLLM / TGI extensions (see the module docstring)
     min_tokens: int | None = Field(
-        None, ge=0, le=MAX_TOKENS_CAP,
+        None, ge=0, le=MAX_NEW_CHARS_CAP,
         description="extension (vLLM): no stop sequence ends a choice before it has this "
                     "many characters (at most max_tokens)")
     repetition_penalty: float | None = Field(

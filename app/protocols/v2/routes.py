@@ -21,7 +21,7 @@ Inference goes through the same code as the REST routes: ``classify`` (the batch
 loop) of app/protocols/native/classify.py and the generation helpers of app/protocols/native/generate.py,
 after the same checks of app/protocols/native/limits.py; so limits, queueing, timeouts and status
 codes are the same. Errors are in the protocol's ``{"error": "<message>"}`` shape
-(app/http/protocol_errors.py). Triton's binary tensor data extension is spoken both ways
+(app/protocols/v2/errors.py). Triton's binary tensor data extension is spoken both ways
 (tritonclient uses it by default): input tensors whose bytes follow the JSON header,
 and outputs returned as binary when asked for.
 
@@ -43,16 +43,22 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from app import __version__
-from app.deps import AppState, get_state
+from app.deps import NOT_READY_HEADERS, AppState, get_state, model_for, model_not_found
 from app.engine.classify import arrival, classify
 from app.engine.streams import collect, draw_seed, start_stream
 from app.http.common import timing_headers
 from app.http.errors import ApiError, invalid
 from app.http.openapi import schema_ref
-from app.http.protocol_errors import fields_renamed
 from app.ops.logs import printable
-from app.protocols.native.limits import check_generate, check_texts
-from app.protocols.openai.schemas import MAX_SEED, MAX_TOKENS_CAP, MAX_TOP_K
+from app.protocols.native.limits import (
+    MAX_NEW_CHARS_CAP,
+    SEED_MAX,
+    TOP_K_CAP,
+    check_generate,
+    check_texts,
+    default_max_new,
+    fields_renamed,
+)
 from app.protocols.v2.schemas import (
     GENERATION_PARAMETERS,
     InferRequest,
@@ -72,6 +78,9 @@ from seqcore.tasks.classification import LABELS, SentimentModel
 from seqcore.tasks.generation import CharModel
 
 TAG = "open inference protocol v2"
+# One router per auth class (app.main.ROUTES): the probes (open), the server and model
+# metadata (behind the key with SEQSERVE_PROTECT_OPS), inference (the key).
+probe_router = APIRouter(tags=[TAG])
 router = APIRouter(tags=[TAG])
 infer_router = APIRouter(tags=[TAG])
 
@@ -94,14 +103,9 @@ def _shown(value: str) -> str:
 def _loaded(state: AppState, name: str, version: str | None) -> LoadedModel:
     """The loaded model ``name`` (looked up among loaded models only, never a path),
     of ``version`` when one is given."""
-    m = state.registry.models.get(name) if state.registry else None
-    if m is None or not isinstance(m, SentimentModel | CharModel):
-        loaded = sorted(state.registry.models) if state.registry else []
-        raise ApiError(404, "model_not_found", f"model: no model named {_shown(name)}; "
-                       f"loaded: {loaded}")
-    if version is not None and version != m.version:
-        raise ApiError(404, "model_not_found", f"model: {name!r} has version "
-                       f"{m.version!r} only (asked for {_shown(version)})")
+    m = model_for(state, None, name, version)
+    if not isinstance(m, SentimentModel | CharModel):  # a task this protocol does not serve
+        raise model_not_found(state, None, name, version)
     return m
 
 
@@ -117,16 +121,16 @@ def _metadata(m: LoadedModel) -> dict[str, Any]:
         outputs = [{"name": "text", "datatype": "BYTES", "shape": [1]}]
         parameters = [
             {"name": "max_new_chars", "datatype": "INT64", "default": DEFAULT_MAX_NEW_CHARS,
-             "minimum": 1, "maximum": MAX_TOKENS_CAP,
+             "minimum": 1, "maximum": MAX_NEW_CHARS_CAP,
              "description": "characters to generate at most (also SEQSERVE_MAX_NEW_CHARS)"},
             {"name": "temperature", "datatype": "FP64", "default": 1.0, "minimum": 0,
              "maximum": 10, "description": "p_i ~ exp(log p_i / T); 0 = greedy"},
             {"name": "top_k", "datatype": "INT64", "default": None, "minimum": 1,
-             "maximum": MAX_TOP_K, "description": "sample among the k likeliest only"},
+             "maximum": TOP_K_CAP, "description": "sample among the k likeliest only"},
             {"name": "top_p", "datatype": "FP64", "default": None, "minimum": 0, "maximum": 1,
              "description": "nucleus sampling mass (> 0)"},
             {"name": "seed", "datatype": "INT64", "default": None, "minimum": 0,
-             "maximum": MAX_SEED, "description": "same seed, same text; drawn if absent"}]
+             "maximum": SEED_MAX, "description": "same seed, same text; drawn if absent"}]
     return {"name": m.name, "versions": [m.version], "platform": "onnxruntime_onnx",
             "inputs": inputs, "outputs": outputs, "parameters": parameters, "task": m.task}
 
@@ -137,20 +141,20 @@ async def server_metadata() -> dict:
     return {"name": "seqserve", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
-@router.get("/v2/health/live", response_model=LiveResponse, operation_id="v2_server_live",
+@probe_router.get("/v2/health/live", response_model=LiveResponse, operation_id="v2_server_live",
             summary="Liveness (as /healthz)")
 async def server_live() -> dict:
     return {"live": True}
 
 
-@router.get("/v2/health/ready", response_model=ReadyResponse, operation_id="v2_server_ready",
+@probe_router.get("/v2/health/ready", response_model=ReadyResponse, operation_id="v2_server_ready",
             responses={503: {"model": ReadyResponse, "description": "not ready, with the reason"}},
             summary="Readiness (as /readyz): every model loaded and warmed up")
 async def server_ready(state: AppState = Depends(get_state)) -> JSONResponse:
-    reason = _not_ready(state)
+    reason = state.not_ready()
     if reason:
         return JSONResponse({"ready": False, "reason": reason}, status_code=503,
-                            headers={"Retry-After": "1"})
+                            headers=NOT_READY_HEADERS)
     return JSONResponse({"ready": True})
 
 
@@ -172,7 +176,7 @@ async def repository_index(request: Request, state: AppState = Depends(get_state
             if any(e["type"] == "json_invalid" for e in errors):
                 raise ApiError(400, "invalid_json", "body: not parseable as JSON") from None
             raise RequestValidationError(errors) from None
-    server_reason = _not_ready(state)
+    server_reason = state.not_ready()
     out = []
     for m in (state.registry.models.values() if state.registry else []):
         reason = server_reason or (None if m.warm else "warming up")
@@ -182,13 +186,6 @@ async def repository_index(request: Request, state: AppState = Depends(get_state
                     "state": "UNAVAILABLE" if reason else "READY", "reason": reason or ""})
     return out
 
-
-def _not_ready(state: AppState) -> str | None:
-    """Why the server is not ready (the rule of /readyz), or None."""
-    if not state.ready:
-        return state.not_ready_reason
-    dead = state.dead_loops()
-    return "; ".join(dead) if dead else None
 
 
 # Each route with a version is its own function (not a second decorator on the same
@@ -212,14 +209,14 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: V2_ERRORS[404], 503: {"model": ReadyResponse, "description": "not ready"}}
 
 
-@router.get("/v2/models/{model_name}/ready", response_model=ReadyResponse,
+@probe_router.get("/v2/models/{model_name}/ready", response_model=ReadyResponse,
             operation_id="v2_model_ready", responses=READY_RESPONSES,
             summary="Model readiness: loaded and warmed up, and the server ready")
 async def model_ready(model_name: str, state: AppState = Depends(get_state)) -> JSONResponse:
     return _ready(state, _loaded(state, model_name, None))
 
 
-@router.get("/v2/models/{model_name}/versions/{model_version}/ready",
+@probe_router.get("/v2/models/{model_name}/versions/{model_version}/ready",
             response_model=ReadyResponse, operation_id="v2_model_version_ready",
             responses=READY_RESPONSES, summary="Readiness of one model version")
 async def model_version_ready(model_name: str, model_version: str,
@@ -228,10 +225,10 @@ async def model_version_ready(model_name: str, model_version: str,
 
 
 def _ready(state: AppState, m: LoadedModel) -> JSONResponse:
-    reason = _not_ready(state) or (None if m.warm else "warming up")
+    reason = state.not_ready() or (None if m.warm else "warming up")
     if reason:
         return JSONResponse({"name": m.name, "ready": False, "reason": reason},
-                            status_code=503, headers={"Retry-After": "1"})
+                            status_code=503, headers=NOT_READY_HEADERS)
     return JSONResponse({"name": m.name, "ready": True})
 
 
@@ -414,8 +411,8 @@ async def _infer_chargen(state: AppState, request: Request, m: CharModel, req: I
         raise invalid("inputs.0.shape", f"one prompt per request (got {len(texts)})")
     prompt = texts[0]
     p = req.parameters
-    max_new = p.max_new_chars if p and p.max_new_chars is not None else min(
-        DEFAULT_MAX_NEW_CHARS, s.max_new_chars)  # the default must not trip a lower limit
+    max_new = p.max_new_chars if p and p.max_new_chars is not None else default_max_new(
+        DEFAULT_MAX_NEW_CHARS, s)
     with fields_renamed({"max_new_chars": "parameters.max_new_chars"}):
         check_generate(prompt, max_new, [], s)
     seed = p.seed if p and p.seed is not None else draw_seed()

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.protocols.openai.schemas import MAX_SEED, MAX_TOKENS_CAP, MAX_TOP_K
+from app.protocols.native.limits import MAX_NEW_CHARS_CAP, SEED_MAX, TOP_K_CAP
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 MAX_DIM = 2**31 - 1
@@ -54,13 +54,13 @@ class InferParameters(BaseModel):
     binary_data_output: bool | None = Field(None, description="every output as binary data")
     priority: int | None = Field(None, ge=0, le=2**63 - 1, description="accepted, ignored")
     timeout: int | None = Field(None, ge=0, le=2**63 - 1, description="accepted, ignored")
-    max_new_chars: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP,
+    max_new_chars: int | None = Field(None, ge=1, le=MAX_NEW_CHARS_CAP,
                                       description="chargen: characters to generate at most "
                                       "(default 200, at most SEQSERVE_MAX_NEW_CHARS)")
     temperature: float | None = Field(None, ge=0.0, le=10.0, description="chargen: 0 = greedy")
-    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="chargen")
+    top_k: int | None = Field(None, ge=1, le=TOP_K_CAP, description="chargen")
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="chargen")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED,
+    seed: int | None = Field(None, ge=0, le=SEED_MAX,
                              description="chargen: drawn below 2^53 if absent")
 
 
