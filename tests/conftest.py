@@ -85,6 +85,8 @@ SLOW_TESTS: dict[str, str] = {
     "tests/training/test_short_set.py::"
     "test_the_short_set_is_kept_apart_from_the_negation_set_and_the_augmentation":
         "generates the whole augmentation",
+    "tests/training/test_recipes.py::"
+    "test_a_run_from_a_recipe_records_the_recipes_settings_and_the_overrides": "trains a model",
     "tests/training/test_training_scaffold.py::test_chargen_max_steps_makes_a_complete_small_run":
         "trains a model",
     "tests/training/test_training_scaffold.py::test_sentiment_max_steps_makes_a_complete_small_run":

@@ -36,6 +36,7 @@ buckets of their own too, so what comes before a turn ("slow at first, but ...")
 weigh less than what follows (manifest ``ngram.contrast``).
 
     python -m training.ngrams --base models/sentiment --data <imdb> --out runs/sentiment-ngrams
+    python -m training.ngrams --recipe sentiment   # the shipped term (training/recipes/)
 """
 
 from __future__ import annotations

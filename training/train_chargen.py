@@ -1,6 +1,7 @@
 """Train the character-level LSTM generator and export it as an ONNX step graph.
 
     python -m training.train_chargen --data ../shared/data/nietzsche.txt --out models/chargen --replace-served
+    python -m training.train_chargen --recipe chargen   # the shipped model's last run
 
 Recipe: lowercased characters, 2-layer LSTM 256 with a 64-d embedding (dropout 0.05
 on it, 0.15 between the layers and before the head), trained to predict EVERY next

@@ -2,6 +2,7 @@
 
     python -m training.train_sentiment --data ../shared/data/aclImdb_v1_labeled.tar.gz \\
         --out models/sentiment --replace-served
+    python -m training.train_sentiment --recipe sentiment-encoder   # the shipped encoder
 
 Recipe (defaults reproduce the committed model): the tokenizer of seqcore/tokenizer.py,
 a 20k-word vocabulary from the training split, reviews up to 800 tokens (98 % of

@@ -47,7 +47,8 @@ def test_only_seqcore_modelfolder_spells_the_model_folders_file_names():
 
 
 def test_no_deploy_script_globs_a_model_folders_files():
-    pattern = re.compile(r"[\w*}\]]/(?:%s)\b" % "|".join(re.escape(n) for n in NAMES))
+    names = "|".join(re.escape(n) for n in NAMES)
+    pattern = re.compile(r"[\w*}\]]/(?:" + names + r")\b")
     found = [f"{p.relative_to(ROOT)}:{i}"
              for p in sorted((ROOT / "deploy").rglob("*.sh"))
              for i, line in enumerate(p.read_text().splitlines(), 1)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from seqcore.modelfolder import ModelFolder
 from training import ensemble_chargen, ngrams, train_chargen, train_sentiment
 from training.cad import CadOptions
 from training.scaffold import RECIPES, parse_config
@@ -155,3 +156,18 @@ def test_the_cad_options_are_declared_once():
     for name in ("cad", "cad_repeat"):
         assert sent[name].metadata["help"] == ng[name].metadata["help"]
         assert sent[name].default == ng[name].default
+
+
+def test_a_run_from_a_recipe_records_the_recipes_settings_and_the_overrides(tmp_path: Path):
+    from tests.training.test_training import corpus
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('command = "training.train_chargen"\nhidden = 16\nemb_dim = 8\n'
+                      'chunk = 32\nbatch_size = 8\neval_streams = 4\nlr = 0.01\n'
+                      'epochs = 3\nmax_steps = 2\n')
+    out = tmp_path / "m"
+    assert train_chargen.main(["--recipe", str(recipe), "--data", str(corpus(tmp_path / "c.txt")),
+                               "--out", str(out), "--epochs", "1"]) == 0
+    recorded = ModelFolder.open(out).manifest["training"]
+    assert (recorded["hidden"], recorded["emb_dim"], recorded["lr"]) == (16, 8, 0.01)
+    assert (recorded["epochs"], recorded["steps"]) == (1, 2)  # the command line won
