@@ -7,7 +7,8 @@ enough for behaviour that does not depend on model quality.
 ``models_dir``: the committed models in ``models/`` (the real ones).
 
 Markers: ``slow`` is given here, at collection, to the tests that train models, start
-a server or another process, or put load on the service (soak, fuzzing, load runs):
+a server or another process, start the service on the committed models in every test,
+or run many examples or much load (soak, fuzzing, property tests, load runs):
 whole modules in ``SLOW_MODULES``, single tests in ``SLOW_TESTS``, and every test that
 uses a fixture of ``SLOW_FIXTURES``. ``make test-fast`` runs ``-m 'not slow and not
 browser'`` (under a minute on a 2-core machine); ``make test`` and CI run everything.
@@ -67,6 +68,18 @@ SLOW_TESTS: dict[str, str] = {
         "generates thousands of characters",
     "tests/ops/test_logging.py::test_every_line_of_a_json_server_is_one_json_object_with_the_request_fields":
         "starts a server",
+    "tests/protocols/test_openai_compat.py::test_api_key": "starts a server",
+    "tests/protocols/test_openai_compat.py::test_chat_template_with_role_prefixes":
+        "starts a server",
+    "tests/bench/test_bench_tools.py::test_char_width_measures_a_trained_folder_and_an_untrained_width":
+        "times generation steps at two widths (a benchmark)",
+    "tests/engine/test_batching.py::"
+    "test_a_pick_holds_the_oldest_row_fits_the_batch_and_beats_running_it_alone":
+        "property test: hypothesis examples",
+    "tests/engine/test_stopping.py::test_releases_exactly_what_the_whole_text_algorithm_released":
+        "property test: hypothesis examples",
+    "tests/engine/test_stopping.py::test_pieces_of_several_characters_stop_where_single_characters_do":
+        "property test: hypothesis examples",
     "tests/protocols/test_bad_input.py::test_oversized_body_without_expect_continue_gets_413_not_a_reset":
         "starts a server",
     "tests/seqcore/test_faithfulness.py::"
