@@ -15,7 +15,7 @@ TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 UV_VERSION  ?= 0.13.8
 
-.PHONY: serve test test-fast test-web lint bench bench-tools test-bench-tools soak deploy-test lock clean
+.PHONY: serve test test-fast test-web lint wrk bench profile bench-tools test-bench-tools soak deploy-test lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -111,9 +111,24 @@ bench-tools: $(AIPERF_VENV)/.ready $(GUIDELLM_VENV)/.ready
 test-bench-tools: $(VENV)/.test bench-tools
 	SEQSERVE_BENCH_TOOLS=required $(PY) -m pytest tests/bench/test_bench_clients.py
 
+# wrk, the /sentiment load generator of `make bench` and `python -m bench.profile`:
+# apt-get installs it where it can (Debian/Ubuntu, as root), else a clear error.
+wrk:
+	@command -v wrk > /dev/null || { command -v apt-get > /dev/null && [ "$$(id -u)" = 0 ] \
+	  && apt-get install -y -q wrk > /dev/null; } || command -v wrk > /dev/null || \
+	  { echo "make bench needs wrk (the /sentiment load generator): install it" \
+	         "(apt-get install wrk, brew install wrk) and run again" >&2; exit 1; }
+
 # BENCH_ARGS: e.g. --quick (a smoke run of a few minutes, written to .cache/bench/)
-bench: $(VENV)/.test $(LITSERVE_VENV)/.ready bench-tools
+bench: wrk $(VENV)/.test $(LITSERVE_VENV)/.ready bench-tools
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Where a short /sentiment request's time goes (py-spy under wrk load): PROFILE_ARGS=--quick
+# py-spy (pinned) goes into the venv here only: the service and the tests never need it.
+PY_SPY_PIN ?= py-spy==0.4.3
+profile: wrk $(VENV)/.test
+	test -x $(VENV)/bin/py-spy || $(PIP) install $(PY_SPY_PIN)
+	$(PY) -m bench.profile $(PROFILE_ARGS)
 
 # 50,000 mixed valid/invalid requests at concurrency 64 against a real server (loopback)
 soak: $(VENV)/.test

@@ -12,28 +12,20 @@ characters, T=0.8) with ``--concurrency`` streams.
 Only the servers differ: each runs ``python -m app`` from its own checkout (by default
 both this one) with this checkout's models (or ``--baseline-models`` for the baseline,
 to compare the same code serving other model folders), the load comes from
-``bench.run``'s generator (wrk when installed, else aiohttp) over the same IMDB-length
-review texts.
+``make bench``'s generators (bench.load: wrk for /sentiment, aiohttp for /generate) over
+the same IMDB-length review texts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 from pathlib import Path
 
-from bench.run import (
-    MODELS,
-    load_generate,
-    load_generate_stream,
-    load_sentiment,
-    load_sentiment_wrk,
-    only,
-    prompts,
-    review_texts,
-)
+from bench.inputs import MODELS, prompts, review_texts
+from bench.load import SentimentLoad, load_generate, load_generate_stream, wrk_path
+from bench.peer import only
 from bench.server import ROOT, ServerProcess
 
 
@@ -47,13 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5, help="per round (wrk)")
-    ap.add_argument("--requests", type=int, default=3000, help="per round (aiohttp)")
     ap.add_argument("--load", choices=["sentiment", "generate", "stream"], default="sentiment")
     ap.add_argument("--per-stream", type=int, default=3,
                     help="requests per stream and round (generate, stream)")
     a = ap.parse_args(argv)
     texts, plist = review_texts(1000), prompts(256)
-    use_wrk = shutil.which("wrk") is not None
+    if a.load == "sentiment":
+        wrk_path()  # or a clear error: how to install it
+    load = SentimentLoad(texts)
     servers = {"this": ServerProcess(MODELS, log_level="warning", max_queue=4096),
                "baseline": ServerProcess(Path(a.baseline_models), log_level="warning",
                                          max_queue=4096, root=Path(a.baseline))}
@@ -64,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             s.start().wait_ready()
         procs = {name: (s.pid, False) for name, s in servers.items()}
         for s in servers.values():  # warm both
-            asyncio.run(load_sentiment(s.url, texts, 8, 200))
+            if a.load == "sentiment":
+                load.run(s.url, 8, 1)
+            else:
+                asyncio.run(load_generate_stream(s.url, plist, 4, 1, 200))
         for r in range(a.rounds):
             for name, s in (servers.items() if r % 2 == 0 else reversed(servers.items())):
                 with only(name, procs):  # the other server is stopped meanwhile
@@ -74,21 +70,22 @@ def main(argv: list[str] | None = None) -> int:
                     elif a.load == "stream":
                         res = asyncio.run(load_generate_stream(s.url, plist, a.concurrency,
                                                                a.per_stream, 200))
-                    elif use_wrk:
-                        res = load_sentiment_wrk(s.url, texts, a.concurrency, a.seconds)
                     else:
-                        res = asyncio.run(load_sentiment(s.url, texts, a.concurrency,
-                                                         a.requests))
+                        res = load.run(s.url, a.concurrency, a.seconds)
                     if a.load != "sentiment":
                         res["per_s"] = res["chars_per_s"]
                 runs[name].append(res)
                 print(f"round {r + 1} {name}: {res['per_s']:.0f} {unit}, p99 "
-                      f"{res['p99_ms']:.1f} ms, errors {res['errors']}", flush=True)
+                      f"{res['p99_ms']:.1f} ms, errors {res['errors']}"
+                      + ("" if res.get("valid", True) else " (INVALID: errors)"), flush=True)
     finally:
         for s in servers.values():
             s.__exit__()
     med = {k: statistics.median(x["per_s"] for x in v) for k, v in runs.items()}
-    what = {"sentiment": f"/sentiment ({'wrk' if use_wrk else 'aiohttp'})",
+    invalid = sum(not x.get("valid", True) for v in runs.values() for x in v)
+    if invalid:
+        print(f"{invalid} round(s) had errors: the comparison below is not valid")
+    what = {"sentiment": "/sentiment (wrk)",
             "generate": "/generate, non-streamed", "stream": "/generate, streamed"}[a.load]
     print(f"\n{what} at concurrency {a.concurrency}, median of {a.rounds} interleaved rounds: "
           f"this checkout ({ROOT}) {med['this']:.0f} {unit}, "

@@ -6,7 +6,7 @@ of the shipped width (docs/models.md).
 For each model folder (trained: its held-out nats/char from the manifest) and each
 extra width (an untrained graph of that width, same layers and embedding as the
 shipped model: speed does not depend on the weights), the raw in-process generation
-limit that ``make bench`` uses (``bench.run.raw_generation``: prefill + step graph +
+limit that ``make bench`` uses (``bench.raw.raw_generation``: prefill + step graph +
 the service's sampling, one ORT thread per caller) at 1 and 32 streams, and one
 200-character prompt's prefill. Run it on a quiet machine: the figures are compared
 with each other, in one run.
@@ -19,7 +19,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench.run import prompts, raw_generation
+from bench.inputs import prompts
+from bench.raw import raw_generation
 from seqcore.modelfolder import ModelFolder
 
 

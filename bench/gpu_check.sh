@@ -9,7 +9,9 @@
 #    generation with plain run vs IO binding (state kept on the device between steps);
 # 3. the service started with SEQSERVE_DEVICE=cuda (it refuses to start if ORT would fall
 #    back to the CPU), /readyz, /v1/models (provider), one /sentiment and one /generate;
-# 4. `python -m bench.run --quick --no-peer` against that service (SEQSERVE_DEVICE=cuda).
+# 4. `python -m bench.run --quick --no-peer` against that service (SEQSERVE_DEVICE=cuda);
+#    its /sentiment load is wrk (apt-get installs it when missing; without it, step 4
+#    is skipped and says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=.cache/bench/gpu
@@ -21,7 +23,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -r requirements-gpu.lock
   "$VENV/bin/pip" install -q --no-deps -e .
-  "$VENV/bin/pip" install -q aiohttp  # bench.run's load generator
+  "$VENV/bin/pip" install -q aiohttp  # bench.run's /generate load generator
 fi
 PY="$VENV/bin/python"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt" || true
@@ -48,6 +50,11 @@ kill $PID; wait $PID 2>/dev/null || true
 trap - EXIT
 
 echo "== bench.run on CUDA (quick, no LitServe peer)"
-"$PY" -m bench.run --quick --no-peer --device cuda --out "$OUT/benchmarks-gpu.md" \
-  | tail -n 60 | tee "$OUT/bench.txt"
+command -v wrk > /dev/null || apt-get install -y wrk > /dev/null 2>&1 || true
+if command -v wrk > /dev/null; then
+  "$PY" -m bench.run --quick --no-peer --no-clients --device cuda \
+    --out "$OUT/benchmarks-gpu.md" | tail -n 60 | tee "$OUT/bench.txt"
+else
+  echo "no wrk on this machine (apt-get install -y wrk): bench.run skipped" | tee "$OUT/bench.txt"
+fi
 echo "written to $OUT"

@@ -17,7 +17,12 @@ only; ``app`` is never imported):
   (``ls.loops.ContinuousBatchingLoop``): new requests join the running batch
   between steps (prefilled together), every step runs the char graph once for all
   active streams and samples with ``seqcore.sampling`` (the service's own sampling
-  as the raw limit), and a stream's characters go out 8 per message.
+  as the raw limit), and a stream's characters go out ``--chars-per-message`` per
+  message (the bench sweeps it and keeps the best).
+
+``--fast-queue`` (on by default) is LitServe's ZeroMQ transport between the API server
+and the workers (``LitServer(fast_queue=True)``), its fastest; ``--no-fast-queue`` the
+multiprocessing queues.
 
 ``--print-settings`` prints the settings as JSON and exits (the bench writes them into
 docs/benchmarks.md).
@@ -43,17 +48,16 @@ from seqcore.modelfolder import ModelFolder  # noqa: E402
 from seqcore.sampling import sample_rows  # noqa: E402
 from seqcore.tokenizer import CharVocab, WordTokenizer  # noqa: E402
 
-CHUNK = 8  # characters per streamed message
-
 
 def settings(a: argparse.Namespace) -> dict:
     return {"litserve": ls.__version__, "accelerator": "cpu",
             "sentiment": {"workers": a.sentiment_workers, "max_batch_size": a.max_batch_size,
                           "batch_timeout_ms": a.batch_timeout_ms, "ort_threads": 1},
             "generate": {"loop": "ls.loops.ContinuousBatchingLoop", "workers": 1,
-                         "max_active_streams": a.max_streams, "chars_per_message": CHUNK,
+                         "max_active_streams": a.max_streams,
+                         "chars_per_message": a.chars_per_message,
                          "ort_threads": 1, "sampling": "seqcore.sampling (temperature)"},
-            "api_server": "1 uvicorn process"}
+            "api_server": "1 uvicorn process", "fast_queue": a.fast_queue}
 
 
 class SentimentAPI(ls.LitAPI):
@@ -69,7 +73,11 @@ class SentimentAPI(ls.LitAPI):
         return runtime.pad_rows(inputs, self.tok.unk_id)
 
     def predict(self, batch):
-        ids, lens = batch
+        if self.max_batch_size == 1:  # LitServe calls neither batch nor unbatch: one row
+            return self._run(*runtime.pad_rows([batch], self.tok.unk_id))[0]
+        return self._run(*batch)
+
+    def _run(self, ids, lens) -> list[float]:
         p, _att = self.sess.run(["probability", "attention"],
                                 {"input_ids": ids, "lengths": lens})
         return [float(x) for x in p]
@@ -98,6 +106,7 @@ class GenerateAPI(ls.LitAPI):
         self.h = np.zeros((self.L, 0, self.H), np.float32)
         self.c = self.h.copy()
         self.logits = np.zeros((0, self.vocab.vocab_size), np.float32)
+        self.chunk = int(self.chars_per_message)
 
     def decode_request(self, request: dict) -> dict:
         ids, _unk = self.vocab.encode(str(request.get("prompt", "")))
@@ -146,7 +155,7 @@ class GenerateAPI(ls.LitAPI):
                                   LitAPIStatus.FINISH_STREAMING))
                 del self.state[uid]
                 continue
-            if len(s["buf"]) >= CHUNK:
+            if len(s["buf"]) >= self.chunk:
                 out.append(Output(uid, {"text": "".join(s["buf"]), "finish_reason": None},
                                   LitAPIStatus.OK))
                 s["buf"] = []
@@ -166,7 +175,7 @@ class GenerateAPI(ls.LitAPI):
 
     def step(self, prev_outputs) -> list:
         # An empty answer makes the loop sleep 10 ms, so step until a message is due
-        # (at most CHUNK graph steps; waiting requests join at the next call).
+        # (at most ``chunk`` graph steps; waiting requests join at the next call).
         out: list = []
         if self.pending:
             self._prefill()
@@ -184,7 +193,8 @@ def build(a: argparse.Namespace) -> ls.LitServer:
     gen = GenerateAPI(max_batch_size=a.max_streams, api_path="/generate", stream=True,
                       loop=ls.loops.ContinuousBatchingLoop())
     sent.models = gen.models = a.models
-    return ls.LitServer([sent, gen], accelerator="cpu",
+    gen.chars_per_message = a.chars_per_message
+    return ls.LitServer([sent, gen], accelerator="cpu", fast_queue=a.fast_queue,
                         workers_per_device=[a.sentiment_workers, 1], timeout=120)
 
 
@@ -197,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch-size", type=int, default=4)
     ap.add_argument("--batch-timeout-ms", type=float, default=3.0)
     ap.add_argument("--max-streams", type=int, default=64)
+    ap.add_argument("--chars-per-message", type=int, default=8)
+    ap.add_argument("--fast-queue", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--print-settings", action="store_true")
     a = ap.parse_args(argv)
     if a.print_settings:
