@@ -63,6 +63,10 @@ SLOW_TESTS: dict[str, str] = {
         "starts a server under load",
     "tests/engine/test_faults.py::test_full_generation_queue_answers_503_with_retry_after_at_once":
         "fills the generation queue",
+    "tests/engine/test_faults.py::test_full_classification_queue_answers_503_with_retry_after_at_once":
+        "fills the classification queue",
+    "tests/engine/test_faults.py::test_queue_wait_deadline_answers_503_instead_of_hanging":
+        "holds requests in the queue until their deadline",
     "tests/engine/test_generation_engine.py::"
     "test_per_step_counts_reach_the_counters_when_a_stream_leaves_and_every_1000_chars":
         "generates thousands of characters",
