@@ -15,7 +15,7 @@ TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 UV_VERSION  ?= 0.13.8
 
-.PHONY: serve test test-web lint wrk bench profile bench-tools test-bench-tools soak deploy-test lock clean
+.PHONY: serve test test-fast test-web lint wrk bench profile bench-tools test-bench-tools soak deploy-test lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ serve: $(VENV)/.serve
 # PYTEST_ARGS: extra pytest arguments (CI: -m 'not browser', then `make test-web`)
 test: $(VENV)/.test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast lane: the suite without the tests that train models, spawn servers or soak
+# (marked `slow` by tests/conftest.py) and the browser tests; under a minute here.
+test-fast: $(VENV)/.test
+	$(PY) -m pytest -m 'not slow and not browser' $(PYTEST_ARGS)
 
 # The web page in a real browser: Playwright (the dev extra) driving Debian's chromium
 # (`apt-get install chromium`; CHROMIUM= another binary). Here the browser tests are

@@ -156,7 +156,10 @@ haproxy -c -f deploy/haproxy/haproxy.cfg
 "$PY" deploy/test/dashboard_check.py
 "$PY" deploy/image/requirements.py --check requirements.lock
 "$PY" deploy/image/requirements.py --gpu --check requirements-gpu.lock
-ls models/*/model.onnx >/dev/null 2>&1 || die "models/ holds no model folder to put in the image"
+# a model folder as seqcore.modelfolder (the one owner of the folder's file names) finds one
+"$PY" -c 'import sys, pathlib; from seqcore.modelfolder import model_folders
+sys.exit(not any(model_folders(pathlib.Path("models"))))' \
+    || die "models/ holds no model folder to put in the image"
 
 # ---------------------------------------------------------------------------- 3. base image
 step "base image"

@@ -68,6 +68,16 @@ class ModelFolder:
         path = Path(path)
         return cls(path, read_json(path / MANIFEST))
 
+    @classmethod
+    def at(cls, path: Path | str) -> ModelFolder:
+        """The folder with its manifest, or with an empty one where it has none or it
+        cannot be read (the default file names then): for the training commands, which
+        also start from a bare graph and vocabulary; the service uses ``open``."""
+        try:
+            return cls.open(path)
+        except ModelFolderError:
+            return cls(Path(path), {})
+
     @property
     def name(self) -> str:
         return str(self.manifest.get("name", self.path.name))
@@ -83,6 +93,10 @@ class ModelFolder:
     @property
     def cell(self) -> str:
         return str(self.manifest.get("cell", "lstm"))  # folders from before --cell: LSTMs
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
 
     @property
     def graph_path(self) -> Path:

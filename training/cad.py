@@ -8,6 +8,9 @@ before anything it scores on these pairs means reading rather than memory:
 ``exclude_cad`` drops every CAD review (originals and revisions of all three splits) from
 a list of IMDb reviews, matched on normalised text (``normalise``).
 
+``CadOptions`` are the two command-line options of every command that trains on the pairs
+(``--cad``, ``--cad-repeat``), and ``with_cad`` what those commands do with them.
+
 Pair metrics (``pair_metrics``): accuracy on the originals, on the revisions, and
 consistency, the fraction of pairs with both members right.
 """
@@ -18,8 +21,10 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from training.data import DataError, Review
+from training.scaffold import option
 
 SPLITS = ("train", "dev", "test")
 _BR = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
@@ -31,6 +36,19 @@ def normalise(text: str) -> str:
     form in which a CAD review and its IMDb file are compared (the CAD files went
     through a spreadsheet's quoting; quotes and spacing may differ)."""
     return _NON_WORD.sub(" ", _BR.sub(" ", text).lower()).strip()
+
+
+@dataclass
+class CadOptions:
+    """The CAD options of the commands that train on the pairs (train_sentiment, ngrams)."""
+
+    help_group: ClassVar[str] = "counterfactually-augmented data (training.cad)"
+    cad: str = option("", "folder of the counterfactually-augmented IMDb pairs "
+                          "(training.cad): every CAD review is removed from IMDB train and "
+                          "validation, the CAD train pairs are trained on, the dev pairs "
+                          "join the validation (after the IMDB reviews)")
+    cad_repeat: int = option(4, "with --cad: each CAD train pair is seen this many times an "
+                                "epoch", at_least=1)
 
 
 @dataclass
@@ -123,3 +141,32 @@ def pair_metrics(p_orig, p_rev, pairs: list[Pair]) -> dict:
     return {"pairs": len(pairs), "originals": round(float(ok_o.mean()), 4),
             "revisions": round(float(ok_r.mean()), 4),
             "consistency": round(float((ok_o & ok_r).mean()), 4)}
+
+
+@dataclass
+class CadSplits:
+    """What ``with_cad`` made of a training run's IMDB splits."""
+
+    train: list[Review]  # the IMDB training reviews, no CAD review among them
+    validation: list[Review]  # the IMDB validation reviews, likewise
+    train_pairs: list[Review]  # the CAD train pairs (each ``repeat`` times), to train on
+    dev_pairs: list[Review]  # the CAD dev pairs, to join validation
+    record: dict  # the manifest's ``data.cad`` ({} without CAD)
+    pairs: dict[str, list[Pair]]  # the pairs as read (empty without CAD)
+
+
+def with_cad(options: CadOptions, train: list[Review], validation: list[Review]) -> CadSplits:
+    """The IMDB splits of a run with ``options``: without ``--cad`` as they are; with it,
+    every CAD review dropped from both (after the seed's split was carved, so the split
+    is the seed's), and the CAD train and dev pairs beside them."""
+    if not options.cad:
+        return CadSplits(train, validation, [], [], {}, {})
+    cad = load_cad(options.cad)
+    train, n_tr = exclude_cad(train, cad)
+    validation, n_va = exclude_cad(validation, cad)
+    print(f"CAD: {n_tr} + {n_va} reviews removed from IMDB train / validation", flush=True)
+    record = {"removed_from_train": n_tr, "removed_from_validation": n_va,
+              "train_pairs": len(cad["train"]), "repeat": options.cad_repeat,
+              "dev_pairs_in_validation": len(cad["dev"])}
+    return CadSplits(train, validation, pair_rows(cad["train"], options.cad_repeat),
+                     pair_rows(cad["dev"]), record, cad)

@@ -2,6 +2,7 @@
 
     python -m training.ensemble_chargen --members models/chargen runs/chargen-384 \\
         --name chargen-ensemble --out runs/chargen-ensemble
+    python -m training.ensemble_chargen --recipe chargen-ensemble   # the shipped ensemble
 
 The members (model folders with the same vocabulary and number of layers; any widths
 and cells; an ensemble folder counts as its members, so a member can be added to an

@@ -36,6 +36,7 @@ buckets of their own too, so what comes before a turn ("slow at first, but ...")
 weigh less than what follows (manifest ``ngram.contrast``).
 
     python -m training.ngrams --base models/sentiment --data <imdb> --out runs/sentiment-ngrams
+    python -m training.ngrams --recipe sentiment   # the shipped term (training/recipes/)
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from onnx import TensorProto, helper, numpy_helper
 from seqcore.modelfolder import ModelFolder, ModelFolderError
 from seqcore.tokenizer import WordTokenizer
 from training.augment import generate
-from training.cad import exclude_cad, load_cad, pair_metrics, pair_rows
+from training.cad import CadOptions, CadSplits, pair_metrics, with_cad
 from training.data import DataError, load_imdb, source_record, split_train_val
 from training.evaluate import (
     NEGATION_VAL,
@@ -145,7 +146,7 @@ def ngram_logit(w: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
 
 
 @dataclass
-class NgramConfig:
+class NgramConfig(CadOptions):
     base: str = option("models/sentiment", "the trained sentiment model folder whose encoder "
                                            "the n-gram term is added to (kept frozen)")
     data: str = option("../shared/data/aclImdb_v1_labeled.tar.gz",
@@ -180,12 +181,6 @@ class NgramConfig:
     contrast_window: int = option(0, "n-grams followed by a contrast word ('but', 'though', "
                                      "...) within this many words get buckets of their own "
                                      "(0: off)", at_least=0)
-    cad: str = option("", "folder of the counterfactually-augmented IMDb pairs "
-                          "(training.cad): every CAD review is removed from IMDB train and "
-                          "validation, the CAD train pairs are trained on, the dev pairs "
-                          "join validation")
-    cad_repeat: int = option(4, "with --cad: each CAD train pair is seen this many times an "
-                                "epoch", at_least=1)
     blend_on: str = option("imdb", "rows the blend (a, s, c) is fitted on: 'imdb' (IMDB "
                                    "validation) or 'imdb+cad' (and the CAD dev pairs, the "
                                    "two groups weighted equally)")
@@ -589,126 +584,172 @@ def _encoder_logits(base: bytes, tok: WordTokenizer, texts: list[str]) -> np.nda
     return np.log(p) - np.log1p(-p)
 
 
-def train(cfg: NgramConfig) -> dict:
-    out = run_folder(cfg.out, "sentiment", cfg.replace_served)
-    torch.set_num_threads(cfg.threads)
-    t0 = time.time()
+def load_base(cfg: NgramConfig) -> tuple[ModelFolder, onnx.ModelProto, WordTokenizer]:
+    """The encoder-only model folder ``--base``: its folder, graph and vocabulary."""
     try:
         folder = ModelFolder.open(cfg.base)
         graph_bytes = folder.graph_bytes()
     except ModelFolderError as e:
         raise DataError(f"{e}; pass --base") from None
-    base_manifest = folder.manifest
-    if "ngram" in base_manifest:
+    if "ngram" in folder.manifest:
         raise DataError(f"{folder.path} already has an n-gram term; pass the encoder-only model")
-    base = onnx.load_from_string(graph_bytes)
-    tok = WordTokenizer.load(folder.vocab_path)
-    data = load_imdb(cfg.data, cfg.sha256)
-    train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
-    cad_record: dict = {}
-    cad_dev: list = []
-    if cfg.cad:  # split first (the seed's split), then drop CAD reviews from both parts
-        cad = load_cad(cfg.cad)
-        train_set, n_tr = exclude_cad(train_set, cad)
-        val_set, n_va = exclude_cad(val_set, cad)
-        cad_dev = pair_rows(cad["dev"])
-        cad_record = {"removed_from_train": n_tr, "removed_from_validation": n_va,
-                      "train_pairs": len(cad["train"]), "repeat": cfg.cad_repeat,
-                      "dev_pairs_in_validation": len(cad["dev"])}
-        print(f"CAD: {n_tr} + {n_va} reviews removed from IMDB train / validation", flush=True)
-    n_imdb_val = len(val_set)
-    val_set = val_set + cad_dev  # the CAD dev pairs after the IMDB validation reviews
-    tr_x = [tok.encode(r.text, offsets=False).ids for r in train_set]
+    return folder, onnx.load_from_string(graph_bytes), WordTokenizer.load(folder.vocab_path)
+
+
+def ngram_rows(cfg: NgramConfig, tok: WordTokenizer, split: CadSplits
+               ) -> tuple[list, list[int], list, list[int], list[str]]:
+    """(train ids, train labels, validation ids, validation labels, validation texts):
+    training is the reviews, the augmentation, then the CAD train pairs; validation the
+    IMDB reviews, then the CAD dev pairs."""
+    val_set = split.validation + split.dev_pairs
+    tr_x = [tok.encode(r.text, offsets=False).ids for r in split.train]
     va_x = [tok.encode(r.text, offsets=False).ids for r in val_set]
-    tr_y, va_y = [r.label for r in train_set], [r.label for r in val_set]
+    tr_y, va_y = [r.label for r in split.train], [r.label for r in val_set]
     if cfg.augment > 0:  # training split only: validation and test stay pure IMDB
         extra = generate(cfg.augment, cfg.seed, more=cfg.augment_more,
                          grammar=cfg.augment_grammar)
         tr_x += [tok.encode(t, offsets=False).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
-    if cfg.cad:
-        rows = pair_rows(cad["train"], cfg.cad_repeat)
-        tr_x += [tok.encode(r.text, offsets=False).ids for r in rows]
-        tr_y += [r.label for r in rows]
+    tr_x += [tok.encode(r.text, offsets=False).ids for r in split.train_pairs]
+    tr_y += [r.label for r in split.train_pairs]
+    return tr_x, tr_y, va_x, va_y, [r.text for r in val_set]
+
+
+@dataclass
+class Blend:
+    """The fitted term and how it joins the encoder: ``a * encoder + s * ngrams(w) + c``
+    (after a calibration, its temperature and bias folded in)."""
+
+    w: torch.Tensor
+    a: float
+    s: float
+    c: float
+    logit: np.ndarray  # the blend's validation logits
+    calibration: dict | None = None
+    uncalibrated: onnx.ModelProto | None = None  # the graph before it (--uncalibrated-out)
+
+
+def calibrate(cfg: NgramConfig, blend: Blend, base: onnx.ModelProto, tok: WordTokenizer,
+              va_y: list[int], groups: list[int], scope: dict, graph_scope: dict) -> Blend:
+    """``--calibrate``: a temperature (and with ``--calibration-bias`` a bias) fitted on
+    validation and the validation negation items, each group weighted equally, folded
+    into the blend's constants."""
+    a, s, c, w = blend.a, blend.s, blend.c, blend.w
+    n_imdb_val = groups.count(0)
+    items = load_negation_set(NEGATION_VAL)
+    texts = [i["text"] for i in items]
+    neg_y = np.array([int(i["label"] == "positive") for i in items])
+    neg_logit = (a * _encoder_logits(base.SerializeToString(), tok, texts)
+                 + s * _ngram_logits(w, 0.0, [tok.encode(t, offsets=False).ids
+                                              for t in texts], **scope) + c)
+    z = np.concatenate([blend.logit, neg_logit])
+    yy = np.concatenate([np.array(va_y), neg_y])
+    T, b = fit_calibration(z, yy, group_weights(groups + [2] * len(items)), cfg.calibration_bias)
+    ece = {}
+    for name, zz in (("before", z), ("after", z / T + b)):
+        pp = 1 / (1 + np.exp(-zz))
+        ece[name] = {"imdb_validation": expected_calibration_error(
+            pp[:n_imdb_val], yy[:n_imdb_val])}
+        if len(groups) > n_imdb_val:
+            rev = np.arange(n_imdb_val + 1, len(groups), 2)  # pair_rows: orig, rev
+            ece[name]["cad_dev_revisions"] = expected_calibration_error(pp[rev], yy[rev])
+        ece[name]["negation_validation_items"] = expected_calibration_error(
+            pp[len(groups):], neg_y)
+    calibration = {"temperature": T, "bias": b,
+                   "method": ("sigmoid(logit / T + b)" if cfg.calibration_bias else
+                              "sigmoid(logit / T), the temperature alone")
+                   + ", folded into the blend's constants (encoder_scale, ngram_scale, bias)",
+                   "fitted_on": {"imdb_validation": n_imdb_val,
+                                 "cad_dev_reviews": len(groups) - n_imdb_val,
+                                 "negation_validation_items": len(items),
+                                 "weights": "each group equally"},
+                   "ece_15_bins_validation": ece,
+                   "uncalibrated": {"encoder_scale": a, "ngram_scale": s, "bias": c}}
+    print(f"calibration: T {T:.3f} b {b:.3f} {json.dumps(ece)}", flush=True)
+    uncal = None
+    if cfg.uncalibrated_out:
+        w_unc = (w * s).numpy().astype(np.dtype(cfg.weights_dtype))
+        uncal = add_ngram_term(base, w_unc, a, c, **graph_scope)
+    return Blend(w, a / T, s / T, c / T + b, z[: len(groups)] / T + b, calibration, uncal)
+
+
+def ngram_metrics(cfg: NgramConfig, graph: onnx.ModelProto, tok: WordTokenizer, blend: Blend,
+                  enc_val: np.ndarray, ng_val: float, va_y: list[int], n_imdb_val: int,
+                  split: CadSplits, test: list) -> dict:
+    """Validation accuracy of the blend, the encoder and the n-grams alone, the CAD dev
+    pairs' figures, and with ``--test`` the test split and the negation set."""
+    truth = np.array(va_y, bool)
+    imdb = slice(0, n_imdb_val)
+    metrics: dict = {"val_accuracy": round(float(((blend.logit[imdb] > 0) == truth[imdb]).mean()), 4),
+                     "val_accuracy_encoder_only": round(
+                         float(((enc_val[imdb] > 0) == truth[imdb]).mean()), 4),
+                     "val_accuracy_ngrams_only": round(ng_val, 4)}
+    if split.dev_pairs:
+        dev = split.pairs["dev"]
+        pv = 1 / (1 + np.exp(-blend.logit[n_imdb_val:]))
+        metrics["cad_dev"] = pair_metrics(pv[0::2], pv[1::2], dev)
+        metrics["cad_dev"]["ece_revisions"] = expected_calibration_error(
+            pv[1::2], np.array([p.revised.label for p in dev]))
+        metrics["cad_dev_encoder_only"] = pair_metrics(
+            enc_val[n_imdb_val::2] > 0, enc_val[n_imdb_val + 1::2] > 0, dev)
+        metrics["val_accuracy_ngrams_only_note"] = ("the n-gram fit's epoch pick, on IMDB "
+                                                    "validation + the CAD dev pairs")
+    if cfg.test:
+        metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, test))
+        neg = negation_accuracy_onnx(graph.SerializeToString(), tok, load_negation_set())
+        metrics.update(negation_accuracy=neg["negation_accuracy"],
+                       negation_by_kind={k: v["accuracy"] for k, v in neg["by_kind"].items()})
+    return metrics
+
+
+def ngram_record(cfg: NgramConfig, blend: Blend, itos: list[str], table: np.ndarray | None,
+                 con: np.ndarray | None) -> dict:
+    """The manifest's ``ngram``: how the service's graph computes the term."""
+    def words(flags: np.ndarray) -> list[str]:
+        return [w_ for w_, f in zip(itos, flags, strict=True) if f]
+
+    return {"buckets": cfg.buckets, "prime": PRIME, "salts": list(SALTS),
+            "negation": ({"window": cfg.negation_window, "parity": cfg.negation_parity,
+                          "salt": NEG_SALT,
+                          "scope_from": "first_word" if cfg.negation_first_word else "last_word",
+                          "negators": words(table)} if table is not None else None),
+            "contrast": ({"window": cfg.contrast_window, "salt": CON_SALT, "words": words(con)}
+                         if con is not None else None),
+            "encoder_scale": blend.a, "ngram_scale": blend.s, "bias": blend.c,
+            "contributions_output": "ngram_contributions"}
+
+
+def train(cfg: NgramConfig) -> dict:
+    out = run_folder(cfg.out, "sentiment", cfg.replace_served)
+    torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    folder, base, tok = load_base(cfg)
+    data = load_imdb(cfg.data, cfg.sha256)
+    split = with_cad(cfg, *split_train_val(data["train"], cfg.val_fraction, cfg.seed))
+    tr_x, tr_y, va_x, va_y, va_texts = ngram_rows(cfg, tok, split)
     table, con = scope_tables(cfg, tok.itos)
     # the scope twice: torch tables for the fit, numpy ones for the graph
     scope = scope_of(cfg, *(None if t is None else torch.from_numpy(t) for t in (table, con)))
     graph_scope = {**scope, "neg_table": table, "con_table": con}
     w, ng_val, history = fit_ngrams(cfg, tr_x, tr_y, va_x, va_y, scope["neg_table"],
                                     con_table=scope["con_table"])
-    enc_val = _encoder_logits(base.SerializeToString(), tok, [r.text for r in val_set])
+    enc_val = _encoder_logits(base.SerializeToString(), tok, va_texts)
     ng_val_ordered = _ngram_logits(w, 0.0, va_x, **scope)  # the blend fits its bias
-    groups = [0] * n_imdb_val + [1] * len(cad_dev)
-    if cfg.blend_on == "imdb":
-        bw = np.array([1.0 / n_imdb_val if g == 0 else 0.0 for g in groups])
-    else:
-        bw = group_weights(groups)
+    n_imdb_val = len(split.validation)
+    groups = [0] * n_imdb_val + [1] * len(split.dev_pairs)
+    bw = (np.array([1.0 / n_imdb_val if g == 0 else 0.0 for g in groups])
+          if cfg.blend_on == "imdb" else group_weights(groups))
     a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y), bw)
-    blend_logit = a * enc_val + s * ng_val_ordered + c
-    calibration = None
-    graph_uncal = None
+    blend = Blend(w, a, s, c, a * enc_val + s * ng_val_ordered + c)
     if cfg.calibrate:
-        items = load_negation_set(NEGATION_VAL)
-        texts = [i["text"] for i in items]
-        neg_y = np.array([int(i["label"] == "positive") for i in items])
-        neg_logit = (a * _encoder_logits(base.SerializeToString(), tok, texts)
-                     + s * _ngram_logits(w, 0.0, [tok.encode(t, offsets=False).ids
-                                                  for t in texts], **scope) + c)
-        cal_groups = groups + [2] * len(items)
-        z = np.concatenate([blend_logit, neg_logit])
-        yy = np.concatenate([np.array(va_y), neg_y])
-        T, b = fit_calibration(z, yy, group_weights(cal_groups), cfg.calibration_bias)
-        ece = {}
-        for name, zz in (("before", z), ("after", z / T + b)):
-            pp = 1 / (1 + np.exp(-zz))
-            ece[name] = {"imdb_validation": expected_calibration_error(
-                pp[:n_imdb_val], yy[:n_imdb_val])}
-            if cad_dev:
-                rev = np.arange(n_imdb_val + 1, len(groups), 2)  # pair_rows: orig, rev
-                ece[name]["cad_dev_revisions"] = expected_calibration_error(pp[rev], yy[rev])
-            ece[name]["negation_validation_items"] = expected_calibration_error(
-                pp[len(groups):], neg_y)
-        calibration = {"temperature": T, "bias": b,
-                       "method": ("sigmoid(logit / T + b)" if cfg.calibration_bias else
-                                  "sigmoid(logit / T), the temperature alone")
-                       + ", folded into the blend's constants (encoder_scale, ngram_scale, "
-                         "bias)",
-                       "fitted_on": {"imdb_validation": n_imdb_val,
-                                     "cad_dev_reviews": len(cad_dev),
-                                     "negation_validation_items": len(items),
-                                     "weights": "each group equally"},
-                       "ece_15_bins_validation": ece,
-                       "uncalibrated": {"encoder_scale": a, "ngram_scale": s, "bias": c}}
-        print(f"calibration: T {T:.3f} b {b:.3f} {json.dumps(ece)}", flush=True)
-        if cfg.uncalibrated_out:
-            w_unc = (w * s).numpy().astype(np.dtype(cfg.weights_dtype))
-            graph_uncal = add_ngram_term(base, w_unc, a, c, **graph_scope)
-        a, s, c = a / T, s / T, c / T + b
-        blend_logit = z[: len(groups)] / T + b
-    w_scaled = (w * s).numpy().astype(np.dtype(cfg.weights_dtype))
-    graph = add_ngram_term(base, w_scaled, a, c, **graph_scope)
-    checks = check_ngram_graph(graph, base, w_scaled, a, c, tok.vocab_size, **graph_scope)
-    truth = np.array(va_y, bool)
-    imdb = slice(0, n_imdb_val)
-    blend_val = float(((blend_logit[imdb] > 0) == truth[imdb]).mean())
-    metrics: dict = {"val_accuracy": round(blend_val, 4),
-                     "val_accuracy_encoder_only": round(
-                         float(((enc_val[imdb] > 0) == truth[imdb]).mean()), 4),
-                     "val_accuracy_ngrams_only": round(ng_val, 4)}
-    if cad_dev:
-        pv = 1 / (1 + np.exp(-blend_logit[n_imdb_val:]))
-        metrics["cad_dev"] = pair_metrics(pv[0::2], pv[1::2], cad["dev"])
-        metrics["cad_dev"]["ece_revisions"] = expected_calibration_error(
-            pv[1::2], np.array([p.revised.label for p in cad["dev"]]))
-        metrics["cad_dev_encoder_only"] = pair_metrics(
-            enc_val[n_imdb_val::2] > 0, enc_val[n_imdb_val + 1::2] > 0, cad["dev"])
-        metrics["val_accuracy_ngrams_only_note"] = ("the n-gram fit's epoch pick, on IMDB "
-                                                    "validation + the CAD dev pairs")
-    if cfg.test:
-        metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"]))
-        neg = negation_accuracy_onnx(graph.SerializeToString(), tok, load_negation_set())
-        metrics.update(negation_accuracy=neg["negation_accuracy"],
-                       negation_by_kind={k: v["accuracy"] for k, v in neg["by_kind"].items()})
+        blend = calibrate(cfg, blend, base, tok, va_y, groups, scope, graph_scope)
+    w_scaled = (w * blend.s).numpy().astype(np.dtype(cfg.weights_dtype))
+    graph = add_ngram_term(base, w_scaled, blend.a, blend.c, **graph_scope)
+    checks = check_ngram_graph(graph, base, w_scaled, blend.a, blend.c, tok.vocab_size,
+                               **graph_scope)
+    metrics = ngram_metrics(cfg, graph, tok, blend, enc_val, ng_val, va_y, n_imdb_val, split,
+                            data["test"])
+    base_manifest = folder.manifest
     manifest = {
         **{k: base_manifest[k] for k in ("labels", "cell") if k in base_manifest},
         "name": cfg.name or base_manifest.get("name", "sentiment"),
@@ -717,23 +758,12 @@ def train(cfg: NgramConfig) -> dict:
         "architecture": f"{base_manifest.get('architecture', 'recurrent encoder')} "
                         f"+ hashed uni/bi/trigram linear term ({cfg.buckets} buckets)",
         "parameters": int(base_manifest.get("parameters") or 0) + cfg.buckets + 2,
-        "ngram": {"buckets": cfg.buckets, "prime": PRIME, "salts": list(SALTS),
-                  "negation": ({"window": cfg.negation_window, "parity": cfg.negation_parity,
-                                "salt": NEG_SALT,
-                                "scope_from": ("first_word" if cfg.negation_first_word
-                                               else "last_word"),
-                                "negators": [w_ for w_, f in zip(tok.itos, table, strict=True)
-                                             if f]} if table is not None else None),
-                  "contrast": ({"window": cfg.contrast_window, "salt": CON_SALT,
-                                "words": [w_ for w_, f in zip(tok.itos, con, strict=True) if f]}
-                               if con is not None else None),
-                  "encoder_scale": a, "ngram_scale": s, "bias": c,
-                  "contributions_output": "ngram_contributions"},
+        "ngram": ngram_record(cfg, blend, tok.itos, table, con),
         "data": {**source_record(cfg.data), "train": len(tr_x), "validation": len(va_x),
-                 **({"cad": cad_record} if cad_record else {}),
+                 **({"cad": split.record} if split.record else {}),
                  "validation_split": f"{cfg.val_fraction:.0%} of train, seed {cfg.seed}",
                  "test": len(data["test"])},
-        **({"calibration": calibration} if calibration else {}),
+        **({"calibration": blend.calibration} if blend.calibration else {}),
         "training": {**asdict(cfg), "base": base_manifest.get("version"), "history": history,
                      "base_training": base_manifest.get("training"),
                      "minutes": round((time.time() - t0) / 60, 1), "torch": torch.__version__},
@@ -741,16 +771,17 @@ def train(cfg: NgramConfig) -> dict:
         "export_checks": {**base_manifest.get("export_checks", {}), "ngram": checks},
     }
     write_model_folder(out, graph, tok, manifest)
-    if graph_uncal is not None:
+    if blend.uncalibrated is not None:
         unc = run_folder(cfg.uncalibrated_out, "sentiment", cfg.replace_served)
-        u = calibration["uncalibrated"]
-        write_model_folder(unc, graph_uncal, tok, {
+        u = blend.calibration["uncalibrated"]
+        write_model_folder(unc, blend.uncalibrated, tok, {
             **{k: v for k, v in manifest.items() if k != "calibration"},
             "version": manifest["version"] + ".uncalibrated",
             "ngram": {**manifest["ngram"], "encoder_scale": u["encoder_scale"],
                       "ngram_scale": u["ngram_scale"], "bias": u["bias"]},
             "metrics": {}, "note": f"{out} without its calibration (for the before figures)"})
-    print(json.dumps({"out": str(out), "metrics": metrics, "blend": [a, s, c], "export": checks}))
+    print(json.dumps({"out": str(out), "metrics": metrics, "blend": [blend.a, blend.s, blend.c],
+                      "export": checks}))
     return manifest
 
 

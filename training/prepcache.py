@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from seqcore.modelfolder import VOCAB
 from seqcore.tokenizer import WordTokenizer
 
 VERSION = 1
@@ -173,7 +174,7 @@ class PrepCache:
         d = self._find("encoded", key)
         if d is None:
             return None
-        tok = WordTokenizer.from_json(json.loads((d / "vocab.json").read_text()))
+        tok = WordTokenizer.from_json(json.loads((d / VOCAB).read_text()))
         z = np.load(d / "ids.npz")
         return (tok, _unragged(z["train"], z["train_off"]),
                 _unragged(z["val"], z["val_off"]))
@@ -181,7 +182,7 @@ class PrepCache:
     def save_encoded(self, key: str | None, tok: WordTokenizer, train: list[list[int]],
                      val: list[list[int]]) -> None:
         def fill(tmp: Path) -> None:
-            (tmp / "vocab.json").write_text(json.dumps(tok.to_json()))
+            (tmp / VOCAB).write_text(json.dumps(tok.to_json()))
             tr, tr_off = _ragged(train)
             va, va_off = _ragged(val)
             np.savez(tmp / "ids.npz", train=tr, train_off=tr_off, val=va, val_off=va_off)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seqcore.modelfolder import ModelFolder
 from seqcore.tokenizer import WordTokenizer
 from training.cad import load_pairs
 from training.data import DataError, load_imdb
@@ -71,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             name, _, folder = spec.partition("=")
             if not folder:
                 raise DataError(f"--model {spec}: NAME=FOLDER")
-            tok = WordTokenizer.load(Path(folder) / "vocab.json")
-            graph = str(Path(folder) / "model.onnx")
+            model = ModelFolder.at(folder)
+            tok = WordTokenizer.load(model.vocab_path)
+            graph = str(model.graph_path)
             p_imdb, _ = sentiment_probabilities_onnx(graph, tok, [r.text for r in test])
             p_rev, _ = sentiment_probabilities_onnx(graph, tok, [q.revised.text for q in pairs])
             y_imdb = np.array([r.label for r in test])

@@ -7,6 +7,13 @@ A training command declares its settings as a dataclass whose fields are made wi
 option with its help and its default shown in ``--help``, booleans as
 ``--flag/--no-flag``) and runs the command's ``train(cfg)``, printing data and output
 errors as one ``error:`` line (exit 2) instead of a traceback.
+
+Recipes (nanoGPT's ``config/`` files, as plain data): ``--recipe PATH`` reads a TOML file
+of settings (``training/recipes/``: one per shipped model, and the experiments that did
+not ship in ``experiments/``) that replace the defaults; options given on the command line
+override the recipe. A recipe's keys are the config's field names (``max_len``, not
+``--max-len``) plus ``command``, the module it is for; an unknown key, a value of the
+wrong type or out of range is a usage error (exit 2), as the same option would be.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ import argparse
 import math
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from training.data import DataError
 from training.manifest import OutputError
@@ -55,8 +63,9 @@ def out_of_range(value: Any, bounds: dict[str, float | None]) -> str | None:
 class RunOptions:
     """The options both training commands have, with the same meaning; a command's
     config subclasses this and adds its own (``--help`` lists these in a section of
-    their own)."""
+    their own: a base config with a ``help_group`` gets one)."""
 
+    help_group: ClassVar[str] = "options of both training commands"
     replace_served: bool = option(False, "allow --out inside the served models/ folder")
     cell: str = option("lstm", "recurrent cell: lstm | gru | rnn")
     clip: float = option(1.0, "gradient-norm clip", above=0)
@@ -68,23 +77,46 @@ class RunOptions:
 
 
 # ----------------------------------------------------------------------------- command line
+RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter,
                      argparse.ArgumentDefaultsHelpFormatter):
     """The module's docstring as written, and each option's default after its help."""
 
 
+def _default(f: Any) -> Any:
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
+def _group_of(config_cls: type, name: str) -> str | None:
+    """The ``help_group`` of the base config that declares field ``name`` (None: the
+    command's own option)."""
+    for base in config_cls.__mro__[1:]:
+        if name in getattr(base, "__dataclass_fields__", {}) and getattr(base, "help_group", None):
+            return base.help_group
+    return None
+
+
 def build_parser(config_cls: type, description: str | None,
                  choices: dict[str, Sequence[str]] | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one ``--kebab-case`` option per field of ``config_cls``."""
+    """An argparse parser with one ``--kebab-case`` option per field of ``config_cls``
+    (the command's own first, then each shared group's), and ``--recipe``."""
     p = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
-    shared = p.add_argument_group("options of both training commands")
-    common = {f.name for f in fields(RunOptions)}
+    # SUPPRESS: no "(default: ...)" and no key in the parsed options when not given
+    p.add_argument("--recipe", default=argparse.SUPPRESS, metavar="PATH",
+                   help="a recipe: a TOML file of settings (training/recipes/; a bare name "
+                        "such as 'chargen' is training/recipes/chargen.toml) that replace "
+                        "the defaults below; options given here override it")
+    groups: dict[str | None, Any] = {None: p}
     choices = choices or {}
-    # the command's own options first, then the shared ones
-    ordered = sorted(fields(config_cls), key=lambda f: f.name in common)
+    ordered = sorted(fields(config_cls), key=lambda f: _group_of(config_cls, f.name) or "")
     for f in ordered:
-        group = shared if f.name in common else p
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        title = _group_of(config_cls, f.name)
+        if title not in groups:
+            groups[title] = p.add_argument_group(title)
+        group = groups[title]
+        default = _default(f)
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         if isinstance(default, bool):
@@ -100,17 +132,99 @@ def build_parser(config_cls: type, description: str | None,
     return p
 
 
-def command_line(config_cls: type, train: Callable[[Any], Any], description: str | None,
-                 argv: list[str] | None = None,
-                 choices: dict[str, Sequence[str]] | None = None) -> int:
-    """Parse ``argv`` into ``config_cls`` and run ``train``; 2 on a data or output error."""
+class RecipeError(ValueError):
+    """A recipe file that cannot be read, or a setting in it that the command has not or
+    that is not a valid value."""
+
+
+def recipe_path(name: str) -> Path:
+    """``name`` as a path, or a bare name of a recipe in ``training/recipes/``."""
+    path = Path(name)
+    if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+        for candidate in (RECIPES / f"{name}.toml", RECIPES / "experiments" / f"{name}.toml"):
+            if candidate.exists():
+                return candidate
+    return path
+
+
+def _recipe_value(f: Any, value: Any, choices: Sequence[str] | None) -> Any:
+    """``value`` from a recipe as field ``f``'s type; RecipeError if it is not one."""
+    default = _default(f)
+    kind = type(default) if default is not None else str
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # TOML's 1 for a float setting
+    if kind is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if not ok:
+        raise RecipeError(f"{f.name} = {value!r}: expected {kind.__name__}")
+    problem = out_of_range(value, f.metadata.get("bounds") or {})
+    if problem:
+        raise RecipeError(f"{f.name} = {value!r}: {problem}")
+    if choices and value not in choices:
+        raise RecipeError(f"{f.name} = {value!r}: one of {', '.join(choices)}")
+    return value
+
+
+def load_recipe(path: Path | str, config_cls: type, command: str | None = None,
+                choices: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """The settings of the recipe at ``path`` for ``config_cls`` (field name -> value),
+    checked as the command line checks them. ``command``: the module the recipe must be
+    for (its ``command`` key, when it has one)."""
+    path = recipe_path(str(path))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise RecipeError(f"{path}: not a TOML file ({e})") from None
+    wanted = data.pop("command", None)
+    if command is not None and wanted is not None and wanted != command:
+        raise RecipeError(f"{path} is a recipe for {wanted}, not {command}")
+    known = {f.name: f for f in fields(config_cls)}
+    unknown = sorted(k for k in data if k not in known)
+    if unknown:
+        raise RecipeError(f"{path}: no such setting: {', '.join(unknown)} (the settings are "
+                          "the options' names with '_', as in --help)")
+    try:
+        return {k: _recipe_value(known[k], v, (choices or {}).get(k)) for k, v in data.items()}
+    except RecipeError as e:
+        raise RecipeError(f"{path}: {e}") from None
+
+
+def parse_config(config_cls: type, argv: list[str] | None = None,
+                 description: str | None = None,
+                 choices: dict[str, Sequence[str]] | None = None,
+                 command: str | None = None) -> Any:
+    """``argv`` (and the recipe it names) as a ``config_cls``; usage errors exit 2."""
     parser = build_parser(config_cls, description, choices)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe")
+    named, _ = pre.parse_known_args(argv)
+    if named.recipe:
+        try:
+            parser.set_defaults(**load_recipe(named.recipe, config_cls, command, choices))
+        except RecipeError as e:
+            parser.error(f"--recipe {e}")
     args = vars(parser.parse_args(argv))
+    args.pop("recipe", None)
     for f in fields(config_cls):
         problem = out_of_range(args.get(f.name), f.metadata.get("bounds") or {})
         if problem:
             parser.error(f"--{f.name.replace('_', '-')} {args[f.name]}: {problem}")
-    cfg = config_cls(**args)
+    return config_cls(**args)
+
+
+def command_line(config_cls: type, train: Callable[[Any], Any], description: str | None,
+                 argv: list[str] | None = None,
+                 choices: dict[str, Sequence[str]] | None = None) -> int:
+    """Parse ``argv`` into ``config_cls`` and run ``train``; 2 on a data or output error."""
+    module = train.__module__
+    if module == "__main__":  # python -m training.<command>: the module's own name
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else None
+    cfg = parse_config(config_cls, argv, description, choices, command=module)
     try:
         train(cfg)
     except (DataError, OutputError) as e:

@@ -1,6 +1,7 @@
 """Train the character-level LSTM generator and export it as an ONNX step graph.
 
     python -m training.train_chargen --data ../shared/data/nietzsche.txt --out models/chargen --replace-served
+    python -m training.train_chargen --recipe chargen   # the shipped model's last run
 
 Recipe: lowercased characters, 2-layer LSTM 256 with a 64-d embedding (dropout 0.05
 on it, 0.15 between the layers and before the head), trained to predict EVERY next
@@ -58,6 +59,7 @@ import onnx
 import torch
 import torch.nn.functional as F
 
+from seqcore.modelfolder import ModelFolder
 from seqcore.tokenizer import CharVocab
 from training.data import DataError, load_text, source_record
 from training.evaluate import (
@@ -204,7 +206,8 @@ def load_char_folder(folder: Path, flag: str, dropout: float = 0.0,
     wrong with the folder is a ``DataError`` naming ``flag``."""
     vocab = load_char_vocab(folder, flag)
     try:
-        model = char_from_graph(onnx.load(str(folder / "model.onnx")), dropout, emb_dropout)
+        model = char_from_graph(onnx.load(str(ModelFolder.at(folder).graph_path)), dropout,
+                                emb_dropout)
     except ExportCheckError as e:
         raise DataError(f"{flag} {folder}: {e}") from None
     return vocab, model
@@ -218,8 +221,8 @@ def load_char_members(folder: Path, flag: str, dropout: float = 0.0,
     with the folder is a ``DataError`` naming ``flag``."""
     vocab = load_char_vocab(folder, flag)
     try:
-        members = char_members_from_graph(onnx.load(str(folder / "model.onnx")), dropout,
-                                          emb_dropout)
+        members = char_members_from_graph(onnx.load(str(ModelFolder.at(folder).graph_path)),
+                                          dropout, emb_dropout)
     except ExportCheckError as e:
         raise DataError(f"{flag} {folder}: {e}") from None
     versions = member_versions(folder)
@@ -231,26 +234,26 @@ def load_char_members(folder: Path, flag: str, dropout: float = 0.0,
 def member_versions(folder: Path) -> list[str | None]:
     """The member versions an ensemble folder's manifest lists (``training.ensemble_of``)."""
     try:
-        their = json.loads((folder / "manifest.json").read_text())["training"]["ensemble_of"]
+        their = ModelFolder.at(folder).manifest["training"]["ensemble_of"]
         return [None if i.get("version") is None else str(i["version"]) for i in their]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         return []
 
 
 def load_char_vocab(folder: Path, flag: str) -> CharVocab:
     """A char model folder's vocabulary (the folder must hold a graph too)."""
-    if not (folder / "model.onnx").is_file() or not (folder / "vocab.json").is_file():
-        raise DataError(f"{flag} {folder}: no model.onnx and vocab.json there")
-    return CharVocab.load(folder / "vocab.json")
+    f = ModelFolder.at(folder)
+    if not f.graph_path.is_file() or not f.vocab_path.is_file():
+        raise DataError(f"{flag} {folder}: no {f.graph_path.name} and {f.vocab_path.name} there")
+    return CharVocab.load(f.vocab_path)
 
 
 def is_graph_only(folder: Path) -> bool:
     """Whether a char model folder's graph cannot be read back into torch and runs
     through ONNX Runtime instead: an ensemble graph (``training.ensemble_chargen``)."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-        return bool(manifest["training"].get("ensemble_of"))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return bool(ModelFolder.at(folder).manifest["training"].get("ensemble_of"))
+    except (KeyError, TypeError, AttributeError):
         return False
 
 
@@ -273,11 +276,12 @@ def _graph_teacher(folder: Path, threads: int) -> tuple[CharVocab, object, int, 
     """An ensemble teacher: vocabulary, ONNX Runtime session, state layers and width
     (from its manifest)."""
     vocab = load_char_vocab(folder, "--distill-from")
-    st = json.loads((folder / "manifest.json").read_text()).get("state") or {}
+    f = ModelFolder.at(folder)
+    st = f.manifest.get("state") or {}
     if not {"layers", "hidden"} <= set(st):
         raise DataError(f"--distill-from {folder}: its manifest gives no state "
                         "shape (state.layers, state.hidden)")
-    return (vocab, ort_session(str(folder / "model.onnx"), threads=threads),
+    return (vocab, ort_session(str(f.graph_path), threads=threads),
             int(st["layers"]), int(st["hidden"]))
 
 
@@ -389,10 +393,8 @@ def teacher_targets(folders: str, vocab: CharVocab, ids: torch.Tensor, streams: 
 
 def folder_version(folder: str) -> str | None:
     """The version in a model folder's manifest, if it has one."""
-    try:
-        return str(json.loads((Path(folder) / "manifest.json").read_text())["version"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    version = ModelFolder.at(folder).manifest.get("version")
+    return None if version is None else str(version)
 
 
 def init_version(cfg: TrainConfig) -> str | None:
@@ -414,105 +416,119 @@ def prior_epochs(version: str | None) -> int:
         return 0
 
 
-def train(cfg: TrainConfig) -> dict:
-    out = run_folder(cfg.out, "chargen", cfg.replace_served)  # refused before any work
+def check_options(cfg: TrainConfig) -> None:
+    """The settings' combinations that cannot run (refused before any work)."""
     if cfg.distill_synthetic and not cfg.distill_from:
         raise DataError("--distill-synthetic: give the teachers with --distill-from")
     if cfg.distill_synthetic_from and not cfg.distill_synthetic:
         raise DataError("--distill-synthetic-from: set how much they write with "
                         "--distill-synthetic")
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    set_threads(cfg.threads)
-    t_start = time.time()
-    text = load_text(cfg.data, cfg.sha256).lower()
+
+
+@dataclass
+class Text:
+    """A run's text as ids: training (then the teachers' text, if any) and held out."""
+
+    vocab: CharVocab
+    train_ids: torch.Tensor
+    held_ids: torch.Tensor
+    held_text: str
+    real_chars: int  # the training text's (the teachers' text follows it)
+    teacher: torch.Tensor | None = None  # the teachers' log distributions, a row per id
+
+
+def encode_text(cfg: TrainConfig, text: str, vocab: CharVocab | None) -> Text:
+    """``text`` with its last ``heldout_fraction`` held out, as ids of ``vocab`` (None:
+    built from the training part)."""
     split = int(len(text) * (1 - cfg.heldout_fraction))
     train_text, held_text = text[:split], text[split:]
-    init = None
-    if cfg.init_from:
-        vocab, init = load_init(cfg)
     with Progress(3, "data", unit="part") as prog:
-        if init is None:
-            vocab = CharVocab.build(train_text)
+        vocab = vocab or CharVocab.build(train_text)
         prog.update()
         train_ids = torch.tensor(vocab.encode(train_text)[0], dtype=torch.long)
         prog.update()
         held_ids = torch.tensor(vocab.encode(held_text)[0], dtype=torch.long)
         prog.update()
-    teacher = (teacher_targets(cfg.distill_from, vocab, train_ids, cfg.distill_streams,
-                               cfg.threads)
-               if cfg.distill_from else None)
-    real_chars = len(train_ids)
+    return Text(vocab, train_ids, held_ids, held_text, len(train_ids))
+
+
+def add_teachers(cfg: TrainConfig, text: Text) -> Text:
+    """``--distill-from``: the teachers' rows over the training text, and with
+    ``--distill-synthetic`` the text they write (after the training text) with theirs."""
+    if not cfg.distill_from:
+        return text
+    text.teacher = teacher_targets(cfg.distill_from, text.vocab, text.train_ids,
+                                   cfg.distill_streams, cfg.threads)
     if cfg.distill_synthetic:
         s_ids, s_rows = teacher_samples(cfg.distill_synthetic_from or cfg.distill_from,
-                                        vocab, train_ids, cfg.distill_synthetic,
+                                        text.vocab, text.train_ids, cfg.distill_synthetic,
                                         cfg.distill_streams, cfg.threads,
                                         torch.Generator().manual_seed(cfg.seed))
-        train_ids, teacher = torch.cat([train_ids, s_ids]), torch.cat([teacher, s_rows])
-    mcfg = CharConfig(vocab_size=vocab.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
-                      layers=cfg.layers, dropout=cfg.dropout, cell=cfg.cell,
-                      emb_dropout=cfg.emb_dropout)
-    model = CharLSTM(mcfg)
-    if init is not None:
-        model.load_state_dict(init.state_dict())
+        text.train_ids = torch.cat([text.train_ids, s_ids])
+        text.teacher = torch.cat([text.teacher, s_rows])
+    return text
+
+
+def train_step(model: CharLSTM, opt: torch.optim.Optimizer, cfg: TrainConfig,
+               x: torch.Tensor, y: torch.Tensor, state: tuple | None,
+               t_lp: torch.Tensor | None) -> tuple[float, tuple]:
+    """One optimizer step on a chunk batch from ``state``: cross-entropy, mixed with the
+    KL to the teachers' rows ``t_lp`` when given. (the data's cross-entropy, the state
+    the chunk ended in, detached)"""
+    logits, state = model(x, state)
+    flat = logits.reshape(-1, logits.size(-1))
+    ce = F.cross_entropy(flat, y.reshape(-1))
+    loss = ce
+    if t_lp is not None:
+        kl = F.kl_div(F.log_softmax(flat, -1), t_lp, log_target=True, reduction="batchmean")
+        loss = (1 - cfg.distill_weight) * ce + cfg.distill_weight * kl
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+    opt.step()
+    return ce.item(), (state[0].detach(), state[1].detach())
+
+
+def train_model(cfg: TrainConfig, model: CharLSTM, text: Text, t_start: float
+                ) -> tuple[Stopping, list[dict], int]:
+    """Train ``model`` in place (the best held-out epoch's weights loaded at the end, on
+    the CPU); the stopping record, the per-epoch history and the steps taken."""
     dev = pick_device(cfg.device)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
         if cfg.ema > 0 else None)
-    steps_per_epoch = batches_per_epoch(len(train_ids), cfg)
-    total_steps = planned_steps(steps_per_epoch, cfg.epochs, cfg.max_steps)
+    ids, teacher = text.train_ids, text.teacher
+    total_steps = planned_steps(batches_per_epoch(len(ids), cfg), cfg.epochs, cfg.max_steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     stop = Stopping(cfg.patience, cfg.max_minutes, cfg.max_steps, higher_is_better=False,
                     start=t_start)
     best_state, history, step = None, [], 0
-    n_params = sum(p.numel() for p in model.parameters())
-    written = len(train_ids) - real_chars
-    print(f"chargen: vocab {vocab.vocab_size}, train {real_chars:,} chars"
-          + (f" + {written:,} written by the teachers" if written else "") + ", held-out "
-          f"{len(held_ids):,}, {n_params:,} params, {'stateful' if cfg.stateful else 'zero-state'}"
-          f" chunks, {steps_per_epoch} steps/epoch, {total_steps} steps planned", flush=True)
     prog = Progress(total_steps, "train")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0, tot, n_batches, state = time.time(), 0.0, 0, None
         prog.set_postfix(f"epoch {epoch}/{cfg.epochs}")
         # batches of positions, so the teachers' rows for a batch are found by index
-        for px, py, carry in chunk_batches(torch.arange(len(train_ids)), cfg, gen):
-            x, y = train_ids[px], train_ids[py]
+        for px, py, carry in chunk_batches(torch.arange(len(ids)), cfg, gen):
+            x, y = ids[px], ids[py]
             if cfg.unk_noise > 0:
-                noise = torch.rand(x.shape, generator=gen) < cfg.unk_noise
-                x[noise] = vocab.unk_id
+                x[torch.rand(x.shape, generator=gen) < cfg.unk_noise] = text.vocab.unk_id
             lr = cosine_lr(step, total_steps, cfg.lr, cfg.lr_min)
             set_lr(opt, lr)
-            if not carry:
-                state = None
-            logits, state = model(x.to(dev), state)
-            state = (state[0].detach(), state[1].detach())
-            flat = logits.reshape(-1, logits.size(-1))
-            ce = F.cross_entropy(flat, y.to(dev).reshape(-1))
-            loss = ce
-            if teacher is not None:
-                t_lp = teacher[px.reshape(-1)].to(dev).float()
-                kl = F.kl_div(F.log_softmax(flat, -1), t_lp, log_target=True,
-                              reduction="batchmean")
-                loss = (1 - cfg.distill_weight) * ce + cfg.distill_weight * kl
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
+            t_lp = None if teacher is None else teacher[px.reshape(-1)].to(dev).float()
+            ce, state = train_step(model, opt, cfg, x.to(dev), y.to(dev),
+                                   state if carry else None, t_lp)
             if ema is not None:
                 ema.update_parameters(model)
-            step += 1
-            n_batches += 1
-            tot += ce.item()  # the data's cross-entropy, comparable with or without teachers
+            step, n_batches = step + 1, n_batches + 1
+            tot += ce  # the data's cross-entropy, comparable with or without teachers
             prog.update()
             if stop.out_of_steps(step):
                 break
         scored = ema.module if ema is not None else model
-        val = heldout_loss(scored, held_ids.to(dev), cfg.eval_streams)
+        val = heldout_loss(scored, text.held_ids.to(dev), cfg.eval_streams)
         history.append({"epoch": epoch, "train_loss": round(tot / n_batches, 4),
                         "heldout_loss": round(val, 4), "lr": lr, "steps": n_batches,
                         "seconds": round(time.time() - t0, 1)})
@@ -524,46 +540,85 @@ def train(cfg: TrainConfig) -> dict:
             prog.write(stop.reason)
             break
     prog.close()
-    best, best_epoch = stop.best, stop.best_epoch
     model.load_state_dict(best_state)
     model.cpu().eval()
-    graph = build_char_graph(model)
-    checks = check_char(model, graph)
-    manifest = {
+    return stop, history, step
+
+
+def chargen_manifest(cfg: TrainConfig, text: Text, graph: onnx.ModelProto, checks: dict,
+                     n_params: int, stop: Stopping, history: list[dict], step: int,
+                     t_start: float) -> dict:
+    """The manifest of a trained generator: its training record, and the held-out loss
+    scored through ONNX Runtime on the exported graph."""
+    written = len(text.train_ids) - text.real_chars
+    training = {**asdict(cfg), "best_epoch": stop.best_epoch, "steps": step,
+                "init_from_version": init_version(cfg),
+                "distill_from_versions": [folder_version(str(f)) for f in
+                                          teacher_folders(cfg.distill_from)],
+                "distill_synthetic_from_versions": [
+                    folder_version(str(f)) for f in
+                    teacher_folders(cfg.distill_synthetic_from or cfg.distill_from)
+                    if cfg.distill_synthetic],
+                "stopped": stop.reason or "all epochs", "history": history,
+                "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__}
+    source = source_record(cfg.data)
+    metrics = chargen_loss_onnx(graph.SerializeToString(), text.vocab, text.held_text,
+                                streams=cfg.eval_streams, layers=cfg.layers, hidden=cfg.hidden,
+                                progress=True)
+    return {
         "name": cfg.name,
         # 1.<epochs trained in all>.<seed>: a continued model counts its base's epochs
-        "version": f"1.{prior_epochs(init_version(cfg)) + best_epoch}.{cfg.seed}",
+        "version": f"1.{prior_epochs(init_version(cfg)) + stop.best_epoch}.{cfg.seed}",
         "task": "text-generation",
         "cell": cfg.cell,
         "architecture": f"char {cfg.cell.upper()} {cfg.layers}x{cfg.hidden}, "
                         f"embedding {cfg.emb_dim}",
         "parameters": n_params,
-        "data": {**source_record(cfg.data), "heldout": f"last {cfg.heldout_fraction:.0%} of text",
-                 "train_chars": real_chars, "teacher_written_chars": written,
-                 "heldout_chars": len(held_ids)},
-        "training": {**asdict(cfg), "best_epoch": best_epoch, "steps": step,
-                     "init_from_version": init_version(cfg),
-                     "distill_from_versions": [folder_version(str(f)) for f in
-                                               teacher_folders(cfg.distill_from)],
-                     "distill_synthetic_from_versions": [
-                         folder_version(str(f)) for f in
-                         teacher_folders(cfg.distill_synthetic_from or cfg.distill_from)
-                         if cfg.distill_synthetic],
-                     "stopped": stop.reason or "all epochs", "history": history,
-                     "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
-        "metrics": chargen_loss_onnx(graph.SerializeToString(), vocab, held_text,
-                                     streams=cfg.eval_streams, layers=cfg.layers,
-                                     hidden=cfg.hidden, progress=True),
+        "data": {**source, "heldout": f"last {cfg.heldout_fraction:.0%} of text",
+                 "train_chars": text.real_chars, "teacher_written_chars": written,
+                 "heldout_chars": len(text.held_ids)},
+        "training": training,
+        "metrics": metrics,
         "export_checks": checks,
         "state": {"layers": cfg.layers, "hidden": cfg.hidden},
+        "evaluation_sets": evaluation_sets(metrics, {"heldout_": (
+            f"held out: the last {cfg.heldout_fraction:.0%} of {source['source']} "
+            f"({len(text.held_ids)} characters)")}),
     }
-    manifest["evaluation_sets"] = evaluation_sets(manifest["metrics"], {"heldout_": (
-        f"held out: the last {cfg.heldout_fraction:.0%} of {manifest['data']['source']} "
-        f"({len(held_ids)} characters)")})
-    write_model_folder(out, graph, vocab, manifest)
+
+
+def train(cfg: TrainConfig) -> dict:
+    out = run_folder(cfg.out, "chargen", cfg.replace_served)  # refused before any work
+    check_options(cfg)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    set_threads(cfg.threads)
+    t_start = time.time()
+    raw = load_text(cfg.data, cfg.sha256).lower()
+    vocab, init = load_init(cfg) if cfg.init_from else (None, None)
+    text = add_teachers(cfg, encode_text(cfg, raw, vocab))
+    model = CharLSTM(CharConfig(vocab_size=text.vocab.vocab_size, emb_dim=cfg.emb_dim,
+                                hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout,
+                                cell=cfg.cell, emb_dropout=cfg.emb_dropout))
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    n_params = sum(p.numel() for p in model.parameters())
+    written = len(text.train_ids) - text.real_chars
+    per_epoch = batches_per_epoch(len(text.train_ids), cfg)
+    print(f"chargen: vocab {text.vocab.vocab_size}, train {text.real_chars:,} chars"
+          + (f" + {written:,} written by the teachers" if written else "") + ", held-out "
+          f"{len(text.held_ids):,}, {n_params:,} params, "
+          f"{'stateful' if cfg.stateful else 'zero-state'} chunks, {per_epoch} steps/epoch, "
+          f"{planned_steps(per_epoch, cfg.epochs, cfg.max_steps)} steps planned", flush=True)
+    stop, history, step = train_model(cfg, model, text, t_start)
+    graph = build_char_graph(model)
+    checks = check_char(model, graph)
+    manifest = chargen_manifest(cfg, text, graph, checks, n_params, stop, history, step, t_start)
+    write_model_folder(out, graph, text.vocab, manifest)
     plot_history(history, Path(out) / "curves.png",
                  f"{cfg.name}: char {cfg.cell.upper()} {cfg.layers}x{cfg.hidden}")
-    print(json.dumps({"out": str(out), "heldout_loss": best, "best_epoch": best_epoch,
+    print(json.dumps({"out": str(out), "heldout_loss": stop.best, "best_epoch": stop.best_epoch,
                       "export": checks}))
     return manifest
 

@@ -2,6 +2,7 @@
 
     python -m training.train_sentiment --data ../shared/data/aclImdb_v1_labeled.tar.gz \\
         --out models/sentiment --replace-served
+    python -m training.train_sentiment --recipe sentiment-encoder   # the shipped encoder
 
 Recipe (defaults reproduce the committed model): the tokenizer of seqcore/tokenizer.py,
 a 20k-word vocabulary from the training split, reviews up to 800 tokens (98 % of
@@ -30,10 +31,11 @@ import numpy as np
 import onnx
 import torch
 
+from seqcore.modelfolder import ModelFolder, ModelFolderError
 from seqcore.runtime import pad_rows
 from seqcore.tokenizer import WordTokenizer, tokenize
 from training.augment import generate
-from training.cad import exclude_cad, load_cad, pair_rows
+from training.cad import CadOptions, CadSplits, with_cad
 from training.data import DataError, source_record, split_train_val
 from training.datasets import IMDB_LABELS, label_accuracy_onnx, load_dataset
 from training.evaluate import (
@@ -77,7 +79,7 @@ from training.scaffold import (
 
 
 @dataclass
-class TrainConfig(RunOptions):
+class TrainConfig(CadOptions, RunOptions):
     data: str = option("../shared/data/aclImdb_v1_labeled.tar.gz",
                        "the training data: the IMDB archive or extracted folder (a path or "
                        "URL), a CSV, TSV, JSONL or Parquet file, or a folder per label "
@@ -107,12 +109,6 @@ class TrainConfig(RunOptions):
                                        "(training.augment.MORE_TEMPLATES)")
     augment_grammar: bool = option(False, "build half of the augmentation compositionally "
                                           "(training.augment.compose: negations counted)")
-    cad: str = option("", "folder of the counterfactually-augmented IMDb pairs "
-                          "(training.cad): every CAD review is removed from IMDB train and "
-                          "validation, the CAD train pairs are trained on, the dev pairs "
-                          "join the validation that picks the epoch")
-    cad_repeat: int = option(4, "with --cad: each CAD train pair is seen this many times an "
-                                "epoch", at_least=1)
     encoder_negation_window: int = option(
         0, "> 0: the encoder also reads a negator's scope: a learned vector (starting at "
            "zero) added to the embedding of each word this many words or fewer after a "
@@ -273,6 +269,49 @@ def adversarial_loss(model: SentimentLSTM, ids: torch.Tensor, lens: torch.Tensor
     return loss + head_loss(adv_logit, y, offset)
 
 
+def new_model(cfg: TrainConfig, tok: WordTokenizer, tr_x: list[list[int]], tr_y: list[int],
+              w2v: torch.Tensor | None, init: SentimentLSTM | None, n_labels: int
+              ) -> SentimentLSTM:
+    """A model to train: ``init``'s weights when given, else a fresh one whose embedding
+    starts from word2vec (``w2v``) and, in dimension 0, the naive-Bayes ratios."""
+    mcfg = SentimentConfig(vocab_size=tok.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
+                           emb_dropout=cfg.emb_dropout, out_dropout=cfg.out_dropout,
+                           cell=cfg.cell, negation_window=cfg.encoder_negation_window,
+                           labels=n_labels)
+    model = SentimentLSTM(mcfg)
+    if mcfg.negation_window > 0:
+        model.set_negators(negator_table(tok.itos))
+    if init is not None:
+        # a model without a negation scope starts one at zero: its answers unchanged
+        missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
+        if unexpected or set(missing) - {"neg_embedding.weight", "neg_table"}:
+            raise DataError(f"--init-from: weights do not fit ({missing}, {unexpected})")
+    elif w2v is not None:
+        with torch.no_grad():
+            model.embedding.weight[:, -w2v.shape[1]:] = w2v
+    if cfg.nb_init > 0 and init is None and n_labels == 2:
+        with torch.no_grad():
+            model.embedding.weight[:, 0] = nb_log_count_ratio(tr_x, tr_y, tok.vocab_size) * cfg.nb_init
+            model.embedding.weight[tok.pad_id] = 0.0
+    return model
+
+
+def train_step(model: SentimentLSTM, opt: torch.optim.Optimizer, cfg: TrainConfig,
+               ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor,
+               offset: torch.Tensor | float) -> float:
+    """One optimizer step on a batch (adversarial with ``--adv-eps``); the batch's loss."""
+    if cfg.adv_eps > 0:
+        loss = adversarial_loss(model, ids, lens, y, cfg.adv_eps, offset)
+    else:
+        logit, _ = model(ids, lens)
+        loss = head_loss(logit, y, offset)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+    opt.step()
+    return loss.item()
+
+
 def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list[int]],
                  tr_y: list[int], va_x: list[list[int]], va_y: list[int], t_start: float,
                  minutes: float, w2v: torch.Tensor | None = None,
@@ -287,31 +326,10 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
     tr_off, va_off = offsets if offsets is not None else (None, None)
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    mcfg = SentimentConfig(vocab_size=tok.vocab_size, emb_dim=cfg.emb_dim, hidden=cfg.hidden,
-                           emb_dropout=cfg.emb_dropout, out_dropout=cfg.out_dropout,
-                           cell=cfg.cell, negation_window=cfg.encoder_negation_window,
-                           labels=n_labels)
-    model = SentimentLSTM(mcfg)
-    if mcfg.negation_window > 0:
-        model.set_negators(negator_table(tok.itos))
     dev = pick_device(cfg.device)
-    if init is not None:
-        # a model without a negation scope starts one at zero: its answers unchanged
-        missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
-        if unexpected or set(missing) - {"neg_embedding.weight", "neg_table"}:
-            raise DataError(f"--init-from: weights do not fit ({missing}, {unexpected})")
-    elif w2v is not None:
-        with torch.no_grad():
-            model.embedding.weight[:, -w2v.shape[1]:] = w2v
-    if cfg.nb_init > 0 and init is None and n_labels == 2:
-        with torch.no_grad():
-            model.embedding.weight[:, 0] = nb_log_count_ratio(tr_x, tr_y, tok.vocab_size) * cfg.nb_init
-            model.embedding.weight[tok.pad_id] = 0.0
-    model.to(dev)
+    model = new_model(cfg, tok, tr_x, tr_y, w2v, init, n_labels).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(tr_x) / cfg.batch_size)
-    total = planned_steps(steps_per_epoch, cfg.epochs, max_steps)
-    best_state, history, step = None, [], 0
+    total = planned_steps(math.ceil(len(tr_x) / cfg.batch_size), cfg.epochs, max_steps)
     ema = (torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema))
         if cfg.ema > 0 else None)
@@ -321,6 +339,7 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
     # the whole run's budget (max_minutes, from the run's start)
     stop = Stopping(cfg.patience, cfg.max_minutes, max_steps, higher_is_better=True,
                     start=t_start)
+    best_state, history, step = None, [], 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0, tot, n_batches = time.time(), 0.0, 0
@@ -332,25 +351,13 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
                 drop = (torch.rand(ids.shape) < cfg.word_dropout) & (ids != tok.pad_id)
                 ids = ids.masked_fill(drop, tok.unk_id)
             y = torch.tensor([tr_y[j] for j in b], dtype=torch.float, device=dev)
-            ids, lens = ids.to(dev), lens.to(dev)
             lr = cosine_lr(step, total, cfg.lr, cfg.lr_min)
             set_lr(opt, lr)
-            off = (0.0 if tr_off is None else
-                   torch.tensor(tr_off[b], dtype=torch.float, device=dev))
-            if cfg.adv_eps > 0:
-                loss = adversarial_loss(model, ids, lens, y, cfg.adv_eps, off)
-            else:
-                logit, _ = model(ids, lens)
-                loss = head_loss(logit, y, off)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
+            off = 0.0 if tr_off is None else torch.tensor(tr_off[b], dtype=torch.float, device=dev)
+            tot += train_step(model, opt, cfg, ids.to(dev), lens.to(dev), y, off)
             if ema is not None:
                 ema.update_parameters(model)
-            tot += loss.item()
-            step += 1
-            n_batches += 1
+            step, n_batches = step + 1, n_batches + 1
             if prog is not None:
                 prog.update()
             if stop.out_of_steps(step):
@@ -378,17 +385,18 @@ def train_model(cfg: TrainConfig, seed: int, tok: WordTokenizer, tr_x: list[list
 def load_init(cfg: TrainConfig) -> tuple[WordTokenizer, SentimentLSTM]:
     """The vocabulary and weights of the model folder ``cfg.init_from``; the model's
     shape settings in ``cfg`` are set from it."""
-    folder = Path(cfg.init_from)
-    manifest = json.loads((folder / "manifest.json").read_text()) if (
-        folder / "manifest.json").is_file() else {}
-    if "ngram" in manifest:
-        print(f"--init-from: {folder} has an n-gram term; its encoder is trained, the n-gram "
-              "term is left out (add one again with training.ngrams --base)", flush=True)
-    if not (folder / "model.onnx").is_file():
-        raise DataError(f"--init-from {folder}: no model.onnx there")
-    model = sentiment_from_graph(onnx.load(str(folder / "model.onnx")), cfg.emb_dropout,
+    try:
+        folder = ModelFolder.open(cfg.init_from)
+    except ModelFolderError:  # a graph and vocabulary without a manifest still start a run
+        folder = ModelFolder(Path(cfg.init_from), {})
+    if "ngram" in folder.manifest:
+        print(f"--init-from: {folder.path} has an n-gram term; its encoder is trained, the "
+              "n-gram term is left out (add one again with training.ngrams --base)", flush=True)
+    if not folder.graph_path.is_file():
+        raise DataError(f"--init-from {folder.path}: no {folder.graph_path.name} there")
+    model = sentiment_from_graph(onnx.load(str(folder.graph_path)), cfg.emb_dropout,
                                  cfg.out_dropout)
-    tok = WordTokenizer.load(folder / "vocab.json")
+    tok = WordTokenizer.load(folder.vocab_path)
     cfg.emb_dim, cfg.hidden, cfg.cell = model.cfg.emb_dim, model.cfg.hidden, model.cfg.cell
     if model.cfg.negation_window and cfg.encoder_negation_window != model.cfg.negation_window:
         print(f"--init-from: the model reads a negation window of {model.cfg.negation_window}; "
@@ -398,106 +406,120 @@ def load_init(cfg: TrainConfig) -> tuple[WordTokenizer, SentimentLSTM]:
     return tok, model
 
 
-def train(cfg: TrainConfig) -> dict:
+@dataclass
+class Rows:
+    """A run's encoded rows. Training: the reviews, then the augmentation sentences, then
+    the CAD train pairs; validation: the reviews, then the CAD dev pairs."""
+
+    tok: WordTokenizer
+    train_x: list[list[int]]
+    train_y: list[int]
+    val_x: list[list[int]]
+    val_y: list[int]
+    n_reviews: int  # training rows that are reviews
+    n_cad: int  # training rows that are CAD pairs (the last ones)
+    enc_key: str | None  # the prepared-data cache's key of the encoded reviews
+
+
+def check_options(cfg: TrainConfig) -> NgramConfig:
+    """The settings' combinations that cannot run (refused before any work), and the
+    n-gram settings of ``--stack-ngrams``' fold models."""
     if cfg.stack_ngrams == 1:
         raise DataError("--stack-ngrams needs at least 2 folds (0: off)")
-    ng_cfg = NgramConfig(seed=cfg.seed, threads=cfg.threads, test=False,
-                         **(term_settings(cfg.stack_like) if cfg.stack_like else {}))
     if cfg.head_len > cfg.max_len and not cfg.init_from:
         raise DataError(f"--head-len {cfg.head_len} is longer than --max-len {cfg.max_len}")
-    out = run_folder(cfg.out, "sentiment", cfg.replace_served)  # refused before any work
-    np.random.seed(cfg.seed)
-    set_threads(cfg.threads)
-    t_start = time.time()
-    cache = PrepCache.from_option(cfg.cache_dir)
+    return NgramConfig(seed=cfg.seed, threads=cfg.threads, test=False,
+                       **(term_settings(cfg.stack_like) if cfg.stack_like else {}))
+
+
+def load_data(cfg: TrainConfig, cache: PrepCache) -> tuple[dict, str | None]:
+    """The dataset (through the prepared-data cache) and its cache key."""
     data_key = cache.dataset_key(cfg.data, cfg.text_column, cfg.label_column, cfg.test_data,
                                  cfg.val_data) if not cfg.sha256 else None
     data = cache.dataset(data_key, lambda: load_dataset(
         cfg.data, cfg.sha256, text_column=cfg.text_column or None,
         label_column=cfg.label_column or None, test_data=cfg.test_data or None,
         val_data=cfg.val_data or None))
-    labels = data["labels"]
-    if labels != IMDB_LABELS and (cfg.augment or cfg.cad or cfg.stack_ngrams or cfg.init_from):
+    if data["labels"] != IMDB_LABELS and (cfg.augment or cfg.cad or cfg.stack_ngrams
+                                          or cfg.init_from):
         raise DataError(f"--augment, --cad, --stack-ngrams and --init-from need the labels "
-                        f"negative, positive (this data's: {', '.join(labels)})")
-    if data["validation"]:
-        train_set, val_set = data["train"], data["validation"]
-    else:
-        train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
-    cad_record: dict = {}
-    if cfg.cad:  # split first (the seed's split), then drop CAD reviews from both parts
-        cad = load_cad(cfg.cad)
-        train_set, n_tr = exclude_cad(train_set, cad)
-        val_set, n_va = exclude_cad(val_set, cad)
-        cad_record = {"removed_from_train": n_tr, "removed_from_validation": n_va,
-                      "train_pairs": len(cad["train"]), "repeat": cfg.cad_repeat,
-                      "dev_pairs_in_validation": len(cad["dev"])}
-        print(f"CAD: {n_tr} + {n_va} reviews removed from IMDB train / validation", flush=True)
-    init = None
+                        f"negative, positive (this data's: {', '.join(data['labels'])})")
+    return data, data_key
+
+
+def encode_rows(cfg: TrainConfig, cache: PrepCache, data_key: str | None, split: CadSplits,
+                init: SentimentLSTM | None, tok: WordTokenizer | None) -> Rows:
+    """The training and validation rows as token ids (the reviews' from the cache when
+    it has them), with the augmentation and the CAD pairs; ``tok``: the ``--init-from``
+    model's vocabulary (else built from the training reviews)."""
     enc_key = cache.encoded_key(data_key, cfg)
     enc = cache.encoded(enc_key)
-    if cfg.init_from:
-        tok, init = load_init(cfg)
-    elif enc is not None:
-        tok = enc[0]
-    else:
-        tok = WordTokenizer.build((r.text for r in track(train_set, "vocabulary", unit="review")),
-                                  cfg.max_vocab, cfg.min_count, cfg.max_len, cfg.head_len)
+    if tok is None:
+        tok = enc[0] if enc is not None else WordTokenizer.build(
+            (r.text for r in track(split.train, "vocabulary", unit="review")),
+            cfg.max_vocab, cfg.min_count, cfg.max_len, cfg.head_len)
     tr_x = enc[1] if enc is not None else [
-        tok.encode(r.text).ids for r in track(train_set, "encode train", unit="review")]
+        tok.encode(r.text).ids for r in track(split.train, "encode train", unit="review")]
     train_ids = list(tr_x)  # before the augmentation (what the cache keeps)
-    tr_y = [r.label for r in train_set]
+    tr_y = [r.label for r in split.train]
     if cfg.augment > 0:  # training split only: validation and test stay pure IMDB
         extra = generate(cfg.augment, cfg.seed, more=cfg.augment_more,
                          grammar=cfg.augment_grammar)
         tr_x += [tok.encode(t).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
         print(f"negation augmentation: {len(extra)} sentences", flush=True)
-    n_cad = 0
-    if cfg.cad:  # after the augmentation: extra rows, no stacking offset of their own
-        rows = pair_rows(cad["train"], cfg.cad_repeat)
-        tr_x += [tok.encode(r.text).ids for r in rows]
-        tr_y += [r.label for r in rows]
-        n_cad = len(rows)
-        val_set = val_set + pair_rows(cad["dev"])
+    # after the augmentation: extra rows, no stacking offset of their own
+    tr_x += [tok.encode(r.text).ids for r in split.train_pairs]
+    tr_y += [r.label for r in split.train_pairs]
+    val_set = split.validation + split.dev_pairs
     va_x = enc[2] if enc is not None else [
         tok.encode(r.text).ids for r in track(val_set, "encode validation", unit="review")]
     if enc is None:
         cache.save_encoded(enc_key, tok, train_ids, va_x)
-    va_y = [r.label for r in val_set]
     print(f"sentiment: vocab {tok.vocab_size}, train {len(tr_x)}, val {len(va_x)}", flush=True)
-    w2v = None
-    if cfg.w2v_epochs > 0 and init is None:
-        dim = cfg.emb_dim - (1 if cfg.nb_init > 0 else 0)
-        w2v = cache.word2vec(
-            cache.word2vec_key(enc_key, dim, cfg.w2v_epochs, cfg.seed),
-            lambda: word2vec_init([[t.text for t in tokenize(r.text)]
-                                   for r in track(train_set, "word2vec input", unit="review")],
-                                  tok, dim, cfg.w2v_epochs, cfg.seed))
-    offsets = None
-    if cfg.stack_ngrams >= 2:
-        # 'alone': folds of the reviews; the augmentation joins every fold model's fit but
-        # its rows get no offset, so the encoder alone is taught negation by them (n-gram
-        # models fit template sentences easily and would leave it little gradient)
-        n = len(train_set) if cfg.stack_augmentation == "alone" else len(tr_x) - n_cad
-        table, con = scope_tables(ng_cfg, tok.itos)
-        tr_off, va_off = out_of_fold_logits(
-            tr_x[:n], tr_y[:n], va_x, va_y, cfg.stack_ngrams,
-            None if table is None else torch.from_numpy(table), ng_cfg,
-            extra_x=tr_x[n:], extra_y=tr_y[n:],
-            con_table=None if con is None else torch.from_numpy(con))
-        offsets = (np.concatenate([tr_off, np.zeros(len(tr_x) - n)]), va_off)
-    steps_per_epoch = math.ceil(len(tr_x) / cfg.batch_size)
-    prog = Progress(planned_steps(steps_per_epoch, cfg.epochs, cfg.max_steps), "train")
-    minutes = cfg.max_minutes - (time.time() - t_start) / 60
-    model, best, best_epoch, run_history = train_model(
-        cfg, cfg.seed, tok, tr_x, tr_y, va_x, va_y, t_start, minutes, w2v, init,
-        cfg.max_steps, prog, offsets, n_labels=len(labels))
-    prog.close()
-    graph = build_sentiment_graph(model)
-    checks = check_sentiment(model, graph)
+    return Rows(tok, tr_x, tr_y, va_x, [r.label for r in val_set], len(split.train),
+                len(split.train_pairs), enc_key)
+
+
+def word2vec_of(cfg: TrainConfig, cache: PrepCache, rows: Rows, reviews: list
+                ) -> torch.Tensor | None:
+    """The word2vec start of the embedding (None: off, or an ``--init-from`` run)."""
+    if cfg.w2v_epochs <= 0 or cfg.init_from:
+        return None
+    dim = cfg.emb_dim - (1 if cfg.nb_init > 0 else 0)
+    return cache.word2vec(
+        cache.word2vec_key(rows.enc_key, dim, cfg.w2v_epochs, cfg.seed),
+        lambda: word2vec_init([[t.text for t in tokenize(r.text)]
+                               for r in track(reviews, "word2vec input", unit="review")],
+                              rows.tok, dim, cfg.w2v_epochs, cfg.seed))
+
+
+def stacking_offsets(cfg: TrainConfig, ng_cfg: NgramConfig, rows: Rows
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """With ``--stack-ngrams``: each training row's logit from the fold n-gram model that
+    did not see it, and the fold models' mean on validation (else None)."""
+    if cfg.stack_ngrams < 2:
+        return None
+    # 'alone': folds of the reviews; the augmentation joins every fold model's fit but
+    # its rows get no offset, so the encoder alone is taught negation by them (n-gram
+    # models fit template sentences easily and would leave it little gradient)
+    n = rows.n_reviews if cfg.stack_augmentation == "alone" else len(rows.train_x) - rows.n_cad
+    table, con = scope_tables(ng_cfg, rows.tok.itos)
+    tr_off, va_off = out_of_fold_logits(
+        rows.train_x[:n], rows.train_y[:n], rows.val_x, rows.val_y, cfg.stack_ngrams,
+        None if table is None else torch.from_numpy(table), ng_cfg,
+        extra_x=rows.train_x[n:], extra_y=rows.train_y[n:],
+        con_table=None if con is None else torch.from_numpy(con))
+    return np.concatenate([tr_off, np.zeros(len(rows.train_x) - n)]), va_off
+
+
+def score(cfg: TrainConfig, model: SentimentLSTM, graph: onnx.ModelProto, rows: Rows,
+          data: dict, cache: PrepCache, offsets: tuple | None) -> tuple[dict, dict, dict]:
+    """The trained model's metrics (validation through torch; test and the negation set
+    through ONNX Runtime on the exported graph), what each was measured on, and the
+    data's source record."""
+    tok, va_x, va_y = rows.tok, rows.val_x, rows.val_y
     val_acc, _ = evaluate_torch(model, va_x, va_y)
-    n_params = sum(p.numel() for p in model.parameters())
     metrics: dict = {"val_accuracy": round(val_acc, 4)}
     if offsets is not None:
         stacked, _ = evaluate_torch(model, va_x, va_y, offset=offsets[1])
@@ -511,51 +533,78 @@ def train(cfg: TrainConfig) -> dict:
         sets["val_"] = f"validation: {cfg.val_data} ({len(va_x)} rows)"
     if cfg.test and not data["test"]:
         print("test: no test split (pass --test-data FILE to score one)", flush=True)
-    elif cfg.test:
-        test_enc = cache.test_encoded(cache.test_key(enc_key), lambda: [
-            tok.encode(r.text, offsets=False)
-            for r in track(data["test"], "encode test", unit="review")])
-        metrics.update(sentiment_accuracy_onnx(graph.SerializeToString(), tok, data["test"],
-                                               progress=True, encoded=test_enc)
-                       if len(labels) == 2 else
-                       label_accuracy_onnx(graph.SerializeToString(), tok, data["test"],
-                                           encoded=test_enc))
-        sets["test_"] = sets["truncated_"] = sets["ece"] = (
-            f"the {name} test split ({len(data['test'])} reviews)")
-        if imdb:  # movie-review sentences: a figure for models of movie reviews only
-            neg = negation_accuracy_onnx(graph.SerializeToString(), tok, load_negation_set())
-            metrics.update(negation_accuracy=neg["negation_accuracy"],
-                           negation_by_kind={k: v["accuracy"] for k, v in neg["by_kind"].items()})
-            sets["negation_"] = NEGATION_SET_NAME
-        else:
-            print(f"negation set: not scored ({source['source']} is not the IMDB dataset)",
-                  flush=True)
+    if not cfg.test or not data["test"]:
+        return metrics, sets, source
+    test_enc = cache.test_encoded(cache.test_key(rows.enc_key), lambda: [
+        tok.encode(r.text, offsets=False)
+        for r in track(data["test"], "encode test", unit="review")])
+    graph_bytes = graph.SerializeToString()
+    metrics.update(sentiment_accuracy_onnx(graph_bytes, tok, data["test"], progress=True,
+                                           encoded=test_enc)
+                   if len(data["labels"]) == 2 else
+                   label_accuracy_onnx(graph_bytes, tok, data["test"], encoded=test_enc))
+    sets["test_"] = sets["truncated_"] = sets["ece"] = (
+        f"the {name} test split ({len(data['test'])} reviews)")
+    if imdb:  # movie-review sentences: a figure for models of movie reviews only
+        neg = negation_accuracy_onnx(graph_bytes, tok, load_negation_set())
+        metrics.update(negation_accuracy=neg["negation_accuracy"],
+                       negation_by_kind={k: v["accuracy"] for k, v in neg["by_kind"].items()})
+        sets["negation_"] = NEGATION_SET_NAME
+    else:
+        print(f"negation set: not scored ({source['source']} is not the IMDB dataset)",
+              flush=True)
+    return metrics, sets, source
+
+
+def train(cfg: TrainConfig) -> dict:
+    ng_cfg = check_options(cfg)
+    out = run_folder(cfg.out, "sentiment", cfg.replace_served)  # refused before any work
+    np.random.seed(cfg.seed)
+    set_threads(cfg.threads)
+    t_start = time.time()
+    cache = PrepCache.from_option(cfg.cache_dir)
+    data, data_key = load_data(cfg, cache)
+    if data["validation"]:
+        train_set, val_set = data["train"], data["validation"]
+    else:
+        train_set, val_set = split_train_val(data["train"], cfg.val_fraction, cfg.seed)
+    split = with_cad(cfg, train_set, val_set)  # the seed's split first, then CAD out
+    tok, init = load_init(cfg) if cfg.init_from else (None, None)
+    rows = encode_rows(cfg, cache, data_key, split, init, tok)
+    w2v = word2vec_of(cfg, cache, rows, split.train)
+    offsets = stacking_offsets(cfg, ng_cfg, rows)
+    prog = Progress(planned_steps(math.ceil(len(rows.train_x) / cfg.batch_size), cfg.epochs,
+                                  cfg.max_steps), "train")
+    model, best, best_epoch, history = train_model(
+        cfg, cfg.seed, rows.tok, rows.train_x, rows.train_y, rows.val_x, rows.val_y, t_start,
+        cfg.max_minutes - (time.time() - t_start) / 60, w2v, init, cfg.max_steps, prog,
+        offsets, n_labels=len(data["labels"]))
+    prog.close()
+    graph = build_sentiment_graph(model)
+    checks = check_sentiment(model, graph)
+    metrics, sets, source = score(cfg, model, graph, rows, data, cache, offsets)
     arch = f"bi{cfg.cell.upper()} {cfg.hidden} + dot-product attention, embedding {cfg.emb_dim}"
     if cfg.encoder_negation_window > 0:
         arch += f", negation scope {cfg.encoder_negation_window} words"
     manifest = {
-        "name": cfg.name,
-        "version": f"1.1.{cfg.seed}",
-        "task": "text-classification",
-        "cell": cfg.cell,
-        "labels": labels,
-        "architecture": arch,
-        "parameters": n_params,
-        "data": {**source, "train": len(tr_x), "validation": len(va_x),
-                 **({"cad": cad_record} if cad_record else {}),
+        "name": cfg.name, "version": f"1.1.{cfg.seed}", "task": "text-classification",
+        "cell": cfg.cell, "labels": data["labels"], "architecture": arch,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "data": {**source, "train": len(rows.train_x), "validation": len(rows.val_x),
+                 **({"cad": split.record} if split.record else {}),
                  "validation_split": (cfg.val_data if data["validation"] else
                                       f"{cfg.val_fraction:.0%} of train, seed {cfg.seed}"),
                  "test": len(data["test"])},
         "training": {**asdict(cfg), "best_epoch": best_epoch,
-                     "best_val_accuracy": round(best, 4), "history": run_history,
-                     "steps": sum(h["steps"] for h in run_history),
+                     "best_val_accuracy": round(best, 4), "history": history,
+                     "steps": sum(h["steps"] for h in history),
                      "minutes": round((time.time() - t_start) / 60, 1), "torch": torch.__version__},
         "metrics": metrics,
         "evaluation_sets": evaluation_sets(metrics, sets),
         "export_checks": checks,
     }
-    write_model_folder(out, graph, tok, manifest)
-    plot_history(run_history, Path(out) / "curves.png", f"{cfg.name}: {arch}")
+    write_model_folder(out, graph, rows.tok, manifest)
+    plot_history(history, Path(out) / "curves.png", f"{cfg.name}: {arch}")
     print(json.dumps({"out": str(out), "metrics": metrics, "best_epoch": best_epoch,
                       "export": checks}))
     return manifest

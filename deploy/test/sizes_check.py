@@ -24,6 +24,9 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repository
+from seqcore.modelfolder import model_folders  # noqa: E402
+
 MB = 1_000_000
 
 
@@ -42,7 +45,7 @@ def check(root: Path, image_bytes: int | None = None,
     problems: list[str] = []
     measured: dict[str, float] = {}
     models = root / "models"
-    for d in sorted(p for p in models.iterdir() if (p / "manifest.json").exists()):
+    for d in model_folders(models):
         measured[f"models/{d.name}"] = folder_bytes(d) / MB
     measured["models (all)"] = sum(v for k, v in measured.items() if k.startswith("models/"))
 

@@ -154,7 +154,7 @@ def load_model(path: Path, *, device: str = "auto", threads: int = 1,
         raise ModelLoadError(str(e)) from None
     cls = TASKS.get(folder.task)
     if cls is None:
-        raise ModelLoadError(f"{path / 'manifest.json'}: unknown task {folder.task!r} "
+        raise ModelLoadError(f"{folder.manifest_path}: unknown task {folder.task!r} "
                              f"(known: {sorted(TASKS)})")
     if not folder.graph_path.is_file():
         raise ModelLoadError(f"{folder.graph_path}: file is missing")

@@ -47,7 +47,7 @@ def tensor_roles(folder: ModelFolder) -> dict[str, str]:
     """Role -> the graph's tensor name, from the manifest's ``tensors`` (a role it does
     not name is the tensor of the role's own name)."""
     given = folder.manifest.get("tensors") or {}
-    where = folder.path / "manifest.json"
+    where = folder.manifest_path
     if not isinstance(given, dict) or not all(isinstance(v, str) and v for v in given.values()):
         raise ModelLoadError(f"{where}: \"tensors\" must map roles to tensor names "
                              f"(roles: {', '.join(ROLES)})", "contract")
@@ -91,7 +91,7 @@ def label_order(folder: ModelFolder) -> tuple[str, ...]:
     if (not isinstance(labels, list) or len(labels) < 2
             or not all(isinstance(x, str) and x for x in labels)
             or len(set(labels)) != len(labels)):
-        raise ModelLoadError(f"{folder.path / 'manifest.json'}: \"labels\" is {labels!r}; "
+        raise ModelLoadError(f"{folder.manifest_path}: \"labels\" is {labels!r}; "
                              "expected two or more distinct label names in the order of the "
                              f"probability output's columns (e.g. {list(LABELS)})", "contract")
     return tuple(labels)

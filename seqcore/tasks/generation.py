@@ -63,7 +63,7 @@ class CharModel(LoadedModel):
         try:
             layers, hidden = int(st["layers"]), int(st["hidden"])
         except (KeyError, ValueError, TypeError):
-            raise ModelLoadError(f"{folder.path / 'manifest.json'}: \"state\" must give the "
+            raise ModelLoadError(f"{folder.manifest_path}: \"state\" must give the "
                                  "recurrent state's size, {\"layers\": L, \"hidden\": H} "
                                  f"(h0/c0 are [L, batch, H]); found {st!r}", "contract") from None
         try:
