@@ -20,6 +20,8 @@ import argparse
 import json
 from pathlib import Path
 
+from seqcore.modelfolder import ModelFolder
+
 
 def tokenizer_json(chars: list[str], unk_id: int) -> dict:
     unk = chars[unk_id]
@@ -43,7 +45,7 @@ def tokenizer_json(chars: list[str], unk_id: int) -> dict:
 
 def write(model_dir: Path, out: Path, max_length: int = 8000) -> Path:
     """The tokenizer folder of the character model in ``model_dir``, written to ``out``."""
-    vocab = json.loads((model_dir / "vocab.json").read_text())
+    vocab = json.loads(ModelFolder.at(model_dir).vocab_path.read_text())
     if vocab.get("kind") != "char":
         raise SystemExit(f"{model_dir}: not a character model (vocab kind {vocab.get('kind')!r})")
     chars, unk_id = list(vocab["chars"]), int(vocab["unk_id"])

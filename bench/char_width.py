@@ -58,7 +58,7 @@ def row(folder: Path, new_chars: int) -> dict:
     return {"folder": str(folder), "shape": shape,
             "hidden": m["state"]["hidden"], "layers": m["state"]["layers"],
             "parameters": m.get("parameters"),
-            "mb": round((folder / "model.onnx").stat().st_size / 1e6, 1),
+            "mb": round(ModelFolder.at(folder).graph_path.stat().st_size / 1e6, 1),
             "heldout_nats_per_char": m.get("metrics", {}).get("heldout_loss_nats_per_char"),
             "chars_per_s_1": round(raw["chars_per_s_by_streams"][1]),
             "chars_per_s_32": round(raw["chars_per_s_by_streams"][32]),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seqcore.modelfolder import ModelFolder
 from seqcore.tokenizer import WordTokenizer
 from training.data import load_imdb
 from training.evaluate import ort_session, sentiment_probabilities_onnx
@@ -27,13 +28,13 @@ BUCKETS = [(0, 100), (100, 200), (200, 400), (400, 800), (800, 10**9)]
 
 
 def _manifest(folder: Path) -> dict:
-    return json.loads((folder / "manifest.json").read_text())
+    return ModelFolder.open(folder).manifest
 
 
 def sentiment_row(folder: Path, test) -> tuple[dict, dict]:
     m = _manifest(folder)
-    tok = WordTokenizer.load(folder / "vocab.json")
-    onnx_path = str(folder / "model.onnx")
+    tok = WordTokenizer.load(ModelFolder.at(folder).vocab_path)
+    onnx_path = str(ModelFolder.at(folder).graph_path)
     probs, enc = sentiment_probabilities_onnx(onnx_path, tok, [r.text for r in test])
     labels = np.array([r.label for r in test])
     correct = (probs > 0.5).astype(int) == labels
@@ -55,7 +56,7 @@ def sentiment_row(folder: Path, test) -> tuple[dict, dict]:
     t = m["training"]
     hist = t["history"] if "history" in t else t["members_trained"][0]["history"]  # older runs
     row = {"cell": m.get("cell", "lstm"), "test_accuracy": float(correct.mean()),
-           "parameters": m["parameters"], "mb": (folder / "model.onnx").stat().st_size / 1e6,
+           "parameters": m["parameters"], "mb": ModelFolder.at(folder).graph_path.stat().st_size / 1e6,
            "ms_per_review": 1000 * float(np.median(times)), "epochs": len(hist),
            "minutes": m["training"]["minutes"]}
     return row, by_len
@@ -63,7 +64,7 @@ def sentiment_row(folder: Path, test) -> tuple[dict, dict]:
 
 def chargen_row(folder: Path) -> dict:
     m = _manifest(folder)
-    sess = ort_session(str(folder / "model.onnx"))
+    sess = ort_session(str(ModelFolder.at(folder).graph_path))
     L, H = m["state"]["layers"], m["state"]["hidden"]
     speed = {}
     for B in (1, 32):
@@ -79,7 +80,7 @@ def chargen_row(folder: Path) -> dict:
         speed[B] = B / float(np.median(times))
     return {"cell": m.get("cell", "lstm"),
             "heldout_nats_per_char": m["metrics"]["heldout_loss_nats_per_char"],
-            "parameters": m["parameters"], "mb": (folder / "model.onnx").stat().st_size / 1e6,
+            "parameters": m["parameters"], "mb": ModelFolder.at(folder).graph_path.stat().st_size / 1e6,
             "chars_per_s_1": speed[1], "chars_per_s_32": speed[32],
             "epochs": len(m["training"]["history"]), "minutes": m["training"]["minutes"]}
 

@@ -1,5 +1,5 @@
 """One owner of the model folder's file names: seqcore.modelfolder. No other module of
-training/, seqcore/ or deploy/ spells "model.onnx", "manifest.json" or "vocab.json" as
+app/, training/, seqcore/, deploy/ or bench/ spells "model.onnx", "manifest.json" or "vocab.json" as
 a string of its own (prose in docstrings and help texts may name them), and no shell
 script of deploy/ globs them."""
 
@@ -37,7 +37,7 @@ def test_the_check_finds_a_name_spelled_out():
 
 def test_only_seqcore_modelfolder_spells_the_model_folders_file_names():
     found = []
-    for top in ("training", "seqcore", "deploy"):
+    for top in ("app", "training", "seqcore", "deploy", "bench"):
         for path in sorted((ROOT / top).rglob("*.py")):
             if path == OWNER:
                 continue
