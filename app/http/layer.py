@@ -58,10 +58,11 @@ _JSON = b"application/json"
 
 class RequestIds:
     """Request ids, 32 hex digits from the OS's random source (as random as
-    ``uuid4().hex``), drawn ``batch`` at a time: ``os.urandom`` releases the GIL around
-    its system call, and on the event loop, with the worker threads holding the GIL
-    between their ONNX Runtime calls, taking it back cost ~0.5 ms a request under load
-    (docs/benchmarks.md). One draw per ``batch`` requests pays that once."""
+    ``uuid4().hex``), drawn ``batch`` at a time. ``os.urandom`` releases the GIL around
+    its system call; on the event loop under load, with the classifier's worker threads
+    taking the GIL between their ONNX Runtime calls, getting it back took 60-400 µs of
+    wall time per call (a few µs alone), and the loop stood still meanwhile. One draw
+    per ``batch`` requests pays that once."""
 
     def __init__(self, batch: int = 256):
         self.batch = batch
