@@ -26,7 +26,6 @@ from seqcore.tasks.generation import CharModel
 # and a larger seed would come back rounded, so "replay with the returned seed" would
 # give another text in a browser. Seeds a caller sends may use the whole int64 range.
 DRAWN_SEED_BITS = 53
-MAX_SEED = 2**63 - 1
 
 # an ASGI ``receive``: the disconnect watcher reads the client's messages through it
 Receive = Callable[[], Awaitable[dict[str, Any]]]
