@@ -15,7 +15,7 @@ TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 UV_VERSION  ?= 0.13.8
 
-.PHONY: serve test test-fast test-web lint wrk bench profile bench-tools test-bench-tools soak deploy-test lock clean
+.PHONY: bench-ab serve test test-fast test-web lint wrk bench profile bench-tools test-bench-tools soak deploy-test lock clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -122,6 +122,16 @@ wrk:
 # BENCH_ARGS: e.g. --quick (a smoke run of a few minutes, written to .cache/bench/)
 bench: wrk $(VENV)/.test $(LITSERVE_VENV)/.ready bench-tools
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# This checkout against another commit, every request path in one interleaved run
+# (bench.ab): make bench-ab BASE=<ref> [AB_ARGS='--rounds 21 --load stream:32']
+BASE ?= HEAD~1
+AB_DIR ?= .cache/bench/ab-base
+bench-ab: wrk $(VENV)/.test
+	rm -rf $(AB_DIR) && git worktree prune
+	git worktree add --detach $(AB_DIR) $(BASE)
+	$(PY) -m bench.ab --baseline $(AB_DIR) $(AB_ARGS); rc=$$?; \
+	  git worktree remove --force $(AB_DIR); exit $$rc
 
 # Where a short /sentiment request's time goes (py-spy under wrk load): PROFILE_ARGS=--quick
 # py-spy (pinned) goes into the venv here only: the service and the tests never need it.

@@ -1,19 +1,29 @@
-"""This checkout against another one (e.g. the previous main), in one run: both
-servers up side by side on the same models, the same load generator, rounds
-interleaved (A, B, A, B, ...), medians. /sentiment by default; ``--load generate`` or
-``--load stream`` compares /generate (non-streamed or SSE, 200-char prompts, 200 new
-characters, T=0.8) with ``--concurrency`` streams.
+"""This checkout against another one (e.g. the commit before a change), in one run:
+both servers up side by side on the same models, the same load generators, rounds
+interleaved (A, B, B, A, ...), medians, and the spread of the paired rounds.
 
-    git worktree add /tmp/seqserve-base <ref>
-    python -m bench.ab --baseline /tmp/seqserve-base [--concurrency 32] [--rounds 5]
-    python -m bench.ab --baseline /tmp/seqserve-base --load stream --concurrency 64
-    python -m bench.ab --baseline-models /tmp/fewer-models --load generate   # models A/B
+    git worktree add /tmp/seqserve-base <ref>          # or: make bench-ab BASE=<ref>
+    python -m bench.ab --baseline /tmp/seqserve-base                 # every path below
+    python -m bench.ab --baseline /tmp/seqserve-base --load stream:64 --rounds 21
+    python -m bench.ab --baseline-models /tmp/fewer-models --load generate:32
+
+The paths (``--load``, repeatable; default: all of them):
+
+- ``sentiment:N``: /sentiment, the IMDB-length mix, wrk at N connections;
+- ``short:N``: /sentiment, the fixed 450-character review, wrk at N connections;
+- ``generate:N``: non-streamed /generate, N clients (200-char prompts, 200 new
+  characters, T=0.8);
+- ``stream:N``: the same streamed (SSE), N streams.
 
 Only the servers differ: each runs ``python -m app`` from its own checkout (by default
 both this one) with this checkout's models (or ``--baseline-models`` for the baseline,
-to compare the same code serving other model folders), the load comes from
-``make bench``'s generators (bench.load: wrk for /sentiment, aiohttp for /generate) over
-the same IMDB-length review texts.
+to compare the same code serving other model folders). The server that is not measured
+is SIGSTOPped for the round. Each path is warmed on both servers first (the first
+rounds after start-up run a few per cent slow), then measured in rounds whose order
+alternates A-B, B-A, so neither server is always first. The report gives, per path,
+both medians, their ratio (this / baseline) and the middle half of the per-round
+ratios (round k of this against round k of the baseline): a change is real only where
+that range stays on one side of 1.
 """
 
 from __future__ import annotations
@@ -21,12 +31,49 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
-from bench.inputs import MODELS, prompts, review_texts
+from bench.inputs import MODELS, SHORT_REVIEW, prompts, review_texts
 from bench.load import SentimentLoad, load_generate, load_generate_stream, wrk_path
 from bench.peer import only
 from bench.server import ROOT, ServerProcess
+
+DEFAULT_LOADS = ("sentiment:32", "short:32", "generate:32", "stream:1", "stream:32",
+                 "stream:64")
+KINDS = ("sentiment", "short", "generate", "stream")
+
+
+def parse_load(spec: str) -> tuple[str, int]:
+    kind, _, n = spec.partition(":")
+    if kind not in KINDS or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{spec!r}: want KIND:N with KIND one of {', '.join(KINDS)} and N >= 1")
+    return kind, int(n)
+
+
+def quartiles(xs: list[float]) -> tuple[float, float]:
+    """The 25th and 75th percentiles (inclusive method; one value: itself)."""
+    if len(xs) < 2:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def runner(kind: str, n: int, a: argparse.Namespace, mix: SentimentLoad,
+           short: SentimentLoad, plist: list[str]) -> Callable[[str], dict]:
+    """One round of ``kind`` at ``n`` against a server's url: a dict with ``per_s``."""
+    def run(url: str) -> dict:
+        if kind in ("sentiment", "short"):
+            res = (mix if kind == "sentiment" else short).run(url, n, a.seconds)
+        else:
+            # a round of about the same length at every N: 1 stream gets more requests
+            per = max(a.per_stream, 96 // n)
+            load = load_generate if kind == "generate" else load_generate_stream
+            res = asyncio.run(load(url, plist, n, per, 200))
+            res["per_s"] = res["chars_per_s"]
+        return res
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,62 +83,72 @@ def main(argv: list[str] | None = None) -> int:
                     help="the other checkout's root folder (default: this one)")
     ap.add_argument("--baseline-models", default=str(MODELS),
                     help="the baseline server's models folder (default: this checkout's)")
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=5, help="per round (wrk)")
-    ap.add_argument("--load", choices=["sentiment", "generate", "stream"], default="sentiment")
+    ap.add_argument("--load", type=parse_load, action="append",
+                    help=f"KIND:N, repeatable (default: {' '.join(DEFAULT_LOADS)})")
+    ap.add_argument("--rounds", type=int, default=7, help="measured rounds per path")
+    ap.add_argument("--warmup", type=int, default=2, help="unmeasured rounds per path")
+    ap.add_argument("--seconds", type=int, default=3, help="per round (wrk)")
     ap.add_argument("--per-stream", type=int, default=3,
-                    help="requests per stream and round (generate, stream)")
+                    help="requests per client and round (generate, stream), at least")
     a = ap.parse_args(argv)
-    texts, plist = review_texts(1000), prompts(256)
-    if a.load == "sentiment":
+    loads = a.load or [parse_load(s) for s in DEFAULT_LOADS]
+    if any(kind in ("sentiment", "short") for kind, _ in loads):
         wrk_path()  # or a clear error: how to install it
-    load = SentimentLoad(texts)
+    mix, short, plist = SentimentLoad(review_texts(1000)), SentimentLoad([SHORT_REVIEW]), prompts(256)
     servers = {"this": ServerProcess(MODELS, log_level="warning", max_queue=4096),
                "baseline": ServerProcess(Path(a.baseline_models), log_level="warning",
                                          max_queue=4096, root=Path(a.baseline))}
-    runs: dict[str, list[dict]] = {k: [] for k in servers}
-    unit = "req/s" if a.load == "sentiment" else "chars/s"
+    rows = []
     try:
         for s in servers.values():
             s.start().wait_ready()
         procs = {name: (s.pid, False) for name, s in servers.items()}
-        for s in servers.values():  # warm both
-            if a.load == "sentiment":
-                load.run(s.url, 8, 1)
-            else:
-                asyncio.run(load_generate_stream(s.url, plist, 4, 1, 200))
-        for r in range(a.rounds):
-            for name, s in (servers.items() if r % 2 == 0 else reversed(servers.items())):
-                with only(name, procs):  # the other server is stopped meanwhile
-                    if a.load == "generate":
-                        res = asyncio.run(load_generate(s.url, plist, a.concurrency,
-                                                        a.per_stream, 200))
-                    elif a.load == "stream":
-                        res = asyncio.run(load_generate_stream(s.url, plist, a.concurrency,
-                                                               a.per_stream, 200))
-                    else:
-                        res = load.run(s.url, a.concurrency, a.seconds)
-                    if a.load != "sentiment":
-                        res["per_s"] = res["chars_per_s"]
-                runs[name].append(res)
-                print(f"round {r + 1} {name}: {res['per_s']:.0f} {unit}, p99 "
-                      f"{res['p99_ms']:.1f} ms, errors {res['errors']}"
-                      + ("" if res.get("valid", True) else " (INVALID: errors)"), flush=True)
+        for kind, n in loads:
+            run = runner(kind, n, a, mix, short, plist)
+            runs: dict[str, list[dict]] = {k: [] for k in servers}
+            for r in range(a.warmup + a.rounds):
+                order = list(servers.items())
+                if r % 2:
+                    order.reverse()
+                for name, s in order:
+                    with only(name, procs):  # the other server is stopped meanwhile
+                        res = run(s.url)
+                    if r >= a.warmup:
+                        runs[name].append(res)
+                    print(f"{kind}:{n} round {r + 1}{' (warm-up)' if r < a.warmup else ''} "
+                          f"{name}: {res['per_s']:.0f}/s, p99 {res['p99_ms']:.1f} ms, "
+                          f"errors {res['errors']}"
+                          + ("" if res.get("valid", True) else " (INVALID: errors)"),
+                          flush=True)
+            rows.append((kind, n, runs))
     finally:
         for s in servers.values():
             s.__exit__()
-    med = {k: statistics.median(x["per_s"] for x in v) for k, v in runs.items()}
-    invalid = sum(not x.get("valid", True) for v in runs.values() for x in v)
+    print(f"\nthis checkout ({ROOT}) against the baseline ({a.baseline}, models "
+          f"{a.baseline_models}): {a.rounds} interleaved rounds per path after {a.warmup} "
+          f"warm-up rounds, medians\n")
+    print("| path | load | this | baseline | ratio | per-round ratios, middle half | p99 this / baseline |")
+    print("|---|---|---:|---:|---:|---|---|")
+    invalid = 0
+    for kind, n, runs in rows:
+        invalid += sum(not x.get("valid", True) for v in runs.values() for x in v)
+        this = [x["per_s"] for x in runs["this"]]
+        base = [x["per_s"] for x in runs["baseline"]]
+        lo, hi = quartiles([t / b for t, b in zip(this, base, strict=True)])
+        unit = "req/s" if kind in ("sentiment", "short") else "chars/s"
+        path = {"sentiment": "/sentiment, IMDB mix", "short": "/sentiment, short review",
+                "generate": "/generate", "stream": "streamed /generate"}[kind]
+        what = (f"wrk, c={n}" if kind in ("sentiment", "short")
+                else f"{n} stream{'s' if n > 1 else ''}")
+        p99 = "{:.1f} / {:.1f} ms".format(*(statistics.median(x["p99_ms"] for x in runs[k])
+                                           for k in ("this", "baseline")))
+        print(f"| {path} | {what} | {statistics.median(this):,.0f} {unit} | "
+              f"{statistics.median(base):,.0f} {unit} | "
+              f"{statistics.median(this) / statistics.median(base):.3f} | "
+              f"{lo:.3f}–{hi:.3f} | {p99} |")
     if invalid:
-        print(f"{invalid} round(s) had errors: the comparison below is not valid")
-    what = {"sentiment": "/sentiment (wrk)",
-            "generate": "/generate, non-streamed", "stream": "/generate, streamed"}[a.load]
-    print(f"\n{what} at concurrency {a.concurrency}, median of {a.rounds} interleaved rounds: "
-          f"this checkout ({ROOT}) {med['this']:.0f} {unit}, "
-          f"baseline ({a.baseline}, models {a.baseline_models}) {med['baseline']:.0f} {unit}, ratio "
-          f"{med['this'] / med['baseline']:.3f}")
-    return 0
+        print(f"\n{invalid} round(s) had errors: the comparison above is not valid")
+    return 1 if invalid else 0
 
 
 if __name__ == "__main__":

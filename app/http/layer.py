@@ -26,6 +26,7 @@ line. An unhandled exception (a bug) becomes a 500 here, with the request id and
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -35,6 +36,10 @@ import uuid
 from collections.abc import Callable
 
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
@@ -86,6 +91,21 @@ async def send_error(send: Send, status: int, code: str, message: str,
     await send({"type": "http.response.body", "body": data})
 
 
+def exception_handler(handlers: dict, exc: Exception) -> Callable | None:
+    """The app's handler for ``exc``, looked up as Starlette's ExceptionMiddleware
+    does: by status code for an HTTPException, then by the exception's classes, most
+    specific first. (500 and ``Exception`` are not looked up: Starlette gives them to
+    its outermost error middleware, and this layer answers an unhandled error itself.)"""
+    if isinstance(exc, HTTPException) and exc.status_code in handlers:
+        return handlers[exc.status_code]
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        if cls in handlers:
+            return handlers[cls]
+    return None
+
+
 class RequestLayer:
     def __init__(self, app: ASGIApp, settings: Settings, policies: PolicyMap,
                  cors_origins: list[str] | None = None,
@@ -119,6 +139,7 @@ class RequestLayer:
             scope = {**scope, "method": "GET"}
         resolved = self.policies.resolve(scope)
         scope["seqserve.policy"] = resolved.policy
+        scope["seqserve.route"] = resolved.route
         policy_token = policy_var.set(resolved.policy)
         rid = ""
         for k, v in scope["headers"]:
@@ -218,9 +239,33 @@ class RequestLayer:
                              message, [(b"connection", b"close")])
             return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
+            await self._route(scope, receive, send)
             return
         body = await self.body.read(scope, receive, send, dict(scope["headers"]),
                                     policy.media_types)
         if body is not None:
-            await self.app(scope, replay(body, receive), send)
+            await self._route(scope, replay(body, receive), send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's answer. A route whose endpoint needs nothing of FastAPI's request
+        machinery (``direct_endpoint``, found with its policy) is called here, its
+        errors answered by the app's own exception handlers, as FastAPI would; any
+        other request goes through FastAPI."""
+        route = scope["seqserve.route"]
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"], scope["endpoint"], scope["path_params"] = route, route.endpoint, {}
+        request = Request(scope, receive, send)
+        try:
+            response = await route.endpoint(request)
+        except Exception as exc:
+            handler = exception_handler(scope["app"].exception_handlers, exc)
+            if handler is None:
+                raise  # a bug: answered 500 by __call__
+            response = (await handler(request, exc) if inspect.iscoroutinefunction(handler)
+                        else await run_in_threadpool(handler, request, exc))
+        if not isinstance(response, Response):
+            raise TypeError(f"endpoint {route.endpoint.__qualname__} returned "
+                            f"{type(response).__name__}, not a Response")
+        await response(scope, receive, send)

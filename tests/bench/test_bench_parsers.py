@@ -230,3 +230,14 @@ def test_a_peer_setting_that_cannot_start_is_an_invalid_trial_not_the_end(tmp_pa
     assert calls == []  # never measured
     (settings, result), = trials
     assert settings == {"max_batch_size": 4} and not result["valid"] and result["errors"] == 1
+
+
+def test_ab_load_specs_and_round_spread():
+    from bench import ab
+    assert ab.parse_load("stream:64") == ("stream", 64)
+    assert [ab.parse_load(s) for s in ab.DEFAULT_LOADS][0] == ("sentiment", 32)
+    for bad in ("stream", "stream:0", "stream:x", "walk:3", ":3"):
+        with pytest.raises(Exception, match="KIND:N"):
+            ab.parse_load(bad)
+    assert ab.quartiles([1.0]) == (1.0, 1.0)
+    assert ab.quartiles([0.9, 1.0, 1.1, 1.2, 1.3]) == pytest.approx((1.0, 1.2))
