@@ -35,7 +35,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.inputs import MODELS, SHORT_REVIEW
+from bench.inputs import MODELS, SHORT_REVIEW, review_texts
 from bench.load import SentimentLoad, wrk_path
 from bench.server import ServerProcess, cpu_seconds
 
@@ -170,10 +170,12 @@ def py_spy() -> str:
     return found
 
 
-def record(seconds: float, rate: int, concurrency: int, raw_out: Path) -> tuple[int, float, float]:
-    """Server + wrk + py-spy: -> (requests during the recording, its seconds, the
-    server's CPU seconds meanwhile). The samples go to ``raw_out``."""
-    load = SentimentLoad([SHORT_REVIEW])
+def record(seconds: float, rate: int, concurrency: int, raw_out: Path,
+           texts: list[str]) -> tuple[int, float, float]:
+    """Server + wrk (POSTing ``texts`` in turn) + py-spy: -> (requests during the
+    recording, its seconds, the server's CPU seconds meanwhile). The samples go to
+    ``raw_out``."""
+    load = SentimentLoad(texts)
     with ServerProcess(MODELS, log_level="warning", max_queue=4096) as srv:
         load.run(srv.url, 8, 2)  # warm
         wrk = subprocess.Popen(
@@ -208,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="analyse this saved py-spy raw record instead (with --requests)")
     ap.add_argument("--requests", type=int, default=None, help="requests in --raw's window")
     ap.add_argument("--save-raw", type=Path, default=None, help="keep the py-spy record here")
+    ap.add_argument("--mix", action="store_true",
+                    help="the IMDB length mix of make bench instead of the short review")
     a = ap.parse_args(argv)
     if a.raw is not None:
         if not a.requests:
@@ -220,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     detail: Counter[tuple[str, str]] = Counter()
     with tempfile.TemporaryDirectory() as tmp:
         raw_out = a.save_raw or Path(tmp) / "py-spy.txt"
-        requests, wall, cpu = record(seconds, a.rate, a.concurrency, raw_out)
+        texts = review_texts(1000) if a.mix else [SHORT_REVIEW]
+        requests, wall, cpu = record(seconds, a.rate, a.concurrency, raw_out, texts)
         samples = parse_raw(raw_out.read_text(), detail)
-    print(f"/sentiment, one {len(SHORT_REVIEW)}-character review, wrk -t1 -c{a.concurrency}: "
+    what = "the IMDB length mix" if a.mix else f"one {len(SHORT_REVIEW)}-character review"
+    print(f"/sentiment, {what}, wrk -t1 -c{a.concurrency}: "
           f"{requests} requests in {wall:.1f} s ({requests / wall:.0f} req/s); py-spy at "
           f"{a.rate} Hz; server CPU {cpu:.2f} s ({cpu / requests * 1e6:.0f} us per request)\n")
     rows = breakdown(samples, requests, cpu)
