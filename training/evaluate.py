@@ -211,8 +211,9 @@ def snippets_accuracy_onnx(model: bytes | str, tok: WordTokenizer, split: str = 
     out["snippets_accuracy"] = round(float(ok.mean()), 4)
     out["snippets"] = len(texts)
     out["ece"] = expected_calibration_error(probs, labels)
-    out["by_source"] = {s: {"accuracy": round(float(ok[np.array(srcs) == s].mean()), 4),
-                            "items": int((np.array(srcs) == s).sum())} for s in SOURCES}
+    src = np.array(srcs)
+    out["by_source"] = {s: {"accuracy": round(float(ok[src == s].mean()), 4),
+                            "items": int((src == s).sum())} for s in SOURCES if (src == s).any()}
     out["evaluated_with"] = "onnxruntime"
     return out
 
