@@ -104,6 +104,8 @@ SLOW_TESTS: dict[str, str] = {
         "generates the whole augmentation",
     "tests/training/test_recipes.py::"
     "test_a_run_from_a_recipe_records_the_recipes_settings_and_the_overrides": "trains a model",
+    "tests/training/test_short_data.py::"
+    "test_ngrams_trains_on_the_snippets_and_scores_the_held_out_ones": "trains a model",
     "tests/training/test_training_scaffold.py::test_chargen_max_steps_makes_a_complete_small_run":
         "trains a model",
     "tests/training/test_training_scaffold.py::test_sentiment_max_steps_makes_a_complete_small_run":

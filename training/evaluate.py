@@ -5,6 +5,7 @@
     python -m training.evaluate negation          # the hand-written negation set
     python -m training.evaluate short             # the hand-written short-text set
     python -m training.evaluate cad --data ../shared/data/cad --split test
+    python -m training.evaluate snippets --split val   # held-out VADER snippets
 
 Sentiment: accuracy on the full 25,000-review test split (and on the reviews longer
 than the model reads). Chargen: held-out (last 5 %) loss in nats and bits per char,
@@ -17,6 +18,9 @@ than the negation set), overall and per kind. CAD: the counterfactually-augmente
 pairs (training/cad.py): accuracy on the originals, on the revisions, consistency
 (both of a pair right), and the expected calibration error (15 bins) of each side.
 Sentiment and CAD also report the expected calibration error (``ece``, 15 bins).
+Snippets: accuracy (and ECE) on the held-out split of the short texts of
+training/short_data.py (VADER's human-rated Amazon, movie and tweet snippets), overall
+and per source: validation, it decides between models.
 ``sentiment --split validation --cad DIR`` scores the validation reviews carved from
 train (10 %, seed 1234) without any CAD review: the shipping rule's IMDB figure.
 """
@@ -189,6 +193,31 @@ def cad_pairs_onnx(model: bytes | str, tok: WordTokenizer, pairs: list) -> dict:
             "evaluated_with": "onnxruntime"}
 
 
+def snippets_accuracy_onnx(model: bytes | str, tok: WordTokenizer, split: str = "val") -> dict:
+    """Accuracy and ECE on the short labelled snippets of ``split`` (training.short_data),
+    overall and per source."""
+    from training.short_data import SOURCES, load
+
+    out: dict = {"split": split}
+    texts, labels, srcs = [], [], []
+    for source in SOURCES:
+        rows = load(split, sources=(source,))
+        texts += [t for t, _ in rows]
+        labels += [y for _, y in rows]
+        srcs += [source] * len(rows)
+    probs, _ = sentiment_probabilities_onnx(model, tok, texts)
+    y = np.array(labels, bool)
+    ok = (np.asarray(probs) > 0.5) == y
+    out["snippets_accuracy"] = round(float(ok.mean()), 4)
+    out["snippets"] = len(texts)
+    out["ece"] = expected_calibration_error(probs, labels)
+    src = np.array(srcs)
+    out["by_source"] = {s: {"accuracy": round(float(ok[src == s].mean()), 4),
+                            "items": int((src == s).sum())} for s in SOURCES if (src == s).any()}
+    out["evaluated_with"] = "onnxruntime"
+    return out
+
+
 def negation_accuracy_onnx(model: bytes | str, tok: WordTokenizer, items: list[dict]) -> dict:
     """Accuracy on the negation set, overall and per kind (and per kind and label)."""
     probs, _ = sentiment_probabilities_onnx(model, tok, [i["text"] for i in items])
@@ -246,7 +275,8 @@ def chargen_loss_onnx(model: bytes | str, vocab: CharVocab, text: str, streams: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=["sentiment", "chargen", "negation", "short", "cad"],
+    p.add_argument("task", choices=["sentiment", "chargen", "negation", "short", "cad",
+                            "snippets"],
                    help="negation / short: the sentiment model on the hand-written negation "
                         "/ short-text set; cad: on the counterfactual pairs (--data: their "
                         "folder)")
@@ -273,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ModelFolderError(f"{graph}: file is missing")
         except ModelFolderError as e:
             raise DataError(f"{e}; pass --model-dir") from None
-        if a.task not in ("negation", "short") and not a.data:
+        if a.task not in ("negation", "short", "snippets") and not a.data:
             raise DataError(f"{a.task} needs --data (the dataset's path or URL)")
         manifest = folder.manifest
         if a.task == "negation":
@@ -286,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
             out = {"short_accuracy": res["negation_accuracy"],
                    "short_items": res["negation_items"], "by_kind": res["by_kind"],
                    "evaluated_with": res["evaluated_with"]}
+        elif a.task == "snippets":
+            tok = WordTokenizer.load(folder.vocab_path)
+            out = snippets_accuracy_onnx(graph, tok, "val" if a.split == "test" else a.split)
         elif a.task == "cad":
             from training.cad import load_pairs
 

@@ -181,9 +181,17 @@ class NgramConfig(CadOptions):
     contrast_window: int = option(0, "n-grams followed by a contrast word ('but', 'though', "
                                      "...) within this many words get buckets of their own "
                                      "(0: off)", at_least=0)
+    short_data: bool = option(False, "add the training split of the human-rated short "
+                                     "snippets (training/short_data.py: VADER's Amazon, "
+                                     "movie and tweet sentences) to the term's training rows; "
+                                     "their held-out split is scored, and joins the "
+                                     "calibration as a group of its own")
+    short_repeat: int = option(1, "with --short-data: each training snippet this many "
+                                  "times an epoch", at_least=1)
     blend_on: str = option("imdb", "rows the blend (a, s, c) is fitted on: 'imdb' (IMDB "
-                                   "validation) or 'imdb+cad' (and the CAD dev pairs, the "
-                                   "two groups weighted equally)")
+                                   "validation), 'imdb+cad' (and the CAD dev pairs, the "
+                                   "two groups weighted equally) or 'imdb+short' (and the "
+                                   "held-out snippets of --short-data, likewise)")
     calibrate: bool = option(False, "fit a temperature and a bias on validation (IMDB "
                                     "validation, the CAD dev pairs with --cad, the "
                                     "validation negation items; groups weighted equally) "
@@ -612,6 +620,12 @@ def ngram_rows(cfg: NgramConfig, tok: WordTokenizer, split: CadSplits
         tr_y += [y for _, y in extra]
     tr_x += [tok.encode(r.text, offsets=False).ids for r in split.train_pairs]
     tr_y += [r.label for r in split.train_pairs]
+    if cfg.short_data:  # human-rated short snippets (training/short_data.py), train split
+        from training.short_data import load as load_snippets
+
+        snippets = load_snippets("train")
+        tr_x += [tok.encode(t, offsets=False).ids for t, _ in snippets] * cfg.short_repeat
+        tr_y += [y for _, y in snippets] * cfg.short_repeat
     return tr_x, tr_y, va_x, va_y, [r.text for r in val_set]
 
 
@@ -630,7 +644,8 @@ class Blend:
 
 
 def calibrate(cfg: NgramConfig, blend: Blend, base: onnx.ModelProto, tok: WordTokenizer,
-              va_y: list[int], groups: list[int], scope: dict, graph_scope: dict) -> Blend:
+              va_y: list[int], groups: list[int], scope: dict, graph_scope: dict,
+              short: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Blend:
     """``--calibrate``: a temperature (and with ``--calibration-bias`` a bias) fitted on
     validation and the validation negation items, each group weighted equally, folded
     into the blend's constants."""
@@ -644,7 +659,15 @@ def calibrate(cfg: NgramConfig, blend: Blend, base: onnx.ModelProto, tok: WordTo
                                               for t in texts], **scope) + c)
     z = np.concatenate([blend.logit, neg_logit])
     yy = np.concatenate([np.array(va_y), neg_y])
-    T, b = fit_calibration(z, yy, group_weights(groups + [2] * len(items)), cfg.calibration_bias)
+    cal_groups = groups + [2] * len(items)
+    n_short = 0
+    if short is not None:  # the held-out snippets: a fourth group
+        enc_s, ng_s, y_s = short
+        n_short = len(y_s)
+        z = np.concatenate([z, a * enc_s + s * ng_s + c])
+        yy = np.concatenate([yy, y_s])
+        cal_groups += [3] * n_short
+    T, b = fit_calibration(z, yy, group_weights(cal_groups), cfg.calibration_bias)
     ece = {}
     for name, zz in (("before", z), ("after", z / T + b)):
         pp = 1 / (1 + np.exp(-zz))
@@ -654,7 +677,10 @@ def calibrate(cfg: NgramConfig, blend: Blend, base: onnx.ModelProto, tok: WordTo
             rev = np.arange(n_imdb_val + 1, len(groups), 2)  # pair_rows: orig, rev
             ece[name]["cad_dev_revisions"] = expected_calibration_error(pp[rev], yy[rev])
         ece[name]["negation_validation_items"] = expected_calibration_error(
-            pp[len(groups):], neg_y)
+            pp[len(groups):len(groups) + len(items)], neg_y)
+        if n_short:
+            ece[name]["short_snippets_validation"] = expected_calibration_error(
+                pp[len(groups) + len(items):], yy[len(groups) + len(items):])
     calibration = {"temperature": T, "bias": b,
                    "method": ("sigmoid(logit / T + b)" if cfg.calibration_bias else
                               "sigmoid(logit / T), the temperature alone")
@@ -662,6 +688,7 @@ def calibrate(cfg: NgramConfig, blend: Blend, base: onnx.ModelProto, tok: WordTo
                    "fitted_on": {"imdb_validation": n_imdb_val,
                                  "cad_dev_reviews": len(groups) - n_imdb_val,
                                  "negation_validation_items": len(items),
+                                 **({"short_snippets_validation": n_short} if n_short else {}),
                                  "weights": "each group equally"},
                    "ece_15_bins_validation": ece,
                    "uncalibrated": {"encoder_scale": a, "ngram_scale": s, "bias": c}}
@@ -737,18 +764,47 @@ def train(cfg: NgramConfig) -> dict:
     ng_val_ordered = _ngram_logits(w, 0.0, va_x, **scope)  # the blend fits its bias
     n_imdb_val = len(split.validation)
     groups = [0] * n_imdb_val + [1] * len(split.dev_pairs)
-    bw = (np.array([1.0 / n_imdb_val if g == 0 else 0.0 for g in groups])
-          if cfg.blend_on == "imdb" else group_weights(groups))
-    a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y), bw)
+    short = None
+    if cfg.short_data:  # the held-out snippets: scored, and a calibration group
+        from training.short_data import load as load_snippets
+
+        sv = load_snippets("val")
+        short = (_encoder_logits(base.SerializeToString(), tok, [t for t, _ in sv]),
+                 _ngram_logits(w, 0.0, [tok.encode(t, offsets=False).ids for t, _ in sv],
+                               **scope),
+                 np.array([y for _, y in sv]))
+    if cfg.blend_on == "imdb+short":
+        if short is None:
+            raise DataError("--blend-on imdb+short needs --short-data")
+        n_s = len(short[2])
+        a, s, c = fit_blend(np.concatenate([enc_val[:n_imdb_val], short[0]]),
+                            np.concatenate([ng_val_ordered[:n_imdb_val], short[1]]),
+                            np.concatenate([np.array(va_y[:n_imdb_val]), short[2]]),
+                            group_weights([0] * n_imdb_val + [3] * n_s))
+    else:
+        bw = (np.array([1.0 / n_imdb_val if g == 0 else 0.0 for g in groups])
+              if cfg.blend_on == "imdb" else group_weights(groups))
+        a, s, c = fit_blend(enc_val, ng_val_ordered, np.array(va_y), bw)
     blend = Blend(w, a, s, c, a * enc_val + s * ng_val_ordered + c)
+    raw = (a, s, c)
     if cfg.calibrate:
-        blend = calibrate(cfg, blend, base, tok, va_y, groups, scope, graph_scope)
+        blend = calibrate(cfg, blend, base, tok, va_y, groups, scope, graph_scope, short)
     w_scaled = (w * blend.s).numpy().astype(np.dtype(cfg.weights_dtype))
     graph = add_ngram_term(base, w_scaled, blend.a, blend.c, **graph_scope)
     checks = check_ngram_graph(graph, base, w_scaled, blend.a, blend.c, tok.vocab_size,
                                **graph_scope)
     metrics = ngram_metrics(cfg, graph, tok, blend, enc_val, ng_val, va_y, n_imdb_val, split,
                             data["test"])
+    if short is not None:
+        enc_s, ng_s, y_s = short
+        zs = blend.a * enc_s + blend.s * ng_s + blend.c
+        metrics["short_snippets_validation"] = {
+            "snippets": len(y_s),
+            "accuracy": round(float(((zs > 0) == y_s.astype(bool)).mean()), 4),
+            "accuracy_encoder_only": round(float(((enc_s > 0) == y_s.astype(bool)).mean()), 4),
+            "accuracy_blend_before_calibration": round(float(
+                ((raw[0] * enc_s + raw[1] * ng_s + raw[2] > 0) == y_s.astype(bool)).mean()), 4),
+            "ece": expected_calibration_error(1 / (1 + np.exp(-zs)), y_s)}
     base_manifest = folder.manifest
     manifest = {
         **{k: base_manifest[k] for k in ("labels", "cell") if k in base_manifest},
@@ -788,7 +844,7 @@ def train(cfg: NgramConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     return command_line(NgramConfig, train, __doc__, argv,
                         choices={"weights_dtype": ("float16", "float32"),
-                                 "blend_on": ("imdb", "imdb+cad")})
+                                 "blend_on": ("imdb", "imdb+cad", "imdb+short")})
 
 
 if __name__ == "__main__":

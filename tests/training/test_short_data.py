@@ -1,0 +1,92 @@
+"""The short labelled snippets written by others (training/short_data.py: VADER's
+human-rated Amazon, movie and tweet sentences) that the n-gram term may train on: kept
+apart from every check set, split once, and used by ``training.ngrams --short-data``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from tests.training.test_training import TINY_SENTIMENT, _synthetic_imdb
+from training import short_data
+from training.augment import _words, too_close
+from training.evaluate import NEGATION_SET, NEGATION_VAL, SHORT_SET, load_negation_set
+
+
+def _rows(path: Path = short_data.SNIPPETS) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def test_the_committed_snippets_are_labelled_split_and_licensed():
+    rows = _rows()
+    assert len(rows) > 10_000
+    assert {r["source"] for r in rows} == set(short_data.SOURCES)
+    assert all(r["label"] in ("0", "1") and r["split"] in ("train", "val") for r in rows)
+    # polar by the raters' mean: >= +1 positive, <= -1 negative
+    assert all((float(r["rating"]) >= 1) if r["label"] == "1" else (float(r["rating"]) <= -1)
+               for r in rows)
+    held = sum(r["split"] == "val" for r in rows) / len(rows)
+    assert abs(held - short_data.HELD_OUT) < 0.005
+    assert len({r["text"].lower() for r in rows}) == len(rows)
+    lic = (short_data.SNIPPETS.parent / "vader_snippets.LICENSE").read_text()
+    assert "MIT License" in lic and "Hutto" in lic
+
+
+def test_no_snippet_shares_half_its_words_with_a_check_or_validation_item():
+    check = [_words(i["text"]) for path in (SHORT_SET, NEGATION_SET, NEGATION_VAL)
+             for i in load_negation_set(path)]
+    assert len(check) >= 160 + 160 + 92
+    close = [r["text"] for r in _rows() if too_close(r["text"], check)]
+    assert close == []
+    exact = {i["text"].lower() for path in (SHORT_SET, NEGATION_SET)
+             for i in load_negation_set(path)}
+    assert not any(r["text"].lower() in exact for r in _rows())
+
+
+def test_load_returns_a_split(tmp_path):
+    path = tmp_path / "s.tsv"
+    short_data.write([{"source": "amazon", "id": "1_1", "rating": 2.0, "label": 1,
+                       "split": "train", "text": "works like a charm"},
+                      {"source": "movie", "id": "2", "rating": -2.5, "label": 0,
+                       "split": "val", "text": "a tedious mess"}], path)
+    assert short_data.load("train", path) == [("works like a charm", 1)]
+    assert short_data.load("val", path) == [("a tedious mess", 0)]
+    assert short_data.load("val", path, sources=("amazon",)) == []
+    assert len(short_data.load(None, path)) == 2
+
+
+def test_ngrams_trains_on_the_snippets_and_scores_the_held_out_ones(tmp_path, monkeypatch,
+                                                                      capsys):
+    from training.evaluate import main as evaluate_main
+    from training.ngrams import main as ngrams_main
+    from training.train_sentiment import main as train_main
+
+    snippets = tmp_path / "snippets.tsv"
+    rows = [{"source": "amazon", "id": str(i), "rating": 2.0 if i % 2 else -2.0,
+             "label": i % 2, "split": "val" if i % 5 == 0 else "train",
+             "text": "great product loved it" if i % 2 else "broke awful waste"}
+            for i in range(40)]
+    short_data.write(rows, snippets)
+    monkeypatch.setattr(short_data, "SNIPPETS", snippets)
+    imdb = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    enc = tmp_path / "enc"
+    assert train_main(["--data", str(imdb), "--out", str(enc), *TINY_SENTIMENT, "--epochs", "1",
+                       "--w2v-epochs", "0", "--no-test"]) == 0
+    out = tmp_path / "term"
+    assert ngrams_main(["--base", str(enc), "--data", str(imdb), "--out", str(out),
+                        "--buckets", "4096", "--epochs", "2", "--no-test", "--short-data",
+                        "--short-repeat", "2", "--blend-on", "imdb+short", "--calibrate",
+                        "--no-calibration-bias"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["training"]["short_data"] and m["training"]["short_repeat"] == 2
+    assert m["data"]["train"] == 144 + 2 * 32  # the reviews + the train snippets twice
+    sv = m["metrics"]["short_snippets_validation"]
+    assert sv["snippets"] == 8 and 0 <= sv["accuracy"] <= 1
+    assert m["calibration"]["fitted_on"]["short_snippets_validation"] == 8
+    capsys.readouterr()
+    assert evaluate_main(["snippets", "--split", "val", "--model-dir", str(out)]) == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rep["snippets"] == 8 and rep["by_source"]["amazon"]["items"] == 8
+    assert abs(rep["snippets_accuracy"] - sv["accuracy"]) <= 1 / 8  # float16 weights
