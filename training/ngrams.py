@@ -188,6 +188,9 @@ class NgramConfig(CadOptions):
                                      "calibration as a group of its own")
     short_repeat: int = option(1, "with --short-data: each training snippet this many "
                                   "times an epoch", at_least=1)
+    short_lexicon: bool = option(False, "with --short-data: add VADER's human-rated words "
+                                        "(training/data/vader_words.tsv, one-word rows) to "
+                                        "the training snippets, as often")
     blend_on: str = option("imdb", "rows the blend (a, s, c) is fitted on: 'imdb' (IMDB "
                                    "validation), 'imdb+cad' (and the CAD dev pairs, the "
                                    "two groups weighted equally) or 'imdb+short' (and the "
@@ -624,6 +627,10 @@ def ngram_rows(cfg: NgramConfig, tok: WordTokenizer, split: CadSplits
         from training.short_data import load as load_snippets
 
         snippets = load_snippets("train")
+        if cfg.short_lexicon:
+            from training.short_data import load_words
+
+            snippets = snippets + load_words()
         tr_x += [tok.encode(t, offsets=False).ids for t, _ in snippets] * cfg.short_repeat
         tr_y += [y for _, y in snippets] * cfg.short_repeat
     return tr_x, tr_y, va_x, va_y, [r.text for r in val_set]

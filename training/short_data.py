@@ -23,6 +23,17 @@ module builds it again from the package's source archive:
 
     pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d /tmp/vader
     python -m training.short_data /tmp/vader/vaderSentiment-3.3.2.tar.gz
+
+The same archive's word lexicon (``vaderSentiment/vader_lexicon.txt``, same licence: the
+mean of 10 human ratings of each word on -4 .. +4) gives one-word rows: every entry
+that is a word of letters (inner apostrophes allowed) kept whole by the service's
+tokenizer (no emoticons: ":o" would read as "o")
+with a mean of at least +1.5 or at most -1.5, less exact duplicates and every word sharing
+half its words with a check item (a two-word check item holding it). They are all for
+training (``split = "train"``): the held-out sentences stay what they were, so their
+accuracy compares with earlier models. Committed as training/data/vader_words.tsv
+(same columns, ``source = "lexicon"``, ``id`` the word); ``training.ngrams
+--short-lexicon`` adds them to the snippets.
 """
 
 from __future__ import annotations
@@ -38,6 +49,9 @@ from pathlib import Path
 from training.augment import _words, too_close
 
 SNIPPETS = Path(__file__).resolve().parent / "data" / "vader_snippets.tsv"
+WORDS = Path(__file__).resolve().parent / "data" / "vader_words.tsv"
+LEXICON = "vaderSentiment/vader_lexicon.txt"
+WORD_THRESHOLD = 1.5  # |mean rating| on -4 .. +4
 SOURCES = {"amazon": "amazonReviewSnippets_GroundTruth.txt",
            "movie": "movieReviewSnippets_GroundTruth.txt",
            "tweets": "tweets_GroundTruth.txt"}
@@ -65,6 +79,56 @@ def _ground_truth(sdist: Path) -> dict[str, list[tuple[str, float, str]]]:
                 rows.append((parts[0].strip(), float(parts[1]), " ".join(parts[2].split())))
             out[source] = rows
     return out
+
+
+def _lexicon(sdist: Path) -> list[tuple[str, float]]:
+    """The (entry, mean rating) rows of the word lexicon, read from the sdist tarball."""
+    with tarfile.open(sdist) as outer:
+        member = next(m for m in outer.getmembers() if m.name.endswith("/" + LEXICON))
+        raw = outer.extractfile(member).read().decode("utf-8", errors="replace")
+    rows = []
+    for line in raw.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2 and parts[0].strip():
+            rows.append((parts[0].strip(), float(parts[1])))
+    return rows
+
+
+def build_words(sdist: Path) -> tuple[list[dict], dict]:
+    """The kept lexicon words (dicts of FIELDS, all ``train``) and counts of the rest."""
+    from seqcore.tokenizer import token_strings
+
+    check = check_words()
+    rows, seen = [], set()
+    counts = {"read": 0, "weak": 0, "not_one_word": 0, "close_to_a_check_item": 0,
+              "duplicate": 0}
+    for entry, rating in _lexicon(sdist):
+        counts["read"] += 1
+        if abs(rating) < WORD_THRESHOLD:
+            counts["weak"] += 1
+            continue
+        toks = token_strings(entry)
+        if toks != [entry.lower()] or not entry.replace("'", "").isalpha():  # ":o" -> "o"
+            counts["not_one_word"] += 1
+            continue
+        word = toks[0]
+        if word in seen:
+            counts["duplicate"] += 1
+            continue
+        seen.add(word)
+        if too_close(word, check):
+            counts["close_to_a_check_item"] += 1
+            continue
+        rows.append({"source": "lexicon", "id": word, "rating": rating,
+                     "label": int(rating > 0), "split": "train", "text": word})
+    counts["kept"] = len(rows)
+    return rows, counts
+
+
+def load_words(path: Path | None = None) -> list[tuple[str, int]]:
+    """(word, label) of the committed lexicon words (training/data/vader_words.tsv)."""
+    with open(path or WORDS, encoding="utf-8", newline="") as f:
+        return [(r["text"], int(r["label"])) for r in csv.DictReader(f, delimiter="\t")]
 
 
 def check_words() -> list[set[str]]:
@@ -126,7 +190,15 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sdist", help="vaderSentiment-3.3.2.tar.gz (the package's source archive)")
     p.add_argument("--out", default=str(SNIPPETS))
+    p.add_argument("--words", action="store_true",
+                   help="build the lexicon words instead (to --words-out)")
+    p.add_argument("--words-out", default=str(WORDS))
     a = p.parse_args(argv)
+    if a.words:
+        rows, counts = build_words(Path(a.sdist))
+        write(rows, Path(a.words_out))
+        print({**counts, "positive": sum(r["label"] for r in rows)}, file=sys.stderr)
+        return 0
     rows, counts = build(Path(a.sdist))
     write(rows, Path(a.out))
     by = {f"{s}/{sp}/{lab}": sum(1 for r in rows if (r["source"], r["split"], r["label"])

@@ -90,3 +90,77 @@ def test_ngrams_trains_on_the_snippets_and_scores_the_held_out_ones(tmp_path, mo
     rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rep["snippets"] == 8 and rep["by_source"]["amazon"]["items"] == 8
     assert abs(rep["snippets_accuracy"] - sv["accuracy"]) <= 1 / 8  # float16 weights
+
+
+def test_the_committed_lexicon_words_are_polar_whole_words_for_training_only():
+    from seqcore.tokenizer import token_strings
+
+    rows = _rows(short_data.WORDS)
+    assert len(rows) > 3_000
+    assert all(r["source"] == "lexicon" and r["split"] == "train" for r in rows)
+    assert all((float(r["rating"]) >= 1.5) if r["label"] == "1" else (float(r["rating"]) <= -1.5)
+               for r in rows)
+    assert all(token_strings(r["text"]) == [r["text"]] == [r["id"]] for r in rows)
+    assert len({r["text"] for r in rows}) == len(rows)
+    check = [_words(i["text"]) for path in (SHORT_SET, NEGATION_SET, NEGATION_VAL)
+             for i in load_negation_set(path)]
+    assert [r["text"] for r in rows if too_close(r["text"], check)] == []
+    # the held-out sentences are untouched: no word joins the validation split
+    assert short_data.load_words() == [(r["text"], int(r["label"])) for r in rows]
+
+
+def _sdist_with_lexicon(path: Path, lines: list[str]) -> Path:
+    import io
+    import tarfile
+
+    data = "\r\n".join(lines).encode()
+    with tarfile.open(path, "w:gz") as t:
+        info = tarfile.TarInfo("vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_build_words_keeps_strong_whole_words_and_drops_emoticons_weak_and_duplicates(tmp_path):
+    sdist = _sdist_with_lexicon(tmp_path / "v.tar.gz", [
+        "great\t3.1\t0.7\t[3, 3]", "Great\t3.0\t0.7\t[3, 3]", "awful\t-2.9\t0.5\t[-3]",
+        "meh\t-0.5\t0.5\t[0]", ":o\t-1.5\t0.5\t[-1]", ":)\t2.0\t0.5\t[2]",
+        "can't\t-1.6\t0.5\t[-2]", "xoxo\t2.2\t0.5\t[2]"])
+    rows, counts = short_data.build_words(sdist)
+    assert [(r["text"], r["label"], r["split"]) for r in rows] == [
+        ("great", 1, "train"), ("awful", 0, "train"), ("can't", 0, "train"),
+        ("xoxo", 1, "train")]
+    assert counts == {"read": 8, "weak": 1, "not_one_word": 2, "close_to_a_check_item": 0,
+                      "duplicate": 1, "kept": 4}
+    out = tmp_path / "w.tsv"
+    short_data.write(rows, out)
+    assert short_data.load_words(out) == [("great", 1), ("awful", 0), ("can't", 0),
+                                          ("xoxo", 1)]
+
+
+def test_ngrams_short_lexicon_adds_the_words_to_the_training_snippets(tmp_path, monkeypatch):
+    from training.ngrams import main as ngrams_main
+    from training.train_sentiment import main as train_main
+
+    snippets, words = tmp_path / "snippets.tsv", tmp_path / "words.tsv"
+    short_data.write([{"source": "amazon", "id": str(i), "rating": 2.0 if i % 2 else -2.0,
+                       "label": i % 2, "split": "val" if i % 5 == 0 else "train",
+                       "text": "great product loved it" if i % 2 else "broke awful waste"}
+                      for i in range(40)], snippets)
+    short_data.write([{"source": "lexicon", "id": w, "rating": r, "label": int(r > 0),
+                       "split": "train", "text": w}
+                      for w, r in (("superb", 3.0), ("dreadful", -2.8), ("lovely", 2.5))], words)
+    monkeypatch.setattr(short_data, "SNIPPETS", snippets)
+    monkeypatch.setattr(short_data, "WORDS", words)
+    imdb = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    enc = tmp_path / "enc"
+    assert train_main(["--data", str(imdb), "--out", str(enc), *TINY_SENTIMENT, "--epochs", "1",
+                       "--w2v-epochs", "0", "--no-test"]) == 0
+    out = tmp_path / "term"
+    assert ngrams_main(["--base", str(enc), "--data", str(imdb), "--out", str(out),
+                        "--buckets", "4096", "--epochs", "1", "--no-test", "--short-data",
+                        "--short-repeat", "2", "--short-lexicon"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["training"]["short_lexicon"] is True
+    assert m["data"]["train"] == 144 + 2 * (32 + 3)  # the reviews + (snippets + words) twice
+    assert m["metrics"]["short_snippets_validation"]["snippets"] == 8  # sentences only
