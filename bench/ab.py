@@ -18,9 +18,11 @@ The paths (``--load``, repeatable; default: all of them):
 Only the servers differ: each runs ``python -m app`` from its own checkout (by default
 both this one) with this checkout's models (or ``--baseline-models`` for the baseline,
 to compare the same code serving other model folders). The server that is not measured
-is SIGSTOPped for the round. Each path is warmed on both servers first (the first
-rounds after start-up run a few per cent slow), then measured in rounds whose order
-alternates A-B, B-A, so neither server is always first. The report gives, per path,
+is SIGSTOPped for the round. Each path is measured in two halves, both servers started
+afresh for each, the one started first swapped between them (on this VM the server
+started first ran a lone stream 6-10 % slower than the same code started second); each
+half is warmed on both servers first (the first rounds after start-up run a few per
+cent slow), then measured in rounds whose order alternates A-B, B-A. The report gives, per path,
 both medians, their ratio (this / baseline) and the middle half of the per-round
 ratios (round k of this against round k of the baseline): a change is real only where
 that range stays on one side of 1.
@@ -95,38 +97,49 @@ def main(argv: list[str] | None = None) -> int:
     if any(kind in ("sentiment", "short") for kind, _ in loads):
         wrk_path()  # or a clear error: how to install it
     mix, short, plist = SentimentLoad(review_texts(1000)), SentimentLoad([SHORT_REVIEW]), prompts(256)
-    servers = {"this": ServerProcess(MODELS, log_level="warning", max_queue=4096),
-               "baseline": ServerProcess(Path(a.baseline_models), log_level="warning",
-                                         max_queue=4096, root=Path(a.baseline))}
+    def servers(first: str) -> dict[str, ServerProcess]:
+        made = {"this": ServerProcess(MODELS, log_level="warning", max_queue=4096),
+                "baseline": ServerProcess(Path(a.baseline_models), log_level="warning",
+                                          max_queue=4096, root=Path(a.baseline))}
+        for name in (first, *(k for k in made if k != first)):  # started in this order
+            made[name].start().wait_ready()
+        return made
+
     rows = []
-    try:
-        for s in servers.values():
-            s.start().wait_ready()
-        procs = {name: (s.pid, False) for name, s in servers.items()}
-        for kind, n in loads:
-            run = runner(kind, n, a, mix, short, plist)
-            runs: dict[str, list[dict]] = {k: [] for k in servers}
-            for r in range(a.warmup + a.rounds):
-                order = list(servers.items())
-                if r % 2:
-                    order.reverse()
-                for name, s in order:
-                    with only(name, procs):  # the other server is stopped meanwhile
-                        res = run(s.url)
-                    if r >= a.warmup:
-                        runs[name].append(res)
-                    print(f"{kind}:{n} round {r + 1}{' (warm-up)' if r < a.warmup else ''} "
-                          f"{name}: {res['per_s']:.0f}/s, p99 {res['p99_ms']:.1f} ms, "
-                          f"errors {res['errors']}"
-                          + ("" if res.get("valid", True) else " (INVALID: errors)"),
-                          flush=True)
-            rows.append((kind, n, runs))
-    finally:
-        for s in servers.values():
-            s.__exit__()
+    for kind, n in loads:
+        run = runner(kind, n, a, mix, short, plist)
+        runs: dict[str, list[dict]] = {"this": [], "baseline": []}
+        # Half the rounds with each server started first: on this VM the server started
+        # first ran a lone stream 6-10 % slower than the same code started second
+        # (docs/benchmarks.md), so each path restarts both, the other way round, halfway.
+        for half, first in enumerate(("this", "baseline")):
+            rounds = a.rounds // 2 + (a.rounds % 2 if half == 0 else 0)
+            up = servers(first)
+            try:
+                procs = {name: (s.pid, False) for name, s in up.items()}
+                for r in range(a.warmup + rounds):
+                    order = list(up.items())
+                    if r % 2:
+                        order.reverse()
+                    for name, s in order:
+                        with only(name, procs):  # the other server is stopped meanwhile
+                            res = run(s.url)
+                        if r >= a.warmup:
+                            runs[name].append(res)
+                        print(f"{kind}:{n} {first} first, round {r + 1}"
+                              f"{' (warm-up)' if r < a.warmup else ''} {name}: "
+                              f"{res['per_s']:.0f}/s, p99 {res['p99_ms']:.1f} ms, "
+                              f"errors {res['errors']}"
+                              + ("" if res.get("valid", True) else " (INVALID: errors)"),
+                              flush=True)
+            finally:
+                for s in up.values():
+                    s.__exit__()
+        rows.append((kind, n, runs))
     print(f"\nthis checkout ({ROOT}) against the baseline ({a.baseline}, models "
-          f"{a.baseline_models}): {a.rounds} interleaved rounds per path after {a.warmup} "
-          f"warm-up rounds, medians\n")
+          f"{a.baseline_models}): {a.rounds} interleaved rounds per path, half of them with "
+          f"each server started first, each half after {a.warmup} warm-up rounds, "
+          f"medians\n")
     print("| path | load | this | baseline | ratio | per-round ratios, middle half | p99 this / baseline |")
     print("|---|---|---:|---:|---:|---|---|")
     invalid = 0
