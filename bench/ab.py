@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                 for s in up.values():
                     s.__exit__()
         rows.append((kind, n, runs))
+    return report(rows, a)
+
+
+def report(rows: list, a: argparse.Namespace) -> int:
+    """The table: per path both medians, their ratio, the per-round spread, p99."""
     print(f"\nthis checkout ({ROOT}) against the baseline ({a.baseline}, models "
           f"{a.baseline_models}): {a.rounds} interleaved rounds per path, half of them with "
           f"each server started first, each half after {a.warmup} warm-up rounds, "
