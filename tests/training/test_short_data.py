@@ -19,6 +19,26 @@ def _rows(path: Path = short_data.SNIPPETS) -> list[dict]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
+def _toy_snippets(path: Path) -> Path:
+    """40 toy snippets (every fifth held out), written where ``short_data`` reads them."""
+    short_data.write([{"source": "amazon", "id": str(i), "rating": 2.0 if i % 2 else -2.0,
+                       "label": i % 2, "split": "val" if i % 5 == 0 else "train",
+                       "text": "great product loved it" if i % 2 else "broke awful waste"}
+                      for i in range(40)], path)
+    return path
+
+
+def _toy_encoder(tmp_path: Path) -> tuple[Path, Path]:
+    """(a synthetic IMDB archive, a tiny encoder-only model trained on it)."""
+    from training.train_sentiment import main as train_main
+
+    imdb = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    enc = tmp_path / "enc"
+    assert train_main(["--data", str(imdb), "--out", str(enc), *TINY_SENTIMENT, "--epochs", "1",
+                       "--w2v-epochs", "0", "--no-test"]) == 0
+    return imdb, enc
+
+
 def test_the_committed_snippets_are_labelled_split_and_licensed():
     rows = _rows()
     assert len(rows) > 10_000
@@ -61,19 +81,9 @@ def test_ngrams_trains_on_the_snippets_and_scores_the_held_out_ones(tmp_path, mo
                                                                       capsys):
     from training.evaluate import main as evaluate_main
     from training.ngrams import main as ngrams_main
-    from training.train_sentiment import main as train_main
 
-    snippets = tmp_path / "snippets.tsv"
-    rows = [{"source": "amazon", "id": str(i), "rating": 2.0 if i % 2 else -2.0,
-             "label": i % 2, "split": "val" if i % 5 == 0 else "train",
-             "text": "great product loved it" if i % 2 else "broke awful waste"}
-            for i in range(40)]
-    short_data.write(rows, snippets)
-    monkeypatch.setattr(short_data, "SNIPPETS", snippets)
-    imdb = _synthetic_imdb(tmp_path / "imdb.tar.gz")
-    enc = tmp_path / "enc"
-    assert train_main(["--data", str(imdb), "--out", str(enc), *TINY_SENTIMENT, "--epochs", "1",
-                       "--w2v-epochs", "0", "--no-test"]) == 0
+    monkeypatch.setattr(short_data, "SNIPPETS", _toy_snippets(tmp_path / "snippets.tsv"))
+    imdb, enc = _toy_encoder(tmp_path)
     out = tmp_path / "term"
     assert ngrams_main(["--base", str(enc), "--data", str(imdb), "--out", str(out),
                         "--buckets", "4096", "--epochs", "2", "--no-test", "--short-data",
@@ -140,22 +150,14 @@ def test_build_words_keeps_strong_whole_words_and_drops_emoticons_weak_and_dupli
 
 def test_ngrams_short_lexicon_adds_the_words_to_the_training_snippets(tmp_path, monkeypatch):
     from training.ngrams import main as ngrams_main
-    from training.train_sentiment import main as train_main
 
-    snippets, words = tmp_path / "snippets.tsv", tmp_path / "words.tsv"
-    short_data.write([{"source": "amazon", "id": str(i), "rating": 2.0 if i % 2 else -2.0,
-                       "label": i % 2, "split": "val" if i % 5 == 0 else "train",
-                       "text": "great product loved it" if i % 2 else "broke awful waste"}
-                      for i in range(40)], snippets)
+    words = tmp_path / "words.tsv"
     short_data.write([{"source": "lexicon", "id": w, "rating": r, "label": int(r > 0),
                        "split": "train", "text": w}
                       for w, r in (("superb", 3.0), ("dreadful", -2.8), ("lovely", 2.5))], words)
-    monkeypatch.setattr(short_data, "SNIPPETS", snippets)
+    monkeypatch.setattr(short_data, "SNIPPETS", _toy_snippets(tmp_path / "snippets.tsv"))
     monkeypatch.setattr(short_data, "WORDS", words)
-    imdb = _synthetic_imdb(tmp_path / "imdb.tar.gz")
-    enc = tmp_path / "enc"
-    assert train_main(["--data", str(imdb), "--out", str(enc), *TINY_SENTIMENT, "--epochs", "1",
-                       "--w2v-epochs", "0", "--no-test"]) == 0
+    imdb, enc = _toy_encoder(tmp_path)
     out = tmp_path / "term"
     assert ngrams_main(["--base", str(enc), "--data", str(imdb), "--out", str(out),
                         "--buckets", "4096", "--epochs", "1", "--no-test", "--short-data",
