@@ -97,13 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(kind in ("sentiment", "short") for kind, _ in loads):
         wrk_path()  # or a clear error: how to install it
     mix, short, plist = SentimentLoad(review_texts(1000)), SentimentLoad([SHORT_REVIEW]), prompts(256)
-    def servers(first: str) -> dict[str, ServerProcess]:
-        made = {"this": ServerProcess(MODELS, log_level="warning", max_queue=4096),
+
+    def servers() -> dict[str, ServerProcess]:
+        return {"this": ServerProcess(MODELS, log_level="warning", max_queue=4096),
                 "baseline": ServerProcess(Path(a.baseline_models), log_level="warning",
                                           max_queue=4096, root=Path(a.baseline))}
-        for name in (first, *(k for k in made if k != first)):  # started in this order
-            made[name].start().wait_ready()
-        return made
 
     rows = []
     for kind, n in loads:
@@ -114,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         # (docs/benchmarks.md), so each path restarts both, the other way round, halfway.
         for half, first in enumerate(("this", "baseline")):
             rounds = a.rounds // 2 + (a.rounds % 2 if half == 0 else 0)
-            up = servers(first)
+            up = servers()
             try:
+                for name in (first, *(k for k in up if k != first)):  # started in this order
+                    up[name].start().wait_ready()
                 procs = {name: (s.pid, False) for name, s in up.items()}
                 for r in range(a.warmup + rounds):
                     order = list(up.items())
