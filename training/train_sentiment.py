@@ -109,6 +109,13 @@ class TrainConfig(CadOptions, RunOptions):
                                        "(training.augment.MORE_TEMPLATES)")
     augment_grammar: bool = option(False, "build half of the augmentation compositionally "
                                           "(training.augment.compose: negations counted)")
+    short_data: bool = option(False, "add the training split of the human-rated short "
+                                     "snippets (training/short_data.py: VADER's Amazon, "
+                                     "movie and tweet sentences) to the training rows, after "
+                                     "the augmentation (with --stack-ngrams they get no "
+                                     "offset of their own, like the augmentation)")
+    short_repeat: int = option(1, "with --short-data: each training snippet this many "
+                                  "times an epoch", at_least=1)
     encoder_negation_window: int = option(
         0, "> 0: the encoder also reads a negator's scope: a learned vector (starting at "
            "zero) added to the embedding of each word this many words or fewer after a "
@@ -408,8 +415,8 @@ def load_init(cfg: TrainConfig) -> tuple[WordTokenizer, SentimentLSTM]:
 
 @dataclass
 class Rows:
-    """A run's encoded rows. Training: the reviews, then the augmentation sentences, then
-    the CAD train pairs; validation: the reviews, then the CAD dev pairs."""
+    """A run's encoded rows. Training: the reviews, then the augmentation sentences and the
+    short snippets, then the CAD train pairs; validation: the reviews, then the CAD dev pairs."""
 
     tok: WordTokenizer
     train_x: list[list[int]]
@@ -468,6 +475,13 @@ def encode_rows(cfg: TrainConfig, cache: PrepCache, data_key: str | None, split:
         tr_x += [tok.encode(t).ids for t, _ in extra]
         tr_y += [y for _, y in extra]
         print(f"negation augmentation: {len(extra)} sentences", flush=True)
+    if cfg.short_data:  # human-rated short snippets (training/short_data.py), train split
+        from training.short_data import load as load_snippets
+
+        snippets = load_snippets("train")
+        tr_x += [tok.encode(t).ids for t, _ in snippets] * cfg.short_repeat
+        tr_y += [y for _, y in snippets] * cfg.short_repeat
+        print(f"short snippets: {len(snippets)} x {cfg.short_repeat}", flush=True)
     # after the augmentation: extra rows, no stacking offset of their own
     tr_x += [tok.encode(r.text).ids for r in split.train_pairs]
     tr_y += [r.label for r in split.train_pairs]
