@@ -166,3 +166,28 @@ def test_ngrams_short_lexicon_adds_the_words_to_the_training_snippets(tmp_path, 
     assert m["training"]["short_lexicon"] is True
     assert m["data"]["train"] == 144 + 2 * (32 + 3)  # the reviews + (snippets + words) twice
     assert m["metrics"]["short_snippets_validation"]["snippets"] == 8  # sentences only
+
+
+def test_the_encoder_trains_on_the_snippets_too(tmp_path, monkeypatch):
+    """train_sentiment --short-data: the training snippets join the encoder's training
+    rows (repeated), the held-out ones never do, and the manifest records both settings."""
+    from training import train_sentiment
+
+    monkeypatch.setattr(short_data, "SNIPPETS", _toy_snippets(tmp_path / "snippets.tsv"))
+    seen: list[int] = []
+    real = train_sentiment.encode_rows
+
+    def spy(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        seen.append(len(rows.train_x))
+        return rows
+
+    monkeypatch.setattr(train_sentiment, "encode_rows", spy)
+    imdb = _synthetic_imdb(tmp_path / "imdb.tar.gz")
+    out = tmp_path / "enc"
+    assert train_sentiment.main(["--data", str(imdb), "--out", str(out), *TINY_SENTIMENT,
+                                 "--epochs", "1", "--w2v-epochs", "0", "--no-test",
+                                 "--short-data", "--short-repeat", "3"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["training"]["short_data"] is True and m["training"]["short_repeat"] == 3
+    assert seen == [144 + 3 * 32]  # the reviews + the 32 training snippets three times
