@@ -3,7 +3,8 @@
 Waiting streams join up to ``max_streams`` active or being read; one that waited past
 the queue deadline is refused (``Overloaded``). Their prompts are read in chunks
 (``app.engine.prefill``: chunked prefill, at most one call per iteration and within
-a time budget while streams run), and a stream whose prompt has been read gets its
+a time budget while streams run, when it runs on the helper thread beside their
+steps), and a stream whose prompt has been read gets its
 first character from the prefill logits, at once, and joins the batch (with batching
 off, a batch of its own).
 """
@@ -14,12 +15,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import numpy as np
 
 from app.engine.errors import Overloaded
 from app.engine.outbox import fail, fail_all
-from app.engine.prefill import Chunk
+from app.engine.prefill import Call, Chunk
 from app.engine.rows import Active, Batch, Gen, Stream
 from app.engine.step import Runner, TokenChooser
 from app.ops import metrics
@@ -52,6 +54,7 @@ class Admission:
         self._m_padding = metrics.PADDING.labels(name)
         self._m_real = metrics.REAL_TOKENS.labels(name)
         self._m_timeout = metrics.REJECTED.labels("queue_timeout")
+        self.call: tuple[Call, Future] | None = None  # a prefill call on the helper thread
 
     def _arrivals(self, idle: bool) -> list[Stream] | None:
         """The streams that join now; None when the engine is idle and nothing came
@@ -95,28 +98,62 @@ class Admission:
         prefill.add(admitted, lambda g: g.stream.prompt_ids)
         for g in prefill.drop(lambda g: g.stream.cancelled):
             g.release()
-        if prefill.jobs:
+        if prefill.jobs or self.call is not None:
             self.read(out)
         return True
 
     def read(self, out: list) -> None:
         """One prefill call; the streams whose prompts it finished get their first
-        character and join the batch (batching off: a batch each)."""
+        character and join the batch (batching off: a batch each).
+
+        While streams run and the engine has a helper thread, the call runs there
+        (``Runner.submit``) and the running streams go on stepping on this thread
+        meanwhile, instead of waiting for it: each thread's work is then one-thread
+        calls of its own, which do not wait for each other (a call cut in two waits for
+        its slower half at every step, and under HTTP load the event loop often delays
+        one of them). The call's prompts join when it has ended, at the next
+        iteration; with nothing left running, the engine waits for it."""
         prefill = self.active.prefill
+        if self.call is not None:
+            call, fut = self.call
+            if not fut.done() and self.active.batches:
+                return  # the running streams step meanwhile
+            self.call = None
+            try:
+                (logits, hn, cn), t0, dt = fut.result()
+            except Exception as e:
+                self._failed(e)
+                return
+            self._done(prefill.finish(call, logits, hn, cn, t0, dt), out)
+        if not prefill.jobs:
+            return
+        if self.active.batches and self.runner.can_submit:
+            call = prefill.start(protect=True)
+            if call is not None:
+                self.call = (call, self.runner.submit(call.ids, call.lens, call.h, call.c,
+                                                      shrink=call.last))
+            return
         try:
             chunk = prefill.step(
                 lambda ids, lens, h, c, shrink: self.runner.run(
                     ids, lens, h, c, self.split_min_rows, shrink=shrink),
                 protect=bool(self.active.batches))
         except Exception as e:
-            gens = prefill.gens
-            prefill.jobs = []
-            for g in gens:
-                g.release()
-            fail_all(gens, e)
+            self._failed(e)
             return
-        if chunk is None:
-            return
+        if chunk is not None:
+            self._done(chunk, out)
+
+    def _failed(self, e: Exception) -> None:
+        """A prefill call failed: every stream reading a prompt gets ``ModelFailure``."""
+        prefill = self.active.prefill
+        gens = prefill.gens
+        prefill.abandon()
+        for g in gens:
+            g.release()
+        fail_all(gens, e)
+
+    def _done(self, chunk: Chunk, out: list) -> None:
         self._observe(chunk)
         if chunk.done:
             self._join(chunk, out)

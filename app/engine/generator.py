@@ -5,8 +5,9 @@ three phases, each its own module (as in TGI):
 
 - **admit** (app/engine/admission.py): waiting streams join (up to ``max_streams``
   active or being read); their prompts are read in chunks (chunked prefill,
-  app/engine/prefill.py), and a stream whose prompt has been read gets its first
-  character from the prefill logits and joins the batch;
+  app/engine/prefill.py; while streams run, the call runs on the helper thread beside
+  their steps), and a stream whose prompt has been read gets its first character from
+  the prefill logits and joins the batch;
 - **step** (app/engine/step.py): every active stream advances by one character with
   one batched step call ([N, 1] ids, the batch's LSTM states) and its own token
   chooser (one vectorised sampling call, each stream's own seeded generator);

@@ -12,6 +12,11 @@ the call):
   prefill, TGI's ``max_batch_prefill_tokens``);
 - with nothing running, nobody waits on it, and the call may take ``max_cells``.
 
+A call is ``start``, the ONNX Runtime call, then ``finish``; the engine may run the
+call on another thread in between (app/engine/admission.py: while streams run, on its
+helper thread, beside their steps), and makes no other prefill call until it is
+finished.
+
 Either way a call never holds more than ``max_cells`` cells, which bounds the memory
 ONNX Runtime needs for it (its CPU arena keeps the largest call's buffers for the life
 of the session: one [16, 8000] prefill held over a gigabyte), and the call that reads
@@ -60,6 +65,18 @@ class Done:
     logits: np.ndarray  # [V]
     h: np.ndarray  # [layers, 1, hidden]
     c: np.ndarray
+
+
+@dataclass(eq=False)
+class Call:
+    """One prefill call's inputs (``Prefill.start``), for ``Prefill.finish``."""
+
+    rows: list[tuple[Job, int]]  # (job, characters the call reads of it)
+    ids: np.ndarray  # [B, T]
+    lens: np.ndarray  # [B]
+    h: np.ndarray
+    c: np.ndarray
+    last: bool  # it reads every waiting prompt to its end
 
 
 @dataclass
@@ -142,6 +159,17 @@ class Prefill:
     def step(self, run: Run, protect: bool) -> Chunk | None:
         """One prefill call (``run`` is the model's, with its parallel parts); None
         when no prompt waits. Errors of ``run`` propagate: the caller fails the jobs."""
+        call = self.start(protect)
+        if call is None:
+            return None
+        t0 = time.perf_counter()
+        logits, hn, cn = run(call.ids, call.lens, call.h, call.c, shrink=call.last)
+        return self.finish(call, logits, hn, cn, t0, time.perf_counter() - t0)
+
+    def start(self, protect: bool) -> Call | None:
+        """The next call's inputs (None when no prompt waits); ``finish`` takes its
+        outputs. Between the two the call may run on another thread: the jobs it reads
+        are not read again until it is finished."""
         rows = self.plan(protect)
         if not rows:
             return None
@@ -154,24 +182,33 @@ class Prefill:
         h = np.concatenate([job.h for job, _ in rows], axis=1)
         c = np.concatenate([job.c for job, _ in rows], axis=1)
         last = len(rows) == len(self.jobs) and all(n == j.remaining for j, n in rows)
-        t0 = time.perf_counter()
-        logits, hn, cn = run(ids, lens, h, c, shrink=last)
-        dt = time.perf_counter() - t0
+        return Call(rows, ids, lens, h, c, last)
+
+    def finish(self, call: Call, logits: np.ndarray, hn: np.ndarray, cn: np.ndarray,
+               t0: float, dt: float) -> Chunk:
+        """The call's outputs: its rows' states move on, and the prompts it read to their
+        end leave (``Chunk.done``; a job whose streams all left meanwhile has none)."""
+        B, T = call.ids.shape
         self.cell_s = 0.7 * self.cell_s + 0.3 * (dt / (B * T))
         self.burst_cells += B * T
-        chunk = Chunk(rows=B, cells=B * T, real=int(lens.sum()), seconds=dt, last=last,
-                      burst_cells=self.burst_cells)
-        if last:
+        chunk = Chunk(rows=B, cells=B * T, real=int(call.lens.sum()), seconds=dt,
+                      last=call.last, burst_cells=self.burst_cells)
+        if call.last:
             self.burst_cells = 0
         finished = set()
-        for k, (job, n) in enumerate(rows):
+        for k, (job, n) in enumerate(call.rows):
             if not job.started:
                 job.started = t0
             job.pos += n
             job.h = np.ascontiguousarray(hn[:, k:k + 1])
             job.c = np.ascontiguousarray(cn[:, k:k + 1])
             if job.remaining <= 0:
-                chunk.done.append(Done(job, logits[k], job.h, job.c))
+                if job.gens:
+                    chunk.done.append(Done(job, logits[k], job.h, job.c))
                 finished.add(id(job))
         self.jobs = [j for j in self.jobs if id(j) not in finished]
         return chunk
+
+    def abandon(self) -> None:
+        """A call that ``start`` made failed: its jobs go (the caller fails their streams)."""
+        self.jobs = []

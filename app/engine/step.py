@@ -23,7 +23,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -112,6 +112,27 @@ class Runner:
         self.calls = calls
         self.pool: ThreadPoolExecutor | None = None
         self.widen = Widen()
+        self.busy: Future | None = None  # a ``submit`` call on the helper thread
+
+    @property
+    def can_submit(self) -> bool:
+        """Whether a call can run on the helper thread (``submit``)."""
+        return self.pool is not None
+
+    def submit(self, ids: np.ndarray, lens: np.ndarray, h: np.ndarray, c: np.ndarray,
+               shrink: bool = False) -> Future:
+        """One call on the helper thread, on the one-thread session, while the engine
+        thread goes on: until it ends, ``run`` makes uncut one-thread calls, as the
+        helper's core is taken. Its result: ((logits, hN, cN), start, seconds)."""
+        assert self.pool is not None
+
+        def call() -> tuple[States, float, float]:
+            t0 = time.perf_counter()
+            out = self.model.run(ids, lens, h, c, shrink=shrink)
+            return out, t0, time.perf_counter() - t0
+
+        self.busy = self.pool.submit(call)
+        return self.busy
 
     def start(self) -> None:
         if self.parallel > 1:
@@ -152,6 +173,10 @@ class Runner:
         """``model.run`` over the rows, cut into up to ``parallel`` contiguous parts of
         at least ``min_rows`` rows run side by side (each part trimmed to its own
         longest row)."""
+        if self.busy is not None:
+            if not self.busy.done():  # the helper thread runs a submitted call
+                return self.model.run(ids, lens, h, c, shrink=shrink)
+            self.busy = None
         B = len(ids)
         parts = min(self.parallel, B // max(1, min_rows))
         if parts <= 1 or self.pool is None:
