@@ -3,8 +3,8 @@
 Waiting streams join up to ``max_streams`` active or being read; one that waited past
 the queue deadline is refused (``Overloaded``). Their prompts are read in chunks
 (``app.engine.prefill``: chunked prefill, at most one call per iteration and within
-a time budget while streams run, when it runs on the helper thread beside their
-steps), and a stream whose prompt has been read gets its
+a time budget while streams run; while enough of them run, on the helper thread beside
+their steps), and a stream whose prompt has been read gets its
 first character from the prefill logits, at once, and joins the batch (with batching
 off, a batch of its own).
 """
@@ -37,7 +37,8 @@ class Admission:
 
     def __init__(self, name: str, vocab: int, pending: queue.Queue[Stream], active: Active,
                  runner: Runner, chooser: TokenChooser, *, max_streams: int,
-                 queue_timeout_s: float, batching: bool, split_min_rows: int):
+                 queue_timeout_s: float, batching: bool, split_min_rows: int,
+                 background_min_rows: int = 8):
         self.vocab = vocab
         self.pending = pending
         self.active = active
@@ -47,6 +48,10 @@ class Admission:
         self.queue_timeout_s = queue_timeout_s
         self.batching = batching
         self.split_min_rows = split_min_rows
+        # prompts are read beside the steps only while this many streams run: a step of
+        # fewer rows costs more per row than a prompt cell, so the engine thread then
+        # helps read the prompts (the running streams wait up to one slice)
+        self.background_min_rows = background_min_rows
         self._m_queue = metrics.QUEUE_WAIT.labels(name)
         self._m_ttfc = metrics.TTFC.labels(name)
         self._m_prefill = metrics.INFERENCE.labels(name, "prefill")
@@ -106,7 +111,8 @@ class Admission:
         """One prefill call; the streams whose prompts it finished get their first
         character and join the batch (batching off: a batch each).
 
-        While streams run and the engine has a helper thread, the call runs there
+        While ``background_min_rows`` streams or more run and the engine has a helper
+        thread, the call runs there
         (``Runner.submit``) and the running streams go on stepping on this thread
         meanwhile, instead of waiting for it: each thread's work is then one-thread
         calls of its own, which do not wait for each other (a call cut in two waits for
@@ -127,7 +133,8 @@ class Admission:
             self._done(prefill.finish(call, logits, hn, cn, t0, dt), out)
         if not prefill.jobs:
             return
-        if self.active.batches and self.runner.can_submit:
+        if (self.runner.can_submit and sum(len(b.gens) for b in self.active.batches)
+                >= max(1, self.background_min_rows)):
             call = prefill.start(protect=True)
             if call is not None:
                 self.call = (call, self.runner.submit(call.ids, call.lens, call.h, call.c,

@@ -5,8 +5,8 @@ three phases, each its own module (as in TGI):
 
 - **admit** (app/engine/admission.py): waiting streams join (up to ``max_streams``
   active or being read); their prompts are read in chunks (chunked prefill,
-  app/engine/prefill.py; while streams run, the call runs on the helper thread beside
-  their steps), and a stream whose prompt has been read gets its first character from
+  app/engine/prefill.py; while enough streams run, the call runs on the helper thread
+  beside their steps), and a stream whose prompt has been read gets its first character from
   the prefill logits and joins the batch;
 - **step** (app/engine/step.py): every active stream advances by one character with
   one batched step call ([N, 1] ids, the batch's LSTM states) and its own token
@@ -63,6 +63,7 @@ class GenerationEngine:
     def __init__(self, model: CharModel, *, max_streams: int, max_queue: int,
                  queue_timeout_s: float, batching: bool = True, parallel: int = 1,
                  split_min_rows: int = 8, step_split_min_rows: int = 8,
+                 background_min_rows: int = 8,
                  flush_interval_s: float = 0.0, events_per_s: float = 0.0,
                  drain_timeout_s: float | None = None, prefill_chunk_chars: int = 256,
                  prefill_slice_s: float = 0.04, prefill_max_cells: int = 4096,
@@ -88,7 +89,8 @@ class GenerationEngine:
         self.admission = Admission(
             model.name, len(self.chooser.chars), self.pending, self.active, self.runner,
             self.chooser, max_streams=max_streams, queue_timeout_s=queue_timeout_s,
-            batching=batching, split_min_rows=split_min_rows)
+            batching=batching, split_min_rows=split_min_rows,
+            background_min_rows=background_min_rows)
         self.retirement = Retirement(model.name, self.active, self.tally)
         self._running = False
         self._thread: threading.Thread | None = None

@@ -49,7 +49,7 @@ def test_prompts_that_arrive_while_streams_run_are_read_on_the_helper_thread(
     others = [{"prompt": "x" * (3 + i) + " the ", "seed": i, "n": 5 + 3 * i} for i in range(10)]
     one_core = _texts(chargen, [long, *others], max_streams=4, parallel=1)
     calls = _spy(chargen, monkeypatch)
-    two = _texts(chargen, [long, *others], max_streams=4, parallel=2)
+    two = _texts(chargen, [long, *others], max_streams=4, parallel=2, background_min_rows=1)
     assert two == one_core  # the same text on either path
     helper = [c for c in calls if c[1] > 1 and "part" in c[2]]
     assert helper  # prompts read on the helper thread...
@@ -60,7 +60,7 @@ def test_prompts_that_arrive_while_streams_run_are_read_on_the_helper_thread(
 
 def _engine(chargen) -> GenerationEngine:
     e = GenerationEngine(chargen, max_streams=8, max_queue=10, queue_timeout_s=30,
-                         parallel=2)
+                         parallel=2, background_min_rows=1)
     e.runner.start()
     return e
 
@@ -139,7 +139,7 @@ def test_a_failed_prompt_call_fails_its_streams_only_and_the_engine_goes_on(char
     async def go():
         loop = asyncio.get_running_loop()
         e = GenerationEngine(chargen, max_streams=8, max_queue=10, queue_timeout_s=30,
-                             parallel=2)
+                             parallel=2, background_min_rows=1)
         first = _stream(chargen, "the man ", loop, seed=1, max_new=300)
         e.submit(first)
         e.start()
@@ -182,3 +182,31 @@ def test_with_nothing_left_running_the_engine_waits_for_the_call(chargen, monkey
         return True
 
     assert asyncio.run(_loop(go))
+
+
+def test_with_fewer_running_streams_than_the_threshold_prompts_are_read_here(chargen,
+                                                                               monkeypatch):
+    """A step of a few rows costs more per row than a prompt cell: below
+    ``background_min_rows`` running streams the engine thread reads the prompt itself."""
+    calls = _spy(chargen, monkeypatch)
+
+    def go(loop):
+        e = GenerationEngine(chargen, max_streams=8, max_queue=10, queue_timeout_s=30,
+                             parallel=2, background_min_rows=2)
+        e.runner.start()
+        out: list = []
+        e.submit(first := _stream(chargen, "the man ", loop, seed=1, max_new=100))
+        e._admit(out)
+        e.submit(second := _stream(chargen, "a dog walked by ", loop, seed=2, max_new=100))
+        e._admit(out)  # one stream runs: read here, and it joins at once
+        assert e.admission.call is None
+        assert [g.stream for g in e.active.gens()] == [first, second]
+        e.submit(_stream(chargen, "a cat sat down ", loop, seed=3, max_new=100))
+        e._admit(out)  # two run: on the helper thread
+        assert e.admission.call is not None
+        _wait(e)
+        e.runner.close()
+        return [c[2] for c in calls if c[1] > 1]
+
+    names = asyncio.run(_loop(go))
+    assert len(names) == 3 and not any("part" in n for n in names[:2]) and "part" in names[2]
