@@ -116,7 +116,10 @@ def header(meta: dict) -> list[str]:
         "which must read the SSE streams. Loopback only; the load generator shares the "
         f"machine's cores with the server. Each cell: median of {meta['reps']} interleaved "
         "rounds (all servers up, each cell measured on each server in turn; the ones not "
-        "measured are stopped with SIGSTOP, as an idle LitServe busy-polls). A cell with "
+        "measured are stopped with SIGSTOP, as an idle LitServe busy-polls), in two "
+        "halves, every server started afresh for each and in the opposite order (the "
+        "server started first can run a few per cent slow). Streamed /generate: 16 "
+        "requests per round at 1 stream, 3 per stream at 32 and 64. A cell with "
         "any socket error or non-2xx answer is shown as invalid. Compare ratios within "
         f"one run only.{quick}",
         f"Whole run: {meta['minutes']:.1f} minutes.", ""]

@@ -16,7 +16,8 @@ at the top of the report.
    path for /generate) and the peer with the sweep's best settings. Interleaved rounds:
    every cell on each server in turn (the others SIGSTOPped); /sentiment with wrk
    (bench.load) at c=1, 32, 128 on the mix and c=32 on the short review, streamed
-   /generate at 1, 32 and 64 streams (aiohttp: wrk cannot read SSE).
+   /generate at 1, 32 and 64 streams (aiohttp: wrk cannot read SSE). In two halves:
+   every server is started afresh for the second, in the opposite order.
 4. Optionally aiperf and guidellm against this service (bench.clients).
 
 Each cell is the median of ``--reps`` rounds; the report (bench.report) goes to
@@ -79,17 +80,22 @@ class Plan:
         if a.quick:
             grid = peer_mod.sentiment_grid((1, 2), (1, 8), (2.0,))
             return cls(True, a.reps or 1, 1, 1, 50, 200, grid, (8, 16))
-        return cls(False, a.reps or 3, a.seconds, 3, 200, 1000, peer_mod.sentiment_grid(),
+        return cls(False, a.reps or 4, a.seconds, 3, 200, 1000, peer_mod.sentiment_grid(),
                    (4, 8, 16, 32))
 
     def per_stream(self, streams: int) -> int:
-        return 1 if streams >= 32 else (2 if self.quick else 4)
+        """Requests per stream and round: a round of one stream lasts about as long as
+        one of 32 (a round of 4 requests at one stream was 0.15 s, all noise)."""
+        if self.quick:
+            return 1 if streams >= 32 else 2
+        return 3 if streams >= 32 else (16 if streams == 1 else 4)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=None, help="rounds per cell (3; --quick: 1)")
+    ap.add_argument("--reps", type=int, default=None,
+                    help="rounds per cell (4: two in each half; --quick: 1)")
     ap.add_argument("--quick", action="store_true",
                     help="short durations, one round, a reduced sweep (a smoke run); "
                          "writes .cache/bench/benchmarks-quick.md unless --out")
@@ -190,11 +196,10 @@ def one_cell(kind: tuple, url: str, loads: dict[str, SentimentLoad], plist: list
 
 
 def rounds(urls: dict[str, str], procs: dict, loads: dict[str, SentimentLoad],
-           plist: list[str], plan: Plan) -> dict:
-    """Every cell on every server in turn, ``plan.reps`` times; medians per cell."""
+           plist: list[str], plan: Plan, reps: int, runs: dict) -> None:
+    """Every cell on every server in turn, ``reps`` times, into ``runs``."""
     cells = [("sentiment", i, c) for i, c in SENT_COLS] + [("stream", s) for s in STREAMS]
-    runs: dict = {}
-    for r in range(plan.reps):
+    for r in range(reps):
         for kind in cells:
             order = list(urls.items()) if r % 2 == 0 else list(urls.items())[::-1]
             for who, url in order:
@@ -202,11 +207,10 @@ def rounds(urls: dict[str, str], procs: dict, loads: dict[str, SentimentLoad],
                 with peer_mod.only(who, procs):
                     res = one_cell(kind, url, loads, plist, plan)
                 runs.setdefault(who, {}).setdefault(kind, []).append(res)
-                print(f"round {r + 1}/{plan.reps} {who} {kind}: "
+                print(f"round {len(runs[who][kind])}/{plan.reps} {who} {kind}: "
                       + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in res.items() if k != "latency_table_ms"),
                       flush=True)
-    return {who: {k: median_cell(v) for k, v in cells_.items()} for who, cells_ in runs.items()}
 
 
 def warm(urls: dict[str, str], procs: dict, loads: dict[str, SentimentLoad],
@@ -220,31 +224,55 @@ def warm(urls: dict[str, str], procs: dict, loads: dict[str, SentimentLoad],
 def measure_servers(a: argparse.Namespace, peer_settings: dict | None,
                     loads: dict[str, SentimentLoad], plist: list[str], plan: Plan,
                     meta: dict) -> dict:
+    """The servers' rounds in two halves, every server started afresh for each and in
+    the opposite order (on this VM the server started first ran a lone stream 6-10 %
+    slower than the same code started after it: bench.ab's null run); medians per cell
+    over both halves."""
+    runs: dict = {}
+    first = (plan.reps + 1) // 2
+    for half, reps in enumerate((first, plan.reps - first)):
+        if reps:
+            one_half(a, peer_settings, loads, plist, plan, meta, runs, reps,
+                     reverse=half == 1)
+    return {who: {k: median_cell(v) for k, v in cells_.items()} for who, cells_ in runs.items()}
+
+
+def one_half(a: argparse.Namespace, peer_settings: dict | None,
+             loads: dict[str, SentimentLoad], plist: list[str], plan: Plan, meta: dict,
+             runs: dict, reps: int, reverse: bool) -> None:
+    """The servers started (``reverse``: the peer first, this service last), warmed,
+    then ``reps`` rounds into ``runs``; the first half also measures the time to the
+    first character and runs the benchmark clients."""
+    starts = [("real", {}), ("off", OFF)] + ([("peer", None)] if peer_settings is not None
+                                             else [])
     with ExitStack() as stack:
-        real = stack.enter_context(service(a.device, meta, "real"))
-        off = stack.enter_context(service(a.device, meta, "off", **OFF))
-        urls = {"real": real.url, "off": off.url}
-        procs: dict = {"real": (real.pid, False), "off": (off.pid, False)}
-        if peer_settings is not None:
-            pp = peer_mod.PeerProcess(Path(a.peer_python), fast_queue=True, **peer_settings)
-            meta["peer_settings"] = pp.settings()
-            stack.enter_context(pp)
-            urls["peer"], procs["peer"] = pp.url, (pp.proc.pid, True)
+        urls, procs = {}, {}
+        for who, settings in (starts[::-1] if reverse else starts):
+            if who == "peer":
+                pp = peer_mod.PeerProcess(Path(a.peer_python), fast_queue=True,
+                                          **peer_settings)  # type: ignore[arg-type]
+                meta["peer_settings"] = pp.settings()
+                stack.enter_context(pp)
+                urls[who], procs[who] = pp.url, (pp.proc.pid, True)
+            else:
+                srv = stack.enter_context(service(a.device, meta, who, **settings))
+                urls[who], procs[who] = srv.url, (srv.pid, False)
+        urls = {who: urls[who] for who, _ in starts}  # the report's order
         warm(urls, procs, loads, plist, plan)
-        with peer_mod.only("real", procs):
-            reps = 5 if plan.quick else 20
-            meta["ttfc_ms"] = {n: asyncio.run(ttfc(real.url, plist[0][:n], reps)) * 1e3
-                               for n in (200, SHORT_PROMPT)}
-        results = rounds(urls, procs, loads, plist, plan)
-        if not a.no_clients:
+        if not reverse:
+            with peer_mod.only("real", procs):
+                n = 5 if plan.quick else 20
+                meta["ttfc_ms"] = {k: asyncio.run(ttfc(urls["real"], plist[0][:k], n)) * 1e3
+                                   for k in (200, SHORT_PROMPT)}
+        rounds(urls, procs, loads, plist, plan, reps, runs)
+        if not a.no_clients and not reverse:
             from bench.clients import bench_clients
 
             with peer_mod.only("real", procs):
                 meta["clients"] = bench_clients(
-                    real.url, MODELS / "chargen", concurrency=32,
+                    urls["real"], MODELS / "chargen", concurrency=32,
                     requests=64 if plan.quick else 256, input_tokens=200,
                     output_tokens=plan.new_chars)
-    return results
 
 
 def main(argv: list[str] | None = None) -> int:
