@@ -8,6 +8,7 @@ reloads on SIGHUP, and stops the loops on shutdown.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from functools import partial
 
@@ -32,6 +33,16 @@ from app.protocols.v2.errors import V2
 from app.web import routes as web
 
 log = logging.getLogger("seqserve")
+
+# FastAPI's own OpenTelemetry (FastAPI >= 0.16x) traces every request once a tracer
+# provider is installed, so with SEQSERVE_OTEL (which installs one) or
+# `opentelemetry-instrument` each request got a second server span, named "POST" as
+# the request layer routes, plus its own metrics. app/ops/tracing.py traces the
+# request; FastAPI's is turned off (which also spares its per-request check for a
+# provider). Older FastAPI has no such option.
+NO_FASTAPI_TELEMETRY = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
 
 
 # Every router, in the order its routes are matched, with the policy it declares: the
@@ -97,6 +108,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         # the package (FastAPI's own pages load them from a CDN: blank when offline)
         docs_url=None, redoc_url=None,
         generate_unique_id_function=operation_id,
+        **NO_FASTAPI_TELEMETRY,
     )
     app.state.seqserve = state
     install_error_handlers(app)

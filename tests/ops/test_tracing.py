@@ -5,6 +5,7 @@ package the service imports and serves."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -118,3 +119,40 @@ def test_the_service_imports_and_serves_without_opentelemetry(tiny_models_dir):
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_a_global_provider_gets_one_server_span_a_request(tiny_models_dir):
+    """With the provider installed globally (``opentelemetry-instrument``, or the one the
+    service installs itself), a request is traced once: the service's own server span and
+    its children, not a second set from FastAPI's built-in telemetry (FastAPI >= 0.16x
+    traces every request, its dependencies and serialization, once a provider is set).
+    In a subprocess: the global provider can be set only once per process."""
+    pytest.importorskip("opentelemetry.sdk.trace")
+    code = textwrap.dedent(f"""
+        import json
+        from fastapi.testclient import TestClient
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter)
+        from app.config import Settings
+        from app.main import create_app
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        app = create_app(Settings(models_dir={str(tiny_models_dir)!r}, otel=True))
+        with TestClient(app) as c:
+            exporter.clear()
+            assert c.post("/sentiment", json={{"text": "good"}}).status_code == 200
+            assert c.post("/sentiment", json={{"text": 5}}).status_code == 422
+        print(json.dumps(sorted(s.name for s in exporter.get_finished_spans())))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEQSERVE_", "OTEL_"))}
+    env["OTEL_TRACES_EXPORTER"] = "none"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = json.loads(r.stdout.strip().splitlines()[-1])  # the sorted span names
+    assert names == ["POST /sentiment", "POST /sentiment", "inference", "queue"], names
